@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every test of the project, on a fresh machine (the README's test command; .ci/run calls it).
+# Installs what it needs itself: the Python exporter environment (PyPI), the ONNX Runtime library
+# (PyPI wheel), Debian and npm packages for the bindings.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TERM_COLOR=never
+step() { printf '\n=== %s ===\n' "$*"; }
+failures=()
+run() { local name=$1; shift; step "$name"; if "$@"; then echo "--- $name: ok"; else echo "--- $name: FAILED"; failures+=("$name"); fi; }
+
+step "setup: Python environment and ONNX Runtime library"
+scripts/setup-python.sh
+ORT_DYLIB_PATH=$(scripts/fetch-ort.sh)
+export ORT_DYLIB_PATH
+echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+
+run "rust: cargo fmt --check" cargo fmt --all -- --check
+run "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
+run "rust: cargo test" cargo test --workspace --quiet
+run "python: exporter tests (fish-speech oracle)" .venv/bin/python -m pytest -q tools/export/tests
+run "golden fixture reproduces" tools/export/check_golden.sh
+if [ -x scripts/test-bindings.sh ]; then
+  run "C ABI header, C/C++/C#/Node bindings and examples" scripts/test-bindings.sh
+fi
+
+step "summary"
+if [ ${#failures[@]} -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failures[@]}"
+  exit 1
+fi
+echo "all test groups passed"
