@@ -16,4 +16,6 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q -r "$req"
 "$venv/bin/pip" install -q --no-deps fish-speech==0.1.0
+# the codec oracle: dac + audiotools without their pins (audiotools wants protobuf<3.20; onnx needs newer)
+"$venv/bin/pip" install -q --no-deps descript-audio-codec==1.0.0 descript-audiotools==0.7.2
 echo "$want" > "$stamp"
