@@ -1,0 +1,100 @@
+"""export(): checkpoint directory -> bundle directory, atomically (temp dir + rename)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from . import llm
+from .checkpoint import load_llm_weights, open_checkpoint
+from .errors import ExportError
+from .manifest import build_manifest, write_manifest
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+PARTS = ("llm", "codec-decode", "codec-encode")
+CODEC_PARTS = {"codec-decode", "codec-encode"}
+
+
+def parse_parts(spec: str) -> set[str]:
+    parts = {p.strip() for p in spec.split(",") if p.strip()}
+    unknown = sorted(parts - set(PARTS))
+    if unknown or not parts:
+        raise ExportError(f"--parts: unknown part {', '.join(unknown) or '(empty)'!s} (expected a comma list of {', '.join(PARTS)})")
+    return parts
+
+
+def export(checkpoint: Path, out_dir: Path, precision: str = "fp32", parts: set[str] | None = None,
+           force: bool = False, log=llm.progress) -> dict:
+    """Writes the bundle of docs/bundle-format.md to out_dir and returns its manifest."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision: unknown precision {precision!r} (expected fp32 or fp16)")
+    parts = set(PARTS) if parts is None else parts
+    unknown = sorted(parts - set(PARTS))
+    if unknown or not parts:
+        raise ExportError(f"--parts: unknown part {', '.join(unknown) or '(empty)'} (expected {', '.join(PARTS)})")
+    if out_dir.exists() and not force:
+        raise ExportError(f"{out_dir}: already exists (remove it or pass --force)")
+    parent = out_dir.resolve().parent
+    if not parent.is_dir():
+        raise ExportError(f"{parent}: output's parent directory not found")
+    ck = open_checkpoint(checkpoint, need_llm="llm" in parts, need_codec=bool(parts & CODEC_PARTS))
+    dtype = PRECISIONS[precision]
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
+    try:
+        files: list[str] = []
+        graphs: dict[str, str] = {}
+        weights: dict[str, str] = {}
+        for name in ("tokenizer.tiktoken", "special_tokens.json"):
+            shutil.copyfile(checkpoint / name, tmp / name)
+            files.append(name)
+        if "llm" in parts:
+            log(f"loading {ck.model_pth}")
+            sd = load_llm_weights(ck.model_pth, ck.config)
+            log("writing llm.safetensors (bf16)")
+            save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(tmp / "llm.safetensors"))
+            files.append("llm.safetensors")
+            weights["llm"] = "llm.safetensors"
+            log(f"exporting slow.onnx ({precision}, {ck.config.n_layer} layers)")
+            slow = llm.build_slow(ck.config, ck.tokens, sd, dtype)
+            files += llm.export_slow(slow, tmp / "slow.onnx", dtype)
+            del slow
+            log(f"exporting fast.onnx ({precision}, {ck.config.n_fast_layer} layers)")
+            fast = llm.build_fast(ck.config, sd, dtype)
+            files += llm.export_fast(fast, tmp / "fast.onnx", dtype)
+            del fast, sd
+            graphs["slow"], graphs["fast"] = "slow.onnx", "fast.onnx"
+        codec_section = None
+        if parts & CODEC_PARTS:
+            from . import codec
+
+            log(f"exporting codec ({', '.join(sorted(parts & CODEC_PARTS))}) from {ck.codec_pth}")
+            res = codec.export_codec(ck.codec_pth, tmp, precision, parts & CODEC_PARTS)
+            codec_section = res["codec"]
+            files += list(res["files"])
+            for f in res["files"]:
+                if f.endswith(".onnx"):
+                    graphs[f.removesuffix(".onnx")] = f
+        log("hashing files, writing manifest.json")
+        manifest = build_manifest(
+            cfg=ck.config, tokens=ck.tokens, precision=precision, fast_logit_rows=llm.fast_logit_rows(ck.config),
+            codec=codec_section, graphs=graphs, weights=weights, bundle_dir=tmp, files=files,
+        )
+        write_manifest(tmp / "manifest.json", manifest)
+        tmp.chmod(0o755)
+        if out_dir.exists():  # --force: swap, then drop the old bundle
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=parent))
+            out_dir.rename(old / "b")
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+        log(f"wrote {out_dir}")
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

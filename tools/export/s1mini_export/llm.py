@@ -1,0 +1,318 @@
+"""Export-friendly torch modules of the DualAR LLM (gpt-fast style) and their ONNX export.
+
+fish-speech's own modules keep a static 8192-slot KV cache inside the model and index it with
+in-place writes; that does not export. These modules take the KV as inputs and return the grown KV
+as outputs, with the same parameter names as the checkpoint, and reproduce forward_generate /
+forward_generate_fast numerically (fp32 RMSNorm, interleaved-pair RoPE over a bf16-rounded table,
+causal mask, GQA by grouping query heads, √(num_codebooks+1) scaling at audio positions).
+Every branch is a tensor `where` on shapes, never Python control flow on values, so the graphs
+carry no If/Loop (TensorRT friendly).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .checkpoint import LlmConfig
+from .tokenizer_files import TokenIds
+
+OPSET = 17
+PROTOBUF_LIMIT = 2 * 1024**3
+
+
+def rope_table(seq_len: int, head_dim: int, base: float) -> Tensor:
+    """fish-speech precompute_freqs_cis: [seq_len, head_dim/2, 2] (cos, sin), rounded to bf16.
+
+    Kept as fp32 values of the bf16 numbers: fish multiplies fp32 activations by the bf16 table,
+    which promotes to fp32, so the products are the same.
+    """
+    freqs = 1.0 / (base ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    t = torch.arange(seq_len)
+    freqs = torch.outer(t, freqs)
+    cis = torch.polar(torch.ones_like(freqs), freqs)
+    return torch.stack([cis.real, cis.imag], dim=-1).to(torch.bfloat16).float()
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    # fish RMSNorm: normalise in fp32, cast back, then scale.
+    xf = x.float()
+    y = xf * torch.rsqrt(torch.mean(xf * xf, dim=-1, keepdim=True) + eps)
+    return y.to(x.dtype) * weight
+
+
+class Norm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+def apply_rope(x: Tensor, cos_sin: Tensor) -> Tensor:
+    # x: [B, T, H, D]; cos_sin: [T, D/2, 2]. Adjacent pairs (x0, x1) rotate together.
+    b, t, h, d = x.shape
+    xs = x.float().reshape(b, t, h, d // 2, 2)
+    c = cos_sin[None, :, None, :, 0]
+    s = cos_sin[None, :, None, :, 1]
+    x0, x1 = xs[..., 0], xs[..., 1]
+    out = torch.stack([x0 * c - x1 * s, x1 * c + x0 * s], dim=-1)
+    return out.reshape(b, t, h, d).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, n_head: int, n_kv: int, head_dim: int, qk_norm: bool, qkv_bias: bool, o_bias: bool, eps: float):
+        super().__init__()
+        self.n_head, self.n_kv, self.head_dim = n_head, n_kv, head_dim
+        self.wqkv = nn.Linear(dim, (n_head + 2 * n_kv) * head_dim, bias=qkv_bias)
+        self.wo = nn.Linear(n_head * head_dim, dim, bias=o_bias)
+        self.qk_norm = qk_norm
+        if qk_norm:
+            # torch nn.RMSNorm in fish; the same formula written out (opset 17 has no RMSNorm op).
+            self.q_norm = Norm(head_dim, eps)
+            self.k_norm = Norm(head_dim, eps)
+
+    def forward(self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # x: [1, T, dim]; past_k/v: [1, Hkv, P, D]; mask: [T, P+T] bool (True = may attend)
+        b, t, _ = x.shape
+        hq, hk, d = self.n_head, self.n_kv, self.head_dim
+        q, k, v = self.wqkv(x).split([hq * d, hk * d, hk * d], dim=-1)
+        q = q.view(b, t, hq, d)
+        k = k.view(b, t, hk, d)
+        v = v.view(b, t, hk, d)
+        if self.qk_norm:
+            q = self.q_norm(q)
+            k = self.k_norm(k)
+        q = apply_rope(q, cos_sin).transpose(1, 2)  # [1, Hq, T, D]
+        k = apply_rope(k, cos_sin).transpose(1, 2)  # [1, Hkv, T, D]
+        v = v.transpose(1, 2)
+        k_all = torch.cat([past_k, k], dim=2)  # [1, Hkv, P+T, D]
+        v_all = torch.cat([past_v, v], dim=2)
+        # GQA: query head h uses kv head h // rep (fish's repeat_interleave), done by grouping
+        # queries as [1, Hkv, rep, T, D] so the KV is broadcast instead of copied.
+        rep = hq // hk
+        qg = q.reshape(b, hk, rep, t, d)
+        scores = torch.matmul(qg, k_all[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(d))
+        scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
+        probs = torch.softmax(scores, dim=-1)
+        y = torch.matmul(probs, v_all[:, :, None])  # [1, Hkv, rep, T, D]
+        y = y.reshape(b, hq, t, d).transpose(1, 2).reshape(b, t, hq * d)
+        return self.wo(y), k, v
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, inter: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, inter, bias=False)
+        self.w3 = nn.Linear(dim, inter, bias=False)
+        self.w2 = nn.Linear(inter, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, n_head: int, n_kv: int, head_dim: int, inter: int, qk_norm: bool, qkv_bias: bool, o_bias: bool, eps: float):
+        super().__init__()
+        self.attention = Attention(dim, n_head, n_kv, head_dim, qk_norm, qkv_bias, o_bias, eps)
+        self.feed_forward = FeedForward(dim, inter)
+        self.attention_norm = Norm(dim, eps)
+        self.ffn_norm = Norm(dim, eps)
+
+    def forward(self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        a, k, v = self.attention(self.attention_norm(x), cos_sin, mask, past_k, past_v)
+        h = x + a
+        return h + self.feed_forward(self.ffn_norm(h)), k, v
+
+
+def _positions_and_mask(past: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
+    # Absolute positions P..P+T of the new tokens and the causal mask over the P+T keys.
+    p = past.shape[3]
+    pos = torch.arange(t, device=past.device) + p
+    keys = torch.arange(p + t, device=past.device)
+    return pos, keys[None, :] <= pos[:, None]
+
+
+class SlowGraph(nn.Module):
+    """slow.onnx: tokens [1, 1+N, T] + past KV -> restricted logits, hidden, present KV."""
+
+    def __init__(self, cfg: LlmConfig, tokens: TokenIds):
+        super().__init__()
+        c = cfg
+        self.cfg = c
+        self.sem_begin, self.sem_end = tokens.semantic_begin, tokens.semantic_end
+        self.embeddings = nn.Embedding(c.vocab_size, c.dim)
+        self.codebook_embeddings = nn.Embedding(c.codebook_size * c.num_codebooks, c.dim)
+        self.layers = nn.ModuleList(
+            Block(c.dim, c.n_head, c.n_local_heads, c.head_dim, c.intermediate_size, c.attention_qk_norm,
+                  c.attention_qkv_bias, c.attention_o_bias, c.norm_eps)
+            for _ in range(c.n_layer)
+        )
+        self.norm = Norm(c.dim, c.norm_eps)
+        # Restricted head: rows semantic_begin..semantic_end, then <|im_end|> (filled by load()).
+        self.head = nn.Linear(c.dim, tokens.semantic_rows + 1, bias=False)
+        self.fast_project_in: nn.Module = nn.Linear(c.dim, c.fast_dim) if c.fast_dim != c.dim else nn.Identity()
+        self.register_buffer("rope", rope_table(c.max_seq_len, c.head_dim, c.rope_base), persistent=False)
+        self.register_buffer("cb_offsets", (torch.arange(c.num_codebooks) * c.codebook_size)[:, None], persistent=False)
+
+    def forward(self, tokens: Tensor, past_keys: Tensor, past_values: Tensor):
+        # tokens: [1, 1+N, T] int64; past_*: [L, 1, Hkv, P, D]
+        c = self.cfg
+        t = tokens.shape[2]
+        ids = tokens[0, 0]  # [T]
+        vq = self.codebook_embeddings(tokens[0, 1:] + self.cb_offsets).sum(dim=0)  # [T, dim]
+        is_sem = (ids >= self.sem_begin) & (ids <= self.sem_end)
+        x = self.embeddings(ids) + torch.where(is_sem[:, None], vq, torch.zeros_like(vq))
+        if c.scale_codebook_embeddings:
+            x = torch.where(is_sem[:, None], x / math.sqrt(c.num_codebooks + 1), x)
+        x = x[None]  # [1, T, dim]
+        pos, mask = _positions_and_mask(past_keys, t)
+        cos_sin = self.rope[pos]
+        ks, vs = [], []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, cos_sin, mask, past_keys[i], past_values[i])
+            ks.append(k)
+            vs.append(v)
+        last = x[:, -1]  # [1, dim], pre-final-norm
+        logits = self.head(self.norm(last))
+        hidden = self.fast_project_in(last)
+        present_k = torch.cat([past_keys, torch.stack(ks)], dim=3)
+        present_v = torch.cat([past_values, torch.stack(vs)], dim=3)
+        return logits, hidden, present_k, present_v
+
+
+class FastGraph(nn.Module):
+    """fast.onnx: one fast-transformer position P (from the past KV length)."""
+
+    def __init__(self, cfg: LlmConfig, logit_rows: int):
+        super().__init__()
+        c = cfg
+        self.cfg = c
+        self.fast_embeddings = nn.Embedding(c.codebook_size, c.fast_dim)
+        self.fast_layers = nn.ModuleList(
+            Block(c.fast_dim, c.fast_n_head, c.fast_n_local_heads, c.fast_head_dim, c.fast_intermediate_size,
+                  c.fast_attention_qk_norm, c.fast_attention_qkv_bias, c.fast_attention_o_bias, c.norm_eps)
+            for _ in range(c.n_fast_layer)
+        )
+        self.fast_norm = Norm(c.fast_dim, c.norm_eps)
+        self.fast_output = nn.Linear(c.fast_dim, logit_rows, bias=False)  # first logit_rows rows
+        self.register_buffer("rope", rope_table(c.num_codebooks, c.fast_head_dim, c.rope_base), persistent=False)
+
+    def forward(self, hidden: Tensor, code: Tensor, past_keys: Tensor, past_values: Tensor):
+        # hidden: [1, fast_dim]; code: [1] int64; past_*: [Lf, 1, Hkv, P, Df]
+        pos, mask = _positions_and_mask(past_keys, 1)
+        emb = self.fast_embeddings(code)  # [1, fast_dim]
+        x = torch.where(pos[:, None] == 0, hidden, emb)[None]  # [1, 1, fast_dim]
+        cos_sin = self.rope[pos]
+        ks, vs = [], []
+        for i, layer in enumerate(self.fast_layers):
+            x, k, v = layer(x, cos_sin, mask, past_keys[i], past_values[i])
+            ks.append(k)
+            vs.append(v)
+        logits = self.fast_output(self.fast_norm(x[:, 0]))
+        present_k = torch.cat([past_keys, torch.stack(ks)], dim=3)
+        present_v = torch.cat([past_values, torch.stack(vs)], dim=3)
+        return logits, present_k, present_v
+
+
+def fast_logit_rows(cfg: LlmConfig) -> int:
+    # fish-speech samples codebooks 1..N-1 from logits[:, :, :1024] (inference.py L151).
+    return min(1024, cfg.codebook_size)
+
+
+def build_slow(cfg: LlmConfig, tokens: TokenIds, sd: "OrderedDict[str, Tensor]", dtype: torch.dtype) -> SlowGraph:
+    m = SlowGraph(cfg, tokens)
+    out_w = sd["embeddings.weight"] if cfg.tie_word_embeddings else sd["output.weight"]
+    head = torch.cat([out_w[tokens.semantic_begin : tokens.semantic_end + 1], out_w[tokens.im_end : tokens.im_end + 1]])
+    own = {k: v for k, v in sd.items() if not k.startswith("fast_") and k != "output.weight"}
+    if cfg.fast_dim != cfg.dim:
+        own["fast_project_in.weight"] = sd["fast_project_in.weight"]
+        own["fast_project_in.bias"] = sd["fast_project_in.bias"]
+    own["head.weight"] = head
+    m.load_state_dict({k: v.float() for k, v in own.items()}, strict=True)
+    return m.to(dtype).eval()
+
+
+def build_fast(cfg: LlmConfig, sd: "OrderedDict[str, Tensor]", dtype: torch.dtype) -> FastGraph:
+    rows = fast_logit_rows(cfg)
+    m = FastGraph(cfg, rows)
+    own = {k: v for k, v in sd.items() if k.startswith("fast_") and not k.startswith("fast_project_in")}
+    own["fast_output.weight"] = own["fast_output.weight"][:rows]
+    m.load_state_dict({k: v.float() for k, v in own.items()}, strict=True)
+    return m.to(dtype).eval()
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_axes: dict) -> None:
+    """torch.onnx (TorchScript exporter, deterministic) -> path; weights > 2 GiB go to path.data."""
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / path.name
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
+            torch.onnx.export(
+                module, args, str(raw), dynamo=False, opset_version=OPSET, input_names=input_names,
+                output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+            )
+        import onnx
+
+        model = onnx.load(str(raw), load_external_data=True)
+        # The TorchScript exporter names initializers deterministically; pin the producer fields
+        # so the bytes do not depend on the torch build either.
+        model.producer_name = "s1mini_export"
+        model.producer_version = ""
+        big = sum(t.ByteSize() for t in model.graph.initializer) > PROTOBUF_LIMIT - 64 * 1024**2
+        if big:
+            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
+        else:
+            onnx.save_model(model, str(path))
+
+
+def export_slow(m: SlowGraph, path: Path, dtype: torch.dtype) -> list[str]:
+    c = m.cfg
+    tok = torch.zeros(1, 1 + c.num_codebooks, 3, dtype=torch.long)
+    past = torch.zeros(c.n_layer, 1, c.n_local_heads, 2, c.head_dim, dtype=dtype)
+    kv_axes = {3: "past"}
+    _export(
+        m, (tok, past, past.clone()), path, ["tokens", "past_keys", "past_values"],
+        ["logits", "hidden", "present_keys", "present_values"],
+        {"tokens": {2: "T"}, "past_keys": kv_axes, "past_values": kv_axes,
+         "present_keys": {3: "total"}, "present_values": {3: "total"}},
+    )
+    return _written(path)
+
+
+def export_fast(m: FastGraph, path: Path, dtype: torch.dtype) -> list[str]:
+    c = m.cfg
+    hidden = torch.zeros(1, c.fast_dim, dtype=dtype)
+    code = torch.zeros(1, dtype=torch.long)
+    past = torch.zeros(c.n_fast_layer, 1, c.fast_n_local_heads, 2, c.fast_head_dim, dtype=dtype)
+    kv_axes = {3: "past"}
+    _export(
+        m, (hidden, code, past, past.clone()), path, ["hidden", "code", "past_keys", "past_values"],
+        ["logits", "present_keys", "present_values"],
+        {"past_keys": kv_axes, "past_values": kv_axes, "present_keys": {3: "total"}, "present_values": {3: "total"}},
+    )
+    return _written(path)
+
+
+def _written(path: Path) -> list[str]:
+    names = [path.name]
+    if (path.parent / (path.name + ".data")).exists():
+        names.append(path.name + ".data")
+    return names
+
+
+def progress(msg: str) -> None:
+    print(f"s1mini_export: {msg}", file=sys.stderr, flush=True)
+

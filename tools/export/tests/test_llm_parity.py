@@ -1,0 +1,82 @@
+"""slow.onnx / fast.onnx under ONNX Runtime CPU vs fish-speech forward_generate(_fast), fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from s1mini_export import oracle
+from s1mini_export.prompt import build_prompt, load_encoding
+
+RTOL = 1e-4  # relative to the largest reference magnitude
+
+
+def close(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_bundle):
+    enc, ids = load_encoding(tiny_bundle)
+    rng = np.random.default_rng(7)
+    ref = rng.integers(0, 1024, size=(10, 6))
+    return build_prompt(enc, ids, 10, "Hello (angry) 你好，世界。", [("A reference.", ref)])
+
+
+def empty_kv(m: dict, fast: bool) -> np.ndarray:
+    c = m["model"]
+    if fast:
+        return np.zeros((c["n_fast_layer"], 1, c["fast_n_local_heads"], 0, c["fast_head_dim"]), np.float32)
+    return np.zeros((c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"]), np.float32)
+
+
+def test_slow_prefill_and_5_decode_steps_match_forward_generate(tiny_bundle, fish_model, prompt):
+    import json
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    slow = session(tiny_bundle / "slow.onnx")
+    kv = empty_kv(m, False)
+    keys, values = kv, kv.copy()
+    cur, pos = prompt, 0
+    rng = np.random.default_rng(3)
+    sem_begin = m["tokens"]["semantic_begin"]
+    for step in range(6):
+        want_logits, want_hidden = oracle.slow_step(fish_model, cur, pos)
+        logits, hidden, keys, values = slow.run(None, {"tokens": cur[None], "past_keys": keys, "past_values": values})
+        assert logits.shape == (1, m["head"]["semantic_rows"] + 1)
+        assert close(logits[0], want_logits) < RTOL, f"step {step} logits"
+        assert close(hidden[0], want_hidden) < RTOL, f"step {step} hidden"
+        pos += cur.shape[1]
+        assert keys.shape[3] == pos
+        # next input: a semantic frame (exercises the codebook embedding + √11 path), last one text
+        codes = rng.integers(0, 1024, size=10)
+        cur = np.concatenate([[sem_begin + codes[0]], codes])[:, None].astype(np.int64)
+        if step == 4:
+            cur = np.zeros((11, 1), np.int64)
+            cur[0, 0] = 300
+
+
+def test_fast_step_matches_forward_generate_fast_for_every_position(tiny_bundle, fish_model, prompt):
+    import json
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    rows = m["fast"]["logit_rows"]
+    fast = session(tiny_bundle / "fast.onnx")
+    _, hidden = oracle.slow_step(fish_model, prompt, 0)
+    oracle.reset_fast(fish_model)
+    kv = empty_kv(m, True)
+    keys, values = kv, kv.copy()
+    codes = [0, 17, 1023, 5, 600, 2, 999, 64, 128, 256]
+    for k in range(m["model"]["num_codebooks"]):
+        code = codes[k - 1] if k else 0
+        want = oracle.fast_step(fish_model, hidden, code, k, rows)
+        logits, keys, values = fast.run(None, {"hidden": hidden[None].astype(np.float32), "code": np.array([code], np.int64),
+                                               "past_keys": keys, "past_values": values})
+        assert logits.shape == (1, rows)
+        assert keys.shape[3] == k + 1
+        assert close(logits[0], want) < RTOL, f"position {k}"
