@@ -1,0 +1,25 @@
+"""Tokenizer test corpus (golden/tokenizer.json): every case the engine's tokenizer must get right."""
+
+TOKENIZER_CORPUS: list[str] = [
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog. It's 3.14, isn't it? We'll see; they'd know.",
+    "Speech synthesis turns written text into spoken audio.",
+    "今天早上，天气很好。我们一起去公园散步。",
+    "语音合成技术可以把文字变成自然的声音。",
+    "今日はとても良い天気です。「次の駅で降りましょう」",
+    "ひらがな、カタカナ、漢字がまざった文章。",
+    "Emoji: 😀🎉👍🏽 and a family 👨‍👩‍👧‍👦!",
+    "(angry) How dare you! (sad) I'm sorry. (whispering) don't tell (laughing) haha",
+    "word     five spaces\t\ttabs   \u3000ideographic space",
+    "trailing spaces   ",
+    "   leading spaces",
+    "line one\nline two\r\nline three\n\n\nthree newlines\n",
+    "literal <|im_end|> inside text, and <|speaker:0|> which is plain text",
+    "<|im_end|>",
+    "<|semantic:0|><|semantic:5|> specials back to back<|interleave|>",
+    "Numbers 1234567 and 2024-11-26, 1,000,000.",
+    "MiXeD CaSe ÀÉÎÕÜ ß Ω café naïve",
+    "",
+    " ",
+    "\n",
+]
