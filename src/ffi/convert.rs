@@ -1,0 +1,241 @@
+//! The only place where C pointers become Rust values (rustls `ffi.rs` pattern, STYLE.md §13).
+//!
+//! Handles are keys into one registry of live objects. Engine and stream handles are never
+//! addresses: they are ids from a counter that is never reused, so a freed handle can never alias
+//! a later object, and a stale or foreign handle is a lookup miss (`S1_STATUS_INVALID_HANDLE`)
+//! instead of a read of freed memory. Audio buffers are real heap structs the caller reads, so
+//! their key is their address; it is checked against the registry before anything is freed.
+//! Objects in the registry are `Arc`s: a call in flight keeps its object alive even if another
+//! thread frees the handle meanwhile.
+use std::any::Any;
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crate::{Error, Status};
+
+/// One live object behind a C handle.
+enum Slot {
+    Shared(Arc<dyn Any + Send + Sync>),
+    Owned(Box<dyn Any + Send + Sync>),
+}
+
+fn registry() -> MutexGuard<'static, HashMap<usize, Slot>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<usize, Slot>>> = OnceLock::new();
+    let m = REGISTRY.get_or_init(|| Mutex::new(HashMap::new()));
+    // A panic while the lock was held cannot leave the map half-updated (every update is one
+    // insert or remove), so a poisoned lock is safe to keep using.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Ids start high and step by 16 so that a handle never looks like a small integer or a
+/// misaligned pointer to a debugger; 0 (NULL) is never issued.
+fn next_id() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0x51_0000);
+    NEXT.fetch_add(16, Ordering::Relaxed)
+}
+
+/// Registers a shared object and returns its opaque handle.
+pub(crate) fn into_handle<T: Any + Send + Sync, C>(obj: Arc<T>) -> *mut C {
+    let id = next_id();
+    registry().insert(id, Slot::Shared(obj));
+    id as *mut C
+}
+
+/// Looks a handle up: NULL → `NullPointer`, unknown/freed/other type → `InvalidHandle`.
+pub(crate) fn handle_ref<T: Any + Send + Sync, C>(ptr: *const C, what: &'static str) -> Result<Arc<T>, Error> {
+    if ptr.is_null() {
+        return Err(Error::NullPointer { arg: what });
+    }
+    let reg = registry();
+    match reg.get(&(ptr as usize)) {
+        Some(Slot::Shared(obj)) => Arc::clone(obj).downcast::<T>().map_err(|_| invalid(what)),
+        _ => Err(invalid(what)),
+    }
+}
+
+/// Unregisters a handle. NULL is a no-op (free functions are NULL-safe); an unknown handle is an
+/// error. The object itself is dropped here, or by the last call still using it.
+pub(crate) fn free_handle<T: Any + Send + Sync, C>(ptr: *mut C, what: &'static str) -> Result<(), Error> {
+    if ptr.is_null() {
+        return Ok(());
+    }
+    let mut reg = registry();
+    let key = ptr as usize;
+    match reg.get(&key) {
+        Some(Slot::Shared(obj)) if obj.is::<T>() => {
+            let removed = reg.remove(&key);
+            // Drop outside the lock: dropping an engine may take a while (sessions, threads).
+            drop(reg);
+            drop(removed);
+            Ok(())
+        }
+        _ => Err(invalid(what)),
+    }
+}
+
+/// Registers a heap struct the caller reads directly; its address is the handle.
+pub(crate) fn into_owned_ptr<T: Any + Send + Sync, C>(obj: Box<T>) -> *mut C {
+    let ptr = &*obj as *const T as usize;
+    registry().insert(ptr, Slot::Owned(obj));
+    ptr as *mut C
+}
+
+/// Frees a struct registered by [`into_owned_ptr`]; NULL is a no-op, anything else unknown is an
+/// error and is not touched.
+pub(crate) fn free_owned_ptr<T: Any + Send + Sync, C>(ptr: *mut C, what: &'static str) -> Result<(), Error> {
+    if ptr.is_null() {
+        return Ok(());
+    }
+    let mut reg = registry();
+    let key = ptr as usize;
+    match reg.get(&key) {
+        Some(Slot::Owned(obj)) if obj.is::<T>() => {
+            let removed = reg.remove(&key);
+            drop(reg);
+            drop(removed);
+            Ok(())
+        }
+        _ => Err(invalid(what)),
+    }
+}
+
+#[cold]
+fn invalid(what: &'static str) -> Error {
+    Error::InvalidHandle { arg: what }
+}
+
+/// Writes `value` through an out-parameter.
+///
+/// # Safety
+/// `out` must be NULL or valid for a write of `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, value: T, what: &'static str) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(Error::NullPointer { arg: what });
+    }
+    // SAFETY: non-null, and valid for writes per this function's contract.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Reads a required NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `ptr` must be NULL or point to a NUL-terminated string that outlives the call.
+pub(crate) unsafe fn utf8_arg<'a>(ptr: *const c_char, what: &'static str) -> Result<&'a str, Error> {
+    if ptr.is_null() {
+        return Err(Error::NullPointer { arg: what });
+    }
+    // SAFETY: non-null and NUL-terminated per this function's contract.
+    let c = unsafe { CStr::from_ptr(ptr) };
+    c.to_str().map_err(|e| Error::InvalidUtf8 { valid_up_to: e.valid_up_to() })
+}
+
+/// Reads an optional string argument: NULL → `None`.
+///
+/// # Safety
+/// As [`utf8_arg`].
+pub(crate) unsafe fn opt_utf8_arg<'a>(
+    ptr: *const c_char,
+    what: &'static str,
+) -> Result<Option<&'a str>, Error> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { utf8_arg(ptr, what) }.map(Some)
+}
+
+/// Copies a caller's versioned options struct over `default` (STYLE.md §14).
+///
+/// Reads `struct_size` (the first `u32`) first and then copies only `struct_size` bytes, so a
+/// caller built against an older, shorter struct is never over-read; the fields it does not know
+/// keep their defaults. Sizes below `min_size` (the first published layout) or above this
+/// library's size (a caller built against a newer header) are rejected.
+///
+/// # Safety
+/// `ptr` must be NULL or point to at least `struct_size` readable bytes, with `struct_size` being
+/// its first `u32` field; `T` must be a `#[repr(C)]` plain-data struct whose first field is that
+/// `u32`, for which every byte pattern the caller may write is valid (integers, floats, pointers).
+pub(crate) unsafe fn options_arg<T: Copy>(
+    ptr: *const T,
+    default: T,
+    min_size: usize,
+    what: &'static str,
+) -> Result<T, Error> {
+    if ptr.is_null() {
+        return Err(Error::NullPointer { arg: what });
+    }
+    // SAFETY: every options struct starts with `uint32_t struct_size` (contract above).
+    let size = unsafe { (ptr as *const u32).read_unaligned() } as usize;
+    let ours = std::mem::size_of::<T>();
+    if size < min_size || size > ours {
+        return Err(Error::arg(
+            what,
+            format!(
+                "struct_size is {size}, expected {ours} (fill the struct with the s1_*_default() \
+                 function of the header this library was built with)"
+            ),
+        ));
+    }
+    let mut out = default;
+    // SAFETY: `size <= size_of::<T>()`, both regions are valid for `size` bytes, they do not
+    // overlap (`out` is a local), and T is plain data per the contract.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr as *const u8, &mut out as *mut T as *mut u8, size);
+    }
+    Ok(out)
+}
+
+/// Writes a string into a caller's buffer, llama.h style: always NUL-terminated when
+/// `buf_size > 0`, full length reported through `out_len`, `BufferTooSmall` when truncated.
+///
+/// # Safety
+/// `buf` must be NULL or valid for `buf_size` byte writes; `out_len` NULL or writable.
+pub(crate) unsafe fn write_str_out(
+    value: &str,
+    buf: *mut c_char,
+    buf_size: usize,
+    out_len: *mut usize,
+) -> Result<(), Error> {
+    if !out_len.is_null() {
+        // SAFETY: non-null and writable per the contract.
+        unsafe { out_len.write(value.len()) };
+    }
+    if buf_size > 0 {
+        if buf.is_null() {
+            return Err(Error::NullPointer { arg: "buf" });
+        }
+        let n = value.len().min(buf_size - 1);
+        // SAFETY: `n + 1 <= buf_size` bytes are written into the caller's buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(value.as_ptr(), buf as *mut u8, n);
+            buf.add(n).write(0);
+        }
+    }
+    if value.len() >= buf_size {
+        return Err(Error::BufferTooSmall { needed: value.len() + 1, got: buf_size });
+    }
+    Ok(())
+}
+
+/// Converts a C `uint8_t` flag (any non-zero is true).
+pub(crate) fn flag(v: u8) -> bool {
+    v != 0
+}
+
+/// The header's name of each status, NUL-terminated for C.
+pub(crate) fn status_name_c(status: Status) -> &'static CStr {
+    // One source of names: the Rust API's `Status::name()`. Those are `&'static str` without a
+    // NUL, so the C copies are built once, for every number `Status::try_from` accepts (all codes
+    // are below 1000 by STYLE.md §12).
+    static NAMES: OnceLock<HashMap<i32, std::ffi::CString>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..1000)
+            .filter_map(|i| Status::try_from(i).ok())
+            .filter_map(|s| std::ffi::CString::new(s.name()).ok().map(|c| (s as i32, c)))
+            .collect()
+    });
+    names.get(&(status as i32)).map(|c| c.as_c_str()).unwrap_or(c"S1_STATUS_UNKNOWN")
+}
