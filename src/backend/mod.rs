@@ -1,0 +1,131 @@
+//! Backends behind two object-safe traits: [`Text2Semantic`] (slow + fast transformer) and
+//! [`Codec`] (codes ↔ PCM). Sampling and the frame loop stay outside (`sampling.rs`,
+//! `generate.rs`), so every backend draws the same tokens.
+
+use std::sync::Arc;
+
+use crate::bundle::Bundle;
+use crate::codes::Codes;
+use crate::config::{BackendKind, EngineConfig};
+use crate::error::{Error, Result};
+
+pub mod onnx;
+
+/// Outputs of one slow-transformer call, at its last position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowOutput {
+    /// Restricted head logits: `[semantic_rows + 1]` (semantic 0.., then `<|im_end|>`).
+    pub logits: Vec<f32>,
+    /// Pre-final-norm hidden state: `[dim]`.
+    pub hidden: Vec<f32>,
+}
+
+/// The DualAR transformer of a backend; shared by all requests (Send + Sync).
+pub trait Text2Semantic: Send + Sync {
+    /// Backend name (`onnx-cpu`, ...).
+    fn name(&self) -> &'static str;
+    /// Starts a request with empty KV caches.
+    fn start(&self) -> Result<Box<dyn T2sRequest>>;
+}
+
+/// Per-request state of the DualAR transformer (KV caches). One thread at a time.
+pub trait T2sRequest: Send {
+    /// Runs the slow transformer on `tokens` (`[1+K, t]` i64 row-major) at positions
+    /// `kv_len()..kv_len()+t` and appends their keys/values to the cache.
+    fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput>;
+    /// Empties the fast transformer's cache (start of a frame).
+    fn fast_reset(&mut self) -> Result<()>;
+    /// One fast step at position = steps since [`T2sRequest::fast_reset`]: position 0 takes
+    /// `hidden` (`[dim]`), later positions the previous codebook's `code`.
+    /// Returns `[fast.logit_rows]` logits.
+    fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>>;
+    /// Positions in the slow KV cache.
+    fn kv_len(&self) -> usize;
+}
+
+/// The codec of a backend; shared by all requests (Send + Sync).
+pub trait Codec: Send + Sync {
+    /// Backend name.
+    fn name(&self) -> &'static str;
+    /// Decodes `codes` (`[K, T]`) and appends `T · frame_samples` f32 samples to `pcm`.
+    fn decode(&self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()>;
+    /// Encodes mono 44.1 kHz PCM to codes (`[K, ceil(S / frame_samples)]`).
+    fn encode(&self, pcm: &[f32]) -> Result<Codes>;
+}
+
+/// A backend that was not chosen, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The backend.
+    pub backend: BackendKind,
+    /// Why it was not used.
+    pub reason: String,
+}
+
+/// The backend [`select`] chose.
+pub struct Selection {
+    /// Which one.
+    pub kind: BackendKind,
+    /// Its transformer.
+    pub t2s: Arc<dyn Text2Semantic>,
+    /// Its codec (`None` when the bundle has no `codec_decode` graph).
+    pub codec: Option<Arc<dyn Codec>>,
+    /// Backends tried before it (for `auto`) and why they were skipped.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Why a GPU backend cannot run in this build. These are stubs with the real names, so callers
+/// need no `cfg`: they return an error value, never panic.
+fn stub_reason(kind: BackendKind) -> Option<&'static str> {
+    match kind {
+        BackendKind::Cuda => Some("the native CUDA backend is not part of this build yet"),
+        BackendKind::TensorRt => {
+            Some("the ONNX Runtime TensorRT execution provider is not wired up in this build yet")
+        }
+        BackendKind::OnnxCuda => {
+            Some("the ONNX Runtime CUDA execution provider is not wired up in this build yet")
+        }
+        BackendKind::Auto | BackendKind::OnnxCpu => None,
+    }
+}
+
+/// Whether each concrete backend could start here, without loading a model (for `info`).
+pub fn probe(config: &EngineConfig) -> Vec<(BackendKind, Result<()>)> {
+    BackendKind::PREFERENCE
+        .iter()
+        .map(|&kind| {
+            let r = match stub_reason(kind) {
+                Some(reason) => Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() }),
+                None => onnx::environment(config).map(|_| ()),
+            };
+            (kind, r)
+        })
+        .collect()
+}
+
+/// Builds the backend `config.backend` names; `auto` takes the first that works in
+/// cuda → tensorrt → onnx-cuda → onnx-cpu order and reports the others in `skipped`.
+pub fn select(config: &EngineConfig, bundle: &Bundle) -> Result<Selection> {
+    let candidates: Vec<BackendKind> = match config.backend {
+        BackendKind::Auto => BackendKind::PREFERENCE.to_vec(),
+        k => vec![k],
+    };
+    let mut skipped = Vec::new();
+    let mut last_err = None;
+    for kind in candidates {
+        let built = match stub_reason(kind) {
+            Some(reason) => Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() }),
+            None => onnx::build_cpu(config, bundle),
+        };
+        match built {
+            Ok((t2s, codec)) => return Ok(Selection { kind, t2s, codec, skipped }),
+            // Only "not available" moves on to the next backend; a broken bundle is reported.
+            Err(e @ Error::BackendUnavailable { .. }) if config.backend == BackendKind::Auto => {
+                skipped.push(Skipped { backend: kind, reason: e.to_string() });
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::Internal("no backend candidates".into())))
+}

@@ -1,0 +1,393 @@
+//! ONNX Runtime backend (CPU execution provider) over the bundle's graphs.
+//!
+//! Sessions are shared by every request; ort's `Session::run` takes `&mut self`, so each
+//! session sits behind a mutex (ONNX Runtime itself parallelises inside an operator with
+//! `intra_op_threads`). Per-request state (KV caches) lives in [`OnnxRequest`], so concurrent
+//! requests never see each other's caches.
+//!
+//! The ONNX Runtime library is loaded at run time (`load-dynamic`), found from
+//! [`EngineConfig::ort_library_path`], then `ORT_DYLIB_PATH`, then beside the executable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use once_cell::sync::OnceCell;
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{DynValue, Tensor, TensorRef};
+use parking_lot::Mutex;
+
+use super::{Codec, SlowOutput, T2sRequest, Text2Semantic};
+use crate::bundle::{Bundle, BundleInfo, ModelDims};
+use crate::codes::{Codes, Frames};
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+
+const NAME: &str = "onnx-cpu";
+
+/// How to get the library, quoted in every "not found" error.
+const FETCH_HINT: &str = "run scripts/fetch-ort.sh (it downloads the pinned onnxruntime wheel from \
+     PyPI and prints the library path), then set ORT_DYLIB_PATH to that path, or set \
+     EngineConfig::ort_library_path / --ort-library, or put libonnxruntime beside the executable";
+
+/// The process-wide ONNX Runtime environment. ort loads one library per process; the first
+/// successful load wins.
+static ENVIRONMENT: OnceCell<(Environment, PathBuf)> = OnceCell::new();
+
+fn ort_err(op: impl Into<String>) -> impl FnOnce(ort::Error) -> Error {
+    let op = op.into();
+    move |e| Error::Backend { backend: NAME, op, message: e.to_string() }
+}
+
+fn unavailable(reason: String) -> Error {
+    Error::BackendUnavailable { backend: NAME, reason }
+}
+
+/// Library file names ONNX Runtime ships under, for the look-up beside the executable.
+fn library_file_ok(name: &str) -> bool {
+    if cfg!(target_os = "windows") {
+        name.eq_ignore_ascii_case("onnxruntime.dll")
+    } else if cfg!(target_os = "macos") {
+        name.starts_with("libonnxruntime") && name.ends_with(".dylib")
+    } else {
+        name == "libonnxruntime.so" || name.starts_with("libonnxruntime.so.")
+    }
+}
+
+/// Finds the ONNX Runtime library: config, then `ORT_DYLIB_PATH`, then beside the executable.
+pub fn find_library(config: &EngineConfig) -> Result<PathBuf> {
+    if let Some(p) = &config.ort_library_path {
+        return if p.is_file() {
+            Ok(p.clone())
+        } else {
+            Err(unavailable(format!(
+                "ort_library_path {} is not a file; {FETCH_HINT}",
+                p.display()
+            )))
+        };
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(unavailable(format!("ORT_DYLIB_PATH={} is not a file; {FETCH_HINT}", p.display())))
+        };
+    }
+    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_str().is_some_and(library_file_ok))
+                .map(|e| e.path())
+                .collect();
+            found.sort();
+            if let Some(p) = found.into_iter().next() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(unavailable(format!("libonnxruntime not found; {FETCH_HINT}")))
+}
+
+/// Loads ONNX Runtime once per process and returns its environment.
+pub fn environment(config: &EngineConfig) -> Result<Environment> {
+    if let Some((env, _)) = ENVIRONMENT.get() {
+        return Ok(env.clone());
+    }
+    let path = find_library(config)?;
+    // An absolute path keeps ort from resolving it against the executable's directory.
+    let path = path.canonicalize().map_err(|e| Error::io(&path, e))?;
+    let (env, _) = ENVIRONMENT.get_or_try_init(|| {
+        let builder = ort::init_from(&path).map_err(|e| {
+            unavailable(format!("cannot load {}: {e}; {FETCH_HINT}", path.display()))
+        })?;
+        let env = builder
+            .with_name("s1-mini")
+            .build()
+            .map_err(|e| unavailable(format!("cannot start ONNX Runtime: {e}")))?;
+        Ok::<_, Error>((env, path.clone()))
+    })?;
+    Ok(env.clone())
+}
+
+/// Path of the library the process loaded, if any.
+pub fn loaded_library() -> Option<PathBuf> {
+    ENVIRONMENT.get().map(|(_, p)| p.clone())
+}
+
+fn open_session(env: &Environment, config: &EngineConfig, path: &Path) -> Result<Session> {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("graph").to_string();
+    let invalid = |e: String| Error::bundle(&file, "-", format!("onnx runtime cannot load it: {e}"));
+    let mut b = Session::builder(env)
+        .map_err(|e| invalid(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| invalid(e.to_string()))?;
+    if config.intra_op_threads > 0 {
+        b = b.with_intra_threads(config.intra_op_threads).map_err(|e| invalid(e.to_string()))?;
+    }
+    b.commit_from_file(path).map_err(|e| invalid(e.to_string()))
+}
+
+/// Builds the CPU backend for `bundle`: the transformer, and the codec when the bundle has one.
+pub fn build_cpu(
+    config: &EngineConfig,
+    bundle: &Bundle,
+) -> Result<(Arc<dyn Text2Semantic>, Option<Arc<dyn Codec>>)> {
+    let info = &bundle.info;
+    if info.precision != "fp32" {
+        return Err(unavailable(format!(
+            "onnx-cpu runs fp32 bundles, this one is {} (export with --precision fp32)",
+            info.precision
+        )));
+    }
+    let env = environment(config)?;
+    let slow = open_session(&env, config, info.graph("slow")?)?;
+    let fast = open_session(&env, config, info.graph("fast")?)?;
+    let t2s = Arc::new(OnnxT2s {
+        shared: Arc::new(T2sShared {
+            slow: Mutex::new(slow),
+            fast: Mutex::new(fast),
+            dims: info.model.clone(),
+            head_rows: info.im_end_index.max(info.semantic_rows) + 1,
+            fast_rows: info.fast_logit_rows,
+        }),
+    });
+    let codec: Option<Arc<dyn Codec>> = match info.graphs.get("codec_decode") {
+        Some(p) => {
+            let decode = open_session(&env, config, p)?;
+            let encode = match info.graphs.get("codec_encode") {
+                Some(p) => Some(Mutex::new(open_session(&env, config, p)?)),
+                None => None,
+            };
+            Some(Arc::new(OnnxCodec { decode: Mutex::new(decode), encode, info: info.clone() }))
+        }
+        None => None,
+    };
+    Ok((t2s, codec))
+}
+
+struct T2sShared {
+    slow: Mutex<Session>,
+    fast: Mutex<Session>,
+    dims: ModelDims,
+    head_rows: usize,
+    fast_rows: usize,
+}
+
+/// The DualAR transformer on ONNX Runtime.
+struct OnnxT2s {
+    shared: Arc<T2sShared>,
+}
+
+impl Text2Semantic for OnnxT2s {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn start(&self) -> Result<Box<dyn T2sRequest>> {
+        let d = &self.shared.dims;
+        // past KV at P = 0: [L, 1, H, 0, D] / [Lf, 1, Hf, 0, Df] f32, no data.
+        let slow_shape = [d.n_layer, 1, d.n_local_heads, 0, d.head_dim];
+        let fast_shape = [d.n_fast_layer, 1, d.fast_n_local_heads, 0, d.fast_head_dim];
+        Ok(Box::new(OnnxRequest {
+            shared: self.shared.clone(),
+            slow_k: empty(slow_shape)?,
+            slow_v: empty(slow_shape)?,
+            fast_k: empty(fast_shape)?,
+            fast_v: empty(fast_shape)?,
+            fast_shape,
+            kv_len: 0,
+        }))
+    }
+}
+
+/// One request's caches, held as ONNX Runtime values so that each `present_*` output is fed
+/// back as the next `past_*` input without a copy through Rust memory.
+struct OnnxRequest {
+    shared: Arc<T2sShared>,
+    slow_k: DynValue,
+    slow_v: DynValue,
+    fast_k: DynValue,
+    fast_v: DynValue,
+    fast_shape: [usize; 5],
+    kv_len: usize,
+}
+
+/// A KV tensor with no positions yet: `[layers, 1, heads, 0, head_dim]` f32.
+fn empty(shape: [usize; 5]) -> Result<DynValue> {
+    Tensor::<f32>::from_array((shape, Vec::<f32>::new()))
+        .map(|t| t.into_dyn())
+        .map_err(ort_err("empty kv"))
+}
+
+fn extract_f32(outputs: &ort::session::SessionOutputs<'_>, name: &str, op: &str) -> Result<Vec<f32>> {
+    let v = outputs.get(name).ok_or_else(|| Error::Backend {
+        backend: NAME,
+        op: op.into(),
+        message: format!("graph has no output `{name}`"),
+    })?;
+    let (_, data) = v.try_extract_tensor::<f32>().map_err(ort_err(format!("{op}: {name}")))?;
+    Ok(data.to_vec())
+}
+
+fn take(outputs: &mut ort::session::SessionOutputs<'_>, name: &str, op: &str) -> Result<DynValue> {
+    outputs.remove(name).ok_or_else(|| Error::Backend {
+        backend: NAME,
+        op: op.into(),
+        message: format!("graph has no output `{name}`"),
+    })
+}
+
+impl T2sRequest for OnnxRequest {
+    fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput> {
+        let rows = 1 + self.shared.dims.num_codebooks;
+        if t == 0 || tokens.len() != rows * t {
+            return Err(Error::Internal(format!("slow: {} tokens for [{rows}, {t}]", tokens.len())));
+        }
+        // tokens: [1, 1+K, T] i64 -> logits [1, head_rows], hidden [1, dim],
+        // present_*: [L, 1, H, P+T, D]
+        let tokens = TensorRef::from_array_view(([1usize, rows, t], tokens)).map_err(ort_err("slow"))?;
+        let mut session = self.shared.slow.lock();
+        let mut out = session
+            .run(ort::inputs![
+                "tokens" => tokens,
+                "past_keys" => &self.slow_k,
+                "past_values" => &self.slow_v,
+            ])
+            .map_err(ort_err("slow"))?;
+        let logits = extract_f32(&out, "logits", "slow")?;
+        let hidden = extract_f32(&out, "hidden", "slow")?;
+        let k = take(&mut out, "present_keys", "slow")?;
+        let v = take(&mut out, "present_values", "slow")?;
+        drop(out);
+        drop(session);
+        if logits.len() != self.shared.head_rows || hidden.len() != self.shared.dims.dim {
+            return Err(Error::Backend {
+                backend: NAME,
+                op: "slow".into(),
+                message: format!(
+                    "logits/hidden have {}/{} values, the manifest says {}/{}",
+                    logits.len(),
+                    hidden.len(),
+                    self.shared.head_rows,
+                    self.shared.dims.dim
+                ),
+            });
+        }
+        self.slow_k = k;
+        self.slow_v = v;
+        self.kv_len += t;
+        Ok(SlowOutput { logits, hidden })
+    }
+
+    fn fast_reset(&mut self) -> Result<()> {
+        self.fast_k = empty(self.fast_shape)?;
+        self.fast_v = empty(self.fast_shape)?;
+        Ok(())
+    }
+
+    fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>> {
+        // hidden [1, dim] f32, code [1] i64, past_* [Lf, 1, Hf, P, Df] -> logits [1, logit_rows]
+        let hidden = TensorRef::from_array_view(([1usize, hidden.len()], hidden)).map_err(ort_err("fast"))?;
+        let code = [code];
+        let code = TensorRef::from_array_view(([1usize], &code[..])).map_err(ort_err("fast"))?;
+        let mut session = self.shared.fast.lock();
+        let mut out = session
+            .run(ort::inputs![
+                "hidden" => hidden,
+                "code" => code,
+                "past_keys" => &self.fast_k,
+                "past_values" => &self.fast_v,
+            ])
+            .map_err(ort_err("fast"))?;
+        let logits = extract_f32(&out, "logits", "fast")?;
+        let k = take(&mut out, "present_keys", "fast")?;
+        let v = take(&mut out, "present_values", "fast")?;
+        drop(out);
+        drop(session);
+        if logits.len() != self.shared.fast_rows {
+            return Err(Error::Backend {
+                backend: NAME,
+                op: "fast".into(),
+                message: format!("{} logits, the manifest says {}", logits.len(), self.shared.fast_rows),
+            });
+        }
+        self.fast_k = k;
+        self.fast_v = v;
+        Ok(logits)
+    }
+
+    fn kv_len(&self) -> usize {
+        self.kv_len
+    }
+}
+
+/// The codec on ONNX Runtime.
+struct OnnxCodec {
+    decode: Mutex<Session>,
+    encode: Option<Mutex<Session>>,
+    info: BundleInfo,
+}
+
+impl Codec for OnnxCodec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn decode(&self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()> {
+        let k = codes.num_codebooks();
+        let t = codes.frames().0;
+        if t == 0 {
+            return Ok(());
+        }
+        // codes [1, K, T] i64 -> pcm [1, 1, T * frame_samples] f32
+        let input = TensorRef::from_array_view(([1usize, k, t], codes.as_slice())).map_err(ort_err("codec_decode"))?;
+        let mut session = self.decode.lock();
+        let out = session.run(ort::inputs!["codes" => input]).map_err(ort_err("codec_decode"))?;
+        let v = out.get("pcm").ok_or_else(|| Error::Backend {
+            backend: NAME,
+            op: "codec_decode".into(),
+            message: "graph has no output `pcm`".into(),
+        })?;
+        let (_, data) = v.try_extract_tensor::<f32>().map_err(ort_err("codec_decode"))?;
+        if data.len() != t * self.info.codec.frame_samples {
+            return Err(Error::Backend {
+                backend: NAME,
+                op: "codec_decode".into(),
+                message: format!("{} samples for {t} frames of {}", data.len(), self.info.codec.frame_samples),
+            });
+        }
+        pcm.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn encode(&self, pcm: &[f32]) -> Result<Codes> {
+        let session = self.encode.as_ref().ok_or_else(|| {
+            Error::bundle("manifest.json", "graphs.codec_encode", "this bundle has no codec encoder")
+        })?;
+        if pcm.is_empty() {
+            return Err(Error::arg("pcm", "no samples"));
+        }
+        // pcm [1, 1, S] f32 -> codes [1, K, T] i64
+        let input = TensorRef::from_array_view(([1usize, 1, pcm.len()], pcm)).map_err(ort_err("codec_encode"))?;
+        let mut session = session.lock();
+        let out = session.run(ort::inputs!["pcm" => input]).map_err(ort_err("codec_encode"))?;
+        let v = out.get("codes").ok_or_else(|| Error::Backend {
+            backend: NAME,
+            op: "codec_encode".into(),
+            message: "graph has no output `codes`".into(),
+        })?;
+        let (shape, data) = v.try_extract_tensor::<i64>().map_err(ort_err("codec_encode"))?;
+        let dims: &[i64] = shape;
+        if dims.len() != 3 || dims[1] as usize != self.info.model.num_codebooks {
+            return Err(Error::Backend {
+                backend: NAME,
+                op: "codec_encode".into(),
+                message: format!("codes shape {dims:?}"),
+            });
+        }
+        Codes::new(dims[1] as usize, Frames(dims[2] as usize), data.to_vec())
+    }
+}

@@ -1,0 +1,301 @@
+//! Engine and synthesis configuration: the documented defaults live here and nowhere else.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// Which backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendKind {
+    /// The fastest available: cuda → tensorrt → onnx-cuda → onnx-cpu.
+    #[default]
+    Auto,
+    /// Native CUDA kernels (not built yet).
+    Cuda,
+    /// ONNX Runtime with the TensorRT execution provider (not built yet).
+    TensorRt,
+    /// ONNX Runtime with the CUDA execution provider (not built yet).
+    OnnxCuda,
+    /// ONNX Runtime on the CPU.
+    OnnxCpu,
+}
+
+impl BackendKind {
+    /// Every concrete backend, in `auto`'s order of preference.
+    pub const PREFERENCE: [BackendKind; 4] =
+        [BackendKind::Cuda, BackendKind::TensorRt, BackendKind::OnnxCuda, BackendKind::OnnxCpu];
+
+    /// The name used in configs, the CLI and error messages (`onnx-cpu`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Cuda => "cuda",
+            BackendKind::TensorRt => "tensorrt",
+            BackendKind::OnnxCuda => "onnx-cuda",
+            BackendKind::OnnxCpu => "onnx-cpu",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => BackendKind::Auto,
+            "cuda" => BackendKind::Cuda,
+            "tensorrt" => BackendKind::TensorRt,
+            "onnx-cuda" => BackendKind::OnnxCuda,
+            "onnx-cpu" => BackendKind::OnnxCpu,
+            other => {
+                return Err(Error::arg(
+                    "backend",
+                    format!("unknown backend {other:?}; one of auto, cuda, tensorrt, onnx-cuda, onnx-cpu"),
+                ))
+            }
+        })
+    }
+}
+
+/// How an [`crate::Engine`] is built. Cheap to clone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Directory of the model bundle (holds `manifest.json`). Default: `.` (set it).
+    pub bundle_dir: PathBuf,
+    /// Backend to use. Default: [`BackendKind::Auto`].
+    pub backend: BackendKind,
+    /// Path of `libonnxruntime.so` (or `.dll`/`.dylib`). `None` = `ORT_DYLIB_PATH`, then the
+    /// directory of the running executable or library. Default: `None`.
+    pub ort_library_path: Option<PathBuf>,
+    /// Check each bundle file's size and sha256 against the manifest at load time. Default: `true`.
+    /// Turning it off saves a read of every file (seconds for a real model).
+    pub verify_hashes: bool,
+    /// Threads ONNX Runtime uses inside one operator; 0 = ONNX Runtime's default (one per core).
+    pub intra_op_threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            bundle_dir: PathBuf::from("."),
+            backend: BackendKind::Auto,
+            ort_library_path: None,
+            verify_hashes: true,
+            intra_op_threads: 0,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Default configuration for the bundle in `bundle_dir`.
+    pub fn new(bundle_dir: impl Into<PathBuf>) -> Self {
+        Self { bundle_dir: bundle_dir.into(), ..Self::default() }
+    }
+
+    /// Sets [`EngineConfig::bundle_dir`].
+    #[must_use]
+    pub fn with_bundle_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bundle_dir = dir.into();
+        self
+    }
+
+    /// Sets [`EngineConfig::backend`].
+    #[must_use]
+    pub fn with_backend(mut self, backend: BackendKind) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Sets [`EngineConfig::ort_library_path`].
+    #[must_use]
+    pub fn with_ort_library_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ort_library_path = Some(path.into());
+        self
+    }
+
+    /// Sets [`EngineConfig::verify_hashes`].
+    #[must_use]
+    pub fn with_verify_hashes(mut self, verify: bool) -> Self {
+        self.verify_hashes = verify;
+        self
+    }
+
+    /// Sets [`EngineConfig::intra_op_threads`].
+    #[must_use]
+    pub fn with_intra_op_threads(mut self, threads: usize) -> Self {
+        self.intra_op_threads = threads;
+        self
+    }
+}
+
+/// Per-call synthesis parameters. Defaults are fish-speech's CLI/API defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthParams {
+    /// Softmax temperature, in [0, 2]. 0 = greedy (argmax of the penalised logits). Default 0.8.
+    pub temperature: f32,
+    /// Nucleus mass kept, computed on the un-tempered softmax, in (0, 1]. Default 0.8.
+    pub top_p: f32,
+    /// Repetition penalty over a 16-frame window, in (0, 2). 1 = none. Default 1.1.
+    pub repetition_penalty: f32,
+    /// Maximum number of sampled frames (21.53 per second of audio), 1 ..= the model context
+    /// minus the prompt. Generation stops earlier at `<|im_end|>`. Default 1024 (≈ 47.6 s).
+    pub max_frames: u32,
+    /// Seed of the counter-based Philox RNG; equal seeds give equal audio on every backend.
+    /// Default 0.
+    pub seed: u64,
+    /// Reproduce fish-speech exactly, including its main-token repetition-penalty bug and the
+    /// bf16 rounding of temperature/top_p/penalty. Default `false` (bug fixed).
+    pub fish_speech_compat: bool,
+    /// Frames in the first streamed chunk (small, for latency), ≥ 1. Default 4 (≈ 186 ms).
+    pub first_chunk_frames: u32,
+    /// Frames in each later streamed chunk, ≥ 1. Default 16 (≈ 743 ms).
+    pub chunk_frames: u32,
+}
+
+impl Default for SynthParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.8,
+            repetition_penalty: 1.1,
+            max_frames: 1024,
+            seed: 0,
+            fish_speech_compat: false,
+            first_chunk_frames: 4,
+            chunk_frames: 16,
+        }
+    }
+}
+
+impl SynthParams {
+    /// Sets [`SynthParams::temperature`].
+    #[must_use]
+    pub fn with_temperature(mut self, v: f32) -> Self {
+        self.temperature = v;
+        self
+    }
+
+    /// Sets [`SynthParams::top_p`].
+    #[must_use]
+    pub fn with_top_p(mut self, v: f32) -> Self {
+        self.top_p = v;
+        self
+    }
+
+    /// Sets [`SynthParams::repetition_penalty`].
+    #[must_use]
+    pub fn with_repetition_penalty(mut self, v: f32) -> Self {
+        self.repetition_penalty = v;
+        self
+    }
+
+    /// Sets [`SynthParams::max_frames`].
+    #[must_use]
+    pub fn with_max_frames(mut self, v: u32) -> Self {
+        self.max_frames = v;
+        self
+    }
+
+    /// Sets [`SynthParams::seed`].
+    #[must_use]
+    pub fn with_seed(mut self, v: u64) -> Self {
+        self.seed = v;
+        self
+    }
+
+    /// Sets [`SynthParams::fish_speech_compat`].
+    #[must_use]
+    pub fn with_fish_speech_compat(mut self, v: bool) -> Self {
+        self.fish_speech_compat = v;
+        self
+    }
+
+    /// Sets [`SynthParams::first_chunk_frames`] and [`SynthParams::chunk_frames`].
+    #[must_use]
+    pub fn with_chunk_frames(mut self, first: u32, rest: u32) -> Self {
+        self.first_chunk_frames = first;
+        self.chunk_frames = rest;
+        self
+    }
+
+    /// Checks every range; `context_frames` is the largest `max_frames` the model allows.
+    pub fn validate(&self, context_frames: u32) -> Result<()> {
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return Err(Error::arg(
+                "temperature",
+                format!("{} is outside [0, 2] (0 = greedy)", self.temperature),
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::arg("top_p", format!("{} is outside (0, 1]", self.top_p)));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty < 2.0) {
+            return Err(Error::arg(
+                "repetition_penalty",
+                format!("{} is outside (0, 2) (1 = no penalty)", self.repetition_penalty),
+            ));
+        }
+        if self.max_frames == 0 || self.max_frames > context_frames {
+            return Err(Error::arg(
+                "max_frames",
+                format!("{} is outside 1..={context_frames} (the model's context)", self.max_frames),
+            ));
+        }
+        if self.first_chunk_frames == 0 {
+            return Err(Error::arg("first_chunk_frames", "must be at least 1"));
+        }
+        if self.chunk_frames == 0 {
+            return Err(Error::arg("chunk_frames", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synth_params_defaults_are_fish_speech_cli() {
+        let p = SynthParams::default();
+        assert_eq!((p.temperature, p.top_p, p.repetition_penalty, p.max_frames), (0.8, 0.8, 1.1, 1024));
+        assert!(p.validate(8192).is_ok());
+    }
+
+    #[test]
+    fn synth_params_out_of_range_names_parameter() {
+        let cases = [
+            (SynthParams::default().with_temperature(-0.1), "temperature"),
+            (SynthParams::default().with_temperature(f32::NAN), "temperature"),
+            (SynthParams::default().with_top_p(0.0), "top_p"),
+            (SynthParams::default().with_top_p(1.5), "top_p"),
+            (SynthParams::default().with_repetition_penalty(2.0), "repetition_penalty"),
+            (SynthParams::default().with_max_frames(0), "max_frames"),
+            (SynthParams::default().with_max_frames(9000), "max_frames"),
+            (SynthParams::default().with_chunk_frames(0, 4), "first_chunk_frames"),
+        ];
+        for (p, want) in cases {
+            match p.validate(8192) {
+                Err(Error::InvalidArgument { name, .. }) => assert_eq!(name, want),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        assert!(SynthParams::default().with_temperature(0.0).validate(8192).is_ok());
+    }
+
+    #[test]
+    fn backend_kind_parses_names() {
+        for k in [BackendKind::Auto, BackendKind::Cuda, BackendKind::OnnxCpu, BackendKind::TensorRt] {
+            assert_eq!(k.name().parse::<BackendKind>().unwrap(), k);
+        }
+        assert!("gpu".parse::<BackendKind>().is_err());
+    }
+}

@@ -1,0 +1,304 @@
+//! [`Engine`]: a loaded bundle plus its backend, shared by any number of concurrent requests,
+//! and [`Stream`]: one streamed utterance.
+
+use std::sync::Arc;
+
+use crate::audio::{Audio, AudioChunk};
+use crate::backend::{self, Codec, Skipped, Text2Semantic};
+use crate::bundle::{Bundle, BundleInfo};
+use crate::codes::Codes;
+use crate::config::{BackendKind, EngineConfig, SynthParams};
+use crate::error::{Error, Result};
+use crate::generate::{self, CancelToken, Frame, FrameGenerator};
+use crate::text::prompt::{build_prompt, Prompt, Reference};
+
+/// Longest accepted text per call, in characters per context position: no natural text averages
+/// more than a few characters per token, so longer input cannot fit and is refused before
+/// tokenization.
+const MAX_TEXT_CHARS_PER_CONTEXT_TOKEN: usize = 16;
+
+struct Inner {
+    bundle: Bundle,
+    info: Arc<BundleInfo>,
+    kind: BackendKind,
+    t2s: Arc<dyn Text2Semantic>,
+    codec: Option<Arc<dyn Codec>>,
+    skipped: Vec<Skipped>,
+}
+
+/// A loaded model. `Send + Sync`: share one engine (it is cheap to clone, an `Arc` inside)
+/// between threads; each call keeps its own state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("bundle", &self.inner.info.dir)
+            .field("backend", &self.inner.kind)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Loads the bundle (checking its manifest and, unless disabled, every file's sha256) and
+    /// starts the configured backend.
+    ///
+    /// ```no_run
+    /// use s1_mini::{Engine, EngineConfig, SynthParams};
+    /// let engine = Engine::new(EngineConfig::new("tests/fixtures/tiny"))?;
+    /// let audio = engine.synthesize("Hello.", &SynthParams::default().with_seed(1))?;
+    /// println!("{} samples at {} Hz", audio.samples.len(), audio.sample_rate_hz);
+    /// # Ok::<(), s1_mini::Error>(())
+    /// ```
+    pub fn new(config: EngineConfig) -> Result<Engine> {
+        let bundle = Bundle::load(&config.bundle_dir, config.verify_hashes)?;
+        let sel = backend::select(&config, &bundle)?;
+        let info = Arc::new(bundle.info.clone());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                bundle,
+                info,
+                kind: sel.kind,
+                t2s: sel.t2s,
+                codec: sel.codec,
+                skipped: sel.skipped,
+            }),
+        })
+    }
+
+    /// Facts about the loaded bundle.
+    pub fn info(&self) -> &BundleInfo {
+        &self.inner.info
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.kind
+    }
+
+    /// Backends `auto` tried first and why they were skipped.
+    pub fn skipped_backends(&self) -> &[Skipped] {
+        &self.inner.skipped
+    }
+
+    /// Largest `max_frames` the context leaves for `text` (context − prompt length).
+    pub fn context_frames(&self, text: &str) -> Result<u32> {
+        let prompt = self.inner.prompt(text)?;
+        let left = self.inner.info.model.max_seq_len.saturating_sub(prompt.len);
+        Ok(u32::try_from(left).unwrap_or(u32::MAX))
+    }
+
+    /// The prompt the engine feeds the model for `text` (`[1+K, T]` ids).
+    pub fn prompt(&self, text: &str) -> Result<Prompt> {
+        self.inner.prompt(text)
+    }
+
+    /// Text → speech in one call (PCM f32 mono at [`Audio::sample_rate_hz`]).
+    pub fn synthesize(&self, text: &str, params: &SynthParams) -> Result<Audio> {
+        let codes = self.inner.generate_codes(text, params, None)?;
+        self.decode_codes(&codes)
+    }
+
+    /// [`Engine::synthesize`] for text given as bytes; invalid UTF-8 is [`Error::InvalidUtf8`].
+    pub fn synthesize_bytes(&self, text: &[u8], params: &SynthParams) -> Result<Audio> {
+        let text = std::str::from_utf8(text)
+            .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
+        self.synthesize(text, params)
+    }
+
+    /// Text → codec codes (`[num_codebooks, frames]`), without decoding audio.
+    pub fn generate_codes(&self, text: &str, params: &SynthParams) -> Result<Codes> {
+        self.inner.generate_codes(text, params, None)
+    }
+
+    /// Like [`Engine::generate_codes`], stopping with [`Error::Cancelled`] when `cancel` fires.
+    pub fn generate_codes_cancellable(
+        &self,
+        text: &str,
+        params: &SynthParams,
+        cancel: &CancelToken,
+    ) -> Result<Codes> {
+        self.inner.generate_codes(text, params, Some(cancel))
+    }
+
+    /// Every sampled frame `[main token id, c0..]`, including a final `<|im_end|>` frame, plus
+    /// the prefill logits: the raw material of the parity tests.
+    pub fn generate_frames(&self, text: &str, params: &SynthParams) -> Result<(Vec<Frame>, Vec<f32>)> {
+        let mut gen = self.inner.generator(text, params)?;
+        let frames = generate::run_to_end(&mut gen, None)?;
+        Ok((frames, gen.prefill_logits().to_vec()))
+    }
+
+    /// Codes → PCM (like fish-speech's codec CLI).
+    pub fn decode_codes(&self, codes: &Codes) -> Result<Audio> {
+        let codec = self.inner.codec()?;
+        let info = &self.inner.info;
+        if codes.num_codebooks() != info.model.num_codebooks {
+            return Err(Error::arg(
+                "codes",
+                format!("{} codebooks, the model has {}", codes.num_codebooks(), info.model.num_codebooks),
+            ));
+        }
+        for k in 0..codes.num_codebooks() {
+            let size = info.codec.codebook_sizes[k] as i64;
+            for f in 0..codes.frames().0 {
+                let c = codes.get(k, f);
+                if !(0..size).contains(&c) {
+                    return Err(Error::arg(
+                        "codes",
+                        format!("code {c} at codebook {k}, frame {f} is outside 0..{size}"),
+                    ));
+                }
+            }
+        }
+        let samples = generate::decode_range(codec.as_ref(), info, codes, 0, codes.frames().0)?;
+        Ok(Audio { samples, sample_rate_hz: info.codec.sample_rate_hz })
+    }
+
+    /// PCM (mono, 44.1 kHz) → codes, for voice references.
+    pub fn encode_audio(&self, pcm: &[f32]) -> Result<Codes> {
+        self.inner.codec()?.encode(pcm)
+    }
+
+    /// Starts a streamed synthesis: audio comes in chunks while frames are generated. The
+    /// stream holds the engine's internals and may outlive this handle.
+    pub fn stream(&self, text: &str, params: &SynthParams) -> Result<Stream> {
+        self.inner.codec()?;
+        let gen = self.inner.generator(text, params)?;
+        Ok(Stream {
+            inner: self.inner.clone(),
+            gen,
+            params: params.clone(),
+            frames: Vec::new(),
+            emitted: 0,
+            cancel: CancelToken::new(),
+            done: false,
+        })
+    }
+}
+
+impl Inner {
+    fn codec(&self) -> Result<&Arc<dyn Codec>> {
+        self.codec.as_ref().ok_or_else(|| {
+            Error::bundle("manifest.json", "graphs.codec_decode", "this bundle has no codec decoder")
+        })
+    }
+
+    fn prompt(&self, text: &str) -> Result<Prompt> {
+        if text.trim().is_empty() {
+            return Err(Error::EmptyText);
+        }
+        let max_chars = self.info.model.max_seq_len * MAX_TEXT_CHARS_PER_CONTEXT_TOKEN;
+        // Count lazily: stop as soon as the limit is passed.
+        if text.len() > max_chars {
+            let chars = text.chars().count();
+            if chars > max_chars {
+                return Err(Error::TextTooLong { chars, max_chars });
+            }
+        }
+        build_prompt(&self.bundle.tokenizer, &self.info.tokens, self.info.model.num_codebooks, &[], text)
+    }
+
+    /// A prompt with voice references (kept for the voice API).
+    #[allow(dead_code)]
+    fn prompt_with(&self, references: &[Reference], text: &str) -> Result<Prompt> {
+        build_prompt(&self.bundle.tokenizer, &self.info.tokens, self.info.model.num_codebooks, references, text)
+    }
+
+    fn generator(&self, text: &str, params: &SynthParams) -> Result<FrameGenerator> {
+        params.validate(u32::try_from(self.info.model.max_seq_len).unwrap_or(u32::MAX))?;
+        let prompt = self.prompt(text)?;
+        FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt, params)
+    }
+
+    fn generate_codes(&self, text: &str, params: &SynthParams, cancel: Option<&CancelToken>) -> Result<Codes> {
+        let mut gen = self.generator(text, params)?;
+        let frames = generate::run_to_end(&mut gen, cancel)?;
+        generate::frames_to_codes(&self.info, &frames)
+    }
+}
+
+/// One streamed utterance. Pull chunks with [`Stream::next_chunk`] from one thread; cancel from
+/// any thread through [`Stream::cancel_token`].
+pub struct Stream {
+    inner: Arc<Inner>,
+    gen: FrameGenerator,
+    params: SynthParams,
+    /// Audio frames generated so far (codes columns; the `<|im_end|>` frame is not kept).
+    frames: Vec<Vec<i64>>,
+    /// Frames already returned as audio.
+    emitted: usize,
+    cancel: CancelToken,
+    done: bool,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("emitted_frames", &self.emitted).finish()
+    }
+}
+
+impl Stream {
+    /// A token that cancels this stream from any thread; the next [`Stream::next_chunk`] (or the
+    /// one in progress, between frames) returns [`Error::Cancelled`].
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    /// The next chunk: `first_chunk_frames` frames first, then `chunk_frames` each, the last one
+    /// possibly shorter. `Ok(None)` after the last chunk.
+    pub fn next_chunk(&mut self) -> Result<Option<AudioChunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        let want = if self.emitted == 0 { self.params.first_chunk_frames } else { self.params.chunk_frames };
+        let target = self.emitted + want as usize;
+        while self.frames.len() < target && !self.gen.is_finished() {
+            for f in self.gen.decode_frames(1, Some(&self.cancel))? {
+                if generate::is_audio_frame(&self.inner.info, &f) {
+                    self.frames.push(f[1..].to_vec());
+                }
+            }
+        }
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let end = self.frames.len().min(target);
+        let is_last = self.gen.is_finished() && end == self.frames.len();
+        if end == self.emitted {
+            // Nothing left (e.g. the utterance ended right after the previous chunk).
+            self.done = true;
+            return Ok(None);
+        }
+        let info = &self.inner.info;
+        let ctx_start = self.emitted.saturating_sub(info.codec.receptive_field_frames);
+        let codes = Codes::from_frames(info.model.num_codebooks, &self.frames[ctx_start..end])?;
+        let samples = generate::decode_range(
+            self.inner.codec()?.as_ref(),
+            info,
+            &codes,
+            self.emitted - ctx_start,
+            end - ctx_start,
+        )?;
+        let chunk = AudioChunk {
+            samples,
+            sample_rate_hz: info.codec.sample_rate_hz,
+            first_frame: self.emitted,
+            frames: end - self.emitted,
+            is_last,
+        };
+        self.emitted = end;
+        if is_last {
+            self.done = true;
+        }
+        Ok(Some(chunk))
+    }
+
+    /// Codes of the frames generated so far.
+    pub fn codes(&self) -> Result<Codes> {
+        Codes::from_frames(self.inner.info.model.num_codebooks, &self.frames)
+    }
+}

@@ -1,0 +1,109 @@
+//! The S1 prompt, exactly as fish-speech's `generate_long` builds it with
+//! `ContentSequence(modality="interleave")` (S1MINI_FACTS §3.2):
+//!
+//! ```text
+//! <|interleave|>
+//!   [per reference]  <|speaker:0|> {ref text} {ref frames as semantic tokens} <|im_end|>
+//! <|speaker:0|> {target text}
+//! ```
+//!
+//! Each part is tokenized on its own (as `encode_for_inference` does), so BPE never merges across
+//! part boundaries. Ids come from the bundle's manifest.
+
+use crate::bundle::TokenIds;
+use crate::error::{Error, Result};
+use crate::text::tokenizer::Tokenizer;
+use crate::Codes;
+
+/// Speaker tag of every part (S1 uses speaker 0 for references and target alike).
+const SPEAKER_TAG: &str = "<|speaker:0|>";
+
+/// A reference utterance: its transcript and its codec codes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// What is said in the reference audio.
+    pub text: String,
+    /// The reference audio's codes, `[num_codebooks × frames]`.
+    pub codes: Codes,
+}
+
+/// A prompt: `rows = 1 + num_codebooks` rows of `len` positions, row-major.
+///
+/// Row 0 holds token ids; rows 1.. hold the codes of codebooks 0.. at semantic positions and 0
+/// elsewhere (the `tokens` input of `slow.onnx`, `[1, 1+K, T]` int64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    /// `1 + num_codebooks`.
+    pub rows: usize,
+    /// Number of positions T.
+    pub len: usize,
+    /// `[rows, len]` row-major.
+    pub data: Vec<i64>,
+}
+
+impl Prompt {
+    /// Row 0: the token ids.
+    pub fn token_ids(&self) -> &[i64] {
+        &self.data[..self.len]
+    }
+}
+
+/// Builds the S1 prompt for `text` after `references`.
+pub fn build_prompt(
+    tokenizer: &Tokenizer,
+    ids: &TokenIds,
+    num_codebooks: usize,
+    references: &[Reference],
+    text: &str,
+) -> Result<Prompt> {
+    let mut row0: Vec<i64> = Vec::new();
+    // codes[k][pos] for k in 0..num_codebooks, same length as row0.
+    let mut code_rows: Vec<Vec<i64>> = vec![Vec::new(); num_codebooks];
+    let push_text = |row0: &mut Vec<i64>, code_rows: &mut Vec<Vec<i64>>, s: &str| -> Result<()> {
+        let toks = tokenizer.encode(s)?;
+        row0.extend(toks.iter().map(|&t| i64::from(t)));
+        for r in code_rows.iter_mut() {
+            r.resize(row0.len(), 0);
+        }
+        Ok(())
+    };
+
+    row0.push(i64::from(ids.interleave));
+    for r in code_rows.iter_mut() {
+        r.push(0);
+    }
+    for reference in references {
+        if reference.codes.num_codebooks() != num_codebooks {
+            return Err(Error::arg(
+                "reference.codes",
+                format!(
+                    "{} codebooks, the model has {num_codebooks}",
+                    reference.codes.num_codebooks()
+                ),
+            ));
+        }
+        push_text(&mut row0, &mut code_rows, SPEAKER_TAG)?;
+        push_text(&mut row0, &mut code_rows, &reference.text)?;
+        let frames = reference.codes.frames().0;
+        for f in 0..frames {
+            let c0 = reference.codes.get(0, f);
+            row0.push(i64::from(ids.semantic_begin) + c0);
+            for (k, r) in code_rows.iter_mut().enumerate() {
+                r.push(reference.codes.get(k, f));
+            }
+        }
+        row0.push(i64::from(ids.im_end));
+        for r in code_rows.iter_mut() {
+            r.push(0);
+        }
+    }
+    push_text(&mut row0, &mut code_rows, SPEAKER_TAG)?;
+    push_text(&mut row0, &mut code_rows, text)?;
+
+    let len = row0.len();
+    let mut data = row0;
+    for r in code_rows {
+        data.extend(r);
+    }
+    Ok(Prompt { rows: 1 + num_codebooks, len, data })
+}
