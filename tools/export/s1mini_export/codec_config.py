@@ -117,16 +117,17 @@ REAL = CodecConfig()
 # 1 + 9 codebooks of codebook_dim 8), with few channels, 1-2 transformer layers and short windows.
 # Codebooks are 1024 wide, the tiny LLM's codebook_size.
 TINY = CodecConfig(
-    encoder_dim=4,
-    decoder_dim=64,
+    encoder_dim=4,  # the encoder transformer's n_head is dim // 64: its dim 4 * 16 must reach 64
+    decoder_dim=32,
     encoder_transformer_layers=(0, 0, 0, 1),
-    decoder_transformer_layers=(1, 0, 0, 0),
-    encoder_block_size=1024,
+    # fish-speech would build (and drop) a decoder transformer of n_head decoder_dim // 64 = 0.
+    decoder_transformer_layers=(0, 0, 0, 0),
+    encoder_block_size=512,  # encoder frames (86 Hz): encodes up to 5.9 s
     encoder_head_dim=32,
     encoder_window=16,
     semantic_codebook_size=1024,
-    pre=TransformerConfig(1, 64, 4, 16, 192, 512, 8),
-    post=TransformerConfig(2, 64, 4, 16, 192, 512, 8),
+    pre=TransformerConfig(1, 64, 4, 16, 128, 512, 8),
+    post=TransformerConfig(2, 64, 4, 16, 128, 512, 8),  # decodes up to 512 frames (23.8 s)
 )
 
 KINDS: dict[str, CodecConfig] = {"s1-mini": REAL, "tiny": TINY}
