@@ -31,6 +31,27 @@ pub enum Error {
         /// Number of leading bytes that are valid UTF-8.
         valid_up_to: usize,
     },
+    /// A required pointer argument was NULL (C ABI only).
+    #[error("`{arg}` is NULL")]
+    NullPointer {
+        /// Name of the C parameter.
+        arg: &'static str,
+    },
+    /// A caller-provided buffer is too small (C ABI only).
+    #[error("buffer too small: {needed} bytes needed, {got} given")]
+    BufferTooSmall {
+        /// Bytes needed, including the terminating NUL.
+        needed: usize,
+        /// Bytes the caller gave.
+        got: usize,
+    },
+    /// A handle is not a live object of the expected type: already freed, never issued, or of
+    /// another type (C ABI only).
+    #[error("`{arg}` is not a live handle (already freed, or not made by this library)")]
+    InvalidHandle {
+        /// Name of the C parameter.
+        arg: &'static str,
+    },
     /// The text to synthesise is empty (or only whitespace).
     #[error("text is empty")]
     EmptyText,
@@ -160,6 +181,8 @@ pub enum Status {
     EmptyText = 5,
     /// The text or prompt does not fit the model's context.
     TextTooLong = 6,
+    /// A handle was already freed, never issued, or is of another type (C ABI only).
+    InvalidHandle = 7,
     /// Bundle directory or manifest missing.
     BundleNotFound = 100,
     /// Bundle malformed or inconsistent.
@@ -199,6 +222,7 @@ impl Status {
             Status::BufferTooSmall => "S1_STATUS_BUFFER_TOO_SMALL",
             Status::EmptyText => "S1_STATUS_EMPTY_TEXT",
             Status::TextTooLong => "S1_STATUS_TEXT_TOO_LONG",
+            Status::InvalidHandle => "S1_STATUS_INVALID_HANDLE",
             Status::BundleNotFound => "S1_STATUS_BUNDLE_NOT_FOUND",
             Status::BundleInvalid => "S1_STATUS_BUNDLE_INVALID",
             Status::VersionMismatch => "S1_STATUS_VERSION_MISMATCH",
@@ -229,6 +253,7 @@ impl TryFrom<i32> for Status {
             4 => Status::BufferTooSmall,
             5 => Status::EmptyText,
             6 => Status::TextTooLong,
+            7 => Status::InvalidHandle,
             100 => Status::BundleNotFound,
             101 => Status::BundleInvalid,
             102 => Status::VersionMismatch,
@@ -258,6 +283,9 @@ impl Error {
         match self {
             Error::InvalidArgument { .. } => Status::InvalidArgument,
             Error::InvalidUtf8 { .. } => Status::InvalidUtf8,
+            Error::NullPointer { .. } => Status::NullPointer,
+            Error::BufferTooSmall { .. } => Status::BufferTooSmall,
+            Error::InvalidHandle { .. } => Status::InvalidHandle,
             Error::EmptyText => Status::EmptyText,
             Error::TextTooLong { .. } => Status::TextTooLong,
             Error::PromptTooLong { .. } => Status::TextTooLong,

@@ -16,6 +16,8 @@ mod codes;
 pub mod config;
 mod engine;
 pub mod error;
+#[allow(unsafe_code)]
+pub mod ffi;
 pub mod generate;
 pub mod npy;
 pub mod sampling;

@@ -44,7 +44,10 @@ pub(crate) fn into_handle<T: Any + Send + Sync, C>(obj: Arc<T>) -> *mut C {
 }
 
 /// Looks a handle up: NULL → `NullPointer`, unknown/freed/other type → `InvalidHandle`.
-pub(crate) fn handle_ref<T: Any + Send + Sync, C>(ptr: *const C, what: &'static str) -> Result<Arc<T>, Error> {
+pub(crate) fn handle_ref<T: Any + Send + Sync, C>(
+    ptr: *const C,
+    what: &'static str,
+) -> Result<Arc<T>, Error> {
     if ptr.is_null() {
         return Err(Error::NullPointer { arg: what });
     }
@@ -57,7 +60,10 @@ pub(crate) fn handle_ref<T: Any + Send + Sync, C>(ptr: *const C, what: &'static 
 
 /// Unregisters a handle. NULL is a no-op (free functions are NULL-safe); an unknown handle is an
 /// error. The object itself is dropped here, or by the last call still using it.
-pub(crate) fn free_handle<T: Any + Send + Sync, C>(ptr: *mut C, what: &'static str) -> Result<(), Error> {
+pub(crate) fn free_handle<T: Any + Send + Sync, C>(
+    ptr: *mut C,
+    what: &'static str,
+) -> Result<(), Error> {
     if ptr.is_null() {
         return Ok(());
     }
@@ -84,7 +90,10 @@ pub(crate) fn into_owned_ptr<T: Any + Send + Sync, C>(obj: Box<T>) -> *mut C {
 
 /// Frees a struct registered by [`into_owned_ptr`]; NULL is a no-op, anything else unknown is an
 /// error and is not touched.
-pub(crate) fn free_owned_ptr<T: Any + Send + Sync, C>(ptr: *mut C, what: &'static str) -> Result<(), Error> {
+pub(crate) fn free_owned_ptr<T: Any + Send + Sync, C>(
+    ptr: *mut C,
+    what: &'static str,
+) -> Result<(), Error> {
     if ptr.is_null() {
         return Ok(());
     }
@@ -123,7 +132,10 @@ pub(crate) unsafe fn write_out<T>(out: *mut T, value: T, what: &'static str) -> 
 ///
 /// # Safety
 /// `ptr` must be NULL or point to a NUL-terminated string that outlives the call.
-pub(crate) unsafe fn utf8_arg<'a>(ptr: *const c_char, what: &'static str) -> Result<&'a str, Error> {
+pub(crate) unsafe fn utf8_arg<'a>(
+    ptr: *const c_char,
+    what: &'static str,
+) -> Result<&'a str, Error> {
     if ptr.is_null() {
         return Err(Error::NullPointer { arg: what });
     }

@@ -56,8 +56,11 @@ impl s1_engine_config {
 
 /// Fills `*out_config` with the defaults (the Rust API's `EngineConfig::default()`), including
 /// `struct_size`. Returns `S1_STATUS_NULL_POINTER` when `out_config` is NULL.
+///
+/// # Safety
+/// `out_config` must be NULL or point to a writable `s1_engine_config`.
 #[no_mangle]
-pub extern "C" fn s1_engine_config_default(out_config: *mut s1_engine_config) -> Status {
+pub unsafe extern "C" fn s1_engine_config_default(out_config: *mut s1_engine_config) -> Status {
     guard(|| {
         let c = s1_engine_config::from_rust(&EngineConfig::default());
         // SAFETY: the caller passes NULL or a writable s1_engine_config.
@@ -83,7 +86,12 @@ pub unsafe extern "C" fn s1_engine_new(
         let defaults = EngineConfig::default();
         // SAFETY: forwarded contract of this function.
         let c = unsafe {
-            convert::options_arg(config, s1_engine_config::from_rust(&defaults), CONFIG_V1_SIZE, "config")
+            convert::options_arg(
+                config,
+                s1_engine_config::from_rust(&defaults),
+                CONFIG_V1_SIZE,
+                "config",
+            )
         }?;
         // SAFETY: the strings are NULL or NUL-terminated and live for this call (contract).
         let bundle_dir = unsafe { convert::utf8_arg(c.bundle_dir, "config.bundle_dir") }?;

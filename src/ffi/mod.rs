@@ -89,9 +89,7 @@ fn set_last_error(msg: String) {
 pub extern "C" fn s1_last_error() -> *const c_char {
     // No guard: reading the message must not reset it. `with` cannot panic here (the key is
     // never destroyed while the thread calls us), and if it could, returning "" is the fallback.
-    LAST_ERROR
-        .try_with(|cell| cell.borrow().as_ptr())
-        .unwrap_or(c"".as_ptr())
+    LAST_ERROR.try_with(|cell| cell.borrow().as_ptr()).unwrap_or(c"".as_ptr())
 }
 
 /// The name of a status code as written in this header, e.g. "S1_STATUS_BUNDLE_INVALID".
@@ -115,12 +113,11 @@ fn status_cstr(status: Status) -> &'static CStr {
 /// the library was built with). Static, never NULL.
 #[no_mangle]
 pub extern "C" fn s1_version() -> *const c_char {
-    const V: &CStr = match CStr::from_bytes_with_nul(
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
-    ) {
-        Ok(v) => v,
-        Err(_) => c"unknown",
-    };
+    const V: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
     V.as_ptr()
 }
 
@@ -131,14 +128,23 @@ pub extern "C" fn s1_version() -> *const c_char {
 /// NUL-terminated when `buf_size > 0`. `*out_len` (may be NULL) receives the full length without
 /// the NUL. Returns `S1_STATUS_BUFFER_TOO_SMALL` (with `*out_len` set, and `buf` holding a
 /// truncated copy) when `buf_size <= length`; pass `buf = NULL, buf_size = 0` to query the length.
+///
+/// # Safety
+/// `buf` must be NULL or point to `buf_size` writable bytes; `out_len` NULL or writable.
 #[no_mangle]
-pub extern "C" fn s1_backends_available(
+pub unsafe extern "C" fn s1_backends_available(
     buf: *mut c_char,
     buf_size: usize,
     out_len: *mut usize,
 ) -> Status {
     guard(|| {
-        let names = crate::backends_available().join(",");
+        // Probed with the default config: ORT found through ORT_DYLIB_PATH or beside the library.
+        let names: Vec<&str> = crate::backend::probe(&crate::EngineConfig::default())
+            .into_iter()
+            .filter(|(_, usable)| usable.is_ok())
+            .map(|(kind, _)| kind.name())
+            .collect();
+        let names = names.join(",");
         // SAFETY: the caller guarantees `buf` points to `buf_size` writable bytes (or is NULL
         // with size 0) and `out_len` is NULL or writable.
         unsafe { convert::write_str_out(&names, buf, buf_size, out_len) }

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use super::convert;
 use super::engine::s1_engine;
-use super::{guard, guard_flow};
 use super::synth::{params_arg, s1_synth_params};
+use super::{guard, guard_flow};
 use crate::{CancelToken, Engine, Error, Status, Stream};
 
 /// One synthesis in progress. Opaque.

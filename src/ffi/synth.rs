@@ -76,15 +76,23 @@ pub(crate) unsafe fn params_arg(params: *const s1_synth_params) -> Result<SynthP
     }
     // SAFETY: forwarded contract.
     let c = unsafe {
-        convert::options_arg(params, s1_synth_params::from_rust(&defaults), PARAMS_V1_SIZE, "params")
+        convert::options_arg(
+            params,
+            s1_synth_params::from_rust(&defaults),
+            PARAMS_V1_SIZE,
+            "params",
+        )
     }?;
     Ok(c.to_rust())
 }
 
 /// Fills `*out_params` with the defaults (the Rust API's `SynthParams::default()`), including
 /// `struct_size`. Returns `S1_STATUS_NULL_POINTER` when `out_params` is NULL.
+///
+/// # Safety
+/// `out_params` must be NULL or point to a writable `s1_synth_params`.
 #[no_mangle]
-pub extern "C" fn s1_synth_params_default(out_params: *mut s1_synth_params) -> Status {
+pub unsafe extern "C" fn s1_synth_params_default(out_params: *mut s1_synth_params) -> Status {
     guard(|| {
         let p = s1_synth_params::from_rust(&SynthParams::default());
         // SAFETY: the caller passes NULL or a writable s1_synth_params.

@@ -1,0 +1,95 @@
+'use strict'
+// node --test: the addon's promise, stream, cancellation and error-code behaviour.
+// Bundle tests use S1_TEST_BUNDLE or tests/fixtures/tiny and are skipped without either.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const s1 = require('..')
+
+const bundle = process.env.S1_TEST_BUNDLE || path.join(__dirname, '..', '..', '..', 'tests', 'fixtures', 'tiny')
+const haveBundle = fs.existsSync(path.join(bundle, 'manifest.json'))
+const skip = haveBundle ? false : `no bundle at ${bundle}`
+const small = { maxFrames: 24, firstChunkFrames: 2, chunkFrames: 4, seed: 7 }
+
+test('node_version_is_semver', () => {
+  assert.match(s1.version(), /^\d+\.\d+\.\d+$/)
+})
+
+test('node_missing_bundle_rejects_with_status_code', async () => {
+  await assert.rejects(s1.Engine.load({ bundleDir: '/nonexistent/bundle' }), (err) => {
+    assert.ok(err instanceof Error)
+    assert.equal(err.code, 'S1_STATUS_BUNDLE_NOT_FOUND')
+    assert.match(err.message, /\/nonexistent\/bundle/)
+    return true
+  })
+})
+
+test('node_unknown_backend_rejects_invalid_argument', async () => {
+  await assert.rejects(s1.Engine.load({ bundleDir: bundle, backend: 'warp-drive' }), { code: 'S1_STATUS_INVALID_ARGUMENT' })
+})
+
+test('node_bundle', { skip }, async (t) => {
+  const engine = await s1.Engine.load({ bundleDir: bundle, backend: 'onnx-cpu' })
+  assert.equal(engine.backend, 'onnx-cpu')
+  assert.equal(engine.sampleRateHz, 44100)
+
+  await t.test('node_synthesize_resolves_float32array', async () => {
+    const pcm = await engine.synthesize('Hello from Node.', small)
+    assert.ok(pcm instanceof Float32Array)
+    assert.ok(pcm.length > 0)
+  })
+
+  await t.test('node_synthesize_empty_text_rejects_empty_text', async () => {
+    await assert.rejects(engine.synthesize('', small), { code: 'S1_STATUS_EMPTY_TEXT' })
+  })
+
+  await t.test('node_synthesize_bad_param_rejects_invalid_argument', async () => {
+    await assert.rejects(engine.synthesize('Hi.', { temperature: -1 }), { code: 'S1_STATUS_INVALID_ARGUMENT' })
+    await assert.rejects(engine.synthesize('Hi.', { seed: -1 }), { code: 'S1_STATUS_INVALID_ARGUMENT' })
+  })
+
+  await t.test('node_synthesize_aborted_signal_rejects', async () => {
+    const ac = new AbortController()
+    const p = engine.synthesize('Hello from Node.', small, ac.signal)
+    ac.abort()
+    // Aborted before it started: napi's AbortError; while running: the engine's cancel.
+    await assert.rejects(p, (err) => {
+      assert.ok(err.code === 'S1_STATUS_CANCELLED' || err.name === 'AbortError' || /abort/i.test(err.message), `${err.code} ${err.message}`)
+      return true
+    })
+  })
+
+  await t.test('node_stream_iterates_chunks', async () => {
+    let chunks = 0
+    let samples = 0
+    for await (const chunk of engine.stream('Hello from Node.', small)) {
+      assert.ok(chunk instanceof Float32Array)
+      chunks++
+      samples += chunk.length
+    }
+    assert.ok(chunks > 0 && samples > 0)
+  })
+
+  await t.test('node_stream_break_cancels_quietly', async () => {
+    const stream = engine.stream('Hello from Node.', small)
+    let chunks = 0
+    for await (const chunk of stream) { // eslint-disable-line no-unused-vars
+      chunks++
+      break
+    }
+    assert.equal(chunks, 1)
+    assert.equal(await stream.next(), null) // cancelled: ends, no error
+  })
+
+  await t.test('node_stream_abort_signal_ends_stream', async () => {
+    const ac = new AbortController()
+    ac.abort()
+    const stream = engine.stream('Hello from Node.', small, ac.signal)
+    assert.equal(await stream.next(), null)
+  })
+
+  await t.test('node_stream_empty_text_throws_empty_text', () => {
+    assert.throws(() => engine.stream('', small), { code: 'S1_STATUS_EMPTY_TEXT' })
+  })
+})

@@ -1,0 +1,172 @@
+//! Unit tests of the C ABI's own rules (no bundle needed); the C program tests/c/abi_test.c
+//! covers the same ground from C, with a bundle.
+use std::ffi::{c_char, CStr};
+use std::ptr;
+
+use super::engine::*;
+use super::stream::*;
+use super::synth::*;
+use super::*;
+
+fn last_error() -> String {
+    // SAFETY: s1_last_error never returns NULL and the string lives until the next call.
+    unsafe { CStr::from_ptr(s1_last_error()) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn ffi_guard_catches_panic_as_panic_status() {
+    let status = guard(|| panic!("boom"));
+    assert_eq!(status, Status::Panic);
+    assert!(last_error().contains("boom"), "{}", last_error());
+    // The next call resets the message.
+    assert_eq!(guard(|| Ok(())), Status::Ok);
+    assert_eq!(last_error(), "");
+}
+
+#[test]
+fn ffi_null_out_params_return_null_pointer() {
+    // SAFETY: NULL is part of the contract.
+    assert_eq!(unsafe { s1_engine_config_default(ptr::null_mut()) }, Status::NullPointer);
+    assert!(last_error().contains("out_config"));
+    // SAFETY: NULL is part of the contract.
+    assert_eq!(unsafe { s1_synth_params_default(ptr::null_mut()) }, Status::NullPointer);
+    let mut engine = ptr::null_mut();
+    // SAFETY: NULL config is part of the contract.
+    assert_eq!(unsafe { s1_engine_new(ptr::null(), &mut engine) }, Status::NullPointer);
+    let mut audio = ptr::null_mut();
+    // SAFETY: NULL engine is part of the contract; the text is NUL-terminated.
+    let st = unsafe { s1_synthesize(ptr::null(), c"hi".as_ptr(), ptr::null(), &mut audio) };
+    assert_eq!(st, Status::NullPointer);
+    assert!(audio.is_null());
+}
+
+#[test]
+fn ffi_freed_or_foreign_handles_return_invalid_handle() {
+    let never_issued = 0x1234usize as *mut s1_engine;
+    assert_eq!(s1_engine_free(never_issued), Status::InvalidHandle);
+    assert_eq!(s1_stream_free(0x5678usize as *mut s1_stream), Status::InvalidHandle);
+    let mut local = 0u64;
+    assert_eq!(s1_audio_free(&mut local as *mut u64 as *mut s1_audio), Status::InvalidHandle);
+    assert_eq!(s1_engine_free(ptr::null_mut()), Status::Ok);
+}
+
+#[test]
+fn ffi_double_free_of_registered_handle_is_invalid_handle() {
+    // A stream-typed object registered directly, as s1_stream_start would.
+    let h = convert::into_handle::<u32, s1_stream>(std::sync::Arc::new(5u32));
+    // Wrong type: a u32 is not a StreamSlot, so it is neither freed nor usable as a stream.
+    assert_eq!(s1_stream_free(h), Status::InvalidHandle);
+    assert!(convert::free_handle::<u32, s1_stream>(h, "h").is_ok());
+    assert!(matches!(
+        convert::free_handle::<u32, s1_stream>(h, "h"),
+        Err(crate::Error::InvalidHandle { .. })
+    ));
+    let a = convert::into_owned_ptr::<Vec<f32>, s1_audio>(Box::new(vec![0.0f32; 4]));
+    assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_ok());
+    assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_err());
+}
+
+#[test]
+fn ffi_wrong_struct_size_is_invalid_argument() {
+    let mut cfg = std::mem::MaybeUninit::<s1_engine_config>::uninit();
+    // SAFETY: a writable struct.
+    assert_eq!(unsafe { s1_engine_config_default(cfg.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: initialised by the call above.
+    let mut cfg = unsafe { cfg.assume_init() };
+    assert_eq!(cfg.struct_size as usize, std::mem::size_of::<s1_engine_config>());
+    cfg.bundle_dir = c"/nonexistent".as_ptr();
+    let mut engine = ptr::null_mut();
+    for bad in [0u32, 3, cfg.struct_size + 8] {
+        cfg.struct_size = bad;
+        // SAFETY: cfg is a valid struct; only struct_size lies.
+        assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
+        assert!(last_error().contains("struct_size"), "{}", last_error());
+    }
+    assert!(engine.is_null());
+}
+
+#[test]
+fn ffi_missing_bundle_is_bundle_not_found() {
+    let mut cfg = std::mem::MaybeUninit::<s1_engine_config>::uninit();
+    // SAFETY: a writable struct.
+    unsafe { s1_engine_config_default(cfg.as_mut_ptr()) };
+    // SAFETY: initialised by the call above.
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.bundle_dir = c"/nonexistent/s1".as_ptr();
+    let mut engine = ptr::null_mut();
+    // SAFETY: valid config and out-pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::BundleNotFound);
+    assert!(last_error().contains("/nonexistent/s1"));
+}
+
+#[test]
+fn ffi_invalid_utf8_is_invalid_utf8() {
+    let mut cfg = std::mem::MaybeUninit::<s1_engine_config>::uninit();
+    // SAFETY: a writable struct.
+    unsafe { s1_engine_config_default(cfg.as_mut_ptr()) };
+    // SAFETY: initialised by the call above.
+    let mut cfg = unsafe { cfg.assume_init() };
+    let bad = [0xffu8, 0xfe, 0];
+    cfg.bundle_dir = bad.as_ptr() as *const c_char;
+    let mut engine = ptr::null_mut();
+    // SAFETY: the path is NUL-terminated (but not UTF-8).
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidUtf8);
+}
+
+#[test]
+fn ffi_status_name_matches_rust_names() {
+    for i in -2..1000 {
+        // SAFETY: s1_status_name returns a static string.
+        let name = unsafe { CStr::from_ptr(s1_status_name(i)) }.to_str().unwrap();
+        match Status::try_from(i) {
+            Ok(s) => assert_eq!(name, s.name()),
+            Err(_) => assert_eq!(name, "S1_STATUS_UNKNOWN"),
+        }
+    }
+}
+
+#[test]
+fn ffi_version_matches_header_macros() {
+    // SAFETY: static string.
+    let v = unsafe { CStr::from_ptr(s1_version()) }.to_str().unwrap();
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    let header = include_str!("../../include/s1_mini.h");
+    for (macro_name, want) in [
+        ("S1_VERSION_MAJOR", env!("CARGO_PKG_VERSION_MAJOR")),
+        ("S1_VERSION_MINOR", env!("CARGO_PKG_VERSION_MINOR")),
+        ("S1_VERSION_PATCH", env!("CARGO_PKG_VERSION_PATCH")),
+    ] {
+        assert!(
+            header.contains(&format!("#define {macro_name} {want}\n")),
+            "include/s1_mini.h: {macro_name} != {want} (update cbindgen.toml and regenerate)"
+        );
+    }
+}
+
+#[test]
+fn ffi_backends_available_writes_nul_terminated() {
+    let mut len = 0usize;
+    // SAFETY: NULL buffer with size 0 is part of the contract.
+    let st = unsafe { s1_backends_available(ptr::null_mut(), 0, &mut len) };
+    assert!(st == Status::BufferTooSmall || (st == Status::Ok && len == 0));
+    let mut buf = vec![0 as c_char; len + 1];
+    // SAFETY: buf has len + 1 writable bytes.
+    // SAFETY: buf has len + 1 writable bytes.
+    assert_eq!(unsafe { s1_backends_available(buf.as_mut_ptr(), buf.len(), &mut len) }, Status::Ok);
+    // SAFETY: NUL-terminated by the call.
+    let s = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+    assert_eq!(s.len(), len);
+}
+
+#[test]
+fn ffi_stream_calls_on_null_return_null_pointer() {
+    let mut chunk = ptr::null();
+    // SAFETY: NULL stream is part of the contract.
+    assert_eq!(unsafe { s1_stream_next(ptr::null_mut(), &mut chunk) }, Status::NullPointer);
+    assert_eq!(s1_stream_cancel(ptr::null_mut()), Status::NullPointer);
+    // SAFETY: NULL stream is part of the contract.
+    assert_eq!(
+        unsafe { s1_stream_run(ptr::null_mut(), None, ptr::null_mut()) },
+        Status::NullPointer
+    );
+}
