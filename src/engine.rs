@@ -96,6 +96,14 @@ impl Engine {
         self.inner.prompt(text)
     }
 
+    /// The prompt for `text` spoken after `references` (transcript + codes of each reference
+    /// voice), as fish-speech's `generate_long` builds it.
+    pub fn prompt_with_references(&self, references: &[Reference], text: &str) -> Result<Prompt> {
+        self.inner.prompt(text)?;
+        let i = &self.inner.info;
+        build_prompt(&self.inner.bundle.tokenizer, &i.tokens, i.model.num_codebooks, references, text)
+    }
+
     /// Text → speech in one call (PCM f32 mono at [`Audio::sample_rate_hz`]).
     pub fn synthesize(&self, text: &str, params: &SynthParams) -> Result<Audio> {
         let codes = self.inner.generate_codes(text, params, None)?;
@@ -202,11 +210,6 @@ impl Inner {
         build_prompt(&self.bundle.tokenizer, &self.info.tokens, self.info.model.num_codebooks, &[], text)
     }
 
-    /// A prompt with voice references (kept for the voice API).
-    #[allow(dead_code)]
-    fn prompt_with(&self, references: &[Reference], text: &str) -> Result<Prompt> {
-        build_prompt(&self.bundle.tokenizer, &self.info.tokens, self.info.model.num_codebooks, references, text)
-    }
 
     fn generator(&self, text: &str, params: &SynthParams) -> Result<FrameGenerator> {
         params.validate(u32::try_from(self.info.model.max_seq_len).unwrap_or(u32::MAX))?;

@@ -71,9 +71,11 @@ fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("no descr")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    if dict_value(header, "fortran_order").map(str::trim) != Some("False") {
-        return Err("fortran_order arrays are not supported".into());
-    }
+    let fortran = match dict_value(header, "fortran_order").map(str::trim) {
+        Some("False") => false,
+        Some("True") => true,
+        _ => return Err("no fortran_order".into()),
+    };
     let shape_s = header
         .split("'shape':")
         .nth(1)
@@ -112,7 +114,41 @@ fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         ),
         other => return Err(format!("unsupported dtype {other}")),
     };
+    let data = if fortran {
+        match data {
+            NpyData::I64(v) => NpyData::I64(fortran_to_c(&v, &shape)),
+            NpyData::F32(v) => NpyData::F32(fortran_to_c(&v, &shape)),
+        }
+    } else {
+        data
+    };
     Ok(NpyArray { shape, data })
+}
+
+/// Reorders column-major (Fortran) data into row-major (C) order.
+fn fortran_to_c<T: Copy>(v: &[T], shape: &[usize]) -> Vec<T> {
+    let n = v.len();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        // Fortran offset of the C-order multi-index `idx`.
+        let mut off = 0usize;
+        let mut stride = 1usize;
+        for (i, &d) in idx.iter().zip(shape) {
+            off += i * stride;
+            stride *= d;
+        }
+        out.push(v[off]);
+        // Advance idx in C order (last axis fastest).
+        for ax in (0..shape.len()).rev() {
+            idx[ax] += 1;
+            if idx[ax] < shape[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+    out
 }
 
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
@@ -169,6 +205,15 @@ mod tests {
         assert_eq!(a.data, NpyData::I64(vec![1, 2, 3, 4, 5, -6]));
         write_f32(&p, &[3], &[0.5, 1.0, -2.0]).unwrap();
         assert_eq!(read(&p).unwrap().into_f32(), vec![0.5, 1.0, -2.0]);
+        // fortran_order: [[1, 2, 3], [4, 5, 6]] stored column-major.
+        let mut f = header("<i8", &[2, 3]);
+        let at = f.windows(5).position(|w| w == b"False").unwrap();
+        f[at..at + 5].copy_from_slice(b"True ");
+        for v in [1i64, 4, 2, 5, 3, 6] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&p, f).unwrap();
+        assert_eq!(read(&p).unwrap().data, NpyData::I64(vec![1, 2, 3, 4, 5, 6]));
         std::fs::write(&p, b"junk").unwrap();
         assert!(read(&p).is_err());
     }

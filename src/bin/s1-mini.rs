@@ -1,1 +1,357 @@
-fn main(){}
+//! `s1-mini` command line: synth, stream, decode, info. Progress goes to stderr.
+
+#![deny(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use s1_mini::audio::{wav_bytes, write_wav};
+use s1_mini::{
+    npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Result, SynthParams, WavFormat,
+};
+
+/// Text-to-speech with Fish Audio's OpenAudio S1-mini.
+#[derive(Parser)]
+#[command(name = "s1-mini", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Synthesise text to a WAV file.
+    Synth(SynthArgs),
+    /// Synthesise while streaming: chunks are written as they are decoded.
+    Stream(StreamArgs),
+    /// Decode codes (`.npy`, [10, T] int64, as fish-speech's codec CLI) to a WAV file.
+    Decode(DecodeArgs),
+    /// Show the bundle and which backends are available (and why not).
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    /// Model bundle directory (holds manifest.json).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Backend: auto, cuda, tensorrt, onnx-cuda, onnx-cpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Path of libonnxruntime (default: $ORT_DYLIB_PATH, then beside this executable).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// Skip the sha256 check of the bundle files (faster start).
+    #[arg(long)]
+    no_verify: bool,
+    /// ONNX Runtime intra-op threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Text to speak.
+    #[arg(long, conflicts_with = "text_file")]
+    text: Option<String>,
+    /// File with the text to speak (UTF-8).
+    #[arg(long)]
+    text_file: Option<PathBuf>,
+    /// RNG seed (equal seeds give equal audio).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Temperature in [0, 2]; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Top-p in (0, 1].
+    #[arg(long, default_value_t = 0.8)]
+    top_p: f32,
+    /// Repetition penalty in (0, 2).
+    #[arg(long, default_value_t = 1.1)]
+    repetition_penalty: f32,
+    /// Maximum frames (21.53 per second); default min(1024, what the context leaves).
+    #[arg(long)]
+    max_frames: Option<u32>,
+    /// Reproduce fish-speech exactly (its repetition-penalty bug and bf16 knobs).
+    #[arg(long)]
+    fish_speech_compat: bool,
+    /// Output WAV file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Write 32-bit float WAV instead of 16-bit PCM.
+    #[arg(long)]
+    float: bool,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    gen: GenArgs,
+    /// Also write the generated codes as .npy ([10, T] int64).
+    #[arg(long)]
+    codes_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    gen: GenArgs,
+    /// Frames in the first chunk (latency).
+    #[arg(long, default_value_t = 4)]
+    first_chunk_frames: u32,
+    /// Frames in each later chunk.
+    #[arg(long, default_value_t = 16)]
+    chunk_frames: u32,
+}
+
+#[derive(Args)]
+struct DecodeArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Codes file (.npy int64, [10, T] or [1, 10, T]).
+    #[arg(long)]
+    codes: PathBuf,
+    /// Output WAV file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Write 32-bit float WAV instead of 16-bit PCM.
+    #[arg(long)]
+    float: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// Model bundle directory.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Path of libonnxruntime.
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// Skip the sha256 check.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+fn config(a: &EngineArgs) -> Result<EngineConfig> {
+    let mut c = EngineConfig::new(&a.bundle)
+        .with_backend(a.backend.parse::<BackendKind>()?)
+        .with_verify_hashes(!a.no_verify)
+        .with_intra_op_threads(a.threads);
+    if let Some(p) = &a.ort_library {
+        c = c.with_ort_library_path(p);
+    }
+    Ok(c)
+}
+
+fn load(a: &EngineArgs) -> Result<Engine> {
+    let t = Instant::now();
+    eprintln!("loading bundle {} ...", a.bundle.display());
+    let engine = Engine::new(config(a)?)?;
+    for s in engine.skipped_backends() {
+        eprintln!("  skipped {}: {}", s.backend, s.reason);
+    }
+    eprintln!("loaded in {:.2} s, backend {}", t.elapsed().as_secs_f64(), engine.backend());
+    Ok(engine)
+}
+
+fn read_text(g: &GenArgs) -> Result<String> {
+    let bytes = match (&g.text, &g.text_file) {
+        (Some(t), _) => return Ok(t.clone()),
+        (None, Some(f)) => std::fs::read(f).map_err(|e| Error::Io { path: f.clone(), source: e })?,
+        (None, None) => {
+            return Err(Error::InvalidArgument { name: "text", reason: "give --text or --text-file".into() })
+        }
+    };
+    String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
+}
+
+fn params(engine: &Engine, g: &GenArgs, text: &str) -> Result<SynthParams> {
+    let max_frames = match g.max_frames {
+        Some(m) => m,
+        None => engine.context_frames(text)?.clamp(1, 1024),
+    };
+    Ok(SynthParams::default()
+        .with_seed(g.seed)
+        .with_temperature(g.temperature)
+        .with_top_p(g.top_p)
+        .with_repetition_penalty(g.repetition_penalty)
+        .with_max_frames(max_frames)
+        .with_fish_speech_compat(g.fish_speech_compat))
+}
+
+fn wav_format(float: bool) -> WavFormat {
+    if float {
+        WavFormat::Float32
+    } else {
+        WavFormat::Pcm16
+    }
+}
+
+fn report(audio_s: f64, wall_s: f64, frames: usize) {
+    eprintln!(
+        "{frames} frames, {audio_s:.2} s of audio in {wall_s:.2} s ({:.2}x real time)",
+        if wall_s > 0.0 { audio_s / wall_s } else { 0.0 }
+    );
+}
+
+fn synth(a: &SynthArgs) -> Result<()> {
+    let engine = load(&a.engine)?;
+    let text = read_text(&a.gen)?;
+    let p = params(&engine, &a.gen, &text)?;
+    eprintln!("generating (max {} frames) ...", p.max_frames);
+    let t = Instant::now();
+    let codes = engine.generate_codes(&text, &p)?;
+    eprintln!("{} frames generated in {:.2} s; decoding ...", codes.frames().0, t.elapsed().as_secs_f64());
+    let audio = engine.decode_codes(&codes)?;
+    report(audio.duration_s(), t.elapsed().as_secs_f64(), codes.frames().0);
+    write_wav(&a.gen.out, &audio, wav_format(a.gen.float))?;
+    eprintln!("wrote {}", a.gen.out.display());
+    if let Some(path) = &a.codes_out {
+        npy::write_i64(path, &[codes.num_codebooks(), codes.frames().0], codes.as_slice())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A WAV file written chunk by chunk; the header's sizes are patched at the end.
+struct WavStream {
+    file: std::fs::File,
+    path: PathBuf,
+    format: WavFormat,
+    samples: usize,
+    rate: u32,
+}
+
+impl WavStream {
+    fn create(path: &Path, rate: u32, format: WavFormat) -> Result<Self> {
+        let mut file = std::fs::File::create(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        file.write_all(&wav_bytes(&[], rate, format)).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        Ok(Self { file, path: path.into(), format, samples: 0, rate })
+    }
+
+    fn append(&mut self, samples: &[f32]) -> Result<()> {
+        let bytes = wav_bytes(samples, self.rate, self.format);
+        self.file.write_all(&bytes[44..]).map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
+        self.file.flush().map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
+        self.samples += samples.len();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let header = wav_bytes(&vec![0.0; self.samples], self.rate, self.format);
+        let io = |e| Error::Io { path: self.path.clone(), source: e };
+        self.file.seek(SeekFrom::Start(0)).map_err(io)?;
+        self.file.write_all(&header[..44]).map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
+        Ok(())
+    }
+}
+
+fn stream(a: &StreamArgs) -> Result<()> {
+    let engine = load(&a.engine)?;
+    let text = read_text(&a.gen)?;
+    let p = params(&engine, &a.gen, &text)?.with_chunk_frames(a.first_chunk_frames, a.chunk_frames);
+    let rate = engine.info().codec.sample_rate_hz;
+    let mut out = WavStream::create(&a.gen.out, rate, wav_format(a.gen.float))?;
+    let t = Instant::now();
+    let mut s = engine.stream(&text, &p)?;
+    let mut frames = 0usize;
+    let mut first = true;
+    while let Some(chunk) = s.next_chunk()? {
+        if first {
+            eprintln!("first chunk after {:.1} ms ({} frames)", t.elapsed().as_secs_f64() * 1e3, chunk.frames);
+            first = false;
+        }
+        frames += chunk.frames;
+        out.append(&chunk.samples)?;
+        eprintln!("  chunk: frames {}..{}", chunk.first_frame, chunk.first_frame + chunk.frames);
+    }
+    let audio_s = out.samples as f64 / f64::from(rate);
+    out.finish()?;
+    report(audio_s, t.elapsed().as_secs_f64(), frames);
+    eprintln!("wrote {}", a.gen.out.display());
+    Ok(())
+}
+
+fn decode(a: &DecodeArgs) -> Result<()> {
+    let engine = load(&a.engine)?;
+    let arr = npy::read(&a.codes)?;
+    let shape = arr.shape.clone();
+    let data = arr.into_i64(&a.codes)?;
+    let (k, t) = match shape.as_slice() {
+        [k, t] | [1, k, t] => (*k, *t),
+        other => {
+            return Err(Error::InvalidArgument {
+                name: "codes",
+                reason: format!("{}: shape {other:?}, expected [10, T] or [1, 10, T]", a.codes.display()),
+            })
+        }
+    };
+    let codes = Codes::new(k, Frames(t), data)?;
+    let t0 = Instant::now();
+    let audio: Audio = engine.decode_codes(&codes)?;
+    report(audio.duration_s(), t0.elapsed().as_secs_f64(), t);
+    write_wav(&a.out, &audio, wav_format(a.float))?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn info(a: &InfoArgs) -> Result<()> {
+    let mut cfg = EngineConfig::new(&a.bundle).with_verify_hashes(!a.no_verify);
+    if let Some(p) = &a.ort_library {
+        cfg = cfg.with_ort_library_path(p);
+    }
+    let bundle = s1_mini::bundle::Bundle::load(&a.bundle, !a.no_verify)?;
+    let i = &bundle.info;
+    println!("bundle      {}", i.dir.display());
+    println!("exporter    {}", i.exporter);
+    println!("precision   {}", i.precision);
+    println!(
+        "model       dim {} | {} slow layers | {} fast layers | {} codebooks | context {} tokens",
+        i.model.dim, i.model.n_layer, i.model.n_fast_layer, i.model.num_codebooks, i.model.max_seq_len
+    );
+    println!(
+        "codec       {} Hz, {} samples/frame ({:.2} frames/s), receptive field {} frames",
+        i.codec.sample_rate_hz,
+        i.codec.frame_samples,
+        i.frame_rate_hz(),
+        i.codec.receptive_field_frames
+    );
+    println!("graphs      {}", i.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("hashes      {}", if a.no_verify { "not checked" } else { "ok" });
+    println!("backends");
+    for (kind, r) in s1_mini::backend::probe(&cfg) {
+        match r {
+            Ok(()) => println!("  {kind:<10} available"),
+            Err(e) => println!("  {kind:<10} unavailable: {e}"),
+        }
+    }
+    if let Some(p) = s1_mini::backend::onnx::loaded_library() {
+        println!("onnxruntime {}", p.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.command {
+        Command::Synth(a) => synth(a),
+        Command::Stream(a) => stream(a),
+        Command::Decode(a) => decode(a),
+        Command::Info(a) => info(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e} ({})", e.status().name());
+            ExitCode::FAILURE
+        }
+    }
+}

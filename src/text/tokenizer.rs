@@ -210,7 +210,7 @@ mod tests {
     use super::*;
 
     /// fish-speech's FISH_TIKTOKEN_PATTERN (fish_speech/tokenizer.py).
-    const FISH: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|\p{P}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(\?!\S)|\s+";
+    const FISH: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|\p{P}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(\?!\S)|\s+";
 
     /// A hand-made table: all 256 bytes, then merges in rank order.
     fn toy() -> Tokenizer {

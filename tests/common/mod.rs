@@ -1,0 +1,66 @@
+//! Shared helpers of the integration tests: the tiny fixture bundle and the ONNX Runtime library.
+//!
+//! The fixture `tests/fixtures/tiny/` is made by `tools/export/make_golden.py` (its README gives
+//! the command). Tests that run graphs need libonnxruntime through `ORT_DYLIB_PATH`; without it
+//! they fail (never skip) with the command that fetches it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use s1_mini::{Engine, EngineConfig};
+
+/// The tiny bundle (override with `S1_MINI_TINY_BUNDLE` to test another export).
+pub fn tiny_dir() -> PathBuf {
+    match std::env::var_os("S1_MINI_TINY_BUNDLE") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny"),
+    }
+}
+
+pub fn golden(name: &str) -> PathBuf {
+    tiny_dir().join("golden").join(name)
+}
+
+/// Path of libonnxruntime from `ORT_DYLIB_PATH`; panics with the fix when it is missing.
+pub fn ort_library() -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from) {
+        Some(p) if p.is_file() => p,
+        other => panic!(
+            "libonnxruntime not found (ORT_DYLIB_PATH={other:?}): run `export ORT_DYLIB_PATH=$(scripts/fetch-ort.sh)` \
+             from the repository root, then rerun the tests"
+        ),
+    }
+}
+
+pub fn config(dir: &Path) -> EngineConfig {
+    EngineConfig::new(dir).with_ort_library_path(ort_library())
+}
+
+/// An engine on the tiny bundle (hash check on, as by default).
+pub fn tiny_engine() -> Engine {
+    Engine::new(config(&tiny_dir())).expect("tiny engine")
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("parse json")
+}
+
+/// A fresh copy of the tiny bundle (without golden/) in a temp dir, to break on purpose.
+pub fn bundle_copy(tag: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("s1mini-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(tiny_dir()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+    dst
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
