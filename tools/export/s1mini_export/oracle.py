@@ -20,7 +20,11 @@ def quiet_fish_logs() -> None:
 
 
 def load_model(ckpt: Path):
-    """DualARTransformer in fp32 with static caches, exactly as init_model sets it up (on CPU)."""
+    """DualARTransformer in fp32 with static caches, exactly as init_model sets it up (on CPU).
+
+    Everything here runs under inference_mode, as generate() does: generate() re-creates the fast
+    KV caches as inference tensors, which may then only be written in inference mode.
+    """
     from fish_speech.models.text2semantic.llama import DualARTransformer
 
     quiet_fish_logs()
@@ -40,7 +44,7 @@ def restricted(model, logits: torch.Tensor) -> np.ndarray:
     return torch.cat([last[tk.semantic_begin_id : tk.semantic_end_id + 1], last[im_end : im_end + 1]]).numpy()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def slow_step(model, tokens: np.ndarray, start: int):
     """forward_generate on tokens [1+N, T] at positions start.. -> (restricted logits, hidden [fast_dim])."""
     t = torch.from_numpy(np.asarray(tokens, dtype=np.int64))[None]
@@ -48,13 +52,14 @@ def slow_step(model, tokens: np.ndarray, start: int):
     return restricted(model, r.logits), r.hidden_states[0, -1].numpy()
 
 
+@torch.inference_mode()
 def reset_fast(model) -> None:
     for layer in model.fast_layers:  # decode_one_token_ar does this every frame
         layer.attention.kv_cache.k_cache.fill_(0)
         layer.attention.kv_cache.v_cache.fill_(0)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def fast_step(model, hidden: np.ndarray | None, code: int | None, pos: int, rows: int) -> np.ndarray:
     """forward_generate_fast at position pos: input = hidden (pos 0) or fast_embeddings[code]."""
     if pos == 0:
@@ -83,7 +88,7 @@ def prompt_ids(ckpt_or_tokenizer, num_codebooks: int, text: str, references=()) 
     return values.numpy().astype(np.int64)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_frames(model, prompt: np.ndarray, max_new_tokens: int, temperature: float, top_p: float,
                     repetition_penalty: float) -> np.ndarray:
     """fish-speech generate() called as generate_long calls it -> frames [n, 1+N] (incl. im_end)."""
@@ -100,7 +105,7 @@ def generate_frames(model, prompt: np.ndarray, max_new_tokens: int, temperature:
     return y[:, p.shape[1]:].T.numpy().astype(np.int64)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def engine_sampled_frames(model, prompt: np.ndarray, seed: int, temperature: float, top_p: float,
                           repetition_penalty: float, max_frames: int) -> np.ndarray:
     """The engine's sampling (default, fixed-penalty mode; Philox RNG) on fish-speech's logits.

@@ -87,30 +87,31 @@ def write_random_checkpoint(kind: str, seed: int, out: Path, log=lambda m: None,
     """Writes config.json, special_tokens.json, tokenizer.tiktoken, model.pth and (with_codec) codec.pth."""
     if kind not in KINDS:
         raise ExportError(f"--random: unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
-
-    out.mkdir(parents=True, exist_ok=True)
     log(f"{kind}: tokenizer")
     base = train_bpe(SAMPLE_TEXT.read_text(encoding="utf-8"), TINY_MERGES)
     if kind == "tiny":
-        cfg = dict(TINY_CONFIG)
-        ranks = base
+        write_llm_checkpoint(out, dict(TINY_CONFIG), base, seed, log)
     else:
-        cfg = dict(S1_MINI_CONFIG)
-        ranks = synthetic_ranks(base, S1_MINI_RANKS, seed)
-    n_sem = cfg["codebook_size"] if kind == "tiny" else 4096
-    special = S1_SPECIAL_TOKENS + [f"<|semantic:{i}|>" for i in range(n_sem)]
-    if kind == "tiny":
-        # fish-speech's rule for S1: vocab = last id + 1, padded to a multiple of 64.
-        cfg["vocab_size"] = _round_up(len(ranks) + len(special), 64)
-    write_tiktoken(out / "tokenizer.tiktoken", ranks)
-    write_special_tokens(out / "special_tokens.json", special, len(ranks))
-    (out / "config.json").write_text(json.dumps(cfg, indent=4, sort_keys=True) + "\n")
-    log(f"{kind}: LLM weights")
-    sd = random_llm_state_dict(out / "config.json", len(ranks), special, seed)
-    torch.save(sd, out / "model.pth")
-    del sd
+        write_llm_checkpoint(out, dict(S1_MINI_CONFIG), synthetic_ranks(base, S1_MINI_RANKS, seed), seed, log)
     if with_codec:
         from . import codec  # imported late: LLM-only use needs nothing of the codec module
 
         log(f"{kind}: codec weights")
         codec.random_codec_checkpoint(kind, seed, out / "codec.pth")
+
+
+def write_llm_checkpoint(out: Path, cfg: dict, ranks: list[bytes], seed: int, log=lambda m: None) -> None:
+    """The LLM half of a checkpoint: S1's special tokens after `ranks` (codebook_size semantic
+    tokens, as S1's 4096), config.json (vocab_size 0 = smallest multiple of 64 that fits) and
+    random model.pth."""
+    out.mkdir(parents=True, exist_ok=True)
+    special = S1_SPECIAL_TOKENS + [f"<|semantic:{i}|>" for i in range(cfg["codebook_size"])]
+    if not cfg["vocab_size"]:
+        # S1's own rule: last id + 1, padded to a multiple of 64 (155,754 -> 155,776).
+        cfg["vocab_size"] = _round_up(len(ranks) + len(special), 64)
+    write_tiktoken(out / "tokenizer.tiktoken", ranks)
+    write_special_tokens(out / "special_tokens.json", special, len(ranks))
+    (out / "config.json").write_text(json.dumps(cfg, indent=4, sort_keys=True) + "\n")
+    log("LLM weights")
+    sd = random_llm_state_dict(out / "config.json", len(ranks), special, seed)
+    torch.save(sd, out / "model.pth")
