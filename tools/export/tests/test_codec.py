@@ -1,0 +1,230 @@
+"""Codec graphs against fish-speech's own DAC (the oracle), on the tiny random codec.
+
+Run: .venv/bin/python -m pytest tools/export/tests/test_codec.py
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from s1mini_export import codec  # noqa: E402
+from s1mini_export.codec_config import REAL, TINY, build_dac, config_from_state_dict  # noqa: E402
+from s1mini_export.errors import ExportError  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # dac's torch.nn.utils.weight_norm
+warnings.filterwarnings("ignore", category=UserWarning)
+ort.set_default_logger_severity(3)  # start_frame is an overridable initializer: ORT warns per session
+
+PCM_ATOL_FP32 = 1e-4
+SEED = 1234
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("codec")
+    pth = d / "codec.pth"
+    codec.random_codec_checkpoint("tiny", SEED, pth)
+    info = codec.export_codec(pth, d / "bundle", "fp32", set(codec.PARTS))
+    dac = codec.load_reference_codec(pth)
+    return {"pth": pth, "dir": d / "bundle", "info": info, "dac": dac}
+
+
+@functools.cache
+def _session(path: str) -> ort.InferenceSession:
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def _decode(tiny: dict, codes: np.ndarray, start_frame: int | None = None) -> np.ndarray:
+    # codes: [10, T] -> pcm: [T * 2048]
+    feeds = {"codes": codes[None].astype(np.int64)}
+    if start_frame is not None:
+        feeds["start_frame"] = np.array([start_frame], dtype=np.int64)
+    return _session(str(tiny["dir"] / "codec_decode.onnx")).run(None, feeds)[0][0, 0]
+
+
+def _random_codes(rng: np.random.Generator, sizes: list[int], t: int) -> np.ndarray:
+    return np.stack([rng.integers(0, n, t) for n in sizes]).astype(np.int64)
+
+
+def _signal(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 44100.0
+    x = 0.4 * np.sin(2 * np.pi * 220.0 * t) + 0.2 * np.sin(2 * np.pi * 1375.0 * t + 1.0)
+    return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_codec_manifest_section_matches_tiny_config(tiny: dict) -> None:
+    c = tiny["info"]["codec"]
+    assert tiny["info"]["files"] == ["codec_decode.onnx", "codec_encode.onnx"]
+    assert c["sample_rate_hz"] == 44100 and c["frame_samples"] == 2048 and c["num_codebooks"] == 10
+    assert c["codebook_sizes"] == [1024] * 10  # = the tiny LLM's codebook_size
+    # 2 layers x (window 8 - 1) + 10 frames of conv context (see receptive_field_frames).
+    assert c["receptive_field_frames"] == 2 * 7 + 10
+    assert c["max_decode_frames"] == TINY.post.block_size
+
+
+def test_codec_tiny_graphs_are_small_opset17_batch1(tiny: dict) -> None:
+    total = 0
+    for name in tiny["info"]["files"]:
+        path = tiny["dir"] / name
+        total += path.stat().st_size
+        m = onnx.load(str(path))
+        onnx.checker.check_model(m)
+        assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [17]
+        # Built from shapes in-graph: no T x T mask constant in the file.
+        assert all(i.data_type != onnx.TensorProto.BOOL for i in m.graph.initializer)
+        assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    assert total <= 3.3e6, total
+
+
+@pytest.mark.parametrize("t", [1, 7, 40])
+def test_codec_decode_graph_matches_dac_decode(tiny: dict, t: int) -> None:
+    codes = _random_codes(np.random.default_rng(t), tiny["info"]["codec"]["codebook_sizes"], t)
+    ref = codec.reference_decode(tiny["pth"], codes, tiny["dac"])
+    got = _decode(tiny, codes)
+    assert got.shape == ref.shape == (t * 2048,)
+    assert np.isfinite(ref).all() and ref.std() > 1e-2  # random weights still give real audio
+    assert np.abs(got - ref).max() < PCM_ATOL_FP32
+
+
+def test_codec_decode_clamps_out_of_range_codes_like_quantizer(tiny: dict) -> None:
+    rng = np.random.default_rng(5)
+    codes = _random_codes(rng, [1024] * 10, 6)
+    codes[0, 1] = 5000  # semantic row clamps at semantic_codebook_size - 1
+    codes[3, 2] = 1024  # residual rows clamp at codebook_size - 1
+    codes[9, 4] = 99999
+    clamped = codes.copy()
+    clamped[0] = np.minimum(clamped[0], 1023)
+    clamped[1:] = np.minimum(clamped[1:], 1023)
+    ref = codec.reference_decode(tiny["pth"], codes, tiny["dac"])  # quantizer.decode clamps
+    np.testing.assert_array_equal(ref, codec.reference_decode(tiny["pth"], clamped, tiny["dac"]))
+    assert np.abs(_decode(tiny, codes) - ref).max() < PCM_ATOL_FP32
+
+
+@pytest.mark.parametrize("n", [5000, 44100, 77777])
+def test_codec_encode_graph_matches_dac_encode(tiny: dict, n: int) -> None:
+    x = _signal(n, n)
+    ref = codec.reference_encode(tiny["pth"], x, tiny["dac"])
+    got = _session(str(tiny["dir"] / "codec_encode.onnx")).run(None, {"pcm": x[None, None]})[0][0]
+    assert ref.shape == (10, -(-n // 2048))
+    np.testing.assert_array_equal(got, ref)
+    assert len(np.unique(ref[0])) > 1  # the codes are not all alike
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 16])
+def test_codec_chunked_decode_with_receptive_field_equals_one_shot(tiny: dict, chunk: int) -> None:
+    t, frame = 64, 2048
+    ctx = tiny["info"]["codec"]["receptive_field_frames"]
+    codes = _random_codes(np.random.default_rng(chunk), [1024] * 10, t)
+    full = _decode(tiny, codes)
+    out = []
+    for start in range(0, t, chunk):
+        end = min(t, start + chunk)
+        begin = max(0, start - ctx)  # left context, decoded and then dropped
+        pcm = _decode(tiny, codes[:, begin:end], start_frame=begin)
+        out.append(pcm[(start - begin) * frame :])
+    assert np.abs(np.concatenate(out) - full).max() < PCM_ATOL_FP32
+
+
+def test_codec_receptive_field_is_tight(tiny: dict) -> None:
+    # Changing frame 0 changes output frame R = receptive_field_frames and nothing after it.
+    r = tiny["info"]["codec"]["receptive_field_frames"]
+    codes = _random_codes(np.random.default_rng(9), [1024] * 10, r + 8)
+    a = codec.reference_decode(tiny["pth"], codes, tiny["dac"]).reshape(-1, 2048)
+    codes[:, 0] = (codes[:, 0] + 1) % 1024
+    b = codec.reference_decode(tiny["pth"], codes, tiny["dac"]).reshape(-1, 2048)
+    changed = np.nonzero(np.abs(a - b).max(axis=1))[0]
+    assert changed.max() == r
+
+
+def test_codec_receptive_field_real_architecture() -> None:
+    with torch.device("meta"):
+        dac = build_dac(REAL)
+    # post_module: 8 layers x (128 - 1) frames, plus 10 frames of causal conv context.
+    assert codec.codec_manifest(dac, REAL)["receptive_field_frames"] == 8 * 127 + 10
+
+
+def test_codec_real_shape_parameter_counts_match_facts() -> None:
+    # S1MINI_FACTS §4.3: total 391.4 M, decode path ~184.5 M; state dict 1,870.85 MB.
+    with torch.device("meta"):
+        dac = build_dac(REAL)
+    params = dict(dac.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    decode_prefixes = ("quantizer.post_module", "quantizer.upsample", "decoder",
+                       "quantizer.semantic_quantizer", "quantizer.quantizer")
+    decode = sum(p.numel() for k, p in params.items()
+                 if k.startswith(decode_prefixes) and "in_proj" not in k)
+    assert abs(total / 1e6 - 391.4) < 0.1, total
+    assert abs(decode / 1e6 - 184.5) < 0.1, decode
+    sd = dac.state_dict()
+    assert abs(sum(v.numel() * v.element_size() for v in sd.values()) / 1e6 - 1870.85) < 0.1
+    # The sizes read back from a real-layout state dict are modded_dac_vq.yaml's.
+    assert config_from_state_dict(sd, {}, "codec.pth") == REAL
+
+
+def test_codec_build_matches_hydra_instantiate_of_yaml() -> None:
+    # fish-speech's load_model builds the codec from configs/modded_dac_vq.yaml through hydra:
+    # ours must have exactly its keys and shapes, or a real codec.pth would not load.
+    import hydra
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    import fish_speech
+
+    conf = Path(list(fish_speech.__path__)[0]) / "configs"  # a namespace package: no __file__
+    hydra.core.global_hydra.GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        cfg = compose(config_name="modded_dac_vq")
+    with torch.device("meta"):
+        theirs = instantiate(cfg)
+        ours = build_dac(REAL)
+    a = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    b = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert a == b
+
+
+def test_codec_fp16_graphs_keep_f32_io_and_stay_close(tiny: dict, tmp_path: Path) -> None:
+    info = codec.export_codec(tiny["pth"], tmp_path, "fp16", {"codec-decode"})
+    assert info["files"] == ["codec_decode.onnx"]
+    sess = ort.InferenceSession(str(tmp_path / "codec_decode.onnx"), providers=["CPUExecutionProvider"])
+    codes = _random_codes(np.random.default_rng(3), [1024] * 10, 12)
+    got = sess.run(None, {"codes": codes[None]})[0]
+    assert got.dtype == np.float32
+    ref = codec.reference_decode(tiny["pth"], codes, tiny["dac"])
+    assert np.abs(got[0, 0] - ref).max() < 2e-2
+
+
+def test_codec_export_rejects_unknown_part_and_precision(tiny: dict, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="unknown codec part"):
+        codec.export_codec(tiny["pth"], tmp_path, "fp32", {"codec-vocoder"})
+    with pytest.raises(ExportError, match="unknown precision"):
+        codec.export_codec(tiny["pth"], tmp_path, "bf8", {"codec-decode"})
+    with pytest.raises(ExportError, match="file not found"):
+        codec.load_reference_codec(tmp_path / "missing.pth")
+
+
+def test_codec_random_checkpoint_is_deterministic_and_loads_like_fish_speech(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    codec.random_codec_checkpoint("tiny", 7, a)
+    codec.random_codec_checkpoint("tiny", 7, b)
+    sa = torch.load(a, weights_only=True)
+    sb = torch.load(b, weights_only=True)
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
+    # Real key layout: weight-norm parametrizations, persistent RoPE/mask buffers.
+    assert "encoder.block.0.conv.parametrizations.weight.original0" in sa
+    assert "quantizer.post_module.causal_mask" in sa and "quantizer.post_module.freqs_cis" in sa
+    # fish-speech's own loader semantics (strict=False, assign=True) accept it as is.
+    dac = build_dac(TINY)
+    result = dac.load_state_dict(sa, strict=False, assign=True)
+    assert result.missing_keys == [] and result.unexpected_keys == ["codec_config"]
