@@ -126,8 +126,12 @@ fn parse_wav(b: &[u8]) -> std::result::Result<Audio, String> {
             let decode = |s: &[u8]| -> std::result::Result<f32, String> {
                 Ok(match (tag, bits) {
                     (1, 16) => f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0,
-                    (1, 24) => (i32::from_le_bytes([0, s[0], s[1], s[2]]) >> 8) as f32 / 8_388_608.0,
-                    (1, 32) => i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as f32 / 2_147_483_648.0,
+                    (1, 24) => {
+                        (i32::from_le_bytes([0, s[0], s[1], s[2]]) >> 8) as f32 / 8_388_608.0
+                    }
+                    (1, 32) => {
+                        i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as f32 / 2_147_483_648.0
+                    }
                     (3, 32) => f32::from_le_bytes([s[0], s[1], s[2], s[3]]),
                     _ => return Err(format!("unsupported sample format tag {tag}, {bits} bits")),
                 })

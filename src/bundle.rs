@@ -110,10 +110,9 @@ impl BundleInfo {
 
     /// Path of a graph by role, or an error naming the missing role.
     pub fn graph(&self, role: &str) -> Result<&Path> {
-        self.graphs
-            .get(role)
-            .map(PathBuf::as_path)
-            .ok_or_else(|| Error::bundle(MANIFEST, &format!("graphs.{role}"), "graph not in this bundle"))
+        self.graphs.get(role).map(PathBuf::as_path).ok_or_else(|| {
+            Error::bundle(MANIFEST, &format!("graphs.{role}"), "graph not in this bundle")
+        })
     }
 }
 
@@ -170,7 +169,11 @@ impl Bundle {
 
         let precision = str_field(&m, "precision")?.to_string();
         if precision != "fp32" && precision != "fp16" {
-            return Err(Error::bundle(MANIFEST, "precision", format!("{precision:?} is not fp32 or fp16")));
+            return Err(Error::bundle(
+                MANIFEST,
+                "precision",
+                format!("{precision:?} is not fp32 or fp16"),
+            ));
         }
         let exporter = match m.get("exporter") {
             Some(e) => format!(
@@ -199,7 +202,11 @@ impl Bundle {
             semantic_end: id_field(&m, "tokens.semantic_end")?,
         };
         if tokens.semantic_end < tokens.semantic_begin {
-            return Err(Error::bundle(MANIFEST, "tokens.semantic_end", "is below tokens.semantic_begin"));
+            return Err(Error::bundle(
+                MANIFEST,
+                "tokens.semantic_end",
+                "is below tokens.semantic_begin",
+            ));
         }
         let semantic_rows = usize_field(&m, "head.semantic_rows")?;
         if semantic_rows != (tokens.semantic_end - tokens.semantic_begin) as usize + 1 {
@@ -234,22 +241,39 @@ impl Bundle {
         let codebook_sizes: Vec<usize> = lookup(&m, "codec.codebook_sizes")?
             .as_array()
             .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as usize)).collect())
-            .ok_or_else(|| Error::bundle(MANIFEST, "codec.codebook_sizes", "not a list of integers"))?;
+            .ok_or_else(|| {
+                Error::bundle(MANIFEST, "codec.codebook_sizes", "not a list of integers")
+            })?;
         if codebook_sizes.len() != model.num_codebooks {
-            return Err(Error::bundle(MANIFEST, "codec.codebook_sizes", "length differs from num_codebooks"));
+            return Err(Error::bundle(
+                MANIFEST,
+                "codec.codebook_sizes",
+                "length differs from num_codebooks",
+            ));
         }
         if codebook_sizes.first().copied() != Some(semantic_rows) {
-            return Err(Error::bundle(MANIFEST, "codec.codebook_sizes", "first size differs from head.semantic_rows"));
+            return Err(Error::bundle(
+                MANIFEST,
+                "codec.codebook_sizes",
+                "first size differs from head.semantic_rows",
+            ));
         }
         if codebook_sizes.iter().skip(1).any(|&s| s > fast_logit_rows) {
-            return Err(Error::bundle(MANIFEST, "fast.logit_rows", "smaller than a residual codebook"));
+            return Err(Error::bundle(
+                MANIFEST,
+                "fast.logit_rows",
+                "smaller than a residual codebook",
+            ));
         }
         let codec = CodecInfo {
             sample_rate_hz: CODEC_SAMPLE_RATE_HZ,
             frame_samples: nonzero(usize_field(&m, "codec.frame_samples")?, "codec.frame_samples")?,
             codebook_sizes,
             receptive_field_frames: usize_field(&m, "codec.receptive_field_frames")?,
-            max_decode_frames: nonzero(usize_field(&m, "codec.max_decode_frames")?, "codec.max_decode_frames")?,
+            max_decode_frames: nonzero(
+                usize_field(&m, "codec.max_decode_frames")?,
+                "codec.max_decode_frames",
+            )?,
         };
         for (field, v) in [
             ("model.n_layer", model.n_layer),
@@ -267,10 +291,15 @@ impl Bundle {
         let mut files = BTreeMap::new();
         for (name, entry) in files_v {
             let field = format!("files.{name}");
-            let entry: FileEntry = serde_json::from_value(entry.clone())
-                .map_err(|e| Error::bundle(MANIFEST, &field, format!("expected {{sha256, bytes}}: {e}")))?;
+            let entry: FileEntry = serde_json::from_value(entry.clone()).map_err(|e| {
+                Error::bundle(MANIFEST, &field, format!("expected {{sha256, bytes}}: {e}"))
+            })?;
             if name.contains("..") || Path::new(name).is_absolute() {
-                return Err(Error::bundle(MANIFEST, &field, "file names must stay inside the bundle"));
+                return Err(Error::bundle(
+                    MANIFEST,
+                    &field,
+                    "file names must stay inside the bundle",
+                ));
             }
             let path = dir.join(name);
             let meta = fs::metadata(&path).map_err(|_| {
@@ -302,7 +331,8 @@ impl Bundle {
         if let Some(g) = m.get("graphs").and_then(Value::as_object) {
             for (role, file) in g {
                 let field = format!("graphs.{role}");
-                let file = file.as_str().ok_or_else(|| Error::bundle(MANIFEST, &field, "not a string"))?;
+                let file =
+                    file.as_str().ok_or_else(|| Error::bundle(MANIFEST, &field, "not a string"))?;
                 if !files.contains_key(file) {
                     return Err(Error::bundle(
                         MANIFEST,
@@ -321,7 +351,11 @@ impl Bundle {
             ("<|semantic:0|>", tokens.semantic_begin),
         ] {
             if tokenizer.special_id(name) != Some(id) {
-                return Err(Error::bundle(MANIFEST, "tokens.special", format!("{name} does not map to {id}")));
+                return Err(Error::bundle(
+                    MANIFEST,
+                    "tokens.special",
+                    format!("{name} does not map to {id}"),
+                ));
             }
         }
 
@@ -345,7 +379,11 @@ impl Bundle {
 fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Result<Tokenizer> {
     let file = str_field(m, "tokenizer.file")?;
     if !files.contains_key(file) {
-        return Err(Error::bundle(MANIFEST, "tokenizer.file", format!("{file} is not listed in files")));
+        return Err(Error::bundle(
+            MANIFEST,
+            "tokenizer.file",
+            format!("{file} is not listed in files"),
+        ));
     }
     let pattern = str_field(m, "tokenizer.pattern")?;
     let num_ranks = usize_field(m, "tokenizer.num_ranks")?;
@@ -365,10 +403,9 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
         .ok_or_else(|| Error::bundle(MANIFEST, "tokens.special", "not an object"))?;
     let mut special = HashMap::with_capacity(special_v.len());
     for (name, id) in special_v {
-        let id = id
-            .as_u64()
-            .and_then(|v| TokenId::try_from(v).ok())
-            .ok_or_else(|| Error::bundle(MANIFEST, &format!("tokens.special.{name}"), "not a token id"))?;
+        let id = id.as_u64().and_then(|v| TokenId::try_from(v).ok()).ok_or_else(|| {
+            Error::bundle(MANIFEST, &format!("tokens.special.{name}"), "not a token id")
+        })?;
         special.insert(name.clone(), id);
     }
     Tokenizer::new(ranks, special, pattern, max_encode_chars)
@@ -403,9 +440,9 @@ fn str_field<'a>(m: &'a Value, dotted: &str) -> Result<&'a str> {
 
 fn usize_field(m: &Value, dotted: &str) -> Result<usize> {
     let v = lookup(m, dotted)?;
-    v.as_u64()
-        .map(|x| x as usize)
-        .ok_or_else(|| Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer")))
+    v.as_u64().map(|x| x as usize).ok_or_else(|| {
+        Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer"))
+    })
 }
 
 fn id_field(m: &Value, dotted: &str) -> Result<TokenId> {

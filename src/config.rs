@@ -55,12 +55,12 @@ impl FromStr for BackendKind {
             "tensorrt" => BackendKind::TensorRt,
             "onnx-cuda" => BackendKind::OnnxCuda,
             "onnx-cpu" => BackendKind::OnnxCpu,
-            other => {
-                return Err(Error::arg(
-                    "backend",
-                    format!("unknown backend {other:?}; one of auto, cuda, tensorrt, onnx-cuda, onnx-cpu"),
-                ))
-            }
+            other => return Err(Error::arg(
+                "backend",
+                format!(
+                    "unknown backend {other:?}; one of auto, cuda, tensorrt, onnx-cuda, onnx-cpu"
+                ),
+            )),
         })
     }
 }
@@ -246,7 +246,10 @@ impl SynthParams {
         if self.max_frames == 0 || self.max_frames > context_frames {
             return Err(Error::arg(
                 "max_frames",
-                format!("{} is outside 1..={context_frames} (the model's context)", self.max_frames),
+                format!(
+                    "{} is outside 1..={context_frames} (the model's context)",
+                    self.max_frames
+                ),
             ));
         }
         if self.first_chunk_frames == 0 {
@@ -266,7 +269,10 @@ mod tests {
     #[test]
     fn synth_params_defaults_are_fish_speech_cli() {
         let p = SynthParams::default();
-        assert_eq!((p.temperature, p.top_p, p.repetition_penalty, p.max_frames), (0.8, 0.8, 1.1, 1024));
+        assert_eq!(
+            (p.temperature, p.top_p, p.repetition_penalty, p.max_frames),
+            (0.8, 0.8, 1.1, 1024)
+        );
         assert!(p.validate(8192).is_ok());
     }
 
@@ -293,7 +299,8 @@ mod tests {
 
     #[test]
     fn backend_kind_parses_names() {
-        for k in [BackendKind::Auto, BackendKind::Cuda, BackendKind::OnnxCpu, BackendKind::TensorRt] {
+        for k in [BackendKind::Auto, BackendKind::Cuda, BackendKind::OnnxCpu, BackendKind::TensorRt]
+        {
             assert_eq!(k.name().parse::<BackendKind>().unwrap(), k);
         }
         assert!("gpu".parse::<BackendKind>().is_err());

@@ -101,7 +101,13 @@ impl Engine {
     pub fn prompt_with_references(&self, references: &[Reference], text: &str) -> Result<Prompt> {
         self.inner.prompt(text)?;
         let i = &self.inner.info;
-        build_prompt(&self.inner.bundle.tokenizer, &i.tokens, i.model.num_codebooks, references, text)
+        build_prompt(
+            &self.inner.bundle.tokenizer,
+            &i.tokens,
+            i.model.num_codebooks,
+            references,
+            text,
+        )
     }
 
     /// Text → speech in one call (PCM f32 mono at [`Audio::sample_rate_hz`]).
@@ -134,7 +140,11 @@ impl Engine {
 
     /// Every sampled frame `[main token id, c0..]`, including a final `<|im_end|>` frame, plus
     /// the prefill logits: the raw material of the parity tests.
-    pub fn generate_frames(&self, text: &str, params: &SynthParams) -> Result<(Vec<Frame>, Vec<f32>)> {
+    pub fn generate_frames(
+        &self,
+        text: &str,
+        params: &SynthParams,
+    ) -> Result<(Vec<Frame>, Vec<f32>)> {
         let mut gen = self.inner.generator(text, params)?;
         let frames = generate::run_to_end(&mut gen, None)?;
         Ok((frames, gen.prefill_logits().to_vec()))
@@ -147,7 +157,11 @@ impl Engine {
         if codes.num_codebooks() != info.model.num_codebooks {
             return Err(Error::arg(
                 "codes",
-                format!("{} codebooks, the model has {}", codes.num_codebooks(), info.model.num_codebooks),
+                format!(
+                    "{} codebooks, the model has {}",
+                    codes.num_codebooks(),
+                    info.model.num_codebooks
+                ),
             ));
         }
         for k in 0..codes.num_codebooks() {
@@ -191,7 +205,11 @@ impl Engine {
 impl Inner {
     fn codec(&self) -> Result<&Arc<dyn Codec>> {
         self.codec.as_ref().ok_or_else(|| {
-            Error::bundle("manifest.json", "graphs.codec_decode", "this bundle has no codec decoder")
+            Error::bundle(
+                "manifest.json",
+                "graphs.codec_decode",
+                "this bundle has no codec decoder",
+            )
         })
     }
 
@@ -207,9 +225,14 @@ impl Inner {
                 return Err(Error::TextTooLong { chars, max_chars });
             }
         }
-        build_prompt(&self.bundle.tokenizer, &self.info.tokens, self.info.model.num_codebooks, &[], text)
+        build_prompt(
+            &self.bundle.tokenizer,
+            &self.info.tokens,
+            self.info.model.num_codebooks,
+            &[],
+            text,
+        )
     }
-
 
     fn generator(&self, text: &str, params: &SynthParams) -> Result<FrameGenerator> {
         params.validate(u32::try_from(self.info.model.max_seq_len).unwrap_or(u32::MAX))?;
@@ -217,7 +240,12 @@ impl Inner {
         FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt, params)
     }
 
-    fn generate_codes(&self, text: &str, params: &SynthParams, cancel: Option<&CancelToken>) -> Result<Codes> {
+    fn generate_codes(
+        &self,
+        text: &str,
+        params: &SynthParams,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Codes> {
         let mut gen = self.generator(text, params)?;
         let frames = generate::run_to_end(&mut gen, cancel)?;
         generate::frames_to_codes(&self.info, &frames)
@@ -257,7 +285,11 @@ impl Stream {
         if self.done {
             return Ok(None);
         }
-        let want = if self.emitted == 0 { self.params.first_chunk_frames } else { self.params.chunk_frames };
+        let want = if self.emitted == 0 {
+            self.params.first_chunk_frames
+        } else {
+            self.params.chunk_frames
+        };
         let target = self.emitted + want as usize;
         while self.frames.len() < target && !self.gen.is_finished() {
             for f in self.gen.decode_frames(1, Some(&self.cancel))? {
@@ -277,15 +309,10 @@ impl Stream {
             return Ok(None);
         }
         let info = &self.inner.info;
-        let ctx_start = self.emitted.saturating_sub(info.codec.receptive_field_frames);
-        let codes = Codes::from_frames(info.model.num_codebooks, &self.frames[ctx_start..end])?;
-        let samples = generate::decode_range(
-            self.inner.codec()?.as_ref(),
-            info,
-            &codes,
-            self.emitted - ctx_start,
-            end - ctx_start,
-        )?;
+        // All frames so far: decode_range picks the same decode origin as the one-shot decode.
+        let codes = Codes::from_frames(info.model.num_codebooks, &self.frames[..end])?;
+        let samples =
+            generate::decode_range(self.inner.codec()?.as_ref(), info, &codes, self.emitted, end)?;
         let chunk = AudioChunk {
             samples,
             sample_rate_hz: info.codec.sample_rate_hz,

@@ -95,7 +95,9 @@ pub enum Error {
         reason: String,
     },
     /// The bundle's format or format version is not the one this engine reads.
-    #[error("bundle version mismatch in {file}, field `{field}`: expected {expected}, found {found}")]
+    #[error(
+        "bundle version mismatch in {file}, field `{field}`: expected {expected}, found {found}"
+    )]
     VersionMismatch {
         /// File that carries the version (`manifest.json`).
         file: String,
@@ -304,7 +306,11 @@ impl Error {
     /// Shorthand for [`Error::BundleInvalid`].
     #[cold]
     pub(crate) fn bundle(file: &str, field: &str, reason: impl Into<String>) -> Self {
-        Error::BundleInvalid { file: file.to_string(), field: field.to_string(), reason: reason.into() }
+        Error::BundleInvalid {
+            file: file.to_string(),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
     }
 
     /// Shorthand for [`Error::InvalidArgument`].

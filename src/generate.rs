@@ -154,7 +154,8 @@ impl FrameGenerator {
         let f = self.frame_index;
         let decoded = f.checked_sub(1); // d; None for the prefill frame (no penalty)
         let k_books = self.info.model.num_codebooks;
-        let frame_u32 = u32::try_from(f).map_err(|_| Error::Internal("frame index overflow".into()))?;
+        let frame_u32 =
+            u32::try_from(f).map_err(|_| Error::Internal("frame index overflow".into()))?;
 
         let mut logits = slow.logits;
         // Only the semantic rows and <|im_end|> may win, whatever else the head holds.
@@ -185,7 +186,14 @@ impl FrameGenerator {
             let mut logits = self.req.fast(&slow.hidden, prev)?;
             logits.truncate(rows);
             let window = decoded.map(|d| self.window(d, k)).unwrap_or_default();
-            let c = sampling::sample(&mut logits, &window, self.sampling, self.seed, frame_u32, k as u32);
+            let c = sampling::sample(
+                &mut logits,
+                &window,
+                self.sampling,
+                self.seed,
+                frame_u32,
+                k as u32,
+            );
             frame.push(c as i64);
         }
         Ok(frame)
@@ -204,10 +212,8 @@ impl FrameGenerator {
 
     /// Stage 1: runs the prompt through the slow transformer and samples frame 0.
     pub fn prefill(&mut self) -> Result<Frame> {
-        let prompt = self
-            .prompt
-            .take()
-            .ok_or_else(|| Error::Internal("prefill called twice".into()))?;
+        let prompt =
+            self.prompt.take().ok_or_else(|| Error::Internal("prefill called twice".into()))?;
         let slow = self.req.slow(&prompt.data, prompt.len)?;
         self.prefill_logits = slow.logits.clone();
         let frame = self.sample_frame(slow)?;
@@ -224,10 +230,8 @@ impl FrameGenerator {
         if self.prompt.is_some() {
             return self.prefill().map(Some);
         }
-        let prev = self
-            .last
-            .clone()
-            .ok_or_else(|| Error::Internal("decode before prefill".into()))?;
+        let prev =
+            self.last.clone().ok_or_else(|| Error::Internal("decode before prefill".into()))?;
         // prev: [1+K] → tokens [1+K, 1]
         let slow = self.req.slow(&prev, 1)?;
         let frame = self.sample_frame(slow)?;
@@ -274,8 +278,15 @@ pub fn frames_to_codes(info: &BundleInfo, frames: &[Frame]) -> Result<Codes> {
     Codes::from_frames(info.model.num_codebooks, &cols)
 }
 
-/// Decodes frames `start..end` of `codes`, giving their samples only, with up to
-/// `receptive_field_frames` of left context so the result equals the one-shot decode.
+/// Decodes frames `start..end` of `codes`, giving their samples only.
+///
+/// The codec graph takes no position offset, and its positional numerics differ slightly
+/// (≈ 3e-4) when the same frames are decoded from another origin. So every frame is decoded from
+/// a *canonical* origin: frames are grouped in windows of `max_decode_frames −
+/// receptive_field_frames`, and window w is decoded from `w·step − receptive_field_frames` (or
+/// 0). One-shot and streamed decodes therefore run the same computation per frame, and since
+/// the codec is causal, a decode that stops early gives the same samples as one that goes on:
+/// the concatenated stream equals the one-shot audio for any chunk sizes.
 pub fn decode_range(
     codec: &dyn Codec,
     info: &BundleInfo,
@@ -285,17 +296,19 @@ pub fn decode_range(
 ) -> Result<Vec<f32>> {
     let fs = info.codec.frame_samples;
     let ctx = info.codec.receptive_field_frames;
-    // Each call may hold at most max_decode_frames frames, context included.
     let step = info.codec.max_decode_frames.saturating_sub(ctx).max(1);
-    let mut out = Vec::with_capacity((end - start) * fs);
+    let end = end.min(codes.frames().0);
+    let mut out = Vec::with_capacity(end.saturating_sub(start) * fs);
     let mut s = start;
     while s < end {
-        let e = (s + step).min(end);
-        let ctx_start = s.saturating_sub(ctx);
-        let mut pcm = Vec::with_capacity((e - ctx_start) * fs);
-        codec.decode(&codes.slice_frames(ctx_start, e), &mut pcm)?;
-        out.extend_from_slice(&pcm[(s - ctx_start) * fs..]);
-        s = e;
+        let w = s / step;
+        let piece_end = ((w + 1) * step).min(end);
+        let origin = (w * step).saturating_sub(ctx);
+        let mut pcm = Vec::with_capacity((piece_end - origin) * fs);
+        // codes [K, piece_end - origin] -> pcm [(piece_end - origin) * fs]
+        codec.decode(&codes.slice_frames(origin, piece_end), &mut pcm)?;
+        out.extend_from_slice(&pcm[(s - origin) * fs..]);
+        s = piece_end;
     }
     Ok(out)
 }

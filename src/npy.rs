@@ -95,7 +95,10 @@ fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     };
     let data = match descr {
         "<i8" => NpyData::I64(
-            need(8)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+            need(8)?
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
         ),
         "<i4" => NpyData::I64(
             need(4)?
@@ -104,7 +107,10 @@ fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
                 .collect(),
         ),
         "<f4" => NpyData::F32(
-            need(4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect(),
+            need(4)?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+                .collect(),
         ),
         "<f8" => NpyData::F32(
             need(8)?

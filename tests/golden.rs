@@ -19,7 +19,8 @@ fn tokenizer_matches_fish_speech_corpus() {
     assert!(!cases.is_empty());
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> =
+            case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         assert_eq!(bundle.tokenizer.encode(text).unwrap(), want, "text {text:?}");
     }
 }
@@ -46,7 +47,9 @@ fn golden_prompt(name: &str) -> (String, Vec<Reference>, Vec<i64>) {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>())
+        .flat_map(|row| {
+            row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>()
+        })
         .collect();
     (g["text"].as_str().unwrap().to_string(), refs, ids)
 }

@@ -53,6 +53,9 @@ pub trait Codec: Send + Sync {
     fn encode(&self, pcm: &[f32]) -> Result<Codes>;
 }
 
+/// A backend's transformer and (when the bundle has one) codec.
+pub type BackendPair = (Arc<dyn Text2Semantic>, Option<Arc<dyn Codec>>);
+
 /// A backend that was not chosen, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -95,7 +98,9 @@ pub fn probe(config: &EngineConfig) -> Vec<(BackendKind, Result<()>)> {
         .iter()
         .map(|&kind| {
             let r = match stub_reason(kind) {
-                Some(reason) => Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() }),
+                Some(reason) => {
+                    Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() })
+                }
                 None => onnx::environment(config).map(|_| ()),
             };
             (kind, r)
@@ -114,7 +119,9 @@ pub fn select(config: &EngineConfig, bundle: &Bundle) -> Result<Selection> {
     let mut last_err = None;
     for kind in candidates {
         let built = match stub_reason(kind) {
-            Some(reason) => Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() }),
+            Some(reason) => {
+                Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() })
+            }
             None => onnx::build_cpu(config, bundle),
         };
         match built {

@@ -11,7 +11,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use s1_mini::audio::{wav_bytes, write_wav};
 use s1_mini::{
-    npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Result, SynthParams, WavFormat,
+    npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Result, SynthParams,
+    WavFormat,
 };
 
 /// Text-to-speech with Fish Audio's OpenAudio S1-mini.
@@ -165,12 +166,18 @@ fn load(a: &EngineArgs) -> Result<Engine> {
 fn read_text(g: &GenArgs) -> Result<String> {
     let bytes = match (&g.text, &g.text_file) {
         (Some(t), _) => return Ok(t.clone()),
-        (None, Some(f)) => std::fs::read(f).map_err(|e| Error::Io { path: f.clone(), source: e })?,
+        (None, Some(f)) => {
+            std::fs::read(f).map_err(|e| Error::Io { path: f.clone(), source: e })?
+        }
         (None, None) => {
-            return Err(Error::InvalidArgument { name: "text", reason: "give --text or --text-file".into() })
+            return Err(Error::InvalidArgument {
+                name: "text",
+                reason: "give --text or --text-file".into(),
+            })
         }
     };
-    String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
+    String::from_utf8(bytes)
+        .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
 }
 
 fn params(engine: &Engine, g: &GenArgs, text: &str) -> Result<SynthParams> {
@@ -209,7 +216,11 @@ fn synth(a: &SynthArgs) -> Result<()> {
     eprintln!("generating (max {} frames) ...", p.max_frames);
     let t = Instant::now();
     let codes = engine.generate_codes(&text, &p)?;
-    eprintln!("{} frames generated in {:.2} s; decoding ...", codes.frames().0, t.elapsed().as_secs_f64());
+    eprintln!(
+        "{} frames generated in {:.2} s; decoding ...",
+        codes.frames().0,
+        t.elapsed().as_secs_f64()
+    );
     let audio = engine.decode_codes(&codes)?;
     report(audio.duration_s(), t.elapsed().as_secs_f64(), codes.frames().0);
     write_wav(&a.gen.out, &audio, wav_format(a.gen.float))?;
@@ -232,14 +243,18 @@ struct WavStream {
 
 impl WavStream {
     fn create(path: &Path, rate: u32, format: WavFormat) -> Result<Self> {
-        let mut file = std::fs::File::create(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-        file.write_all(&wav_bytes(&[], rate, format)).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        let mut file =
+            std::fs::File::create(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        file.write_all(&wav_bytes(&[], rate, format))
+            .map_err(|e| Error::Io { path: path.into(), source: e })?;
         Ok(Self { file, path: path.into(), format, samples: 0, rate })
     }
 
     fn append(&mut self, samples: &[f32]) -> Result<()> {
         let bytes = wav_bytes(samples, self.rate, self.format);
-        self.file.write_all(&bytes[44..]).map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
+        self.file
+            .write_all(&bytes[44..])
+            .map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
         self.file.flush().map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
         self.samples += samples.len();
         Ok(())
@@ -249,7 +264,9 @@ impl WavStream {
         let header = wav_bytes(&vec![0.0; self.samples], self.rate, self.format);
         let io = |e| Error::Io { path: self.path.clone(), source: e };
         self.file.seek(SeekFrom::Start(0)).map_err(io)?;
-        self.file.write_all(&header[..44]).map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
+        self.file
+            .write_all(&header[..44])
+            .map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
         Ok(())
     }
 }
@@ -266,7 +283,11 @@ fn stream(a: &StreamArgs) -> Result<()> {
     let mut first = true;
     while let Some(chunk) = s.next_chunk()? {
         if first {
-            eprintln!("first chunk after {:.1} ms ({} frames)", t.elapsed().as_secs_f64() * 1e3, chunk.frames);
+            eprintln!(
+                "first chunk after {:.1} ms ({} frames)",
+                t.elapsed().as_secs_f64() * 1e3,
+                chunk.frames
+            );
             first = false;
         }
         frames += chunk.frames;
@@ -290,7 +311,10 @@ fn decode(a: &DecodeArgs) -> Result<()> {
         other => {
             return Err(Error::InvalidArgument {
                 name: "codes",
-                reason: format!("{}: shape {other:?}, expected [10, T] or [1, 10, T]", a.codes.display()),
+                reason: format!(
+                    "{}: shape {other:?}, expected [10, T] or [1, 10, T]",
+                    a.codes.display()
+                ),
             })
         }
     };
@@ -315,7 +339,11 @@ fn info(a: &InfoArgs) -> Result<()> {
     println!("precision   {}", i.precision);
     println!(
         "model       dim {} | {} slow layers | {} fast layers | {} codebooks | context {} tokens",
-        i.model.dim, i.model.n_layer, i.model.n_fast_layer, i.model.num_codebooks, i.model.max_seq_len
+        i.model.dim,
+        i.model.n_layer,
+        i.model.n_fast_layer,
+        i.model.num_codebooks,
+        i.model.max_seq_len
     );
     println!(
         "codec       {} Hz, {} samples/frame ({:.2} frames/s), receptive field {} frames",

@@ -51,11 +51,19 @@ impl Tokenizer {
             names.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
             let alt: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
             Some(Regex::new(&alt.join("|")).map_err(|e| {
-                Error::bundle("manifest.json", "tokens.special", format!("cannot build matcher: {e}"))
+                Error::bundle(
+                    "manifest.json",
+                    "tokens.special",
+                    format!("cannot build matcher: {e}"),
+                )
             })?)
         };
         if max_encode_chars == 0 {
-            return Err(Error::bundle("manifest.json", "tokenizer.max_encode_chars", "must be > 0"));
+            return Err(Error::bundle(
+                "manifest.json",
+                "tokenizer.max_encode_chars",
+                "must be > 0",
+            ));
         }
         Ok(Self { ranks, special, pattern, special_pattern, max_encode_chars })
     }
@@ -133,7 +141,10 @@ impl Tokenizer {
             match next_special {
                 Some(m) => {
                     let id = self.special.get(m.as_str()).copied().ok_or_else(|| {
-                        Error::Internal(format!("special token {:?} matched but unknown", m.as_str()))
+                        Error::Internal(format!(
+                            "special token {:?} matched but unknown",
+                            m.as_str()
+                        ))
                     })?;
                     out.push(id);
                     start = m.end();
@@ -214,7 +225,8 @@ mod tests {
 
     /// A hand-made table: all 256 bytes, then merges in rank order.
     fn toy() -> Tokenizer {
-        let mut ranks: HashMap<Vec<u8>, TokenId> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
+        let mut ranks: HashMap<Vec<u8>, TokenId> =
+            (0..=255u8).map(|b| (vec![b], b as u32)).collect();
         for (i, m) in ["ab", "bc", "abc", "cd", " h", "he", " he", "ll", "llo"].iter().enumerate() {
             ranks.insert(m.as_bytes().to_vec(), 256 + i as u32);
         }
@@ -258,7 +270,8 @@ mod tests {
 
     #[test]
     fn tokenizer_chunks_by_code_points() {
-        let mut ranks: HashMap<Vec<u8>, TokenId> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
+        let mut ranks: HashMap<Vec<u8>, TokenId> =
+            (0..=255u8).map(|b| (vec![b], b as u32)).collect();
         ranks.insert(b"ab".to_vec(), 300);
         let t = Tokenizer::new(ranks, HashMap::new(), FISH, 3).unwrap();
         // "abab" cut after 3 chars: "aba" | "b" → [ab][a] [b]

@@ -18,7 +18,7 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorRef};
 use parking_lot::Mutex;
 
-use super::{Codec, SlowOutput, T2sRequest, Text2Semantic};
+use super::{BackendPair, Codec, SlowOutput, T2sRequest, Text2Semantic};
 use crate::bundle::{Bundle, BundleInfo, ModelDims};
 use crate::codes::{Codes, Frames};
 use crate::config::EngineConfig;
@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 const NAME: &str = "onnx-cpu";
 
 /// How to get the library, quoted in every "not found" error.
-const FETCH_HINT: &str = "run scripts/fetch-ort.sh (it downloads the pinned onnxruntime wheel from \
+const FETCH_HINT: &str =
+    "run scripts/fetch-ort.sh (it downloads the pinned onnxruntime wheel from \
      PyPI and prints the library path), then set ORT_DYLIB_PATH to that path, or set \
      EngineConfig::ort_library_path / --ort-library, or put libonnxruntime beside the executable";
 
@@ -93,7 +94,20 @@ pub fn find_library(config: &EngineConfig) -> Result<PathBuf> {
 
 /// Loads ONNX Runtime once per process and returns its environment.
 pub fn environment(config: &EngineConfig) -> Result<Environment> {
-    if let Some((env, _)) = ENVIRONMENT.get() {
+    if let Some((env, loaded)) = ENVIRONMENT.get() {
+        // An explicit path is still checked: a typo must not pass because another engine in
+        // this process loaded the library first. One process holds one ONNX Runtime.
+        if config.ort_library_path.is_some() {
+            let wanted = find_library(config)?;
+            let wanted = wanted.canonicalize().map_err(|e| Error::io(&wanted, e))?;
+            if &wanted != loaded {
+                return Err(unavailable(format!(
+                    "this process already loaded ONNX Runtime from {}; it cannot load {} as well",
+                    loaded.display(),
+                    wanted.display()
+                )));
+            }
+        }
         return Ok(env.clone());
     }
     let path = find_library(config)?;
@@ -119,7 +133,8 @@ pub fn loaded_library() -> Option<PathBuf> {
 
 fn open_session(env: &Environment, config: &EngineConfig, path: &Path) -> Result<Session> {
     let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("graph").to_string();
-    let invalid = |e: String| Error::bundle(&file, "-", format!("onnx runtime cannot load it: {e}"));
+    let invalid =
+        |e: String| Error::bundle(&file, "-", format!("onnx runtime cannot load it: {e}"));
     let mut b = Session::builder(env)
         .map_err(|e| invalid(e.to_string()))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -131,10 +146,7 @@ fn open_session(env: &Environment, config: &EngineConfig, path: &Path) -> Result
 }
 
 /// Builds the CPU backend for `bundle`: the transformer, and the codec when the bundle has one.
-pub fn build_cpu(
-    config: &EngineConfig,
-    bundle: &Bundle,
-) -> Result<(Arc<dyn Text2Semantic>, Option<Arc<dyn Codec>>)> {
+pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
     let info = &bundle.info;
     if info.precision != "fp32" {
         return Err(unavailable(format!(
@@ -222,7 +234,11 @@ fn empty(shape: [usize; 5]) -> Result<DynValue> {
         .map_err(ort_err("empty kv"))
 }
 
-fn extract_f32(outputs: &ort::session::SessionOutputs<'_>, name: &str, op: &str) -> Result<Vec<f32>> {
+fn extract_f32(
+    outputs: &ort::session::SessionOutputs<'_>,
+    name: &str,
+    op: &str,
+) -> Result<Vec<f32>> {
     let v = outputs.get(name).ok_or_else(|| Error::Backend {
         backend: NAME,
         op: op.into(),
@@ -244,11 +260,15 @@ impl T2sRequest for OnnxRequest {
     fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput> {
         let rows = 1 + self.shared.dims.num_codebooks;
         if t == 0 || tokens.len() != rows * t {
-            return Err(Error::Internal(format!("slow: {} tokens for [{rows}, {t}]", tokens.len())));
+            return Err(Error::Internal(format!(
+                "slow: {} tokens for [{rows}, {t}]",
+                tokens.len()
+            )));
         }
         // tokens: [1, 1+K, T] i64 -> logits [1, head_rows], hidden [1, dim],
         // present_*: [L, 1, H, P+T, D]
-        let tokens = TensorRef::from_array_view(([1usize, rows, t], tokens)).map_err(ort_err("slow"))?;
+        let tokens =
+            TensorRef::from_array_view(([1usize, rows, t], tokens)).map_err(ort_err("slow"))?;
         let mut session = self.shared.slow.lock();
         let mut out = session
             .run(ort::inputs![
@@ -290,7 +310,8 @@ impl T2sRequest for OnnxRequest {
 
     fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>> {
         // hidden [1, dim] f32, code [1] i64, past_* [Lf, 1, Hf, P, Df] -> logits [1, logit_rows]
-        let hidden = TensorRef::from_array_view(([1usize, hidden.len()], hidden)).map_err(ort_err("fast"))?;
+        let hidden = TensorRef::from_array_view(([1usize, hidden.len()], hidden))
+            .map_err(ort_err("fast"))?;
         let code = [code];
         let code = TensorRef::from_array_view(([1usize], &code[..])).map_err(ort_err("fast"))?;
         let mut session = self.shared.fast.lock();
@@ -311,7 +332,11 @@ impl T2sRequest for OnnxRequest {
             return Err(Error::Backend {
                 backend: NAME,
                 op: "fast".into(),
-                message: format!("{} logits, the manifest says {}", logits.len(), self.shared.fast_rows),
+                message: format!(
+                    "{} logits, the manifest says {}",
+                    logits.len(),
+                    self.shared.fast_rows
+                ),
             });
         }
         self.fast_k = k;
@@ -343,7 +368,8 @@ impl Codec for OnnxCodec {
             return Ok(());
         }
         // codes [1, K, T] i64 -> pcm [1, 1, T * frame_samples] f32
-        let input = TensorRef::from_array_view(([1usize, k, t], codes.as_slice())).map_err(ort_err("codec_decode"))?;
+        let input = TensorRef::from_array_view(([1usize, k, t], codes.as_slice()))
+            .map_err(ort_err("codec_decode"))?;
         let mut session = self.decode.lock();
         let out = session.run(ort::inputs!["codes" => input]).map_err(ort_err("codec_decode"))?;
         let v = out.get("pcm").ok_or_else(|| Error::Backend {
@@ -356,7 +382,11 @@ impl Codec for OnnxCodec {
             return Err(Error::Backend {
                 backend: NAME,
                 op: "codec_decode".into(),
-                message: format!("{} samples for {t} frames of {}", data.len(), self.info.codec.frame_samples),
+                message: format!(
+                    "{} samples for {t} frames of {}",
+                    data.len(),
+                    self.info.codec.frame_samples
+                ),
             });
         }
         pcm.extend_from_slice(data);
@@ -365,13 +395,18 @@ impl Codec for OnnxCodec {
 
     fn encode(&self, pcm: &[f32]) -> Result<Codes> {
         let session = self.encode.as_ref().ok_or_else(|| {
-            Error::bundle("manifest.json", "graphs.codec_encode", "this bundle has no codec encoder")
+            Error::bundle(
+                "manifest.json",
+                "graphs.codec_encode",
+                "this bundle has no codec encoder",
+            )
         })?;
         if pcm.is_empty() {
             return Err(Error::arg("pcm", "no samples"));
         }
         // pcm [1, 1, S] f32 -> codes [1, K, T] i64
-        let input = TensorRef::from_array_view(([1usize, 1, pcm.len()], pcm)).map_err(ort_err("codec_encode"))?;
+        let input = TensorRef::from_array_view(([1usize, 1, pcm.len()], pcm))
+            .map_err(ort_err("codec_encode"))?;
         let mut session = session.lock();
         let out = session.run(ort::inputs!["pcm" => input]).map_err(ort_err("codec_encode"))?;
         let v = out.get("codes").ok_or_else(|| Error::Backend {

@@ -1,0 +1,176 @@
+//! A broken bundle is a specific error naming the file and field.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use s1_mini::bundle::Bundle;
+use s1_mini::{BackendKind, Engine, EngineConfig, Error, Status};
+
+fn edit_manifest(dir: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut m);
+    fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn bundle_tiny_fixture_loads() {
+    let b = Bundle::load(&tiny_dir(), true).unwrap();
+    assert_eq!(b.info.codec.sample_rate_hz, 44_100);
+    assert!(b.info.graphs.contains_key("slow"));
+}
+
+#[test]
+fn bundle_missing_dir_or_manifest_is_bundle_not_found() {
+    let missing = std::env::temp_dir().join("s1mini-no-such-bundle");
+    assert!(matches!(Bundle::load(&missing, true), Err(Error::BundleNotFound { .. })));
+    let dir = bundle_copy("nomanifest");
+    fs::remove_file(dir.join("manifest.json")).unwrap();
+    match Bundle::load(&dir, true) {
+        Err(e @ Error::BundleNotFound { .. }) => {
+            assert_eq!(e.status(), Status::BundleNotFound);
+            assert!(e.to_string().contains("manifest.json"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Through the engine too, before any library is needed.
+    assert!(matches!(Engine::new(EngineConfig::new(&missing)), Err(Error::BundleNotFound { .. })));
+}
+
+#[test]
+fn bundle_version_mismatch_is_version_mismatch() {
+    let dir = bundle_copy("version");
+    edit_manifest(&dir, |m| m["format_version"] = 2.into());
+    match Bundle::load(&dir, true) {
+        Err(Error::VersionMismatch { field, expected, found, .. }) => {
+            assert_eq!(
+                (field.as_str(), expected.as_str(), found.as_str()),
+                ("format_version", "1", "2")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    edit_manifest(&dir, |m| m["format"] = "something-else".into());
+    assert!(
+        matches!(Bundle::load(&dir, true), Err(Error::VersionMismatch { field, .. }) if field == "format")
+    );
+}
+
+#[test]
+fn bundle_truncated_onnx_is_hash_mismatch_naming_the_file() {
+    let dir = bundle_copy("truncated");
+    let p = dir.join("slow.onnx");
+    let bytes = fs::read(&p).unwrap();
+    fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    for verify in [true, false] {
+        match Bundle::load(&dir, verify) {
+            Err(e @ Error::HashMismatch { .. }) => {
+                assert_eq!(e.status(), Status::HashMismatch);
+                assert!(e.to_string().contains("slow.onnx"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn bundle_corrupt_onnx_is_hash_mismatch_and_without_check_bundle_invalid() {
+    let dir = bundle_copy("corrupt");
+    let p = dir.join("fast.onnx");
+    let mut bytes = fs::read(&p).unwrap();
+    // Same length, garbage content: only the sha256 can tell.
+    for b in bytes.iter_mut().take(64) {
+        *b ^= 0x5a;
+    }
+    fs::write(&p, &bytes).unwrap();
+    match Bundle::load(&dir, true) {
+        Err(Error::HashMismatch { file, field, .. }) => {
+            assert_eq!((file.as_str(), field), ("fast.onnx", "sha256"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // With the check off, ONNX Runtime refuses the graph: still an error naming the file.
+    let cfg = EngineConfig::new(&dir)
+        .with_verify_hashes(false)
+        .with_backend(BackendKind::OnnxCpu)
+        .with_ort_library_path(ort_library());
+    match Engine::new(cfg) {
+        Err(Error::BundleInvalid { file, .. }) => assert_eq!(file, "fast.onnx"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bundle_missing_onnx_is_bundle_invalid_naming_the_file() {
+    let dir = bundle_copy("missing");
+    fs::remove_file(dir.join("codec_decode.onnx")).unwrap();
+    match Bundle::load(&dir, false) {
+        Err(e @ Error::BundleInvalid { .. }) => {
+            assert!(e.to_string().contains("codec_decode.onnx"), "{e}");
+            assert_eq!(e.status(), Status::BundleInvalid);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bundle_wrong_sample_rate_is_bundle_invalid_naming_the_field() {
+    let dir = bundle_copy("rate");
+    edit_manifest(&dir, |m| m["codec"]["sample_rate_hz"] = 16000.into());
+    match Bundle::load(&dir, true) {
+        Err(Error::BundleInvalid { file, field, .. }) => {
+            assert_eq!((file.as_str(), field.as_str()), ("manifest.json", "codec.sample_rate_hz"))
+        }
+        other => panic!("{other:?}"),
+    }
+    edit_manifest(&dir, |m| m["codec"]["sample_rate_hz"] = "44100".into());
+    assert!(
+        matches!(Bundle::load(&dir, true), Err(Error::BundleInvalid { field, .. }) if field == "codec.sample_rate_hz")
+    );
+}
+
+#[test]
+fn bundle_missing_field_names_it() {
+    let dir = bundle_copy("field");
+    edit_manifest(&dir, |m| {
+        m["head"].as_object_mut().unwrap().remove("im_end_index");
+    });
+    assert!(
+        matches!(Bundle::load(&dir, false), Err(Error::BundleInvalid { field, .. }) if field == "head.im_end_index")
+    );
+    fs::write(dir.join("manifest.json"), "{ not json").unwrap();
+    assert!(matches!(Bundle::load(&dir, false), Err(Error::BundleInvalid { .. })));
+}
+
+#[test]
+fn gpu_backends_are_unavailable_with_a_reason_not_a_panic() {
+    for kind in [BackendKind::Cuda, BackendKind::TensorRt, BackendKind::OnnxCuda] {
+        let cfg = EngineConfig::new(tiny_dir()).with_backend(kind);
+        match Engine::new(cfg) {
+            Err(e @ Error::BackendUnavailable { .. }) => {
+                assert_eq!(e.status(), Status::BackendUnavailable)
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+    // auto falls through to onnx-cpu and reports what it skipped.
+    let e = Engine::new(config(&tiny_dir())).unwrap();
+    assert_eq!(e.backend(), BackendKind::OnnxCpu);
+    assert_eq!(e.skipped_backends().len(), 3);
+}
+
+#[test]
+fn missing_ort_library_is_backend_unavailable_with_the_fix() {
+    let cfg = EngineConfig::new(tiny_dir())
+        .with_backend(BackendKind::OnnxCpu)
+        .with_ort_library_path("/nonexistent/libonnxruntime.so");
+    match Engine::new(cfg) {
+        Err(e @ Error::BackendUnavailable { .. }) => {
+            assert!(e.to_string().contains("scripts/fetch-ort.sh"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
