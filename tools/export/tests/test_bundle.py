@@ -53,3 +53,24 @@ def test_sampling_greedy_top_p_and_penalty():
     # top_p tiny keeps only the argmax whatever the RNG says
     for seed in range(20):
         assert sample(logits, np.array([], np.int64), 1.0, 1e-6, 1.0, seed, 0, 0) == 1
+
+
+def test_fp16_bundle_runs_and_tracks_fp32(tiny_ckpt, tiny_bundle, tmp_path):
+    import onnxruntime as ort
+
+    from s1mini_export.export import export
+
+    out = tmp_path / "fp16"
+    m = export(tiny_ckpt, out, "fp16", {"llm"}, log=lambda s: None)
+    assert m["precision"] == "fp16"
+    c = m["model"]
+    tokens = np.zeros((1, 11, 4), np.int64)
+    tokens[0, 0] = [m["tokens"]["interleave"], 40, 41, 42]
+    outs = []
+    for bundle, dt in ((tiny_bundle, np.float32), (out, np.float16)):
+        s = ort.InferenceSession(str(bundle / "slow.onnx"), providers=["CPUExecutionProvider"])
+        kv = np.zeros((c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"]), dt)
+        logits, hidden, k, _ = s.run(None, {"tokens": tokens, "past_keys": kv, "past_values": kv})
+        assert logits.dtype == dt and k.dtype == dt
+        outs.append(logits.astype(np.float32))
+    assert np.abs(outs[0] - outs[1]).max() < 2e-2 * np.abs(outs[0]).max()
