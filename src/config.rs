@@ -55,12 +55,14 @@ impl FromStr for BackendKind {
             "tensorrt" => BackendKind::TensorRt,
             "onnx-cuda" => BackendKind::OnnxCuda,
             "onnx-cpu" => BackendKind::OnnxCpu,
-            other => return Err(Error::arg(
-                "backend",
-                format!(
+            other => {
+                return Err(Error::arg(
+                    "backend",
+                    format!(
                     "unknown backend {other:?}; one of auto, cuda, tensorrt, onnx-cuda, onnx-cpu"
                 ),
-            )),
+                ))
+            }
         })
     }
 }

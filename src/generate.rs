@@ -327,3 +327,273 @@ pub fn synthesize(
     let codes = frames_to_codes(&info, &frames)?;
     decode_range(codec, &info, &codes, 0, codes.frames().0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::backend::SlowOutput;
+    use crate::bundle::{CodecInfo, ModelDims, TokenIds};
+
+    const K: usize = 3;
+    const SEM_BEGIN: u32 = 100;
+    const SEM_ROWS: usize = 10;
+    const IM_END: u32 = 50;
+
+    fn info() -> Arc<BundleInfo> {
+        Arc::new(BundleInfo {
+            dir: ".".into(),
+            precision: "fp32".into(),
+            exporter: "test".into(),
+            model: ModelDims {
+                dim: 4,
+                n_layer: 1,
+                n_local_heads: 1,
+                head_dim: 4,
+                n_fast_layer: 1,
+                fast_n_local_heads: 1,
+                fast_head_dim: 4,
+                num_codebooks: K,
+                max_seq_len: 64,
+            },
+            tokens: TokenIds {
+                im_end: IM_END,
+                interleave: 60,
+                semantic_begin: SEM_BEGIN,
+                semantic_end: SEM_BEGIN + SEM_ROWS as u32 - 1,
+            },
+            semantic_rows: SEM_ROWS,
+            im_end_index: SEM_ROWS,
+            fast_logit_rows: 8,
+            codec: CodecInfo {
+                sample_rate_hz: 44_100,
+                frame_samples: 2,
+                codebook_sizes: vec![SEM_ROWS, 8, 8],
+                receptive_field_frames: 2,
+                max_decode_frames: 8,
+            },
+            graphs: BTreeMap::new(),
+            files: BTreeMap::new(),
+        })
+    }
+
+    /// Slow head: a scripted winner per call (head index); one extra row (index 11) that is
+    /// always the largest but outside semantic + im_end. Fast head: code = position.
+    struct Mock {
+        script: Vec<usize>,
+    }
+    struct MockReq {
+        script: Vec<usize>,
+        calls: usize,
+        fast_pos: usize,
+        kv: usize,
+    }
+    impl Text2Semantic for Mock {
+        fn name(&self) -> &'static str {
+            "mock"
+        }
+        fn start(&self) -> Result<Box<dyn T2sRequest>> {
+            Ok(Box::new(MockReq { script: self.script.clone(), calls: 0, fast_pos: 0, kv: 0 }))
+        }
+    }
+    impl T2sRequest for MockReq {
+        fn slow(&mut self, _tokens: &[i64], t: usize) -> Result<SlowOutput> {
+            let mut logits = vec![0.0f32; SEM_ROWS + 2];
+            let win = self.script[self.calls.min(self.script.len() - 1)];
+            logits[win] = 5.0;
+            logits[SEM_ROWS + 1] = 100.0; // outside the allowed rows: must never win
+            self.calls += 1;
+            self.kv += t;
+            Ok(SlowOutput { logits, hidden: vec![0.0; 4] })
+        }
+        fn fast_reset(&mut self) -> Result<()> {
+            self.fast_pos = 0;
+            Ok(())
+        }
+        fn fast(&mut self, _hidden: &[f32], _code: i64) -> Result<Vec<f32>> {
+            let mut l = vec![0.0f32; 8];
+            l[self.fast_pos % 8] = 5.0;
+            self.fast_pos += 1;
+            Ok(l)
+        }
+        fn kv_len(&self) -> usize {
+            self.kv
+        }
+    }
+
+    fn prompt() -> Prompt {
+        Prompt { rows: K + 1, len: 2, data: vec![0; (K + 1) * 2] }
+    }
+
+    fn greedy(max_frames: u32) -> SynthParams {
+        SynthParams::default()
+            .with_temperature(0.0)
+            .with_repetition_penalty(1.0)
+            .with_max_frames(max_frames)
+    }
+
+    #[test]
+    fn generate_stops_at_im_end_and_drops_its_codes() {
+        let mock = Mock { script: vec![3, 4, 5, SEM_ROWS] };
+        let mut g = FrameGenerator::new(&mock, info(), prompt(), &greedy(20)).unwrap();
+        let frames = run_to_end(&mut g, None).unwrap();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0], vec![103, 3, 1, 2]);
+        assert_eq!(frames[3][0], i64::from(IM_END));
+        assert_eq!(frames[3][1], 0, "im_end gives c0 = 0");
+        let codes = frames_to_codes(&info(), &frames).unwrap();
+        assert_eq!(codes.frames().0, 3);
+        assert!(g.decode_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn generate_stops_at_max_frames() {
+        let mock = Mock { script: vec![1] };
+        let mut g = FrameGenerator::new(&mock, info(), prompt(), &greedy(5)).unwrap();
+        assert_eq!(run_to_end(&mut g, None).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn generate_logits_outside_head_never_win() {
+        let mock = Mock { script: vec![7] };
+        for params in [greedy(3), SynthParams::default().with_max_frames(3).with_seed(5)] {
+            let mut g = FrameGenerator::new(&mock, info(), prompt(), &params).unwrap();
+            for f in run_to_end(&mut g, None).unwrap() {
+                let id = f[0];
+                assert!(
+                    id == i64::from(IM_END)
+                        || (i64::from(SEM_BEGIN)..i64::from(SEM_BEGIN) + 10).contains(&id)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn generate_prompt_over_context_is_prompt_too_long() {
+        let mock = Mock { script: vec![1] };
+        let r = FrameGenerator::new(&mock, info(), prompt(), &greedy(63));
+        assert!(matches!(
+            r,
+            Err(Error::PromptTooLong { prompt_tokens: 2, max_frames: 63, context_tokens: 64 })
+        ));
+    }
+
+    fn generator_with_history(compat: bool, history: Vec<Frame>) -> FrameGenerator {
+        let mock = Mock { script: vec![1] };
+        let mut g = FrameGenerator::new(
+            &mock,
+            info(),
+            prompt(),
+            &greedy(20).with_fish_speech_compat(compat),
+        )
+        .unwrap();
+        g.history = history;
+        g
+    }
+
+    #[test]
+    fn penalty_window_zero_padded_while_short() {
+        let g = generator_with_history(false, vec![vec![103, 3, 4, 5]]);
+        // Main token: row 0 → head index 3; the zero padding (id 0) is outside the head.
+        assert_eq!(g.window(1, 0), vec![3]);
+        // Codebook 1 (row 2): the decoded frame's 4, then 15 zero-padding columns (code 0).
+        let w = g.window(1, 1);
+        assert_eq!(w.len(), 16);
+        assert_eq!(w[0], 4);
+        assert!(w[1..].iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn penalty_window_slides_after_sixteen_frames() {
+        let history: Vec<Frame> =
+            (0..20).map(|i| vec![i64::from(SEM_BEGIN) + i % 10, i % 10, i, 7]).collect();
+        let g = generator_with_history(false, history);
+        // d = 18: columns 2..18.
+        let w = g.window(18, 1);
+        assert_eq!(w, (2..18).collect::<Vec<usize>>());
+        assert_eq!(g.window(18, 0), (2..18).map(|i| i % 10).collect::<Vec<usize>>());
+    }
+
+    #[test]
+    fn penalty_compat_mode_reads_first_column_as_ids() {
+        // fish-speech's bug: previous_tokens[:, 0] = (main id, c0, c1, c2) of the window's first
+        // column, read as token ids. Codes are small ids outside the head, so only the first
+        // column's main token is penalised, not the window's row 0.
+        let history: Vec<Frame> =
+            (0..20).map(|i| vec![i64::from(SEM_BEGIN) + i % 10, i % 10, 1, 2]).collect();
+        let fixed = generator_with_history(false, history.clone());
+        let compat = generator_with_history(true, history);
+        assert_eq!(compat.window(18, 0), vec![2]); // column 2 → head index 2 only
+        assert_eq!(fixed.window(18, 0).len(), 16);
+        // Codebooks are the same in both modes.
+        assert_eq!(compat.window(18, 2), fixed.window(18, 2));
+    }
+
+    #[test]
+    fn penalty_compat_mode_rounds_knobs_to_bf16() {
+        let mock = Mock { script: vec![1] };
+        let g = FrameGenerator::new(
+            &mock,
+            info(),
+            prompt(),
+            &SynthParams::default().with_fish_speech_compat(true).with_max_frames(4),
+        )
+        .unwrap();
+        assert_eq!(g.sampling.temperature, 0.80078125);
+        assert_eq!(g.sampling.repetition_penalty, 1.1015625);
+    }
+
+    struct MockCodec {
+        calls: Mutex<Vec<(usize, usize)>>,
+    }
+    impl Codec for MockCodec {
+        fn name(&self) -> &'static str {
+            "mock"
+        }
+        fn decode(&self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()> {
+            self.calls.lock().unwrap().push((codes.get(0, 0) as usize, codes.frames().0));
+            // Two samples per frame: the frame's code 0 and its position in this call.
+            for f in 0..codes.frames().0 {
+                pcm.push(codes.get(0, f) as f32);
+                pcm.push(f as f32);
+            }
+            Ok(())
+        }
+        fn encode(&self, _pcm: &[f32]) -> Result<Codes> {
+            Err(Error::Internal("no".into()))
+        }
+    }
+
+    #[test]
+    fn decode_range_uses_canonical_origins() {
+        // step = max_decode 8 - ctx 2 = 6: window 0 = frames 0..6 from 0, window 1 = 6..12 from 4.
+        let cols: Vec<Vec<i64>> = (0..14).map(|f| vec![f, 0, 0]).collect();
+        let codes = Codes::from_frames(K, &cols).unwrap();
+        let codec = MockCodec { calls: Mutex::new(Vec::new()) };
+        let one = decode_range(&codec, &info(), &codes, 0, 14).unwrap();
+        let mut pieces = Vec::new();
+        for (s, e) in [(0, 1), (1, 5), (5, 9), (9, 14)] {
+            pieces.extend(decode_range(&codec, &info(), &codes, s, e).unwrap());
+        }
+        assert_eq!(pieces, one);
+        // Frame 7 is decoded at position 3 of a call starting at frame 4 in both.
+        assert_eq!(&one[14..16], &[7.0, 3.0]);
+        assert!(codec.calls.lock().unwrap().iter().all(|&(_, n)| n <= 8));
+    }
+
+    #[test]
+    fn cancel_token_is_shared_between_clones() {
+        let t = CancelToken::new();
+        let u = t.clone();
+        assert!(!u.is_cancelled());
+        t.cancel();
+        assert!(u.is_cancelled());
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<CancelToken>();
+        send_sync::<crate::Engine>();
+        fn send<T: Send>() {}
+        send::<crate::Stream>();
+    }
+}
