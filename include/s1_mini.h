@@ -398,12 +398,18 @@ S1_API const char *s1_version(void);
  * NUL-terminated when `buf_size > 0`. `*out_len` (may be NULL) receives the full length without
  * the NUL. Returns `S1_STATUS_BUFFER_TOO_SMALL` (with `*out_len` set, and `buf` holding a
  * truncated copy) when `buf_size <= length`; pass `buf = NULL, buf_size = 0` to query the length.
+ *
+ * # Safety
+ * `buf` must be NULL or point to `buf_size` writable bytes; `out_len` NULL or writable.
  */
 S1_API s1_status s1_backends_available(char *buf, size_t buf_size, size_t *out_len);
 
 /**
  * Fills `*out_config` with the defaults (the Rust API's `EngineConfig::default()`), including
  * `struct_size`. Returns `S1_STATUS_NULL_POINTER` when `out_config` is NULL.
+ *
+ * # Safety
+ * `out_config` must be NULL or point to a writable `s1_engine_config`.
  */
 S1_API s1_status s1_engine_config_default(struct s1_engine_config *out_config);
 
@@ -505,6 +511,9 @@ S1_API s1_status s1_stream_free(struct s1_stream *stream);
 /**
  * Fills `*out_params` with the defaults (the Rust API's `SynthParams::default()`), including
  * `struct_size`. Returns `S1_STATUS_NULL_POINTER` when `out_params` is NULL.
+ *
+ * # Safety
+ * `out_params` must be NULL or point to a writable `s1_synth_params`.
  */
 S1_API s1_status s1_synth_params_default(struct s1_synth_params *out_params);
 

@@ -4,6 +4,7 @@ use std::ffi::{c_char, CStr};
 use std::ptr;
 
 use super::engine::*;
+use super::log::s1_log_set;
 use super::stream::*;
 use super::synth::*;
 use super::*;
@@ -169,4 +170,23 @@ fn ffi_stream_calls_on_null_return_null_pointer() {
         unsafe { s1_stream_run(ptr::null_mut(), None, ptr::null_mut()) },
         Status::NullPointer
     );
+}
+
+#[test]
+fn ffi_log_set_forwards_log_records_until_unset() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    unsafe extern "C" fn on_log(level: i32, message: *const c_char, user_data: *mut std::ffi::c_void) {
+        // SAFETY: the library passes a NUL-terminated message valid for this call.
+        let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
+        if level == log::s1_log_level::Info as i32 && text.contains("ffi-log-probe") {
+            assert_eq!(user_data as usize, 42);
+            SEEN.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    assert_eq!(s1_log_set(Some(on_log), 42usize as *mut std::ffi::c_void), Status::Ok);
+    ::log::info!("ffi-log-probe");
+    assert_eq!(s1_log_set(None, ptr::null_mut()), Status::Ok);
+    ::log::info!("ffi-log-probe");
+    assert_eq!(SEEN.load(Ordering::SeqCst), 1);
 }

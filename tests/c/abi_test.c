@@ -175,6 +175,24 @@ static void *cancel_from_thread(void *stream) {
   return NULL;
 }
 
+typedef struct {
+  const s1_engine *engine;
+  s1_status status;
+  size_t samples;
+} synth_job;
+
+static void *synth_on_thread(void *arg) {
+  synth_job *job = (synth_job *)arg;
+  s1_synth_params params;
+  s1_audio *audio = NULL;
+  s1_synth_params_default(&params);
+  params.max_frames = 12;
+  job->status = s1_synthesize(job->engine, "Two threads, one engine.", &params, &audio);
+  if (audio != NULL) job->samples = audio->num_samples;
+  s1_audio_free(audio);
+  return NULL;
+}
+
 static void ffi_with_bundle(const char *bundle) {
   s1_engine_config cfg;
   s1_synth_params params;
@@ -252,6 +270,16 @@ static void ffi_with_bundle(const char *bundle) {
   pthread_join(t, NULL);
   CHECK_STATUS(s1_stream_next(stream, &chunk), S1_STATUS_CANCELLED);
   CHECK_STATUS(s1_stream_free(stream), S1_STATUS_OK);
+
+  /* One engine shared by two threads at once. */
+  synth_job jobs[2] = {{engine, S1_STATUS_INTERNAL, 0}, {engine, S1_STATUS_INTERNAL, 0}};
+  pthread_t threads[2];
+  for (int i = 0; i < 2; i++) pthread_create(&threads[i], NULL, synth_on_thread, &jobs[i]);
+  for (int i = 0; i < 2; i++) pthread_join(threads[i], NULL);
+  for (int i = 0; i < 2; i++) {
+    CHECK_STATUS(jobs[i].status, S1_STATUS_OK);
+    CHECK(jobs[i].samples > 0);
+  }
 
   /* A stream keeps its engine alive after s1_engine_free. */
   CHECK_STATUS(s1_stream_start(engine, "Hi.", &params, &stream), S1_STATUS_OK);
