@@ -176,7 +176,11 @@ fn ffi_stream_calls_on_null_return_null_pointer() {
 fn ffi_log_set_forwards_log_records_until_unset() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static SEEN: AtomicUsize = AtomicUsize::new(0);
-    unsafe extern "C" fn on_log(level: i32, message: *const c_char, user_data: *mut std::ffi::c_void) {
+    unsafe extern "C" fn on_log(
+        level: i32,
+        message: *const c_char,
+        user_data: *mut std::ffi::c_void,
+    ) {
         // SAFETY: the library passes a NUL-terminated message valid for this call.
         let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
         if level == log::s1_log_level::Info as i32 && text.contains("ffi-log-probe") {
