@@ -123,6 +123,10 @@ def load_reference_codec(codec_pth: Path) -> nn.Module:
     Loads like fish_speech/models/dac/inference.py load_model (strict=False, assign=True), but a
     weight the model expects and the file lacks is an error instead of a silent random weight.
     """
+    return _load(codec_pth)[0]
+
+
+def _load(codec_pth: Path) -> tuple[nn.Module, CodecConfig]:
     sd, cfg = read_codec(codec_pth)
     dac = build_dac(cfg)
     result = dac.load_state_dict(sd, strict=False, assign=True)
@@ -131,7 +135,7 @@ def load_reference_codec(codec_pth: Path) -> nn.Module:
             f"{codec_pth}: missing codec weights {result.missing_keys[:3]} (of {len(result.missing_keys)})"
         )
     dac.float().eval()
-    return dac
+    return dac, cfg
 
 
 @torch.no_grad()
@@ -213,8 +217,7 @@ def export_codec(codec_pth: Path, out_dir: Path, precision: str, parts: set[str]
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ExportError(f"unknown codec part {sorted(unknown)[0]!r} (expected {' or '.join(PARTS)})")
-    dac = load_reference_codec(codec_pth)
-    _, cfg = read_codec(codec_pth)
+    dac, cfg = _load(codec_pth)
     section = codec_manifest(dac, cfg)
     prepare_for_export(dac)
     dtype = torch.float16 if precision == "fp16" else torch.float32
