@@ -12,6 +12,8 @@ TOKENIZER_CORPUS: list[str] = [
     "(angry) How dare you! (sad) I'm sorry. (whispering) don't tell (laughing) haha",
     "word     five spaces\t\ttabs   \u3000ideographic space",
     "trailing spaces   ",
+    "long run" + " " * 64 + "of spaces, then tabs" + "\t" * 12 + "end",
+    "blank lines" + "\n" * 12 + "  \n \t\n\r\n" + "after",
     "   leading spaces",
     "line one\nline two\r\nline three\n\n\nthree newlines\n",
     "literal <|im_end|> inside text, and <|speaker:0|> which is plain text",
