@@ -8,6 +8,14 @@ Public API (used by the CLI and the golden script):
 - export_codec(codec_pth, out_dir, precision, parts): writes the graphs of docs/bundle-format.md and
   returns the manifest's "codec" section and the file names.
 
+codec_decode.onnx has one input beyond the contract's `codes`: `start_frame` ([1] int64, default 0
+through an overridable initializer, so a call feeding only `codes` is DAC.decode). It is the absolute
+frame index of codes[:, 0] for post_module's RoPE. fish-speech's RoPE table is bf16-rounded, so the
+same frames decoded at shifted positions differ by ~3e-4; a streaming chunk decoded with
+`receptive_field_frames` of left context and start_frame = its first context frame equals the
+one-shot decode to ~1e-6 (tested). start_frame + T must stay <= max_decode_frames (table length).
+ONNX Runtime logs a warning per session about the overridable initializer; TensorRT may fold it to 0.
+
 Precision: "fp32" graphs compute in f32. "fp16" graphs compute in f16 (weights stored f16) with the
 contract's f32 `pcm` I/O: the decode graph casts its output to f32, the encode graph casts its
 input to f16. RMSNorm and RoPE still compute in f32 inside the fp16 graphs, as fish-speech's modules

@@ -224,6 +224,10 @@ def test_codec_random_checkpoint_is_deterministic_and_loads_like_fish_speech(tmp
     # Real key layout: weight-norm parametrizations, persistent RoPE/mask buffers.
     assert "encoder.block.0.conv.parametrizations.weight.original0" in sa
     assert "quantizer.post_module.causal_mask" in sa and "quantizer.post_module.freqs_cis" in sa
+    # The graphs are byte-identical too (the golden fixture is regenerated and diffed in CI).
+    codec.export_codec(a, tmp_path / "ga", "fp32", {"codec-decode"})
+    codec.export_codec(b, tmp_path / "gb", "fp32", {"codec-decode"})
+    assert (tmp_path / "ga/codec_decode.onnx").read_bytes() == (tmp_path / "gb/codec_decode.onnx").read_bytes()
     # fish-speech's own loader semantics (strict=False, assign=True) accept it as is.
     dac = build_dac(TINY)
     result = dac.load_state_dict(sa, strict=False, assign=True)
