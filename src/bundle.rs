@@ -42,6 +42,8 @@ pub struct TokenIds {
 pub struct ModelDims {
     /// Hidden size of the slow transformer.
     pub dim: usize,
+    /// Hidden size of the fast transformer (width of the slow graph's `hidden` output).
+    pub fast_dim: usize,
     /// Slow layers L.
     pub n_layer: usize,
     /// Slow KV heads H.
@@ -186,6 +188,11 @@ impl Bundle {
 
         let model = ModelDims {
             dim: usize_field(&m, "model.dim")?,
+            // fish-speech falls back to `dim` when the config has no fast_dim.
+            fast_dim: match m.get("model").and_then(|v| v.get("fast_dim")) {
+                Some(_) => usize_field(&m, "model.fast_dim")?,
+                None => usize_field(&m, "model.dim")?,
+            },
             n_layer: usize_field(&m, "model.n_layer")?,
             n_local_heads: usize_field(&m, "model.n_local_heads")?,
             head_dim: usize_field(&m, "model.head_dim")?,

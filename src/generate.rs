@@ -280,13 +280,15 @@ pub fn frames_to_codes(info: &BundleInfo, frames: &[Frame]) -> Result<Codes> {
 
 /// Decodes frames `start..end` of `codes`, giving their samples only.
 ///
-/// The codec graph takes no position offset, and its positional numerics differ slightly
-/// (≈ 3e-4) when the same frames are decoded from another origin. So every frame is decoded from
-/// a *canonical* origin: frames are grouped in windows of `max_decode_frames −
-/// receptive_field_frames`, and window w is decoded from `w·step − receptive_field_frames` (or
-/// 0). One-shot and streamed decodes therefore run the same computation per frame, and since
-/// the codec is causal, a decode that stops early gives the same samples as one that goes on:
-/// the concatenated stream equals the one-shot audio for any chunk sizes.
+/// The codec's positional tables are absolute and bf16-rounded, so the same frames decoded from
+/// another origin differ by ≈ 3e-4. To make one-shot and streamed decodes identical, every frame
+/// is decoded at the position it has in a *canonical* decode: frames are grouped in windows of
+/// `step = max_decode_frames − receptive_field_frames`, and window w is decoded as if the call
+/// began at `origin_w = w·step − receptive_field_frames` (or 0).
+/// - If the codec takes `start_frame`, a piece `s..e` of window w is decoded from
+///   `max(origin_w, s − receptive_field_frames)` with the matching `start_frame`: bounded work per
+///   chunk, exact because the codec is causal with that receptive field.
+/// - Otherwise it is decoded from `origin_w` itself (exact, but each chunk re-decodes its window).
 pub fn decode_range(
     codec: &dyn Codec,
     info: &BundleInfo,
@@ -304,10 +306,12 @@ pub fn decode_range(
         let w = s / step;
         let piece_end = ((w + 1) * step).min(end);
         let origin = (w * step).saturating_sub(ctx);
-        let mut pcm = Vec::with_capacity((piece_end - origin) * fs);
-        // codes [K, piece_end - origin] -> pcm [(piece_end - origin) * fs]
-        codec.decode(&codes.slice_frames(origin, piece_end), &mut pcm)?;
-        out.extend_from_slice(&pcm[(s - origin) * fs..]);
+        let from =
+            if codec.supports_start_frame() { s.saturating_sub(ctx).max(origin) } else { origin };
+        let mut pcm = Vec::with_capacity((piece_end - from) * fs);
+        // codes [K, piece_end - from] at positions from - origin.. -> pcm [(piece_end - from) * fs]
+        codec.decode_at(&codes.slice_frames(from, piece_end), from - origin, &mut pcm)?;
+        out.extend_from_slice(&pcm[(s - from) * fs..]);
         s = piece_end;
     }
     Ok(out)
@@ -349,6 +353,7 @@ mod tests {
             exporter: "test".into(),
             model: ModelDims {
                 dim: 4,
+                fast_dim: 4,
                 n_layer: 1,
                 n_local_heads: 1,
                 head_dim: 4,
@@ -547,17 +552,23 @@ mod tests {
 
     struct MockCodec {
         calls: Mutex<Vec<(usize, usize)>>,
+        start_frame: bool,
     }
     impl Codec for MockCodec {
         fn name(&self) -> &'static str {
             "mock"
         }
-        fn decode(&self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()> {
+        fn supports_start_frame(&self) -> bool {
+            self.start_frame
+        }
+        fn decode_at(&self, codes: &Codes, start_frame: usize, pcm: &mut Vec<f32>) -> Result<()> {
+            assert!(start_frame == 0 || self.start_frame);
             self.calls.lock().unwrap().push((codes.get(0, 0) as usize, codes.frames().0));
-            // Two samples per frame: the frame's code 0 and its position in this call.
+            // Two samples per frame: the frame's code 0 and its position (absolute with
+            // start_frame).
             for f in 0..codes.frames().0 {
                 pcm.push(codes.get(0, f) as f32);
-                pcm.push(f as f32);
+                pcm.push((start_frame + f) as f32);
             }
             Ok(())
         }
@@ -571,7 +582,7 @@ mod tests {
         // step = max_decode 8 - ctx 2 = 6: window 0 = frames 0..6 from 0, window 1 = 6..12 from 4.
         let cols: Vec<Vec<i64>> = (0..14).map(|f| vec![f, 0, 0]).collect();
         let codes = Codes::from_frames(K, &cols).unwrap();
-        let codec = MockCodec { calls: Mutex::new(Vec::new()) };
+        let codec = MockCodec { calls: Mutex::new(Vec::new()), start_frame: false };
         let one = decode_range(&codec, &info(), &codes, 0, 14).unwrap();
         let mut pieces = Vec::new();
         for (s, e) in [(0, 1), (1, 5), (5, 9), (9, 14)] {
@@ -581,6 +592,22 @@ mod tests {
         // Frame 7 is decoded at position 3 of a call starting at frame 4 in both.
         assert_eq!(&one[14..16], &[7.0, 3.0]);
         assert!(codec.calls.lock().unwrap().iter().all(|&(_, n)| n <= 8));
+    }
+
+    #[test]
+    fn decode_range_with_start_frame_decodes_only_the_receptive_field() {
+        let cols: Vec<Vec<i64>> = (0..14).map(|f| vec![f, 0, 0]).collect();
+        let codes = Codes::from_frames(K, &cols).unwrap();
+        let plain = MockCodec { calls: Mutex::new(Vec::new()), start_frame: false };
+        let one = decode_range(&plain, &info(), &codes, 0, 14).unwrap();
+        let codec = MockCodec { calls: Mutex::new(Vec::new()), start_frame: true };
+        let mut pieces = Vec::new();
+        for (s, e) in [(0, 1), (1, 5), (5, 9), (9, 14)] {
+            pieces.extend(decode_range(&codec, &info(), &codes, s, e).unwrap());
+        }
+        assert_eq!(pieces, one, "same positions as the canonical decode");
+        // Piece 9..12 starts at frame 7 (ctx 2), not at its window origin 4.
+        assert!(codec.calls.lock().unwrap().contains(&(7, 5)));
     }
 
     #[test]

@@ -48,7 +48,17 @@ pub trait Codec: Send + Sync {
     /// Backend name.
     fn name(&self) -> &'static str;
     /// Decodes `codes` (`[K, T]`) and appends `T · frame_samples` f32 samples to `pcm`.
-    fn decode(&self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()>;
+    fn decode(&self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()> {
+        self.decode_at(codes, 0, pcm)
+    }
+    /// Whether [`Codec::decode_at`] accepts a non-zero `start_frame`.
+    fn supports_start_frame(&self) -> bool {
+        false
+    }
+    /// Decodes `codes` as if `codes[:, 0]` were frame `start_frame` of a decode that began at
+    /// frame 0 (the codec's positional tables are absolute). `start_frame + T` must not exceed
+    /// `max_decode_frames`. Without [`Codec::supports_start_frame`], only 0 is accepted.
+    fn decode_at(&self, codes: &Codes, start_frame: usize, pcm: &mut Vec<f32>) -> Result<()>;
     /// Encodes mono 44.1 kHz PCM to codes (`[K, ceil(S / frame_samples)]`).
     fn encode(&self, pcm: &[f32]) -> Result<Codes>;
 }

@@ -121,6 +121,9 @@ pub fn environment(config: &EngineConfig) -> Result<Environment> {
             .with_name("s1-mini")
             .build()
             .map_err(|e| unavailable(format!("cannot start ONNX Runtime: {e}")))?;
+        // Warnings (e.g. about codec_decode's overridable `start_frame` initializer) are noise
+        // for library users; errors still come back as values.
+        env.set_log_level(ort::logging::LogLevel::Error);
         Ok::<_, Error>((env, path.clone()))
     })?;
     Ok(env.clone())
@@ -173,7 +176,14 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
                 Some(p) => Some(Mutex::new(open_session(&env, config, p)?)),
                 None => None,
             };
-            Some(Arc::new(OnnxCodec { decode: Mutex::new(decode), encode, info: info.clone() }))
+            // Optional input (an overridable initializer, default 0) of newer exports.
+            let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
+            Some(Arc::new(OnnxCodec {
+                decode: Mutex::new(decode),
+                encode,
+                start_frame,
+                info: info.clone(),
+            }))
         }
         None => None,
     };
@@ -283,7 +293,7 @@ impl T2sRequest for OnnxRequest {
         let v = take(&mut out, "present_values", "slow")?;
         drop(out);
         drop(session);
-        if logits.len() != self.shared.head_rows || hidden.len() != self.shared.dims.dim {
+        if logits.len() != self.shared.head_rows || hidden.len() != self.shared.dims.fast_dim {
             return Err(Error::Backend {
                 backend: NAME,
                 op: "slow".into(),
@@ -292,7 +302,7 @@ impl T2sRequest for OnnxRequest {
                     logits.len(),
                     hidden.len(),
                     self.shared.head_rows,
-                    self.shared.dims.dim
+                    self.shared.dims.fast_dim
                 ),
             });
         }
@@ -353,6 +363,8 @@ impl T2sRequest for OnnxRequest {
 struct OnnxCodec {
     decode: Mutex<Session>,
     encode: Option<Mutex<Session>>,
+    /// Whether `codec_decode.onnx` has the `start_frame` input.
+    start_frame: bool,
     info: BundleInfo,
 }
 
@@ -361,17 +373,32 @@ impl Codec for OnnxCodec {
         NAME
     }
 
-    fn decode(&self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()> {
+    fn supports_start_frame(&self) -> bool {
+        self.start_frame
+    }
+
+    fn decode_at(&self, codes: &Codes, start_frame: usize, pcm: &mut Vec<f32>) -> Result<()> {
         let k = codes.num_codebooks();
         let t = codes.frames().0;
         if t == 0 {
             return Ok(());
         }
-        // codes [1, K, T] i64 -> pcm [1, 1, T * frame_samples] f32
+        if start_frame > 0 && !self.start_frame {
+            return Err(Error::Internal("codec_decode has no start_frame input".into()));
+        }
+        // codes [1, K, T] i64 (+ start_frame [1] i64) -> pcm [1, 1, T * frame_samples] f32
         let input = TensorRef::from_array_view(([1usize, k, t], codes.as_slice()))
             .map_err(ort_err("codec_decode"))?;
+        let start = [start_frame as i64];
         let mut session = self.decode.lock();
-        let out = session.run(ort::inputs!["codes" => input]).map_err(ort_err("codec_decode"))?;
+        let out = if self.start_frame {
+            let start = TensorRef::from_array_view(([1usize], &start[..]))
+                .map_err(ort_err("codec_decode"))?;
+            session.run(ort::inputs!["codes" => input, "start_frame" => start])
+        } else {
+            session.run(ort::inputs!["codes" => input])
+        }
+        .map_err(ort_err("codec_decode"))?;
         let v = out.get("pcm").ok_or_else(|| Error::Backend {
             backend: NAME,
             op: "codec_decode".into(),
