@@ -132,11 +132,14 @@ def main() -> int:
         for name, r in (("prompt_text", []), ("prompt_ref1", refs[:1]), ("prompt_ref2", refs)):
             ids = oracle.prompt_ids(tk, n_cb, TEXT, r)
             prompts[name] = ids
-            dump_json(golden / f"{name}.json", {
-                "text": TEXT,
-                "references": [{"text": t, "codes": c.tolist()} for t, c in r],
-                "ids": ids.tolist(),
-            })
+            dump_json(
+                golden / f"{name}.json",
+                {
+                    "text": TEXT,
+                    "references": [{"text": t, "codes": c.tolist()} for t, c in r],
+                    "ids": ids.tolist(),
+                },
+            )
 
         log("golden: prefill logits, greedy and sampled frames (fish-speech fp32)")
         model = oracle.load_model(ckpt)
@@ -161,15 +164,18 @@ def main() -> int:
             np.save(golden / "codec_pcm.npy", pcm)
             codec_params = {"frames": CODEC_FRAMES, "pcm_shape": list(pcm.shape)}
 
-        dump_json(golden / "params.json", {
-            "checkpoint": {"random": "tiny", "seed": SEED},
-            "text": TEXT,
-            "max_new_tokens": MAX_NEW_TOKENS,
-            "greedy": dict(GREEDY, mode="fish_speech_compat", prompt="prompt_text.json", frames=len(greedy)),
-            "sampled": dict(SAMPLED, mode="default", prompt="prompt_text.json", frames=len(sampled)),
-            "prefill": {"prompt": "prompt_text.json"},
-            "codec": codec_params,
-        })
+        dump_json(
+            golden / "params.json",
+            {
+                "checkpoint": {"random": "tiny", "seed": SEED},
+                "text": TEXT,
+                "max_new_tokens": MAX_NEW_TOKENS,
+                "greedy": dict(GREEDY, mode="fish_speech_compat", prompt="prompt_text.json", frames=len(greedy)),
+                "sampled": dict(SAMPLED, mode="default", prompt="prompt_text.json", frames=len(sampled)),
+                "prefill": {"prompt": "prompt_text.json"},
+                "codec": codec_params,
+            },
+        )
 
         staged = out.parent / f".{out.name}.new"
         shutil.rmtree(staged, ignore_errors=True)

@@ -29,7 +29,7 @@ def train_bpe(text: str, num_merges: int) -> list[bytes]:
     for _ in range(num_merges):
         pairs: Counter[tuple[bytes, bytes]] = Counter()
         for w, n in words.items():
-            for a, b in zip(w, w[1:]):
+            for a, b in zip(w, w[1:], strict=False):
                 pairs[(a, b)] += n
         if not pairs:
             break
@@ -63,7 +63,7 @@ def synthetic_ranks(base: list[bytes], count: int, seed: int) -> list[bytes]:
     while len(vocab) < count:
         n = len(vocab)
         idx = rng.integers(0, n, size=4096)
-        for a, b in zip(idx[0::2], idx[1::2]):
+        for a, b in zip(idx[0::2], idx[1::2], strict=True):
             tok = vocab[a] + vocab[b]
             if len(tok) <= 16 and tok not in seen:
                 seen.add(tok)

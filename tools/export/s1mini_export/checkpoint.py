@@ -152,10 +152,23 @@ def expected_shapes(cfg: LlmConfig) -> dict[str, tuple[tuple[int, ...], str]]:
 
     c = cfg
     out["embeddings.weight"] = ((c.vocab_size, c.dim), "vocab_size, dim")
-    out["codebook_embeddings.weight"] = ((c.codebook_size * c.num_codebooks, c.dim), "codebook_size, num_codebooks, dim")
+    out["codebook_embeddings.weight"] = (
+        (c.codebook_size * c.num_codebooks, c.dim),
+        "codebook_size, num_codebooks, dim",
+    )
     for i in range(c.n_layer):
-        block(f"layers.{i}", c.dim, c.n_head, c.n_local_heads, c.head_dim, c.intermediate_size,
-              c.attention_qk_norm, c.attention_qkv_bias, c.attention_o_bias, "")
+        block(
+            f"layers.{i}",
+            c.dim,
+            c.n_head,
+            c.n_local_heads,
+            c.head_dim,
+            c.intermediate_size,
+            c.attention_qk_norm,
+            c.attention_qkv_bias,
+            c.attention_o_bias,
+            "",
+        )
     out["norm.weight"] = ((c.dim,), "dim")
     if not c.tie_word_embeddings:
         out["output.weight"] = ((c.vocab_size, c.dim), "vocab_size, dim, tie_word_embeddings")
@@ -164,15 +177,24 @@ def expected_shapes(cfg: LlmConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         out["fast_project_in.bias"] = ((c.fast_dim,), "fast_dim")
     out["fast_embeddings.weight"] = ((c.codebook_size, c.fast_dim), "codebook_size, fast_dim")
     for i in range(c.n_fast_layer):
-        block(f"fast_layers.{i}", c.fast_dim, c.fast_n_head, c.fast_n_local_heads, c.fast_head_dim,
-              c.fast_intermediate_size, c.fast_attention_qk_norm, c.fast_attention_qkv_bias,
-              c.fast_attention_o_bias, "fast_")
+        block(
+            f"fast_layers.{i}",
+            c.fast_dim,
+            c.fast_n_head,
+            c.fast_n_local_heads,
+            c.fast_head_dim,
+            c.fast_intermediate_size,
+            c.fast_attention_qk_norm,
+            c.fast_attention_qkv_bias,
+            c.fast_attention_o_bias,
+            "fast_",
+        )
     out["fast_norm.weight"] = ((c.fast_dim,), "fast_dim")
     out["fast_output.weight"] = ((c.codebook_size, c.fast_dim), "codebook_size, fast_dim")
     return out
 
 
-def load_llm_weights(path: Path, cfg: LlmConfig) -> "OrderedDict[str, torch.Tensor]":
+def load_llm_weights(path: Path, cfg: LlmConfig) -> OrderedDict[str, torch.Tensor]:
     """model.pth -> state dict with exactly the keys of expected_shapes(), in that order.
 
     Normalised like BaseTransformer.from_pretrained: Lightning 'state_dict' wrapper and 'model.'
@@ -202,9 +224,7 @@ def load_llm_weights(path: Path, cfg: LlmConfig) -> "OrderedDict[str, torch.Tens
             raise ExportError(f"{path}: missing weight {key!r} (expected by config.json: {fields})")
         got = tuple(sd[key].shape)
         if got != shape:
-            raise ExportError(
-                f"{path}: {key} has shape {list(got)}, but config.json ({fields}) implies {list(shape)}"
-            )
+            raise ExportError(f"{path}: {key} has shape {list(got)}, but config.json ({fields}) implies {list(shape)}")
         out[key] = sd[key]
     return out
 

@@ -23,12 +23,20 @@ def parse_parts(spec: str) -> set[str]:
     parts = {p.strip() for p in spec.split(",") if p.strip()}
     unknown = sorted(parts - set(PARTS))
     if unknown or not parts:
-        raise ExportError(f"--parts: unknown part {', '.join(unknown) or '(empty)'!s} (expected a comma list of {', '.join(PARTS)})")
+        raise ExportError(
+            f"--parts: unknown part {', '.join(unknown) or '(empty)'!s} (expected a comma list of {', '.join(PARTS)})"
+        )
     return parts
 
 
-def export(checkpoint: Path, out_dir: Path, precision: str = "fp32", parts: set[str] | None = None,
-           force: bool = False, log=llm.progress) -> dict:
+def export(
+    checkpoint: Path,
+    out_dir: Path,
+    precision: str = "fp32",
+    parts: set[str] | None = None,
+    force: bool = False,
+    log=llm.progress,
+) -> dict:
     """Writes the bundle of docs/bundle-format.md to out_dir and returns its manifest."""
     if precision not in PRECISIONS:
         raise ExportError(f"--precision: unknown precision {precision!r} (expected fp32 or fp16)")
@@ -81,8 +89,15 @@ def export(checkpoint: Path, out_dir: Path, precision: str = "fp32", parts: set[
                     graphs[f.removesuffix(".onnx")] = f
         log("hashing files, writing manifest.json")
         manifest = build_manifest(
-            cfg=ck.config, tokens=ck.tokens, precision=precision, fast_logit_rows=llm.fast_logit_rows(ck.config),
-            codec=codec_section, graphs=graphs, weights=weights, bundle_dir=tmp, files=files,
+            cfg=ck.config,
+            tokens=ck.tokens,
+            precision=precision,
+            fast_logit_rows=llm.fast_logit_rows(ck.config),
+            codec=codec_section,
+            graphs=graphs,
+            weights=weights,
+            bundle_dir=tmp,
+            files=files,
         )
         write_manifest(tmp / "manifest.json", manifest)
         tmp.chmod(0o755)

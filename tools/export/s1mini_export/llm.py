@@ -72,7 +72,9 @@ def apply_rope(x: Tensor, cos_sin: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, n_head: int, n_kv: int, head_dim: int, qk_norm: bool, qkv_bias: bool, o_bias: bool, eps: float):
+    def __init__(
+        self, dim: int, n_head: int, n_kv: int, head_dim: int, qk_norm: bool, qkv_bias: bool, o_bias: bool, eps: float
+    ):
         super().__init__()
         self.n_head, self.n_kv, self.head_dim = n_head, n_kv, head_dim
         self.wqkv = nn.Linear(dim, (n_head + 2 * n_kv) * head_dim, bias=qkv_bias)
@@ -83,7 +85,9 @@ class Attention(nn.Module):
             self.q_norm = Norm(head_dim, eps)
             self.k_norm = Norm(head_dim, eps)
 
-    def forward(self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         # x: [1, T, dim]; past_k/v: [1, Hkv, P, D]; mask: [T, P+T] bool (True = may attend)
         b, t, _ = x.shape
         hq, hk, d = self.n_head, self.n_kv, self.head_dim
@@ -123,14 +127,27 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, n_head: int, n_kv: int, head_dim: int, inter: int, qk_norm: bool, qkv_bias: bool, o_bias: bool, eps: float):
+    def __init__(
+        self,
+        dim: int,
+        n_head: int,
+        n_kv: int,
+        head_dim: int,
+        inter: int,
+        qk_norm: bool,
+        qkv_bias: bool,
+        o_bias: bool,
+        eps: float,
+    ):
         super().__init__()
         self.attention = Attention(dim, n_head, n_kv, head_dim, qk_norm, qkv_bias, o_bias, eps)
         self.feed_forward = FeedForward(dim, inter)
         self.attention_norm = Norm(dim, eps)
         self.ffn_norm = Norm(dim, eps)
 
-    def forward(self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         a, k, v = self.attention(self.attention_norm(x), cos_sin, mask, past_k, past_v)
         h = x + a
         return h + self.feed_forward(self.ffn_norm(h)), k, v
@@ -155,8 +172,17 @@ class SlowGraph(nn.Module):
         self.embeddings = nn.Embedding(c.vocab_size, c.dim)
         self.codebook_embeddings = nn.Embedding(c.codebook_size * c.num_codebooks, c.dim)
         self.layers = nn.ModuleList(
-            Block(c.dim, c.n_head, c.n_local_heads, c.head_dim, c.intermediate_size, c.attention_qk_norm,
-                  c.attention_qkv_bias, c.attention_o_bias, c.norm_eps)
+            Block(
+                c.dim,
+                c.n_head,
+                c.n_local_heads,
+                c.head_dim,
+                c.intermediate_size,
+                c.attention_qk_norm,
+                c.attention_qkv_bias,
+                c.attention_o_bias,
+                c.norm_eps,
+            )
             for _ in range(c.n_layer)
         )
         self.norm = Norm(c.dim, c.norm_eps)
@@ -201,8 +227,17 @@ class FastGraph(nn.Module):
         self.cfg = c
         self.fast_embeddings = nn.Embedding(c.codebook_size, c.fast_dim)
         self.fast_layers = nn.ModuleList(
-            Block(c.fast_dim, c.fast_n_head, c.fast_n_local_heads, c.fast_head_dim, c.fast_intermediate_size,
-                  c.fast_attention_qk_norm, c.fast_attention_qkv_bias, c.fast_attention_o_bias, c.norm_eps)
+            Block(
+                c.fast_dim,
+                c.fast_n_head,
+                c.fast_n_local_heads,
+                c.fast_head_dim,
+                c.fast_intermediate_size,
+                c.fast_attention_qk_norm,
+                c.fast_attention_qkv_bias,
+                c.fast_attention_o_bias,
+                c.norm_eps,
+            )
             for _ in range(c.n_fast_layer)
         )
         self.fast_norm = Norm(c.fast_dim, c.norm_eps)
@@ -231,7 +266,7 @@ def fast_logit_rows(cfg: LlmConfig) -> int:
     return min(1024, cfg.codebook_size)
 
 
-def build_slow(cfg: LlmConfig, tokens: TokenIds, sd: "OrderedDict[str, Tensor]", dtype: torch.dtype) -> SlowGraph:
+def build_slow(cfg: LlmConfig, tokens: TokenIds, sd: OrderedDict[str, Tensor], dtype: torch.dtype) -> SlowGraph:
     m = SlowGraph(cfg, tokens)
     out_w = sd["embeddings.weight"] if cfg.tie_word_embeddings else sd["output.weight"]
     head = torch.cat([out_w[tokens.semantic_begin : tokens.semantic_end + 1], out_w[tokens.im_end : tokens.im_end + 1]])
@@ -244,7 +279,7 @@ def build_slow(cfg: LlmConfig, tokens: TokenIds, sd: "OrderedDict[str, Tensor]",
     return m.to(dtype).eval()
 
 
-def build_fast(cfg: LlmConfig, sd: "OrderedDict[str, Tensor]", dtype: torch.dtype) -> FastGraph:
+def build_fast(cfg: LlmConfig, sd: OrderedDict[str, Tensor], dtype: torch.dtype) -> FastGraph:
     rows = fast_logit_rows(cfg)
     m = FastGraph(cfg, rows)
     own = {k: v for k, v in sd.items() if k.startswith("fast_") and not k.startswith("fast_project_in")}
@@ -253,15 +288,24 @@ def build_fast(cfg: LlmConfig, sd: "OrderedDict[str, Tensor]", dtype: torch.dtyp
     return m.to(dtype).eval()
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_axes: dict) -> None:
+def _export(
+    module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_axes: dict
+) -> None:
     """torch.onnx (TorchScript exporter, deterministic) -> path; weights > 2 GiB go to path.data."""
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / path.name
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
             torch.onnx.export(
-                module, args, str(raw), dynamo=False, opset_version=OPSET, input_names=input_names,
-                output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+                module,
+                args,
+                str(raw),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
             )
         import onnx
 
@@ -272,8 +316,14 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
         model.producer_version = ""
         big = sum(t.ByteSize() for t in model.graph.initializer) > PROTOBUF_LIMIT - 64 * 1024**2
         if big:
-            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=path.name + ".data", size_threshold=1024)
+            onnx.save_model(
+                model,
+                str(path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=path.name + ".data",
+                size_threshold=1024,
+            )
         else:
             onnx.save_model(model, str(path))
 
@@ -284,10 +334,18 @@ def export_slow(m: SlowGraph, path: Path, dtype: torch.dtype) -> list[str]:
     past = torch.zeros(c.n_layer, 1, c.n_local_heads, 2, c.head_dim, dtype=dtype)
     kv_axes = {3: "past"}
     _export(
-        m, (tok, past, past.clone()), path, ["tokens", "past_keys", "past_values"],
+        m,
+        (tok, past, past.clone()),
+        path,
+        ["tokens", "past_keys", "past_values"],
         ["logits", "hidden", "present_keys", "present_values"],
-        {"tokens": {2: "T"}, "past_keys": kv_axes, "past_values": kv_axes,
-         "present_keys": {3: "total"}, "present_values": {3: "total"}},
+        {
+            "tokens": {2: "T"},
+            "past_keys": kv_axes,
+            "past_values": kv_axes,
+            "present_keys": {3: "total"},
+            "present_values": {3: "total"},
+        },
     )
     return _written(path)
 
@@ -299,7 +357,10 @@ def export_fast(m: FastGraph, path: Path, dtype: torch.dtype) -> list[str]:
     past = torch.zeros(c.n_fast_layer, 1, c.fast_n_local_heads, 2, c.fast_head_dim, dtype=dtype)
     kv_axes = {3: "past"}
     _export(
-        m, (hidden, code, past, past.clone()), path, ["hidden", "code", "past_keys", "past_values"],
+        m,
+        (hidden, code, past, past.clone()),
+        path,
+        ["hidden", "code", "past_keys", "past_values"],
         ["logits", "present_keys", "present_values"],
         {"past_keys": kv_axes, "past_values": kv_axes, "present_keys": {3: "total"}, "present_values": {3: "total"}},
     )
@@ -315,4 +376,3 @@ def _written(path: Path) -> list[str]:
 
 def progress(msg: str) -> None:
     print(f"s1mini_export: {msg}", file=sys.stderr, flush=True)
-

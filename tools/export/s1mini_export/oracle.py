@@ -89,25 +89,31 @@ def prompt_ids(ckpt_or_tokenizer, num_codebooks: int, text: str, references=()) 
 
 
 @torch.inference_mode()
-def generate_frames(model, prompt: np.ndarray, max_new_tokens: int, temperature: float, top_p: float,
-                    repetition_penalty: float) -> np.ndarray:
+def generate_frames(
+    model, prompt: np.ndarray, max_new_tokens: int, temperature: float, top_p: float, repetition_penalty: float
+) -> np.ndarray:
     """fish-speech generate() called as generate_long calls it -> frames [n, 1+N] (incl. im_end)."""
     from fish_speech.models.text2semantic.inference import decode_one_token_ar, generate
 
     p = torch.from_numpy(np.asarray(prompt, dtype=np.int64)).to(torch.int)
     y = generate(
-        model=model, prompt=p, max_new_tokens=max_new_tokens, audio_masks=None, audio_parts=None,
+        model=model,
+        prompt=p,
+        max_new_tokens=max_new_tokens,
+        audio_masks=None,
+        audio_parts=None,
         decode_one_token=decode_one_token_ar,
         temperature=torch.tensor(temperature, dtype=torch.float),
         top_p=torch.tensor(top_p, dtype=torch.float),
         repetition_penalty=torch.tensor(repetition_penalty, dtype=torch.float),
     )
-    return y[:, p.shape[1]:].T.numpy().astype(np.int64)
+    return y[:, p.shape[1] :].T.numpy().astype(np.int64)
 
 
 @torch.inference_mode()
-def engine_sampled_frames(model, prompt: np.ndarray, seed: int, temperature: float, top_p: float,
-                          repetition_penalty: float, max_frames: int) -> np.ndarray:
+def engine_sampled_frames(
+    model, prompt: np.ndarray, seed: int, temperature: float, top_p: float, repetition_penalty: float, max_frames: int
+) -> np.ndarray:
     """The engine's sampling (default, fixed-penalty mode; Philox RNG) on fish-speech's logits.
 
     Frame f = 0 is the prefill frame (no penalty); decoded frame d = f - 1 is penalised over
@@ -140,8 +146,11 @@ def engine_sampled_frames(model, prompt: np.ndarray, seed: int, temperature: flo
             main_win = empty
         else:
             ids = win[0]
-            main_win = np.where((ids >= tk.semantic_begin_id) & (ids <= tk.semantic_end_id), ids - tk.semantic_begin_id,
-                                np.where(ids == im_end, sem_rows, -1))
+            main_win = np.where(
+                (ids >= tk.semantic_begin_id) & (ids <= tk.semantic_end_id),
+                ids - tk.semantic_begin_id,
+                np.where(ids == im_end, sem_rows, -1),
+            )
         i = sample(logits, main_win, temperature, top_p, repetition_penalty, seed, f, 0)
         token = tk.semantic_begin_id + i if i < sem_rows else im_end
         codes = [i if i < sem_rows else 0]
@@ -149,7 +158,9 @@ def engine_sampled_frames(model, prompt: np.ndarray, seed: int, temperature: flo
         fast_step(model, hidden, None, 0, rows)
         for k in range(1, n_cb):
             lg = fast_step(model, None, codes[-1], k, rows)
-            codes.append(sample(lg, empty if win is None else win[k + 1], temperature, top_p, repetition_penalty, seed, f, k))
+            codes.append(
+                sample(lg, empty if win is None else win[k + 1], temperature, top_p, repetition_penalty, seed, f, k)
+            )
         frame = np.array([token] + codes, dtype=np.int64)
         frames.append(frame)
         if f >= 1:

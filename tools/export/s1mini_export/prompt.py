@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from .tokenizer_files import FISH_TIKTOKEN_PATTERN, TIKTOKEN_MAX_ENCODE_CHARS, TokenIds, read_tiktoken_ranks, resolve_token_ids
+from .tokenizer_files import (
+    FISH_TIKTOKEN_PATTERN,
+    TIKTOKEN_MAX_ENCODE_CHARS,
+    TokenIds,
+    read_tiktoken_ranks,
+    resolve_token_ids,
+)
 
 SPEAKER = "<|speaker:0|>"
 
@@ -23,7 +29,9 @@ SPEAKER = "<|speaker:0|>"
 def load_encoding(bundle_or_ckpt: Path) -> tuple[tiktoken.Encoding, TokenIds]:
     ranks = read_tiktoken_ranks(bundle_or_ckpt / "tokenizer.tiktoken")
     ids = resolve_token_ids(bundle_or_ckpt / "special_tokens.json", len(ranks))
-    enc = tiktoken.Encoding(name="s1mini", pat_str=FISH_TIKTOKEN_PATTERN, mergeable_ranks=ranks, special_tokens=ids.special)
+    enc = tiktoken.Encoding(
+        name="s1mini", pat_str=FISH_TIKTOKEN_PATTERN, mergeable_ranks=ranks, special_tokens=ids.special
+    )
     return enc, ids
 
 
@@ -34,8 +42,9 @@ def encode(enc: tiktoken.Encoding, text: str) -> list[int]:
     return out
 
 
-def build_prompt(enc: tiktoken.Encoding, ids: TokenIds, num_codebooks: int, text: str,
-                 references: list[tuple[str, np.ndarray]] = ()) -> np.ndarray:
+def build_prompt(
+    enc: tiktoken.Encoding, ids: TokenIds, num_codebooks: int, text: str, references: list[tuple[str, np.ndarray]] = ()
+) -> np.ndarray:
     """-> [1 + num_codebooks, T] int64. references: (text, codes [num_codebooks, n])."""
     cols: list[np.ndarray] = []
 

@@ -26,14 +26,36 @@ from .tokenizer_files import S1_SPECIAL_TOKENS, write_special_tokens, write_tikt
 
 # S1MINI_FACTS §1.1, verbatim.
 S1_MINI_CONFIG: dict = {
-    "model_type": "dual_ar", "dim": 1024, "n_layer": 28, "n_head": 16, "n_local_heads": 8, "head_dim": 128,
-    "intermediate_size": 3072, "vocab_size": 155776, "max_seq_len": 8192, "rope_base": 1000000,
-    "norm_eps": 1e-06, "attention_qk_norm": True, "attention_qkv_bias": False, "attention_o_bias": False,
-    "dropout": 0.0, "tie_word_embeddings": False, "codebook_size": 4096, "num_codebooks": 10,
-    "scale_codebook_embeddings": True, "n_fast_layer": 4, "fast_dim": 1024, "fast_n_head": 16,
-    "fast_n_local_heads": 8, "fast_head_dim": 64, "fast_intermediate_size": 3072,
-    "fast_attention_qk_norm": False, "fast_attention_qkv_bias": False, "fast_attention_o_bias": False,
-    "initializer_range": 0.03125, "use_gradient_checkpointing": True,
+    "model_type": "dual_ar",
+    "dim": 1024,
+    "n_layer": 28,
+    "n_head": 16,
+    "n_local_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 3072,
+    "vocab_size": 155776,
+    "max_seq_len": 8192,
+    "rope_base": 1000000,
+    "norm_eps": 1e-06,
+    "attention_qk_norm": True,
+    "attention_qkv_bias": False,
+    "attention_o_bias": False,
+    "dropout": 0.0,
+    "tie_word_embeddings": False,
+    "codebook_size": 4096,
+    "num_codebooks": 10,
+    "scale_codebook_embeddings": True,
+    "n_fast_layer": 4,
+    "fast_dim": 1024,
+    "fast_n_head": 16,
+    "fast_n_local_heads": 8,
+    "fast_head_dim": 64,
+    "fast_intermediate_size": 3072,
+    "fast_attention_qk_norm": False,
+    "fast_attention_qkv_bias": False,
+    "fast_attention_o_bias": False,
+    "initializer_range": 0.03125,
+    "use_gradient_checkpointing": True,
 }
 S1_MINI_RANKS = 151_643
 
@@ -44,14 +66,36 @@ S1_MINI_RANKS = 151_643
 # - initializer_range 0.1 (S1: 0.03125) so that at dim 32 the random logits are peaked enough for
 #   top-p to cut and greedy/sampled runs to be meaningful.
 TINY_CONFIG: dict = {
-    "model_type": "dual_ar", "dim": 32, "n_layer": 2, "n_head": 4, "n_local_heads": 2, "head_dim": 16,
-    "intermediate_size": 96, "vocab_size": 0, "max_seq_len": 4096, "rope_base": 1000000,
-    "norm_eps": 1e-06, "attention_qk_norm": True, "attention_qkv_bias": False, "attention_o_bias": False,
-    "dropout": 0.0, "tie_word_embeddings": False, "codebook_size": 1024, "num_codebooks": 10,
-    "scale_codebook_embeddings": True, "n_fast_layer": 2, "fast_dim": 32, "fast_n_head": 4,
-    "fast_n_local_heads": 2, "fast_head_dim": 8, "fast_intermediate_size": 96,
-    "fast_attention_qk_norm": False, "fast_attention_qkv_bias": False, "fast_attention_o_bias": False,
-    "initializer_range": 0.1, "use_gradient_checkpointing": True,
+    "model_type": "dual_ar",
+    "dim": 32,
+    "n_layer": 2,
+    "n_head": 4,
+    "n_local_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 96,
+    "vocab_size": 0,
+    "max_seq_len": 4096,
+    "rope_base": 1000000,
+    "norm_eps": 1e-06,
+    "attention_qk_norm": True,
+    "attention_qkv_bias": False,
+    "attention_o_bias": False,
+    "dropout": 0.0,
+    "tie_word_embeddings": False,
+    "codebook_size": 1024,
+    "num_codebooks": 10,
+    "scale_codebook_embeddings": True,
+    "n_fast_layer": 2,
+    "fast_dim": 32,
+    "fast_n_head": 4,
+    "fast_n_local_heads": 2,
+    "fast_head_dim": 8,
+    "fast_intermediate_size": 96,
+    "fast_attention_qk_norm": False,
+    "fast_attention_qkv_bias": False,
+    "fast_attention_o_bias": False,
+    "initializer_range": 0.1,
+    "use_gradient_checkpointing": True,
 }
 TINY_MERGES = 768  # + 256 bytes = 1024 ranks
 
@@ -62,7 +106,9 @@ def _round_up(n: int, k: int) -> int:
     return (n + k - 1) // k * k
 
 
-def random_llm_state_dict(cfg_path: Path, num_ranks: int, special: list[str], seed: int) -> "OrderedDict[str, torch.Tensor]":
+def random_llm_state_dict(
+    cfg_path: Path, num_ranks: int, special: list[str], seed: int
+) -> OrderedDict[str, torch.Tensor]:
     cfg = load_config(cfg_path)
     std = json.loads(cfg_path.read_text())["initializer_range"]
     gen = torch.Generator().manual_seed(seed)

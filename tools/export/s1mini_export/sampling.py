@@ -44,8 +44,16 @@ def top_p_mask(logits: np.ndarray, top_p: float) -> np.ndarray:
     return out
 
 
-def sample(logits: np.ndarray, window: np.ndarray, temperature: float, top_p: float, rp: float,
-           seed: int, frame: int, slot: int) -> int:
+def sample(
+    logits: np.ndarray,
+    window: np.ndarray,
+    temperature: float,
+    top_p: float,
+    rp: float,
+    seed: int,
+    frame: int,
+    slot: int,
+) -> int:
     x = penalise(logits, window, rp)
     if temperature == 0.0:
         return int(np.argmax(x))

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import EXPORT_DIR
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(EXPORT_DIR))
-    return subprocess.run([sys.executable, "-m", "s1mini_export", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "s1mini_export", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def assert_fails(res: subprocess.CompletedProcess, *needles: str) -> None:

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from conftest import REPO
+
 from s1mini_export.prompt import build_prompt, encode, load_encoding
 from s1mini_export.sampling import sample, window_columns
 
@@ -25,7 +25,9 @@ def bf16(x: float) -> float:
     return float(np.array([b], np.uint32).view(np.float32)[0])
 
 
-def run_frames(prompt: np.ndarray, temperature: float, top_p: float, rp: float, seed: int, max_frames: int, compat: bool) -> np.ndarray:
+def run_frames(
+    prompt: np.ndarray, temperature: float, top_p: float, rp: float, seed: int, max_frames: int, compat: bool
+) -> np.ndarray:
     m = json.loads((FIXTURE / "manifest.json").read_text())
     c, tok = m["model"], m["tokens"]
     sem_rows = m["head"]["semantic_rows"]
@@ -54,9 +56,13 @@ def run_frames(prompt: np.ndarray, temperature: float, top_p: float, rp: float, 
             main_win = head_index(win[0])
         i = sample(logits[0], main_win, temperature, top_p, rp, seed, f, 0)
         codes = [i if i < sem_rows else 0]
-        _, fk, fv = fast.run(None, {"hidden": hidden, "code": np.zeros(1, np.int64), "past_keys": fkv, "past_values": fkv})
+        _, fk, fv = fast.run(
+            None, {"hidden": hidden, "code": np.zeros(1, np.int64), "past_keys": fkv, "past_values": fkv}
+        )
         for k in range(1, c["num_codebooks"]):
-            lg, fk, fv = fast.run(None, {"hidden": hidden, "code": np.array([codes[-1]], np.int64), "past_keys": fk, "past_values": fv})
+            lg, fk, fv = fast.run(
+                None, {"hidden": hidden, "code": np.array([codes[-1]], np.int64), "past_keys": fk, "past_values": fv}
+            )
             codes.append(sample(lg[0], none if win is None else win[k + 1], temperature, top_p, rp, seed, f, k))
         token = tok["semantic_begin"] + i if i < sem_rows else tok["im_end"]
         frame = np.array([token] + codes, np.int64)
@@ -92,7 +98,9 @@ def test_golden_prefill_logits_from_slow_graph():
     c = m["model"]
     slow = ort.InferenceSession(str(FIXTURE / "slow.onnx"), providers=["CPUExecutionProvider"])
     kv = np.zeros((c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"]), np.float32)
-    logits, hidden, _, _ = slow.run(None, {"tokens": load_prompt("prompt_text.json")[None], "past_keys": kv, "past_values": kv})
+    logits, hidden, _, _ = slow.run(
+        None, {"tokens": load_prompt("prompt_text.json")[None], "past_keys": kv, "past_values": kv}
+    )
     want = np.load(GOLDEN / "prefill_logits.npy")
     assert np.abs(logits - want).max() <= 1e-4 * np.abs(want).max()
     want_h = np.load(GOLDEN / "prefill_hidden.npy")
@@ -111,6 +119,13 @@ def test_golden_sampled_frames_replay_in_default_mode():
     p = json.loads((GOLDEN / "params.json").read_text())
     want = np.load(GOLDEN / "sampled_frames.npy")
     s = p["sampled"]
-    got = run_frames(load_prompt(s["prompt"]), s["temperature"], s["top_p"], s["repetition_penalty"], s["seed"],
-                     p["max_new_tokens"], compat=False)
+    got = run_frames(
+        load_prompt(s["prompt"]),
+        s["temperature"],
+        s["top_p"],
+        s["repetition_penalty"],
+        s["seed"],
+        p["max_new_tokens"],
+        compat=False,
+    )
     np.testing.assert_array_equal(got, want)

@@ -75,8 +75,15 @@ def test_fast_step_matches_forward_generate_fast_for_every_position(tiny_bundle,
     for k in range(m["model"]["num_codebooks"]):
         code = codes[k - 1] if k else 0
         want = oracle.fast_step(fish_model, hidden, code, k, rows)
-        logits, keys, values = fast.run(None, {"hidden": hidden[None].astype(np.float32), "code": np.array([code], np.int64),
-                                               "past_keys": keys, "past_values": values})
+        logits, keys, values = fast.run(
+            None,
+            {
+                "hidden": hidden[None].astype(np.float32),
+                "code": np.array([code], np.int64),
+                "past_keys": keys,
+                "past_values": values,
+            },
+        )
         assert logits.shape == (1, rows)
         assert keys.shape[3] == k + 1
         assert close(logits[0], want) < RTOL, f"position {k}"

@@ -56,7 +56,9 @@ def check_bundle_against_fish(ckpt: Path, bundle: Path, decode_steps: int, fast_
     codes = [0] + list(rng.integers(0, m["fast"]["logit_rows"], size=c["num_codebooks"]))
     for k in range(fast_positions):
         want = oracle.fast_step(model, want_h, codes[k], k, m["fast"]["logit_rows"])
-        lg, fk, fv = fast.run(None, {"hidden": hidden, "code": np.array([codes[k]], np.int64), "past_keys": fk, "past_values": fv})
+        lg, fk, fv = fast.run(
+            None, {"hidden": hidden, "code": np.array([codes[k]], np.int64), "past_keys": fk, "past_values": fv}
+        )
         assert rel(lg[0], want) < RTOL, f"fast position {k}"
 
 
