@@ -138,3 +138,18 @@ fn codec_pcm_matches_reference_decode() {
     let d = max_abs_diff(&audio.samples, &want);
     assert!(d <= FP32_TOL, "max abs diff {d}");
 }
+
+#[test]
+fn prefill_hidden_from_backend_matches_fish_speech() {
+    let bundle = Bundle::load(&tiny_dir(), false).unwrap();
+    let sel = s1_mini::backend::select(&config(&tiny_dir()), &bundle).unwrap();
+    let (_, _, ids) = golden_prompt("prompt_text.json");
+    let t = ids.len() / 11;
+    let mut req = sel.t2s.start().unwrap();
+    let out = req.slow(&ids, t).unwrap();
+    assert_eq!(req.kv_len(), t);
+    let want = npy::read(&golden("prefill_hidden.npy")).unwrap().into_f32();
+    check_close(&out.hidden, &want, "prefill hidden");
+    let want = npy::read(&golden("prefill_logits.npy")).unwrap().into_f32();
+    check_close(&out.logits, &want, "prefill logits (backend)");
+}
