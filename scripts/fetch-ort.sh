@@ -31,9 +31,10 @@ if ! ls "$cache"/onnxruntime-"$ORT_VERSION"-*.whl >/dev/null 2>&1; then
   echo "fetch-ort: downloading onnxruntime==$ORT_VERSION wheel from PyPI" >&2
   # The wheel's shared library does not depend on the Python version; ask for a fixed one so that
   # the result is the same whatever python runs pip.
+  arch=$(uname -m)
   "$pip" download -q --no-deps --only-binary=:all: --python-version 3.12 \
-    --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 \
-    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform "manylinux_2_27_$arch" --platform "manylinux_2_28_$arch" \
+    --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
     -d "$cache" "onnxruntime==$ORT_VERSION" >&2
 fi
 whl=$(ls "$cache"/onnxruntime-"$ORT_VERSION"-*.whl | head -n 1)
