@@ -311,7 +311,14 @@ pub fn decode_range(
         let mut pcm = Vec::with_capacity((piece_end - from) * fs);
         // codes [K, piece_end - from] at positions from - origin.. -> pcm [(piece_end - from) * fs]
         codec.decode_at(&codes.slice_frames(from, piece_end), from - origin, &mut pcm)?;
-        out.extend_from_slice(&pcm[(s - from) * fs..]);
+        let tail = pcm.get((s - from) * fs..).ok_or_else(|| {
+            Error::Internal(format!(
+                "codec returned {} samples for {} frames",
+                pcm.len(),
+                piece_end - from
+            ))
+        })?;
+        out.extend_from_slice(tail);
         s = piece_end;
     }
     Ok(out)

@@ -162,6 +162,9 @@ impl Tokenizer {
     }
 
     fn byte_pair_encode(&self, piece: &[u8], out: &mut Vec<TokenId>) -> Result<()> {
+        if piece.is_empty() {
+            return Ok(());
+        }
         if piece.len() == 1 {
             out.push(self.rank_of(piece)?);
             return Ok(());
