@@ -75,6 +75,9 @@ pub struct CodecInfo {
     pub receptive_field_frames: usize,
     /// Longest decode in one call, in frames.
     pub max_decode_frames: usize,
+    /// Longest encode in one call, in frames (the encoder's RoPE tables; `codec.max_encode_frames`,
+    /// optional: bundles without it use `max_decode_frames`).
+    pub max_encode_frames: usize,
 }
 
 /// Everything about a loaded bundle that callers may want to see.
@@ -143,8 +146,15 @@ impl Bundle {
         if !manifest_path.is_file() {
             return Err(Error::BundleNotFound { path: manifest_path });
         }
-        let text = fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-        let m: Value = serde_json::from_str(&text)
+        let text = fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        Self::from_manifest_bytes(dir, &text, verify_hashes)
+    }
+
+    /// Validates manifest bytes as if they were `dir/manifest.json`, reading the files it lists
+    /// from `dir` (the entry point of the manifest fuzz target: any bytes give `Ok` or an error,
+    /// never a panic).
+    pub fn from_manifest_bytes(dir: &Path, manifest: &[u8], verify_hashes: bool) -> Result<Bundle> {
+        let m: Value = serde_json::from_slice(manifest)
             .map_err(|e| Error::bundle(MANIFEST, "-", format!("not valid json: {e}")))?;
 
         // Format and version first: a newer bundle's other fields may mean something else.
@@ -272,15 +282,21 @@ impl Bundle {
                 "smaller than a residual codebook",
             ));
         }
+        let max_decode_frames =
+            nonzero(usize_field(&m, "codec.max_decode_frames")?, "codec.max_decode_frames")?;
+        let max_encode_frames = match lookup(&m, "codec.max_encode_frames") {
+            Ok(_) => {
+                nonzero(usize_field(&m, "codec.max_encode_frames")?, "codec.max_encode_frames")?
+            }
+            Err(_) => max_decode_frames,
+        };
         let codec = CodecInfo {
             sample_rate_hz: CODEC_SAMPLE_RATE_HZ,
             frame_samples: nonzero(usize_field(&m, "codec.frame_samples")?, "codec.frame_samples")?,
             codebook_sizes,
             receptive_field_frames: usize_field(&m, "codec.receptive_field_frames")?,
-            max_decode_frames: nonzero(
-                usize_field(&m, "codec.max_decode_frames")?,
-                "codec.max_decode_frames",
-            )?,
+            max_decode_frames,
+            max_encode_frames,
         };
         for (field, v) in [
             ("model.n_layer", model.n_layer),

@@ -1,0 +1,198 @@
+//! Concurrency stress (issue #9): 16 threads × a fixed mix of synthesize / stream / cancel /
+//! C ABI calls on one engine. No deadlock (a watchdog fails the test if the workload does not
+//! finish in time), and every seeded result equals the single-threaded run of the same request.
+//!
+//! Figures (docs/guarantees.md): THREADS × ITERATIONS = 16 × 6 = 96 requests, each thread cycling
+//! through the five operations, so every operation runs ≥ 19 times concurrently with the others.
+
+mod common;
+
+use std::ffi::CString;
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use s1_mini::ffi::engine::{s1_engine, s1_engine_config_default, s1_engine_free, s1_engine_new};
+use s1_mini::ffi::synth::{s1_audio_free, s1_synthesize};
+use s1_mini::{CancelToken, Codes, Engine, Error, Status, SynthParams};
+
+const THREADS: usize = 16;
+const ITERATIONS: usize = 6;
+/// The whole workload must end within this; on 2 shared cores it takes a few seconds.
+const WATCHDOG: Duration = Duration::from_secs(240);
+const TEXTS: [&str; 3] = ["Hello world!", "Stress test, sixteen threads.", "One engine."];
+const SEEDS: [u64; 4] = [3, 11, 29, 71];
+
+fn params(seed: u64) -> SynthParams {
+    SynthParams::default().with_seed(seed).with_max_frames(12).with_chunk_frames(2, 3)
+}
+
+/// What one request produced, for comparison with the single-threaded reference.
+#[derive(Debug)]
+enum Outcome {
+    Audio(Vec<f32>),
+    Codes(Codes),
+    Cancelled,
+}
+
+struct Reference {
+    audio: Vec<Vec<Vec<f32>>>, // [text][seed]
+    codes: Vec<Vec<Codes>>,
+}
+
+fn reference(engine: &Engine) -> Reference {
+    let mut audio = Vec::new();
+    let mut codes = Vec::new();
+    for t in TEXTS {
+        audio.push(
+            SEEDS.iter().map(|&s| engine.synthesize(t, &params(s)).unwrap().samples).collect(),
+        );
+        codes.push(SEEDS.iter().map(|&s| engine.generate_codes(t, &params(s)).unwrap()).collect());
+    }
+    Reference { audio, codes }
+}
+
+struct Handle(*mut s1_engine);
+// SAFETY: C engine handles are registry keys, shareable across threads (header contract).
+unsafe impl Send for Handle {}
+// SAFETY: as above.
+unsafe impl Sync for Handle {}
+
+fn c_engine() -> Handle {
+    let dir = CString::new(tiny_dir().to_string_lossy().into_owned()).unwrap();
+    let ort = CString::new(ort_library().to_string_lossy().into_owned()).unwrap();
+    let mut cfg = std::mem::MaybeUninit::uninit();
+    // SAFETY: writable struct.
+    assert_eq!(unsafe { s1_engine_config_default(cfg.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: initialised above.
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.bundle_dir = dir.as_ptr();
+    cfg.ort_library_path = ort.as_ptr();
+    cfg.verify_hashes = 0;
+    let mut e = std::ptr::null_mut();
+    // SAFETY: valid config and out pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut e) }, Status::Ok);
+    Handle(e)
+}
+
+fn c_synthesize(h: &Handle, text: &str, p: &SynthParams) -> Vec<f32> {
+    let text = CString::new(text).unwrap();
+    let mut cp = std::mem::MaybeUninit::uninit();
+    // SAFETY: writable struct.
+    assert_eq!(
+        unsafe { s1_mini::ffi::synth::s1_synth_params_default(cp.as_mut_ptr()) },
+        Status::Ok
+    );
+    // SAFETY: initialised above.
+    let mut cp = unsafe { cp.assume_init() };
+    cp.seed = p.seed;
+    cp.max_frames = p.max_frames;
+    let mut audio = std::ptr::null_mut();
+    // SAFETY: live handle, NUL-terminated text, filled params, writable out pointer.
+    assert_eq!(unsafe { s1_synthesize(h.0, text.as_ptr(), &cp, &mut audio) }, Status::Ok);
+    // SAFETY: live audio until freed below.
+    let a = unsafe { &*audio };
+    // SAFETY: num_samples valid samples.
+    let v = unsafe { std::slice::from_raw_parts(a.samples, a.num_samples) }.to_vec();
+    assert_eq!(s1_audio_free(audio), Status::Ok);
+    v
+}
+
+/// One request: thread `t`, iteration `i`. Returns (text, seed, outcome).
+fn request(engine: &Engine, c: &Handle, t: usize, i: usize) -> (usize, usize, Outcome) {
+    let ti = (t + i) % TEXTS.len();
+    let si = (t * 7 + i) % SEEDS.len();
+    let (text, p) = (TEXTS[ti], params(SEEDS[si]));
+    let outcome = match (t + i) % 5 {
+        0 => Outcome::Audio(engine.synthesize(text, &p).unwrap().samples),
+        1 => {
+            let mut s = engine.stream(text, &p).unwrap();
+            let mut pcm = Vec::new();
+            while let Some(chunk) = s.next_chunk().unwrap() {
+                pcm.extend(chunk.samples);
+            }
+            Outcome::Audio(pcm)
+        }
+        2 => {
+            // Cancel from another thread after the first chunk: Cancelled, or the end if the
+            // utterance finished first.
+            let mut s = engine.stream(text, &p.clone().with_chunk_frames(1, 1)).unwrap();
+            let token = s.cancel_token();
+            let first = s.next_chunk().unwrap();
+            assert!(first.is_some());
+            thread::spawn(move || token.cancel()).join().unwrap();
+            match s.next_chunk() {
+                Err(Error::Cancelled) => Outcome::Cancelled,
+                Ok(None) => Outcome::Cancelled,
+                other => panic!("after cancel: {other:?}"),
+            }
+        }
+        3 => {
+            // A token cancelled before or during generation, or never (i odd).
+            let token = CancelToken::new();
+            if i % 2 == 0 {
+                let t2 = token.clone();
+                thread::spawn(move || t2.cancel());
+            }
+            match engine.generate_codes_cancellable(text, &p, &token) {
+                Ok(codes) => Outcome::Codes(codes),
+                Err(Error::Cancelled) => Outcome::Cancelled,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        _ => Outcome::Audio(c_synthesize(c, text, &p)),
+    };
+    (ti, si, outcome)
+}
+
+#[test]
+fn sixteen_threads_mixed_requests_no_deadlock_and_equal_single_threaded() {
+    let engine = Engine::new(config(&tiny_dir()).with_intra_op_threads(1)).unwrap();
+    let want = reference(&engine);
+    let c = Arc::new(c_engine());
+    let (tx, rx) = mpsc::channel();
+    let e2 = engine.clone();
+    let c2 = c.clone();
+    thread::spawn(move || {
+        let start = Arc::new(Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (e, c, start) = (e2.clone(), c2.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    (0..ITERATIONS).map(|i| request(&e, &c, t, i)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let results: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        let _ = tx.send(results);
+    });
+    let results = rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| {
+        panic!("deadlock or livelock: {THREADS} threads × {ITERATIONS} requests not done in {WATCHDOG:?}")
+    });
+    let mut counts = [0usize; 3];
+    for r in results {
+        let r = r.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        for (ti, si, outcome) in r {
+            match outcome {
+                Outcome::Audio(a) => {
+                    // Streaming equals one-shot to 1e-4 (docs/rust-core.md); threads add nothing.
+                    assert!(max_abs_diff(&a, &want.audio[ti][si]) <= 1e-4, "text {ti} seed {si}");
+                    counts[0] += 1;
+                }
+                Outcome::Codes(codes) => {
+                    assert_eq!(codes, want.codes[ti][si], "text {ti} seed {si}");
+                    counts[1] += 1;
+                }
+                Outcome::Cancelled => counts[2] += 1,
+            }
+        }
+    }
+    assert_eq!(counts.iter().sum::<usize>(), THREADS * ITERATIONS);
+    assert!(counts[0] >= THREADS * ITERATIONS / 2, "{counts:?}");
+    eprintln!("stress: {THREADS} threads × {ITERATIONS}: audio/codes/cancelled = {counts:?}");
+    let c = Arc::try_unwrap(c).ok().unwrap();
+    assert_eq!(s1_engine_free(c.0), Status::Ok);
+}
