@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::backend::{Codec, T2sRequest, Text2Semantic};
 use crate::bundle::BundleInfo;
@@ -41,6 +42,40 @@ impl CancelToken {
 /// One generated frame: `[main token id, c0, .., c_{K-1}]`.
 pub type Frame = Vec<i64>;
 
+/// Where a generator's time went (`s1-mini bench --profile`). Off by default: a generator
+/// without [`FrameGenerator::enable_profile`] reads no clock. Durations are wall time on the
+/// calling thread; a backend call includes its input/output copies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// The whole prefill frame: the prompt through the slow transformer, then frame 0's fast
+    /// steps and sampling.
+    pub prefill: Duration,
+    /// Slow-transformer calls of the decoded frames (one per frame).
+    pub slow: Duration,
+    /// Fast-transformer calls of the decoded frames (reset + `num_codebooks` steps per frame).
+    pub fast: Duration,
+    /// Logit masking, repetition windows and sampling of the decoded frames.
+    pub sampling: Duration,
+    /// Wall time of the decoded frames (after the prefill frame), all stages and the rest.
+    pub decode_total: Duration,
+    /// Frames decoded after the prefill frame.
+    pub decoded_frames: usize,
+}
+
+impl StageTimes {
+    /// Decode time not in `slow`, `fast` or `sampling` (frame bookkeeping, copies).
+    pub fn other(&self) -> Duration {
+        self.decode_total.saturating_sub(self.slow + self.fast + self.sampling)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stage {
+    Slow,
+    Fast,
+    Sampling,
+}
+
 /// Per-request generator state: the backend's KV caches, the repetition history and the RNG
 /// position. Drives one utterance frame by frame.
 pub struct FrameGenerator {
@@ -59,6 +94,10 @@ pub struct FrameGenerator {
     finished: bool,
     /// Head logits of the prefill step, kept for parity checks.
     prefill_logits: Vec<f32>,
+    /// `<|im_end|>` is never sampled ([`SynthParams::ignore_end`]).
+    ignore_end: bool,
+    /// Stage timings; `None` = not measured (no clock reads).
+    profile: Option<Box<StageTimes>>,
 }
 
 impl FrameGenerator {
@@ -98,7 +137,38 @@ impl FrameGenerator {
             last: None,
             finished: false,
             prefill_logits: Vec::new(),
+            ignore_end: params.ignore_end,
+            profile: None,
         })
+    }
+
+    /// Starts measuring [`StageTimes`] (benchmarks). Without it no clock is read.
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(Box::default());
+    }
+
+    /// The stage timings so far, if [`FrameGenerator::enable_profile`] was called.
+    pub fn profile(&self) -> Option<&StageTimes> {
+        self.profile.as_deref()
+    }
+
+    /// Now, if profiling (else no clock read).
+    fn stamp(&self) -> Option<Instant> {
+        self.profile.as_ref().map(|_| Instant::now())
+    }
+
+    /// Adds the time since `t0` to a decode stage; the prefill frame is charged as a whole.
+    fn charge(&mut self, t0: Option<Instant>, stage: Stage) {
+        if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t0) {
+            if self.frame_index > 0 {
+                let d = t0.elapsed();
+                match stage {
+                    Stage::Slow => p.slow += d,
+                    Stage::Fast => p.fast += d,
+                    Stage::Sampling => p.sampling += d,
+                }
+            }
+        }
     }
 
     /// Whether generation has ended (`<|im_end|>` or `max_frames`).
@@ -157,9 +227,14 @@ impl FrameGenerator {
         let frame_u32 =
             u32::try_from(f).map_err(|_| Error::Internal("frame index overflow".into()))?;
 
+        let t0 = self.stamp();
         let mut logits = slow.logits;
-        // Only the semantic rows and <|im_end|> may win, whatever else the head holds.
-        let keep = |i: usize| i < self.info.semantic_rows || i == self.info.im_end_index;
+        // Only the semantic rows and <|im_end|> may win, whatever else the head holds
+        // (<|im_end|> neither, when a benchmark asks for a fixed frame count).
+        let keep_end = !self.ignore_end;
+        let keep = |i: usize| {
+            i < self.info.semantic_rows || (keep_end && i == self.info.im_end_index)
+        };
         for (i, v) in logits.iter_mut().enumerate() {
             if !keep(i) {
                 *v = f32::NEG_INFINITY;
@@ -176,14 +251,20 @@ impl FrameGenerator {
         let mut frame = Vec::with_capacity(k_books + 1);
         frame.push(main_id);
         frame.push(c0);
+        self.charge(t0, Stage::Sampling);
 
+        let t0 = self.stamp();
         self.req.fast_reset()?;
         // Position 0: the slow hidden state; its logits are discarded.
         self.req.fast(&slow.hidden, 0)?;
+        self.charge(t0, Stage::Fast);
         let rows = self.info.fast_logit_rows;
         for k in 1..k_books {
             let prev = frame[k];
+            let t0 = self.stamp();
             let mut logits = self.req.fast(&slow.hidden, prev)?;
+            self.charge(t0, Stage::Fast);
+            let t0 = self.stamp();
             logits.truncate(rows);
             let window = decoded.map(|d| self.window(d, k)).unwrap_or_default();
             let c = sampling::sample(
@@ -195,6 +276,7 @@ impl FrameGenerator {
                 k as u32,
             );
             frame.push(c as i64);
+            self.charge(t0, Stage::Sampling);
         }
         Ok(frame)
     }
@@ -214,10 +296,14 @@ impl FrameGenerator {
     pub fn prefill(&mut self) -> Result<Frame> {
         let prompt =
             self.prompt.take().ok_or_else(|| Error::Internal("prefill called twice".into()))?;
+        let t0 = self.stamp();
         let slow = self.req.slow(&prompt.data, prompt.len)?;
         self.prefill_logits = slow.logits.clone();
         let frame = self.sample_frame(slow)?;
         self.finish_frame(&frame);
+        if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t0) {
+            p.prefill += t0.elapsed();
+        }
         Ok(frame)
     }
 
@@ -230,12 +316,19 @@ impl FrameGenerator {
         if self.prompt.is_some() {
             return self.prefill().map(Some);
         }
+        let t_frame = self.stamp();
         let prev =
             self.last.clone().ok_or_else(|| Error::Internal("decode before prefill".into()))?;
         // prev: [1+K] → tokens [1+K, 1]
+        let t0 = self.stamp();
         let slow = self.req.slow(&prev, 1)?;
+        self.charge(t0, Stage::Slow);
         let frame = self.sample_frame(slow)?;
         self.finish_frame(&frame);
+        if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t_frame) {
+            p.decode_total += t0.elapsed();
+            p.decoded_frames += 1;
+        }
         Ok(Some(frame))
     }
 
@@ -385,6 +478,7 @@ mod tests {
                 codebook_sizes: vec![SEM_ROWS, 8, 8],
                 receptive_field_frames: 2,
                 max_decode_frames: 8,
+                max_encode_frames: 8,
             },
             graphs: BTreeMap::new(),
             files: BTreeMap::new(),
@@ -458,6 +552,33 @@ mod tests {
         let codes = frames_to_codes(&info(), &frames).unwrap();
         assert_eq!(codes.frames().0, 3);
         assert!(g.decode_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn generate_ignore_end_runs_exactly_max_frames_of_audio() {
+        let mock = Mock { script: vec![3, SEM_ROWS] }; // im_end wins from frame 1 on
+        let mut g =
+            FrameGenerator::new(&mock, info(), prompt(), &greedy(6).with_ignore_end(true))
+                .unwrap();
+        let frames = run_to_end(&mut g, None).unwrap();
+        assert_eq!(frames.len(), 6);
+        assert!(frames.iter().all(|f| is_audio_frame(&info(), f)));
+        assert_eq!(frames_to_codes(&info(), &frames).unwrap().frames().0, 6);
+    }
+
+    #[test]
+    fn generate_profile_counts_decoded_frames_only_when_enabled() {
+        let mock = Mock { script: vec![1] };
+        let mut g = FrameGenerator::new(&mock, info(), prompt(), &greedy(5)).unwrap();
+        assert!(g.profile().is_none());
+        g.enable_profile();
+        run_to_end(&mut g, None).unwrap();
+        let p = g.profile().unwrap();
+        assert_eq!(p.decoded_frames, 4, "the prefill frame is counted apart");
+        assert!(p.decode_total >= p.slow + p.fast + p.sampling);
+        let mut plain = FrameGenerator::new(&mock, info(), prompt(), &greedy(5)).unwrap();
+        run_to_end(&mut plain, None).unwrap();
+        assert!(plain.profile().is_none());
     }
 
     #[test]

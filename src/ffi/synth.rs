@@ -61,6 +61,7 @@ impl s1_synth_params {
             fish_speech_compat: flag(self.fish_speech_compat),
             first_chunk_frames: self.first_chunk_frames,
             chunk_frames: self.chunk_frames,
+            ignore_end: false,
         }
     }
 }
