@@ -232,9 +232,8 @@ impl FrameGenerator {
         // Only the semantic rows and <|im_end|> may win, whatever else the head holds
         // (<|im_end|> neither, when a benchmark asks for a fixed frame count).
         let keep_end = !self.ignore_end;
-        let keep = |i: usize| {
-            i < self.info.semantic_rows || (keep_end && i == self.info.im_end_index)
-        };
+        let keep =
+            |i: usize| i < self.info.semantic_rows || (keep_end && i == self.info.im_end_index);
         for (i, v) in logits.iter_mut().enumerate() {
             if !keep(i) {
                 *v = f32::NEG_INFINITY;
@@ -558,8 +557,7 @@ mod tests {
     fn generate_ignore_end_runs_exactly_max_frames_of_audio() {
         let mock = Mock { script: vec![3, SEM_ROWS] }; // im_end wins from frame 1 on
         let mut g =
-            FrameGenerator::new(&mock, info(), prompt(), &greedy(6).with_ignore_end(true))
-                .unwrap();
+            FrameGenerator::new(&mock, info(), prompt(), &greedy(6).with_ignore_end(true)).unwrap();
         let frames = run_to_end(&mut g, None).unwrap();
         assert_eq!(frames.len(), 6);
         assert!(frames.iter().all(|f| is_audio_frame(&info(), f)));
