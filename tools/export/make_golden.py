@@ -8,8 +8,9 @@ Command (from the repository root; scripts/setup-python.sh makes .venv):
 
 It writes `--random tiny --seed 0` to a temporary checkpoint, exports it with every part (fp32),
 then runs fish-speech 0.1.0 (the S1 reference code) on that same checkpoint for golden/:
-tokenizer ids, prompt ids, prefill logits, greedy frames from fish-speech's generate(), a seeded
-run of the engine's own sampler + Philox RNG over fish-speech's logits, and codec PCM.
+tokenizer ids, prompt ids, prefill logits, greedy frames from fish-speech's generate() (without and
+with a reference voice), a seeded run of the engine's own sampler + Philox RNG over fish-speech's
+logits, codec PCM, and codec codes of a reference signal (DAC.encode).
 Single-threaded torch so float outputs do not depend on the thread count.
 """
 
@@ -46,6 +47,7 @@ REFERENCES = [
     ("第二段参考音频。", 9),
 ]
 CODEC_FRAMES = 12
+ENCODE_SAMPLES = 40_000  # 19.5 frames: DAC.encode pads the last one
 
 README = """# tests/fixtures/tiny: the tiny test bundle and golden outputs
 
@@ -73,6 +75,8 @@ the codec graphs listed in manifest.json's `files`.
 | greedy_frames.npy | int64 [n ≤ 30, 11]: fish-speech generate() on prompt_text as generate_long calls it (temperature 0.8, top_p 1e-6, repetition_penalty 1.1, max_new_tokens 30): per frame the main token id, then c0..c9; the last row is the <\\|im_end\\|> frame if one was produced. Reproduce with `fish_speech_compat = true` (greedy) |
 | sampled_frames.npy | int64 [n ≤ 30, 11]: the engine's sampler (default mode, Philox seed 1234, temperature 0.8, top_p 0.8, repetition_penalty 1.1) over fish-speech's logits on prompt_text, same row layout |
 | codec_codes.npy, codec_pcm.npy | int64 [1, 10, 12] random codes and float32 [1, 1, 12·frame_samples]: the reference codec decode of them |
+| encode_pcm.npy, encode_codes.npy | float32 [40000] a reference signal at 44.1 kHz (two tones, a chirp and noise) and int64 [10, 20]: fish-speech's DAC.encode of it |
+| greedy_ref1_frames.npy | int64 [n ≤ 30, 11]: like greedy_frames.npy, on prompt_ref1 (one reference voice: its transcript and codes) |
 """
 
 
@@ -148,6 +152,8 @@ def main() -> int:
         np.save(golden / "prefill_hidden.npy", hidden[None].astype(np.float32))
         greedy = oracle.generate_frames(model, prompts["prompt_text"], MAX_NEW_TOKENS, **GREEDY)
         np.save(golden / "greedy_frames.npy", greedy)
+        greedy_ref1 = oracle.generate_frames(model, prompts["prompt_ref1"], MAX_NEW_TOKENS, **GREEDY)
+        np.save(golden / "greedy_ref1_frames.npy", greedy_ref1)
         sampled = oracle.engine_sampled_frames(model, prompts["prompt_text"], max_frames=MAX_NEW_TOKENS, **SAMPLED)
         np.save(golden / "sampled_frames.npy", sampled)
 
@@ -164,6 +170,24 @@ def main() -> int:
             np.save(golden / "codec_pcm.npy", pcm)
             codec_params = {"frames": CODEC_FRAMES, "pcm_shape": list(pcm.shape)}
 
+            log("golden: codec encode")
+            # Own generator: the draws above stay as they were.
+            enc_rng = np.random.default_rng(SEED + 1)
+            rate = manifest["codec"]["sample_rate_hz"]
+            t = np.arange(ENCODE_SAMPLES, dtype=np.float64) / rate
+            signal = (
+                0.3 * np.sin(2 * np.pi * 220.0 * t)
+                + 0.2 * np.sin(2 * np.pi * 1375.0 * t)
+                + 0.1 * np.sin(2 * np.pi * (300.0 + 2000.0 * t) * t)
+                + 0.05 * enc_rng.standard_normal(ENCODE_SAMPLES)
+            ).astype(np.float32)
+            # reference_encode: pcm [S] -> codes [N, ceil(S / frame_samples)] (fish-speech DAC.encode)
+            enc_codes = codec.reference_encode(ckpt / "codec.pth", signal)
+            np.save(golden / "encode_pcm.npy", signal)
+            np.save(golden / "encode_codes.npy", enc_codes)
+            codec_params["encode_samples"] = ENCODE_SAMPLES
+            codec_params["encode_frames"] = int(enc_codes.shape[1])
+
         dump_json(
             golden / "params.json",
             {
@@ -171,6 +195,9 @@ def main() -> int:
                 "text": TEXT,
                 "max_new_tokens": MAX_NEW_TOKENS,
                 "greedy": dict(GREEDY, mode="fish_speech_compat", prompt="prompt_text.json", frames=len(greedy)),
+                "greedy_ref1": dict(
+                    GREEDY, mode="fish_speech_compat", prompt="prompt_ref1.json", frames=len(greedy_ref1)
+                ),
                 "sampled": dict(SAMPLED, mode="default", prompt="prompt_text.json", frames=len(sampled)),
                 "prefill": {"prompt": "prompt_text.json"},
                 "codec": codec_params,

@@ -178,7 +178,21 @@ def codec_manifest(dac: nn.Module, cfg: CodecConfig) -> dict:
         "receptive_field_frames": receptive_field_frames(dac),
         # post_module's RoPE table: DAC.decode of more frames indexes past it.
         "max_decode_frames": int(dac.quantizer.post_module.freqs_cis.shape[0]),
+        "max_encode_frames": max_encode_frames(dac),
     }
+
+
+def max_encode_frames(dac: nn.Module) -> int:
+    """Longest input DAC.encode handles, in frames: every RoPE table on the encode path (the
+    encoder's window transformers at the encoder rate, pre_module at the frame rate) must cover
+    the positions it is indexed with; more frames index past a table."""
+    per_frame = int(dac.frame_length) // int(dac.hop_length)  # encoder positions per frame
+    limits = [int(dac.quantizer.pre_module.freqs_cis.shape[0])]
+    for m in dac.encoder.modules():
+        table = getattr(m, "freqs_cis", None)
+        if isinstance(table, torch.Tensor):
+            limits.append(int(table.shape[0]) // per_frame)
+    return min(limits)
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str],

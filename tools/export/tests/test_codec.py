@@ -72,6 +72,8 @@ def test_codec_manifest_section_matches_tiny_config(tiny: dict) -> None:
     # 2 layers x (window 8 - 1) + 10 frames of conv context (see receptive_field_frames).
     assert c["receptive_field_frames"] == 2 * 7 + 10
     assert c["max_decode_frames"] == TINY.post.block_size
+    # Encoder RoPE table 512 positions at 4 per frame (hop 512, frame 2048); pre_module 512 frames.
+    assert c["max_encode_frames"] == min(TINY.encoder_block_size // 4, TINY.pre.block_size) == 128
 
 
 def test_codec_tiny_graphs_are_small_opset17_batch1(tiny: dict) -> None:
