@@ -150,6 +150,21 @@ impl Engine {
         Ok((frames, gen.prefill_logits().to_vec()))
     }
 
+    /// A frame generator for `text` (for `bench`, which times the stages itself).
+    pub(crate) fn generator(&self, text: &str, params: &SynthParams) -> Result<FrameGenerator> {
+        self.inner.generator(text, params)
+    }
+
+    /// The codec, or the bundle error saying it has none (for `bench`).
+    pub(crate) fn codec(&self) -> Result<Arc<dyn Codec>> {
+        self.inner.codec().cloned()
+    }
+
+    /// The bundle facts, shared (for `bench`).
+    pub(crate) fn info_arc(&self) -> Arc<BundleInfo> {
+        self.inner.info.clone()
+    }
+
     /// Codes → PCM (like fish-speech's codec CLI).
     pub fn decode_codes(&self, codes: &Codes) -> Result<Audio> {
         let codec = self.inner.codec()?;

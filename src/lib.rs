@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod backend;
+pub mod bench;
 pub mod bundle;
 mod codes;
 pub mod config;

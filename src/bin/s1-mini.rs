@@ -33,6 +33,8 @@ enum Command {
     Decode(DecodeArgs),
     /// Show the bundle and which backends are available (and why not).
     Info(InfoArgs),
+    /// Measure speed per backend (docs/bench.md): x real time, latency, first chunk, memory.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -141,6 +143,53 @@ struct InfoArgs {
     no_verify: bool,
 }
 
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["all_backends", "backend"])))]
+struct BenchArgs {
+    /// Measure every backend (unavailable ones are listed with the reason).
+    #[arg(long)]
+    all_backends: bool,
+    /// Measure one backend: auto, cuda, tensorrt, onnx-cuda, onnx-cpu.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Model bundle directory.
+    #[arg(long, default_value = "tests/fixtures/tiny")]
+    bundle: PathBuf,
+    /// Frames per run (default: 5 s of audio = 108 frames), fixed: <|im_end|> is not sampled.
+    #[arg(long, conflicts_with = "text_file")]
+    frames: Option<u32>,
+    /// Speak this file's text (UTF-8) instead of the built-in sentence.
+    #[arg(long)]
+    text_file: Option<PathBuf>,
+    /// Measured runs per backend (median, min–max).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// Excluded warm-up runs per backend.
+    #[arg(long, default_value_t = 1)]
+    warmup: u32,
+    /// Write the report as JSON (schema in docs/bench.md).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Let a real model stop at <|im_end|> (max 1024 frames) instead of a fixed frame count.
+    #[arg(long, conflicts_with = "frames")]
+    free: bool,
+    /// Per-stage time per frame (prefill, slow step, fast steps, sampling, codec, other).
+    #[arg(long)]
+    profile: bool,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Path of libonnxruntime.
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// Check the bundle's sha256 at load (counted in the load time).
+    #[arg(long)]
+    verify: bool,
+    /// ONNX Runtime intra-op threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
 fn config(a: &EngineArgs) -> Result<EngineConfig> {
     let mut c = EngineConfig::new(&a.bundle)
         .with_backend(a.backend.parse::<BackendKind>()?)
@@ -161,6 +210,12 @@ fn load(a: &EngineArgs) -> Result<Engine> {
     }
     eprintln!("loaded in {:.2} s, backend {}", t.elapsed().as_secs_f64(), engine.backend());
     Ok(engine)
+}
+
+fn read_text_file(f: &Path) -> Result<String> {
+    let bytes = std::fs::read(f).map_err(|e| Error::Io { path: f.into(), source: e })?;
+    String::from_utf8(bytes)
+        .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
 }
 
 fn read_text(g: &GenArgs) -> Result<String> {
@@ -367,6 +422,38 @@ fn info(a: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench(a: &BenchArgs) -> Result<()> {
+    use s1_mini::bench;
+    let mut cfg =
+        EngineConfig::new(&a.bundle).with_verify_hashes(a.verify).with_intra_op_threads(a.threads);
+    if let Some(p) = &a.ort_library {
+        cfg = cfg.with_ort_library_path(p);
+    }
+    let mut o = bench::BenchOptions::new(cfg);
+    o.backends = match &a.backend {
+        Some(b) => vec![b.parse::<BackendKind>()?],
+        None => BackendKind::PREFERENCE.to_vec(),
+    };
+    if let Some(f) = &a.text_file {
+        o.text = read_text_file(f)?;
+        o.text_from_file = true;
+    }
+    o.frames = a.frames;
+    o.free = a.free;
+    o.runs = a.runs;
+    o.warmup = a.warmup;
+    o.profile = a.profile;
+    o.seed = a.seed;
+    let report = bench::run(&o, &mut |line| eprintln!("{line}"))?;
+    print!("{}", bench::render_text(&report));
+    if let Some(path) = &a.json {
+        std::fs::write(path, bench::to_json(&report)?)
+            .map_err(|e| Error::Io { path: path.clone(), source: e })?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.command {
@@ -374,6 +461,7 @@ fn main() -> ExitCode {
         Command::Stream(a) => stream(a),
         Command::Decode(a) => decode(a),
         Command::Info(a) => info(a),
+        Command::Bench(a) => bench(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,735 @@
+//! `s1-mini bench`: the speed of each backend, measured the same way for all of them.
+//!
+//! For each backend: load time, then `warmup` excluded runs, then `runs` measured runs. A run is
+//! one one-shot synthesis (prompt → frames → codes → PCM, timed per stage) followed by one
+//! streamed synthesis up to its first audio chunk (time to first audio). Figures are the median
+//! of the runs with min and max. Random weights never emit `<|im_end|>` on purpose, so the frame
+//! count is fixed ([`SynthParams::ignore_end`]) unless [`BenchOptions::free`] lets a real model
+//! stop. The JSON report ([`BenchReport`], schema [`SCHEMA_VERSION`]) is documented in
+//! `docs/bench.md`. Speed is measured here, never by a test (STYLE rule 25).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::bundle::BundleInfo;
+use crate::config::{BackendKind, EngineConfig, SynthParams};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::generate::{self, StageTimes};
+
+/// Version of the JSON report. Bumped when a field changes meaning or disappears; new fields may
+/// be added without a bump.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Seconds of audio the default frame count stands for (and the latency figure is about).
+pub const DEFAULT_AUDIO_S: f64 = 5.0;
+
+/// Text spoken when no text file is given (its prompt length sets the prefill cost).
+pub const DEFAULT_TEXT: &str = "The quick brown fox jumps over the lazy dog, and then it runs \
+     back home to tell everyone what happened.";
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Engine settings (bundle, library, threads, hash check); `backend` is set per backend.
+    pub config: EngineConfig,
+    /// Backends to measure, in order. `auto` measures what `auto` picks.
+    pub backends: Vec<BackendKind>,
+    /// Text to speak.
+    pub text: String,
+    /// Whether `text` came from a file (for the report).
+    pub text_from_file: bool,
+    /// Frames per run; `None` = the frames of [`DEFAULT_AUDIO_S`] (108 for S1-mini). With
+    /// `free`, the upper limit (`None` = min(1024, context)).
+    pub frames: Option<u32>,
+    /// Let the model stop at `<|im_end|>` (real weights); else exactly `frames` frames.
+    pub free: bool,
+    /// Measured runs, ≥ 1.
+    pub runs: u32,
+    /// Excluded warm-up runs before them.
+    pub warmup: u32,
+    /// Measure per-stage times ([`StageTimes`]).
+    pub profile: bool,
+    /// Sampling seed (the same for every run, so every run does the same work).
+    pub seed: u64,
+    /// Frames of the first streamed chunk (time to first audio).
+    pub first_chunk_frames: u32,
+}
+
+impl BenchOptions {
+    /// Defaults for `bundle_dir`: onnx-cpu, default text, 5 s of audio, 3 runs after 1 warm-up.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            backends: vec![BackendKind::OnnxCpu],
+            text: DEFAULT_TEXT.into(),
+            text_from_file: false,
+            frames: None,
+            free: false,
+            runs: 3,
+            warmup: 1,
+            profile: false,
+            seed: 0,
+            first_chunk_frames: SynthParams::default().first_chunk_frames,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.backends.is_empty() {
+            return Err(Error::arg("backend", "give --backend NAME or --all-backends"));
+        }
+        if self.runs == 0 {
+            return Err(Error::arg("runs", "must be at least 1"));
+        }
+        if self.frames == Some(0) {
+            return Err(Error::arg("frames", "must be at least 1"));
+        }
+        if self.first_chunk_frames == 0 {
+            return Err(Error::arg("first_chunk_frames", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Median, minimum and maximum over the measured runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stat {
+    /// Median (the mean of the middle two for an even count).
+    pub median: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Stat {
+    /// Statistics of `values` (all zero when empty).
+    pub fn of(values: &[f64]) -> Self {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Self { median: 0.0, min: 0.0, max: 0.0 };
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Self { median, min: v[0], max: v[n - 1] }
+    }
+
+    fn scaled(self, k: f64) -> Self {
+        let (a, b) = (self.min * k, self.max * k);
+        Self { median: self.median * k, min: a.min(b), max: a.max(b) }
+    }
+}
+
+/// The machine the figures come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    /// `model name` from /proc/cpuinfo (`null` where there is none).
+    pub cpu_model: Option<String>,
+    /// Logical CPUs this process may use.
+    pub logical_cpus: usize,
+    /// `std::env::consts::OS` / `ARCH`.
+    pub os: String,
+    /// Seconds since 1970-01-01 UTC when the report was made.
+    pub unix_time_s: u64,
+}
+
+/// What each run generated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    /// Characters of text.
+    pub text_chars: usize,
+    /// Whether the text came from `--text-file` (else the built-in sentence).
+    pub text_from_file: bool,
+    /// Prompt length, tokens (prefill size).
+    pub prompt_tokens: usize,
+    /// `true`: exactly `frames` frames per run, `<|im_end|>` never sampled; `false` (`--free`):
+    /// the model stops where it likes, at most `frames`.
+    pub fixed_frames: bool,
+    /// Frames per run (fixed) or the limit (free).
+    pub frames: u32,
+    /// Audio frames per second of the bundle's codec (21.53 for S1-mini).
+    pub frame_rate_hz: f64,
+    /// Measured runs per backend.
+    pub runs: u32,
+    /// Excluded warm-up runs per backend.
+    pub warmup_runs: u32,
+    /// Frames of the first streamed chunk.
+    pub first_chunk_frames: u32,
+    /// Sampling seed.
+    pub seed: u64,
+}
+
+/// Per-stage time of the one-shot runs (`--profile`), medians over the runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// The prefill frame (prompt through the slow transformer + frame 0's fast steps), ms.
+    pub prefill_ms: Stat,
+    /// Per decoded frame: the slow-transformer call, ms.
+    pub slow_ms_per_frame: Stat,
+    /// Per decoded frame: all fast-transformer calls (`num_codebooks` of them), ms.
+    pub fast_ms_per_frame: Stat,
+    /// Per decoded frame: logit masking, repetition windows, sampling, ms.
+    pub sampling_ms_per_frame: Stat,
+    /// Per decoded frame: everything else in the frame loop (bookkeeping, copies), ms.
+    pub other_ms_per_frame: Stat,
+    /// Codec decode per audio frame, ms.
+    pub codec_ms_per_frame: Stat,
+}
+
+/// Peak memory of a backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// What was measured: `rss` (process peak resident set, VmHWM, reset before loading the
+    /// backend where Linux allows) or `device` (GPU memory).
+    pub kind: &'static str,
+    /// Bytes; `null` where this build cannot measure it.
+    pub peak_bytes: Option<u64>,
+    /// Whether the process peak was reset before this backend loaded (`rss` only; if not, it
+    /// includes whatever ran before in this process).
+    pub reset: bool,
+}
+
+/// Figures of one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendResult {
+    /// Backend name (`onnx-cpu`, ...).
+    pub backend: String,
+    /// `Engine::new` wall time (bundle check + sessions), seconds; one measurement.
+    pub load_s: f64,
+    /// Frames generated per run (the `<|im_end|>` frame included when free).
+    pub frames: Stat,
+    /// Audio per run, seconds.
+    pub audio_s: Stat,
+    /// One-shot synthesis wall time (prompt → PCM), ms.
+    pub synth_ms: Stat,
+    /// Audio seconds per wall second of the one-shot synthesis.
+    pub x_real_time: Stat,
+    /// Wall time to synthesise [`DEFAULT_AUDIO_S`] of audio, ms: the one-shot time when a run is
+    /// exactly that long, else `prefill + frames_5s × decode time per frame + codec time scaled
+    /// to frames_5s` (see `latency_5s_estimated`).
+    pub latency_5s_ms: Stat,
+    /// Whether `latency_5s_ms` is extrapolated from runs of another length.
+    pub latency_5s_estimated: bool,
+    /// Streaming: from the call to the first audio chunk (`first_chunk_frames` frames), ms.
+    pub first_chunk_ms: Stat,
+    /// Prefill frame (prompt → frame 0), ms.
+    pub prefill_ms: Stat,
+    /// Frames after the prefill frame per second of their wall time (the decode rate; the
+    /// figure comparable with `bench/torch_reference.py`'s `frames_per_s`).
+    pub frames_per_s: Stat,
+    /// Codec decode of the whole utterance, ms.
+    pub codec_ms: Stat,
+    /// Weights read per decoded frame, bytes (`null` without `llm.safetensors`): slow layers +
+    /// restricted head once, fast layers + fast head `num_codebooks` times, at the bundle's
+    /// precision. Embedding rows and KV caches are not counted.
+    pub weight_bytes_per_frame: Option<u64>,
+    /// `weight_bytes_per_frame × frames_per_s`, GB/s (10^9 bytes).
+    pub achieved_gb_per_s: Option<Stat>,
+    /// Peak memory.
+    pub memory: Memory,
+    /// Per-stage times (`--profile` only).
+    pub profile: Option<Profile>,
+}
+
+/// A backend that could not run, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unavailable {
+    /// Backend name.
+    pub backend: String,
+    /// The reason (the error message).
+    pub reason: String,
+}
+
+/// The whole report (`--json FILE` writes it).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// s1-mini version.
+    pub s1_mini_version: &'static str,
+    /// Where it ran.
+    pub host: HostInfo,
+    /// Bundle directory.
+    pub bundle: String,
+    /// Bundle precision (`fp32`, `fp16`).
+    pub precision: String,
+    /// ONNX Runtime intra-op threads asked for (0 = one per core).
+    pub intra_op_threads: usize,
+    /// What each run generated.
+    pub workload: Workload,
+    /// One entry per backend that ran.
+    pub results: Vec<BackendResult>,
+    /// Backends that could not run here, with the reason.
+    pub unavailable: Vec<Unavailable>,
+}
+
+/// Frames of `seconds` of audio at the bundle's frame rate (108 for 5 s of S1-mini).
+pub fn frames_for_seconds(info: &BundleInfo, seconds: f64) -> u32 {
+    (seconds * info.frame_rate_hz()).round().max(1.0) as u32
+}
+
+/// Runs the benchmark. Progress goes to `progress` (the CLI passes stderr).
+pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    opts.validate()?;
+    let bundle = crate::bundle::Bundle::load(&opts.config.bundle_dir, false)?;
+    let info = bundle.info;
+    let frames_5s = frames_for_seconds(&info, DEFAULT_AUDIO_S);
+    let mut results = Vec::new();
+    let mut unavailable = Vec::new();
+    let mut workload = None;
+    for &kind in &opts.backends {
+        let reset = reset_peak_rss();
+        let t = Instant::now();
+        let engine = match Engine::new(opts.config.clone().with_backend(kind)) {
+            Ok(e) => e,
+            Err(e @ Error::BackendUnavailable { .. }) => {
+                progress(&format!("{kind}: unavailable: {e}"));
+                unavailable
+                    .push(Unavailable { backend: kind.name().into(), reason: e.to_string() });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let load_s = t.elapsed().as_secs_f64();
+        for s in engine.skipped_backends() {
+            if !unavailable.iter().any(|u: &Unavailable| u.backend == s.backend.name()) {
+                unavailable.push(Unavailable {
+                    backend: s.backend.name().into(),
+                    reason: s.reason.clone(),
+                });
+            }
+        }
+        let prompt_tokens = engine.prompt(&opts.text)?.len;
+        let context = engine.context_frames(&opts.text)?;
+        let frames = match (opts.frames, opts.free) {
+            (Some(f), _) => f,
+            (None, false) => frames_5s,
+            (None, true) => context.clamp(1, 1024),
+        };
+        if frames > context {
+            return Err(Error::arg(
+                "frames",
+                format!("{frames} frames do not fit the context after a {prompt_tokens}-token prompt (at most {context})"),
+            ));
+        }
+        workload.get_or_insert(Workload {
+            text_chars: opts.text.chars().count(),
+            text_from_file: opts.text_from_file,
+            prompt_tokens,
+            fixed_frames: !opts.free,
+            frames,
+            frame_rate_hz: info.frame_rate_hz(),
+            runs: opts.runs,
+            warmup_runs: opts.warmup,
+            first_chunk_frames: opts.first_chunk_frames,
+            seed: opts.seed,
+        });
+        let params = SynthParams::default()
+            .with_seed(opts.seed)
+            .with_max_frames(frames)
+            .with_ignore_end(!opts.free)
+            .with_chunk_frames(opts.first_chunk_frames, SynthParams::default().chunk_frames);
+        let name = engine.backend().name();
+        progress(&format!(
+            "{name}: loaded in {load_s:.2} s; {} warm-up + {} runs of {frames} frames",
+            opts.warmup, opts.runs
+        ));
+        let mut runs = Vec::new();
+        for i in 0..opts.warmup + opts.runs {
+            let r = one_run(&engine, &opts.text, &params, opts.profile)?;
+            let (tag, n) =
+                if i < opts.warmup { ("warm-up", i + 1) } else { ("run", i + 1 - opts.warmup) };
+            progress(&format!(
+                "{name}: {tag} {n}: {} frames, {:.1} frames/s, first chunk {:.0} ms",
+                r.frames,
+                r.frames_per_s(),
+                r.first_chunk_ms
+            ));
+            if i >= opts.warmup {
+                runs.push(r);
+            }
+        }
+        let weight_bytes = weight_bytes_per_frame(&info);
+        let memory = peak_memory(engine.backend(), reset);
+        results.push(summarise(name, load_s, &runs, frames_5s, weight_bytes, memory, opts.profile));
+    }
+    let workload = workload.unwrap_or(Workload {
+        text_chars: opts.text.chars().count(),
+        text_from_file: opts.text_from_file,
+        prompt_tokens: 0,
+        fixed_frames: !opts.free,
+        frames: opts.frames.unwrap_or(frames_5s),
+        frame_rate_hz: info.frame_rate_hz(),
+        runs: opts.runs,
+        warmup_runs: opts.warmup,
+        first_chunk_frames: opts.first_chunk_frames,
+        seed: opts.seed,
+    });
+    Ok(BenchReport {
+        schema_version: SCHEMA_VERSION,
+        s1_mini_version: env!("CARGO_PKG_VERSION"),
+        host: host_info(),
+        bundle: opts.config.bundle_dir.display().to_string(),
+        precision: info.precision.clone(),
+        intra_op_threads: opts.config.intra_op_threads,
+        workload,
+        results,
+        unavailable,
+    })
+}
+
+/// Raw timings of one run.
+struct RunTimes {
+    frames: usize,
+    audio_frames: usize,
+    audio_s: f64,
+    synth_ms: f64,
+    prefill_ms: f64,
+    decode_ms: f64,
+    codec_ms: f64,
+    first_chunk_ms: f64,
+    stages: Option<StageTimes>,
+}
+
+impl RunTimes {
+    fn frames_per_s(&self) -> f64 {
+        let decoded = self.frames.saturating_sub(1) as f64;
+        if self.decode_ms > 0.0 {
+            decoded / (self.decode_ms / 1e3)
+        } else {
+            0.0
+        }
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// One one-shot synthesis, timed per stage, then one stream up to its first chunk.
+fn one_run(engine: &Engine, text: &str, params: &SynthParams, profile: bool) -> Result<RunTimes> {
+    let info = engine.info_arc();
+    let codec = engine.codec()?;
+    let t_all = Instant::now();
+    let mut gen = engine.generator(text, params)?;
+    if profile {
+        gen.enable_profile();
+    }
+    let t = Instant::now();
+    let mut frames = Vec::with_capacity(params.max_frames as usize);
+    frames.extend(gen.decode_frame()?);
+    let prefill_ms = ms(t);
+    let t = Instant::now();
+    while let Some(f) = gen.decode_frame()? {
+        frames.push(f);
+    }
+    let decode_ms = ms(t);
+    let codes = generate::frames_to_codes(&info, &frames)?;
+    let audio_frames = codes.frames().0;
+    let t = Instant::now();
+    let pcm = generate::decode_range(codec.as_ref(), &info, &codes, 0, audio_frames)?;
+    let codec_ms = ms(t);
+    let synth_ms = ms(t_all);
+    let audio_s = pcm.len() as f64 / f64::from(info.codec.sample_rate_hz);
+
+    let t = Instant::now();
+    let mut stream = engine.stream(text, params)?;
+    stream.next_chunk()?;
+    let first_chunk_ms = ms(t);
+    drop(stream);
+
+    Ok(RunTimes {
+        frames: frames.len(),
+        audio_frames,
+        audio_s,
+        synth_ms,
+        prefill_ms,
+        decode_ms,
+        codec_ms,
+        first_chunk_ms,
+        stages: gen.profile().cloned(),
+    })
+}
+
+fn summarise(
+    name: &str,
+    load_s: f64,
+    runs: &[RunTimes],
+    frames_5s: u32,
+    weight_bytes: Option<u64>,
+    memory: Memory,
+    profile: bool,
+) -> BackendResult {
+    let stat = |f: &dyn Fn(&RunTimes) -> f64| Stat::of(&runs.iter().map(f).collect::<Vec<_>>());
+    let n5 = f64::from(frames_5s);
+    let exact = runs.iter().all(|r| r.audio_frames == frames_5s as usize);
+    let latency = if exact {
+        stat(&|r| r.synth_ms)
+    } else {
+        stat(&|r| {
+            let per_frame = r.decode_ms / r.frames.saturating_sub(1).max(1) as f64;
+            let codec = r.codec_ms / r.audio_frames.max(1) as f64;
+            r.prefill_ms + (n5 - 1.0).max(0.0) * per_frame + n5 * codec
+        })
+    };
+    let fps = stat(&|r| r.frames_per_s());
+    let per_frame = |d: &dyn Fn(&StageTimes) -> std::time::Duration| {
+        stat(&|r| {
+            r.stages
+                .as_ref()
+                .map_or(0.0, |s| d(s).as_secs_f64() * 1e3 / s.decoded_frames.max(1) as f64)
+        })
+    };
+    let prof = profile.then(|| Profile {
+        prefill_ms: stat(&|r| r.stages.as_ref().map_or(0.0, |s| s.prefill.as_secs_f64() * 1e3)),
+        slow_ms_per_frame: per_frame(&|s| s.slow),
+        fast_ms_per_frame: per_frame(&|s| s.fast),
+        sampling_ms_per_frame: per_frame(&|s| s.sampling),
+        other_ms_per_frame: per_frame(&StageTimes::other),
+        codec_ms_per_frame: stat(&|r| r.codec_ms / r.audio_frames.max(1) as f64),
+    });
+    BackendResult {
+        backend: name.into(),
+        load_s,
+        frames: stat(&|r| r.frames as f64),
+        audio_s: stat(&|r| r.audio_s),
+        synth_ms: stat(&|r| r.synth_ms),
+        x_real_time: stat(&|r| if r.synth_ms > 0.0 { r.audio_s / (r.synth_ms / 1e3) } else { 0.0 }),
+        latency_5s_ms: latency,
+        latency_5s_estimated: !exact,
+        first_chunk_ms: stat(&|r| r.first_chunk_ms),
+        prefill_ms: stat(&|r| r.prefill_ms),
+        frames_per_s: fps,
+        codec_ms: stat(&|r| r.codec_ms),
+        weight_bytes_per_frame: weight_bytes,
+        achieved_gb_per_s: weight_bytes.map(|b| fps.scaled(b as f64 / 1e9)),
+        memory,
+        profile: prof,
+    }
+}
+
+/// Weights read per decoded frame, from `llm.safetensors`'s header (shapes under checkpoint
+/// names): `layers.*` + `norm` + the restricted head (semantic rows + `<|im_end|>`) once,
+/// `fast_layers.*` + `fast_norm` + `fast_output`'s first `fast_logit_rows` rows once per
+/// codebook, at the bundle precision. `None` when the file is missing or unreadable.
+pub fn weight_bytes_per_frame(info: &BundleInfo) -> Option<u64> {
+    let header = safetensors_header(&info.dir.join("llm.safetensors"))?;
+    let elem: u64 = if info.precision == "fp32" { 4 } else { 2 };
+    let (mut slow, mut fast) = (0u64, 0u64);
+    for (name, entry) in header.as_object()? {
+        let shape: Vec<u64> = match entry.get("shape").and_then(|s| s.as_array()) {
+            Some(s) => s.iter().filter_map(serde_json::Value::as_u64).collect(),
+            None => continue, // __metadata__
+        };
+        let numel: u64 = shape.iter().product();
+        let rows = shape.first().copied().unwrap_or(0);
+        let cols = shape.get(1).copied().unwrap_or(1);
+        if name.starts_with("layers.") || name == "norm.weight" {
+            slow += numel;
+        } else if name == "output.weight" {
+            slow += (info.semantic_rows as u64 + 1).min(rows) * cols;
+        } else if name.starts_with("fast_layers.") || name == "fast_norm.weight" {
+            fast += numel;
+        } else if name == "fast_output.weight" {
+            fast += (info.fast_logit_rows as u64).min(rows) * cols;
+        }
+    }
+    Some((slow + fast * info.model.num_codebooks as u64) * elem)
+}
+
+fn safetensors_header(path: &Path) -> Option<serde_json::Value> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return None;
+    }
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    f.read_exact(&mut buf).ok()?;
+    serde_json::from_slice(&buf).ok()
+}
+
+/// Resets the process's peak RSS (`VmHWM`) through `/proc/self/clear_refs`; `false` where that
+/// is not possible (not Linux, or not allowed).
+fn reset_peak_rss() -> bool {
+    cfg!(target_os = "linux") && std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// `VmHWM` of this process, bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Peak memory of `kind`: RSS for the CPU backend; GPU backends report device memory here once
+/// they exist (the hook: they have no memory query yet, so `null`).
+fn peak_memory(kind: BackendKind, reset: bool) -> Memory {
+    match kind {
+        BackendKind::OnnxCpu | BackendKind::Auto => {
+            Memory { kind: "rss", peak_bytes: peak_rss_bytes(), reset }
+        }
+        BackendKind::Cuda | BackendKind::TensorRt | BackendKind::OnnxCuda => {
+            Memory { kind: "device", peak_bytes: None, reset: false }
+        }
+    }
+}
+
+fn host_info() -> HostInfo {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    });
+    HostInfo {
+        cpu_model,
+        logical_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        os: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        unix_time_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+fn range(s: Stat, digits: usize) -> String {
+    format!("{:.d$} [{:.d$}–{:.d$}]", s.median, s.min, s.max, d = digits)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / f64::from(1 << 20))
+}
+
+/// The report as text (what the CLI prints).
+pub fn render_text(r: &BenchReport) -> String {
+    let mut o = String::new();
+    let w = &r.workload;
+    let _ = writeln!(
+        o,
+        "s1-mini bench (schema {}) | bundle {} ({}) | {} | {} logical CPUs | ORT intra-op threads {}",
+        r.schema_version,
+        r.bundle,
+        r.precision,
+        r.host.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        r.host.logical_cpus,
+        if r.intra_op_threads == 0 { "default".into() } else { r.intra_op_threads.to_string() }
+    );
+    let audio = f64::from(w.frames) / w.frame_rate_hz;
+    if w.fixed_frames {
+        let _ = writeln!(
+            o,
+            "workload: {} frames per run, fixed (= {audio:.2} s of audio; <|im_end|> is not sampled, \
+             random weights never stop; --free lets a real model stop), prompt {} tokens",
+            w.frames, w.prompt_tokens
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "workload: free (the model stops at <|im_end|>, at most {} frames), prompt {} tokens",
+            w.frames, w.prompt_tokens
+        );
+    }
+    let _ =
+        writeln!(o, "{} measured runs after {} warm-up; median [min–max]", w.runs, w.warmup_runs);
+    for b in &r.results {
+        let _ = writeln!(o, "\n{}", b.backend);
+        let _ = writeln!(o, "  x real time           {} x", range(b.x_real_time, 2));
+        let _ = writeln!(
+            o,
+            "  latency, {DEFAULT_AUDIO_S:.0} s audio   {} ms{}",
+            range(b.latency_5s_ms, 0),
+            if b.latency_5s_estimated { " (extrapolated)" } else { "" }
+        );
+        let _ = writeln!(
+            o,
+            "  first audio chunk     {} ms ({} frames, streaming)",
+            range(b.first_chunk_ms, 0),
+            w.first_chunk_frames
+        );
+        let _ = writeln!(o, "  load                  {:.2} s", b.load_s);
+        let mem = match (b.memory.kind, b.memory.peak_bytes) {
+            (k, Some(p)) => format!("{} ({k})", mib(p)),
+            (k, None) => format!("not measured ({k} memory has no query in this build)"),
+        };
+        let _ = writeln!(o, "  peak memory           {mem}");
+        let _ = writeln!(o, "  frames/s (decode)     {}", range(b.frames_per_s, 2));
+        match (b.weight_bytes_per_frame, b.achieved_gb_per_s) {
+            (Some(wb), Some(gb)) => {
+                let _ = writeln!(
+                    o,
+                    "  achieved bandwidth    {} GB/s ({:.3} GB of weights per frame)",
+                    range(gb, 2),
+                    wb as f64 / 1e9
+                );
+            }
+            _ => {
+                let _ = writeln!(o, "  achieved bandwidth    unknown (no llm.safetensors)");
+            }
+        }
+        let _ = writeln!(o, "  prefill frame         {} ms", range(b.prefill_ms, 1));
+        let _ = writeln!(
+            o,
+            "  codec decode          {} ms ({:.2} s of audio)",
+            range(b.codec_ms, 1),
+            b.audio_s.median
+        );
+        if let Some(p) = &b.profile {
+            let _ = writeln!(o, "  profile, ms per decoded frame (median [min–max]):");
+            let _ = writeln!(o, "    slow step           {}", range(p.slow_ms_per_frame, 3));
+            let _ = writeln!(o, "    fast steps          {}", range(p.fast_ms_per_frame, 3));
+            let _ = writeln!(o, "    sampling            {}", range(p.sampling_ms_per_frame, 3));
+            let _ = writeln!(o, "    other/copies        {}", range(p.other_ms_per_frame, 3));
+            let _ = writeln!(o, "    codec (per frame)   {}", range(p.codec_ms_per_frame, 3));
+            let _ = writeln!(o, "    prefill frame       {} ms once", range(p.prefill_ms, 1));
+        }
+    }
+    if !r.unavailable.is_empty() {
+        let _ = writeln!(o, "\nunavailable");
+        for u in &r.unavailable {
+            let _ = writeln!(o, "  {:<10} {}", u.backend, u.reason);
+        }
+    }
+    o
+}
+
+/// The report as pretty JSON.
+pub fn to_json(r: &BenchReport) -> Result<String> {
+    serde_json::to_string_pretty(r).map_err(|e| Error::Internal(format!("bench json: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_median_min_max() {
+        let s = Stat::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Stat::of(&[1.0, 2.0, 4.0, 3.0]).median, 2.5);
+        assert_eq!(Stat::of(&[]).median, 0.0);
+    }
+
+    #[test]
+    fn bench_options_zero_runs_is_invalid_argument() {
+        let mut o = BenchOptions::new(EngineConfig::new("tests/fixtures/tiny"));
+        o.runs = 0;
+        assert!(matches!(o.validate(), Err(Error::InvalidArgument { name: "runs", .. })));
+        o.runs = 1;
+        o.frames = Some(0);
+        assert!(matches!(o.validate(), Err(Error::InvalidArgument { name: "frames", .. })));
+    }
+
+    #[test]
+    fn peak_rss_is_readable_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_bytes().unwrap_or(0) > 0);
+        }
+    }
+}

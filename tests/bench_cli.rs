@@ -1,0 +1,163 @@
+//! `s1-mini bench` on the tiny bundle: the report's shape and sanity, and argument errors.
+//! Speed itself is never asserted (STYLE rule 25).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_s1-mini"))
+        .env("ORT_DYLIB_PATH", ort_library())
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn tmp_json(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("s1mini-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(format!("{tag}.json"))
+}
+
+fn positive(v: &serde_json::Value, path: &str) -> f64 {
+    let mut x = v;
+    for k in path.split('.') {
+        x = &x[k];
+    }
+    let f = x.as_f64().unwrap_or_else(|| panic!("{path} is not a number: {x}"));
+    assert!(f.is_finite() && f > 0.0, "{path} = {f}");
+    f
+}
+
+#[test]
+fn bench_tiny_json_has_schema_fields_and_sane_values() {
+    let json = tmp_json("tiny");
+    let bundle = tiny_dir();
+    let out = bench(&[
+        "--backend",
+        "onnx-cpu",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--frames",
+        "4",
+        "--runs",
+        "1",
+        "--profile",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("onnx-cpu") && text.contains("fixed"), "{text}");
+
+    let r = read_json(&json);
+    assert_eq!(r["schema_version"], 1);
+    assert!(r["host"]["logical_cpus"].as_u64().unwrap() >= 1);
+    let w = &r["workload"];
+    assert_eq!(w["frames"], 4);
+    assert_eq!(w["fixed_frames"], true);
+    assert_eq!(w["runs"], 1);
+    assert!(w["prompt_tokens"].as_u64().unwrap() > 0);
+
+    let res = r["results"].as_array().unwrap();
+    assert_eq!(res.len(), 1);
+    let b = &res[0];
+    assert_eq!(b["backend"], "onnx-cpu");
+    // A fixed count: exactly 4 frames, all of them audio.
+    assert_eq!(b["frames"]["median"], 4.0);
+    let audio_s = positive(b, "audio_s.median");
+    let rate = w["frame_rate_hz"].as_f64().unwrap();
+    assert!((audio_s - 4.0 / rate).abs() < 1e-3, "{audio_s}");
+    for f in [
+        "load_s",
+        "synth_ms.median",
+        "x_real_time.median",
+        "latency_5s_ms.median",
+        "first_chunk_ms.median",
+        "prefill_ms.median",
+        "frames_per_s.median",
+        "codec_ms.median",
+        "achieved_gb_per_s.median",
+        "weight_bytes_per_frame",
+        "memory.peak_bytes",
+    ] {
+        positive(b, f);
+    }
+    for s in ["synth_ms", "frames_per_s", "first_chunk_ms"] {
+        let st = &b[s];
+        let (lo, mid, hi) = (st["min"].as_f64(), st["median"].as_f64(), st["max"].as_f64());
+        assert!(lo <= mid && mid <= hi, "{s}: {st}");
+    }
+    // 4 frames is not 5 s of audio: the latency figure says it is extrapolated.
+    assert_eq!(b["latency_5s_estimated"], true);
+    assert_eq!(b["memory"]["kind"], "rss");
+    // The synthesis includes the frames and the codec.
+    assert!(positive(b, "synth_ms.median") >= positive(b, "codec_ms.median"));
+    for f in ["slow_ms_per_frame", "fast_ms_per_frame", "sampling_ms_per_frame"] {
+        positive(&b["profile"], &format!("{f}.median"));
+    }
+    assert!(b["profile"]["other_ms_per_frame"]["median"].as_f64().unwrap() >= 0.0);
+    // The GPU backends of this build are listed with a reason, not measured.
+    assert!(r["unavailable"].is_array());
+}
+
+#[test]
+fn bench_all_backends_lists_unavailable_with_reason() {
+    let json = tmp_json("all");
+    let bundle = tiny_dir();
+    let out = bench(&[
+        "--all-backends",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--frames",
+        "2",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = read_json(&json);
+    let ran: Vec<&str> =
+        r["results"].as_array().unwrap().iter().map(|b| b["backend"].as_str().unwrap()).collect();
+    let skipped = r["unavailable"].as_array().unwrap();
+    assert!(ran.contains(&"onnx-cpu"), "{ran:?}");
+    // Every concrete backend is either measured or listed with its reason.
+    for name in ["cuda", "tensorrt", "onnx-cuda", "onnx-cpu"] {
+        let listed = skipped
+            .iter()
+            .any(|u| u["backend"] == name && !u["reason"].as_str().unwrap_or("").trim().is_empty());
+        assert!(ran.contains(&name) || listed, "{name}: {r}");
+    }
+}
+
+#[test]
+fn bench_bad_arguments_fail_with_a_message() {
+    let bundle = tiny_dir();
+    let b = bundle.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bundle", b], "--all-backends"),
+        (&["--backend", "onnx-cpu", "--all-backends", "--bundle", b], "cannot be used with"),
+        (&["--backend", "gpu", "--bundle", b], "unknown backend"),
+        (&["--backend", "onnx-cpu", "--bundle", b, "--runs", "0"], "runs"),
+        (&["--backend", "onnx-cpu", "--bundle", b, "--frames", "0"], "frames"),
+        (
+            &["--backend", "onnx-cpu", "--bundle", b, "--frames", "4", "--free"],
+            "cannot be used with",
+        ),
+        (&["--backend", "onnx-cpu", "--bundle", b, "--frames", "99999"], "context"),
+        (&["--backend", "onnx-cpu", "--bundle", "/nonexistent/bundle"], "error"),
+    ];
+    for (args, want) in cases {
+        let out = bench(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
