@@ -1,0 +1,117 @@
+// s1-mini CUDA kernels: shared helpers. Concatenated in front of every .cu file by kernels/mod.rs
+// (NVRTC sees no file system, so no kernel file includes another).
+//
+// Conventions: weights are bf16 stored as raw `unsigned short` bits (no cuda_bf16.h needed);
+// activations and the residual stream are f32; KV caches are bf16. Every index that can exceed
+// 2^31 is computed in 64-bit.
+
+typedef unsigned short bf16_t;
+typedef long long i64_t;
+
+#define S1_INF __int_as_float(0x7f800000)
+#define S1_NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float bf16_to_f32(bf16_t v) {
+    return __uint_as_float(((unsigned int)v) << 16);
+}
+
+// Round to nearest even, NaN kept quiet (torch's float -> bfloat16 conversion).
+__device__ __forceinline__ bf16_t f32_to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return (bf16_t)((u >> 16) | 0x40u);
+    }
+    unsigned int lsb = (u >> 16) & 1u;
+    u += 0x7fffu + lsb;
+    return (bf16_t)(u >> 16);
+}
+
+// Two bf16 packed in one 32-bit word: low half is the element with the lower address.
+__device__ __forceinline__ float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Block-wide sum; `scratch` holds >= 32 floats. All threads get the result.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float r = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : 0.0f;
+    if (warp == 0) {
+        r = warp_sum(r);
+        if (lane == 0) scratch[0] = r;
+    }
+    __syncthreads();
+    r = scratch[0];
+    __syncthreads();
+    return r;
+}
+
+// Block-wide max (NaN ignored as fmaxf does). All threads get the result.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float r = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : S1_NEG_INF;
+    if (warp == 0) {
+        r = warp_max(r);
+        if (lane == 0) scratch[0] = r;
+    }
+    __syncthreads();
+    r = scratch[0];
+    __syncthreads();
+    return r;
+}
+
+// Device-resident state of one request, read by the captured frame graph (layout mirrored by
+// `DeviceState` in engine.rs; 16 words).
+struct S1State {
+    int kv_pos;            // positions filled in the slow KV cache
+    unsigned int frame;    // frame index f (0 = prefill frame)
+    unsigned int seed_lo;  // Philox key word 0
+    unsigned int seed_hi;  // Philox key word 1
+    float temperature;     // 0 = greedy
+    float top_p;
+    float rep_penalty;
+    int compat;            // fish_speech_compat: main-token window = first column's 11 values
+    int ignore_end;        // mask <|im_end|> out of the slow head
+    int max_kv;            // capacity of the slow KV cache, in positions
+    int pad[6];
+};
+
+// Philox4x32-10 (Random123), first output word.
+__device__ __forceinline__ unsigned int philox_x0(unsigned int c0, unsigned int c1, unsigned int c2,
+                                                  unsigned int c3, unsigned int k0, unsigned int k1) {
+#pragma unroll
+    for (int r = 0; r < 10; ++r) {
+        if (r > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        const unsigned int hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+        const unsigned int hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+        const unsigned int n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+    }
+    return c0;
+}
