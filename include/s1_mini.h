@@ -244,6 +244,97 @@ typedef struct s1_engine_config {
   /**
    * Path of the model bundle directory (holding manifest.json). Required.
    */
+/**
+ * Graph optimisation level of the ONNX Runtime sessions (`s1_engine_config.graph_optimization`).
+ */
+enum s1_graph_optimization
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * No graph rewrites.
+   */
+  S1_GRAPH_OPTIMIZATION_DISABLE = 0,
+  /**
+   * Constant folding, redundant node removal.
+   */
+  S1_GRAPH_OPTIMIZATION_BASIC = 1,
+  /**
+   * Plus operator fusions.
+   */
+  S1_GRAPH_OPTIMIZATION_EXTENDED = 2,
+  /**
+   * Plus layout optimisations (the default).
+   */
+  S1_GRAPH_OPTIMIZATION_LAYOUT = 3,
+  /**
+   * Every optimisation ONNX Runtime has.
+   */
+  S1_GRAPH_OPTIMIZATION_ALL = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum s1_graph_optimization s1_graph_optimization;
+#else
+typedef int32_t s1_graph_optimization;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Precision of TensorRT engines (`s1_engine_config.tensorrt_precision`).
+ */
+enum s1_tensorrt_precision
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * FP16 (the default).
+   */
+  S1_TENSORRT_PRECISION_FP16 = 0,
+  /**
+   * INT8 with FP16 fallback; needs a calibration table (docs/gpu-onnx.md).
+   */
+  S1_TENSORRT_PRECISION_INT8 = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum s1_tensorrt_precision s1_tensorrt_precision;
+#else
+typedef int32_t s1_tensorrt_precision;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * cuDNN convolution algorithm search (`s1_engine_config.cudnn_conv_algo_search`).
+ */
+enum s1_cudnn_conv_algo_search
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Benchmark every algorithm on first use (the default).
+   */
+  S1_CUDNN_CONV_ALGO_SEARCH_EXHAUSTIVE = 0,
+  /**
+   * cuDNN's heuristics.
+   */
+  S1_CUDNN_CONV_ALGO_SEARCH_HEURISTIC = 1,
+  /**
+   * The implicit-precomputed-GEMM algorithm, no search.
+   */
+  S1_CUDNN_CONV_ALGO_SEARCH_DEFAULT = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum s1_cudnn_conv_algo_search s1_cudnn_conv_algo_search;
+#else
+typedef int32_t s1_cudnn_conv_algo_search;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
   const char *bundle_dir;
   /**
    * Backend name: "auto" (default, fastest available), "onnx-cpu", "onnx-cuda", "tensorrt",
@@ -294,6 +385,54 @@ typedef struct s1_synth_params {
    */
   uint32_t max_frames;
   /**
+  /**
+   * TensorRT builder workspace limit in bytes; 0 = TensorRT's default (the device's memory).
+   * Non-zero values below 1 MiB are refused (the unit is bytes).
+   */
+  uint64_t tensorrt_workspace_bytes;
+  /**
+   * ONNX Runtime threads running independent operators in parallel; 0 = its default.
+   */
+  uint32_t inter_op_threads;
+  /**
+   * CUDA device ordinal for the "cuda", "tensorrt" and "onnx-cuda" backends (0 = first GPU).
+   */
+  uint32_t device_id;
+  /**
+   * ONNX Runtime graph optimisation level: an `s1_graph_optimization` value
+   * (default `S1_GRAPH_OPTIMIZATION_LAYOUT`).
+   */
+  int32_t graph_optimization;
+  /**
+   * TensorRT engine precision: an `s1_tensorrt_precision` value (default
+   * `S1_TENSORRT_PRECISION_FP16`). INT8 needs `cache_dir` and
+   * `tensorrt_int8_calibration_file` (docs/gpu-onnx.md).
+   */
+  int32_t tensorrt_precision;
+  /**
+   * cuDNN convolution algorithm search of "onnx-cuda": an `s1_cudnn_conv_algo_search` value
+   * (default `S1_CUDNN_CONV_ALGO_SEARCH_EXHAUSTIVE`).
+   */
+  int32_t cudnn_conv_algo_search;
+  /**
+   * TensorRT profile: cache length (prompt + frames so far, in tokens) the kernels are tuned
+   * for; default 256.
+   */
+  uint32_t tensorrt_profile_opt_tokens;
+  /**
+   * TensorRT profile: longest prompt in tokens; 0 = the model's context (default).
+   */
+  uint32_t tensorrt_profile_max_tokens;
+  /**
+   * Directory for TensorRT's engine and timing caches (created if missing; an error if not
+   * writable). NULL = no caches: engines are rebuilt at every start (minutes).
+   */
+  const char *cache_dir;
+  /**
+   * INT8 only: file of sample sentences (UTF-8, one per line) naming the calibration table
+   * in `cache_dir`. NULL = none (required with INT8, refused with FP16).
+   */
+  const char *tensorrt_int8_calibration_file;
    * Frames in the first streamed chunk (small = earlier first audio), at least 1. Default 4.
    */
   uint32_t first_chunk_frames;

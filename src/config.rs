@@ -6,6 +6,13 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
+mod gpu;
+pub(crate) use gpu::option_path;
+pub use gpu::{
+    prepare_cache_dir, read_calibration_sentences, CudnnConvAlgoSearch, GraphOptimization,
+    PromptProfile, TensorRtPrecision,
+};
+
 /// Which backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BackendKind {
@@ -82,6 +89,34 @@ pub struct EngineConfig {
     pub verify_hashes: bool,
     /// Threads ONNX Runtime uses inside one operator; 0 = ONNX Runtime's default (one per core).
     pub intra_op_threads: usize,
+    /// Threads ONNX Runtime uses to run independent operators in parallel, 0 ..= 1024;
+    /// 0 = ONNX Runtime's default. Sessions run sequentially, so this matters little. Default 0.
+    pub inter_op_threads: usize,
+    /// ONNX Runtime graph optimisation level of every session. Default
+    /// [`GraphOptimization::Layout`].
+    pub graph_optimization: GraphOptimization,
+    /// CUDA device ordinal for `cuda`, `tensorrt` and `onnx-cuda`, 0 ..= 2^31 − 1. Default 0.
+    pub device_id: u32,
+    /// cuDNN convolution algorithm search of the CUDA execution provider (`onnx-cuda`).
+    /// Default [`CudnnConvAlgoSearch::Exhaustive`].
+    pub cudnn_conv_algo_search: CudnnConvAlgoSearch,
+    /// Precision of the TensorRT engines (`tensorrt`). Default [`TensorRtPrecision::Fp16`].
+    pub tensorrt_precision: TensorRtPrecision,
+    /// TensorRT builder workspace limit, in bytes; 0 = TensorRT's default (the device's memory).
+    /// Non-zero values below 1 MiB are refused (a unit mistake). Default 0.
+    pub tensorrt_workspace_bytes: u64,
+    /// TensorRT optimisation profile of the slow transformer (prompt lengths; decode calls are
+    /// one token). Default opt 256, max = the model's context.
+    pub tensorrt_profile: PromptProfile,
+    /// File of sample sentences (UTF-8, one per line) that names the int8 calibration table
+    /// `int8-calibration-<sha256 prefix>.flatbuffers` in [`EngineConfig::cache_dir`]. s1-mini
+    /// does not compute the table itself (`docs/gpu-onnx.md` says what does). Required with
+    /// [`TensorRtPrecision::Int8`], refused otherwise. Default `None`.
+    pub tensorrt_int8_calibration_file: Option<PathBuf>,
+    /// Directory for TensorRT's engine cache and timing cache (and the int8 calibration table);
+    /// created if missing, and an error if it cannot be written. `None` = no caches: TensorRT
+    /// rebuilds its engines (minutes for S1-mini) at every start. Default `None`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +127,15 @@ impl Default for EngineConfig {
             ort_library_path: None,
             verify_hashes: true,
             intra_op_threads: 0,
+            inter_op_threads: 0,
+            graph_optimization: GraphOptimization::Layout,
+            device_id: 0,
+            cudnn_conv_algo_search: CudnnConvAlgoSearch::Exhaustive,
+            tensorrt_precision: TensorRtPrecision::Fp16,
+            tensorrt_workspace_bytes: 0,
+            tensorrt_profile: PromptProfile::default(),
+            tensorrt_int8_calibration_file: None,
+            cache_dir: None,
         }
     }
 }
@@ -135,6 +179,143 @@ impl EngineConfig {
     pub fn with_intra_op_threads(mut self, threads: usize) -> Self {
         self.intra_op_threads = threads;
         self
+    }
+
+    /// Sets [`EngineConfig::inter_op_threads`].
+    #[must_use]
+    pub fn with_inter_op_threads(mut self, threads: usize) -> Self {
+        self.inter_op_threads = threads;
+        self
+    }
+
+    /// Sets [`EngineConfig::graph_optimization`].
+    #[must_use]
+    pub fn with_graph_optimization(mut self, level: GraphOptimization) -> Self {
+        self.graph_optimization = level;
+        self
+    }
+
+    /// Sets [`EngineConfig::device_id`].
+    #[must_use]
+    pub fn with_device_id(mut self, device_id: u32) -> Self {
+        self.device_id = device_id;
+        self
+    }
+
+    /// Sets [`EngineConfig::cudnn_conv_algo_search`].
+    #[must_use]
+    pub fn with_cudnn_conv_algo_search(mut self, search: CudnnConvAlgoSearch) -> Self {
+        self.cudnn_conv_algo_search = search;
+        self
+    }
+
+    /// Sets [`EngineConfig::tensorrt_precision`].
+    #[must_use]
+    pub fn with_tensorrt_precision(mut self, precision: TensorRtPrecision) -> Self {
+        self.tensorrt_precision = precision;
+        self
+    }
+
+    /// Sets [`EngineConfig::tensorrt_workspace_bytes`].
+    #[must_use]
+    pub fn with_tensorrt_workspace_bytes(mut self, bytes: u64) -> Self {
+        self.tensorrt_workspace_bytes = bytes;
+        self
+    }
+
+    /// Sets [`EngineConfig::tensorrt_profile`].
+    #[must_use]
+    pub fn with_tensorrt_profile(mut self, profile: PromptProfile) -> Self {
+        self.tensorrt_profile = profile;
+        self
+    }
+
+    /// Sets [`EngineConfig::tensorrt_int8_calibration_file`].
+    #[must_use]
+    pub fn with_tensorrt_int8_calibration_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tensorrt_int8_calibration_file = Some(path.into());
+        self
+    }
+
+    /// Sets [`EngineConfig::cache_dir`].
+    #[must_use]
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Checks every option that needs no bundle and no file system; the errors name the
+    /// option. [`crate::Engine::new`] calls it (through the backend selection) before anything
+    /// is loaded. Profiles are checked against the model's context when the bundle is read, and
+    /// `cache_dir` is created and probed for writing then.
+    pub fn validate(&self) -> Result<()> {
+        const MAX_THREADS: usize = 1024;
+        if self.intra_op_threads > MAX_THREADS {
+            return Err(Error::arg(
+                "intra_op_threads",
+                format!("{} is above {MAX_THREADS} (0 = one per core)", self.intra_op_threads),
+            ));
+        }
+        if self.inter_op_threads > MAX_THREADS {
+            return Err(Error::arg(
+                "inter_op_threads",
+                format!(
+                    "{} is above {MAX_THREADS} (0 = ONNX Runtime's default)",
+                    self.inter_op_threads
+                ),
+            ));
+        }
+        if i32::try_from(self.device_id).is_err() {
+            return Err(Error::arg(
+                "device_id",
+                format!("{} is not a CUDA device ordinal (0 ..= 2147483647)", self.device_id),
+            ));
+        }
+        if self.tensorrt_workspace_bytes != 0 && self.tensorrt_workspace_bytes < (1 << 20) {
+            return Err(Error::arg(
+                "tensorrt_workspace_bytes",
+                format!(
+                    "{} bytes is below 1 MiB; the unit is bytes (0 = TensorRT's default)",
+                    self.tensorrt_workspace_bytes
+                ),
+            ));
+        }
+        if usize::try_from(self.tensorrt_workspace_bytes).is_err() {
+            return Err(Error::arg(
+                "tensorrt_workspace_bytes",
+                "does not fit this platform's size_t",
+            ));
+        }
+        if self.tensorrt_profile.opt_tokens == 0 {
+            return Err(Error::arg("tensorrt_profile", "opt_tokens must be at least 1"));
+        }
+        if let Some(dir) = &self.cache_dir {
+            option_path("cache_dir", dir)?;
+        }
+        match (self.tensorrt_precision, &self.tensorrt_int8_calibration_file) {
+            (TensorRtPrecision::Int8, None) => {
+                return Err(Error::arg(
+                    "tensorrt_int8_calibration_file",
+                    "tensorrt_precision int8 needs a file of sample sentences (one per line) that \
+                     names its calibration table",
+                ))
+            }
+            (TensorRtPrecision::Int8, Some(_)) if self.cache_dir.is_none() => {
+                return Err(Error::arg(
+                    "cache_dir",
+                    "tensorrt_precision int8 needs cache_dir: the calibration table is read from it",
+                ))
+            }
+            (TensorRtPrecision::Fp16, Some(_)) => {
+                return Err(Error::arg(
+                    "tensorrt_int8_calibration_file",
+                    "is set but tensorrt_precision is fp16 (set tensorrt_precision to int8, or \
+                     leave the file unset)",
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,9 @@ use crate::codes::Codes;
 use crate::config::{BackendKind, EngineConfig};
 use crate::error::{Error, Result};
 
+// The only module besides ffi/ allowed `unsafe` (STYLE.md rule 6): raw CUDA driver calls.
+#[allow(unsafe_code)]
+pub mod cuda;
 pub mod onnx;
 
 /// Outputs of one slow-transformer call, at its last position.

@@ -54,6 +54,66 @@ struct EngineArgs {
     /// ONNX Runtime intra-op threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// ONNX Runtime session and GPU backend options (docs/gpu-onnx.md).
+#[derive(Args)]
+struct GpuArgs {
+    /// CUDA device ordinal (cuda, tensorrt, onnx-cuda).
+    #[arg(long, default_value_t = 0)]
+    device_id: u32,
+    /// ONNX Runtime inter-op threads (0 = its default).
+    #[arg(long, default_value_t = 0)]
+    inter_threads: usize,
+    /// ONNX Runtime graph optimisation: disable, basic, extended, layout, all.
+    #[arg(long, default_value = "layout")]
+    graph_optimization: String,
+    /// cuDNN convolution algorithm search (onnx-cuda): exhaustive, heuristic, default.
+    #[arg(long, default_value = "exhaustive")]
+    cudnn_conv_algo_search: String,
+    /// TensorRT precision: fp16, int8 (int8 needs --cache-dir and --int8-calibration-file).
+    #[arg(long, default_value = "fp16")]
+    trt_precision: String,
+    /// TensorRT workspace limit in bytes (0 = TensorRT's default).
+    #[arg(long, default_value_t = 0)]
+    trt_workspace_bytes: u64,
+    /// TensorRT profile: cache length (tokens) the kernels are tuned for.
+    #[arg(long, default_value_t = 256)]
+    trt_opt_tokens: u32,
+    /// TensorRT profile: longest prompt in tokens (0 = the model's context).
+    #[arg(long, default_value_t = 0)]
+    trt_max_tokens: u32,
+    /// Directory for TensorRT engine + timing caches (created if missing).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// INT8: file of sample sentences naming the calibration table in --cache-dir.
+    #[arg(long)]
+    int8_calibration_file: Option<PathBuf>,
+}
+
+impl GpuArgs {
+    fn apply(&self, c: EngineConfig) -> Result<EngineConfig> {
+        let mut c = c
+            .with_device_id(self.device_id)
+            .with_inter_op_threads(self.inter_threads)
+            .with_graph_optimization(self.graph_optimization.parse()?)
+            .with_cudnn_conv_algo_search(self.cudnn_conv_algo_search.parse()?)
+            .with_tensorrt_precision(self.trt_precision.parse()?)
+            .with_tensorrt_workspace_bytes(self.trt_workspace_bytes)
+            .with_tensorrt_profile(s1_mini::config::PromptProfile {
+                opt_tokens: self.trt_opt_tokens,
+                max_tokens: self.trt_max_tokens,
+            });
+        if let Some(d) = &self.cache_dir {
+            c = c.with_cache_dir(d);
+        }
+        if let Some(f) = &self.int8_calibration_file {
+            c = c.with_tensorrt_int8_calibration_file(f);
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Args)]
@@ -141,6 +201,8 @@ struct InfoArgs {
     /// Skip the sha256 check.
     #[arg(long)]
     no_verify: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args)]
@@ -198,7 +260,7 @@ fn config(a: &EngineArgs) -> Result<EngineConfig> {
     if let Some(p) = &a.ort_library {
         c = c.with_ort_library_path(p);
     }
-    Ok(c)
+    a.gpu.apply(c)
 }
 
 fn load(a: &EngineArgs) -> Result<Engine> {
@@ -383,10 +445,11 @@ fn decode(a: &DecodeArgs) -> Result<()> {
 }
 
 fn info(a: &InfoArgs) -> Result<()> {
-    let mut cfg = EngineConfig::new(&a.bundle).with_verify_hashes(!a.no_verify);
+    let mut cfg = a.gpu.apply(EngineConfig::new(&a.bundle).with_verify_hashes(!a.no_verify))?;
     if let Some(p) = &a.ort_library {
         cfg = cfg.with_ort_library_path(p);
     }
+    cfg.validate()?;
     let bundle = s1_mini::bundle::Bundle::load(&a.bundle, !a.no_verify)?;
     let i = &bundle.info;
     println!("bundle      {}", i.dir.display());
@@ -410,14 +473,35 @@ fn info(a: &InfoArgs) -> Result<()> {
     println!("graphs      {}", i.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
     println!("hashes      {}", if a.no_verify { "not checked" } else { "ok" });
     println!("backends");
+    let mut any_gpu_missing = false;
     for (kind, r) in s1_mini::backend::probe(&cfg) {
         match r {
-            Ok(()) => println!("  {kind:<10} available"),
-            Err(e) => println!("  {kind:<10} unavailable: {e}"),
+            Ok(()) if kind == BackendKind::OnnxCpu => println!("  {kind:<10} available"),
+            // Probing loads the provider and its libraries; the GPU is first used at load.
+            Ok(()) => println!(
+                "  {kind:<10} available (libraries load; device {} is checked when a model loads)",
+                cfg.device_id
+            ),
+            Err(e) => {
+                any_gpu_missing |= kind != BackendKind::OnnxCpu;
+                // "reason: fix": the reason names the missing piece, the text after it the fix.
+                let text = match &e {
+                    Error::BackendUnavailable { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                println!("  {kind:<10} unavailable");
+                println!("             {text}");
+            }
         }
     }
     if let Some(p) = s1_mini::backend::onnx::loaded_library() {
         println!("onnxruntime {}", p.display());
+    }
+    if any_gpu_missing {
+        println!(
+            "troubleshooting: docs/gpu-onnx.md (provider not found, CUDA version mismatch, \
+             CPU-only ONNX Runtime build, missing TensorRT 10)"
+        );
     }
     Ok(())
 }

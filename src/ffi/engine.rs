@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::convert::{self, flag};
 use super::guard;
-use crate::{Engine, EngineConfig, Status};
+use crate::config::{CudnnConvAlgoSearch, GraphOptimization, PromptProfile, TensorRtPrecision};
+use crate::{Engine, EngineConfig, Error, Status};
 
 /// A loaded model bundle on one backend. Opaque.
 ///
@@ -36,10 +37,144 @@ pub struct s1_engine_config {
     pub ort_library_path: *const c_char,
     /// 1 = check every bundle file's sha256 against the manifest at load (slower start), 0 = no.
     pub verify_hashes: u8,
+    // ---- Added after the first layout: callers built with an older header leave these at
+    // ---- their defaults (struct_size tells the library where their struct ends).
+    /// TensorRT builder workspace limit in bytes; 0 = TensorRT's default (the device's memory).
+    /// Non-zero values below 1 MiB are refused (the unit is bytes).
+    pub tensorrt_workspace_bytes: u64,
+    /// ONNX Runtime threads running independent operators in parallel; 0 = its default.
+    pub inter_op_threads: u32,
+    /// CUDA device ordinal for the "cuda", "tensorrt" and "onnx-cuda" backends (0 = first GPU).
+    pub device_id: u32,
+    /// ONNX Runtime graph optimisation level: an `s1_graph_optimization` value
+    /// (default `S1_GRAPH_OPTIMIZATION_LAYOUT`).
+    pub graph_optimization: i32,
+    /// TensorRT engine precision: an `s1_tensorrt_precision` value (default
+    /// `S1_TENSORRT_PRECISION_FP16`). INT8 needs `cache_dir` and
+    /// `tensorrt_int8_calibration_file` (docs/gpu-onnx.md).
+    pub tensorrt_precision: i32,
+    /// cuDNN convolution algorithm search of "onnx-cuda": an `s1_cudnn_conv_algo_search` value
+    /// (default `S1_CUDNN_CONV_ALGO_SEARCH_EXHAUSTIVE`).
+    pub cudnn_conv_algo_search: i32,
+    /// TensorRT profile: cache length (prompt + frames so far, in tokens) the kernels are tuned
+    /// for; default 256.
+    pub tensorrt_profile_opt_tokens: u32,
+    /// TensorRT profile: longest prompt in tokens; 0 = the model's context (default).
+    pub tensorrt_profile_max_tokens: u32,
+    /// Directory for TensorRT's engine and timing caches (created if missing; an error if not
+    /// writable). NULL = no caches: engines are rebuilt at every start (minutes).
+    pub cache_dir: *const c_char,
+    /// INT8 only: file of sample sentences (UTF-8, one per line) naming the calibration table
+    /// in `cache_dir`. NULL = none (required with INT8, refused with FP16).
+    pub tensorrt_int8_calibration_file: *const c_char,
 }
 
-/// Size of the first published `s1_engine_config`; smaller `struct_size` values are rejected.
-const CONFIG_V1_SIZE: usize = std::mem::size_of::<s1_engine_config>();
+/// Graph optimisation level of the ONNX Runtime sessions (`s1_engine_config.graph_optimization`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum s1_graph_optimization {
+    /// No graph rewrites.
+    Disable = 0,
+    /// Constant folding, redundant node removal.
+    Basic = 1,
+    /// Plus operator fusions.
+    Extended = 2,
+    /// Plus layout optimisations (the default).
+    Layout = 3,
+    /// Every optimisation ONNX Runtime has.
+    All = 4,
+}
+
+/// Precision of TensorRT engines (`s1_engine_config.tensorrt_precision`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum s1_tensorrt_precision {
+    /// FP16 (the default).
+    Fp16 = 0,
+    /// INT8 with FP16 fallback; needs a calibration table (docs/gpu-onnx.md).
+    Int8 = 1,
+}
+
+/// cuDNN convolution algorithm search (`s1_engine_config.cudnn_conv_algo_search`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum s1_cudnn_conv_algo_search {
+    /// Benchmark every algorithm on first use (the default).
+    Exhaustive = 0,
+    /// cuDNN's heuristics.
+    Heuristic = 1,
+    /// The implicit-precomputed-GEMM algorithm, no search.
+    Default = 2,
+}
+
+/// Size of the first published `s1_engine_config` (up to `verify_hashes`, padded); smaller
+/// `struct_size` values are rejected. The fields added later start at this offset on every
+/// platform: the first of them is 8-byte aligned, past the old struct's tail padding.
+const CONFIG_V1_SIZE: usize = std::mem::offset_of!(s1_engine_config, tensorrt_workspace_bytes);
+
+fn graph_optimization_c(v: GraphOptimization) -> i32 {
+    (match v {
+        GraphOptimization::Disable => s1_graph_optimization::Disable,
+        GraphOptimization::Basic => s1_graph_optimization::Basic,
+        GraphOptimization::Extended => s1_graph_optimization::Extended,
+        GraphOptimization::Layout => s1_graph_optimization::Layout,
+        GraphOptimization::All => s1_graph_optimization::All,
+    }) as i32
+}
+
+fn graph_optimization_rust(v: i32) -> Result<GraphOptimization, Error> {
+    Ok(match v {
+        0 => GraphOptimization::Disable,
+        1 => GraphOptimization::Basic,
+        2 => GraphOptimization::Extended,
+        3 => GraphOptimization::Layout,
+        4 => GraphOptimization::All,
+        other => {
+            return Err(Error::arg(
+                "config.graph_optimization",
+                format!("{other} is not an s1_graph_optimization value (0..=4)"),
+            ))
+        }
+    })
+}
+
+fn precision_c(v: TensorRtPrecision) -> i32 {
+    (match v {
+        TensorRtPrecision::Fp16 => s1_tensorrt_precision::Fp16,
+        TensorRtPrecision::Int8 => s1_tensorrt_precision::Int8,
+    }) as i32
+}
+
+fn precision_rust(v: i32) -> Result<TensorRtPrecision, Error> {
+    match v {
+        0 => Ok(TensorRtPrecision::Fp16),
+        1 => Ok(TensorRtPrecision::Int8),
+        other => Err(Error::arg(
+            "config.tensorrt_precision",
+            format!("{other} is not an s1_tensorrt_precision value (0 = FP16, 1 = INT8)"),
+        )),
+    }
+}
+
+fn conv_search_c(v: CudnnConvAlgoSearch) -> i32 {
+    (match v {
+        CudnnConvAlgoSearch::Exhaustive => s1_cudnn_conv_algo_search::Exhaustive,
+        CudnnConvAlgoSearch::Heuristic => s1_cudnn_conv_algo_search::Heuristic,
+        CudnnConvAlgoSearch::Default => s1_cudnn_conv_algo_search::Default,
+    }) as i32
+}
+
+fn conv_search_rust(v: i32) -> Result<CudnnConvAlgoSearch, Error> {
+    match v {
+        0 => Ok(CudnnConvAlgoSearch::Exhaustive),
+        1 => Ok(CudnnConvAlgoSearch::Heuristic),
+        2 => Ok(CudnnConvAlgoSearch::Default),
+        other => Err(Error::arg(
+            "config.cudnn_conv_algo_search",
+            format!("{other} is not an s1_cudnn_conv_algo_search value (0..=2)"),
+        )),
+    }
+}
 
 impl s1_engine_config {
     fn from_rust(c: &EngineConfig) -> Self {
@@ -50,6 +185,16 @@ impl s1_engine_config {
             backend: std::ptr::null(),
             ort_library_path: std::ptr::null(),
             verify_hashes: c.verify_hashes as u8,
+            tensorrt_workspace_bytes: c.tensorrt_workspace_bytes,
+            inter_op_threads: u32::try_from(c.inter_op_threads).unwrap_or(u32::MAX),
+            device_id: c.device_id,
+            graph_optimization: graph_optimization_c(c.graph_optimization),
+            tensorrt_precision: precision_c(c.tensorrt_precision),
+            cudnn_conv_algo_search: conv_search_c(c.cudnn_conv_algo_search),
+            tensorrt_profile_opt_tokens: c.tensorrt_profile.opt_tokens,
+            tensorrt_profile_max_tokens: c.tensorrt_profile.max_tokens,
+            cache_dir: std::ptr::null(),
+            tensorrt_int8_calibration_file: std::ptr::null(),
         }
     }
 }
@@ -97,6 +242,13 @@ pub unsafe extern "C" fn s1_engine_new(
         let bundle_dir = unsafe { convert::utf8_arg(c.bundle_dir, "config.bundle_dir") }?;
         let backend = unsafe { convert::opt_utf8_arg(c.backend, "config.backend") }?;
         let ort = unsafe { convert::opt_utf8_arg(c.ort_library_path, "config.ort_library_path") }?;
+        let cache_dir = unsafe { convert::opt_utf8_arg(c.cache_dir, "config.cache_dir") }?;
+        let calibration = unsafe {
+            convert::opt_utf8_arg(
+                c.tensorrt_int8_calibration_file,
+                "config.tensorrt_int8_calibration_file",
+            )
+        }?;
         if out_engine.is_null() {
             return Err(crate::Error::NullPointer { arg: "out_engine" });
         }
@@ -108,6 +260,18 @@ pub unsafe extern "C" fn s1_engine_new(
         rc.ort_library_path = ort.map(PathBuf::from);
         rc.verify_hashes = flag(c.verify_hashes);
         rc.intra_op_threads = c.intra_op_threads as usize;
+        rc.inter_op_threads = c.inter_op_threads as usize;
+        rc.device_id = c.device_id;
+        rc.graph_optimization = graph_optimization_rust(c.graph_optimization)?;
+        rc.tensorrt_precision = precision_rust(c.tensorrt_precision)?;
+        rc.cudnn_conv_algo_search = conv_search_rust(c.cudnn_conv_algo_search)?;
+        rc.tensorrt_workspace_bytes = c.tensorrt_workspace_bytes;
+        rc.tensorrt_profile = PromptProfile {
+            opt_tokens: c.tensorrt_profile_opt_tokens,
+            max_tokens: c.tensorrt_profile_max_tokens,
+        };
+        rc.cache_dir = cache_dir.map(PathBuf::from);
+        rc.tensorrt_int8_calibration_file = calibration.map(PathBuf::from);
         let engine = Engine::new(rc)?;
         let handle = convert::into_handle::<Engine, s1_engine>(Arc::new(engine));
         // SAFETY: checked non-null above; writable per contract.

@@ -194,3 +194,62 @@ fn ffi_log_set_forwards_log_records_until_unset() {
     ::log::info!("ffi-log-probe");
     assert_eq!(SEEN.load(Ordering::SeqCst), 1);
 }
+
+fn default_engine_config() -> s1_engine_config {
+    let mut cfg = std::mem::MaybeUninit::<s1_engine_config>::uninit();
+    // SAFETY: a writable struct.
+    assert_eq!(unsafe { s1_engine_config_default(cfg.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: initialised by the call above.
+    unsafe { cfg.assume_init() }
+}
+
+#[test]
+fn ffi_engine_config_defaults_match_rust() {
+    let cfg = default_engine_config();
+    let rust = crate::EngineConfig::default();
+    assert_eq!(cfg.device_id, rust.device_id);
+    assert_eq!(cfg.inter_op_threads as usize, rust.inter_op_threads);
+    assert_eq!(cfg.graph_optimization, s1_graph_optimization::Layout as i32);
+    assert_eq!(cfg.tensorrt_precision, s1_tensorrt_precision::Fp16 as i32);
+    assert_eq!(cfg.cudnn_conv_algo_search, s1_cudnn_conv_algo_search::Exhaustive as i32);
+    assert_eq!(cfg.tensorrt_workspace_bytes, 0);
+    assert_eq!(cfg.tensorrt_profile_opt_tokens, rust.tensorrt_profile.opt_tokens);
+    assert_eq!(cfg.tensorrt_profile_max_tokens, 0);
+    assert!(cfg.cache_dir.is_null() && cfg.tensorrt_int8_calibration_file.is_null());
+}
+
+#[test]
+fn ffi_engine_config_out_of_range_enums_are_invalid_argument() {
+    let mut engine = ptr::null_mut();
+    for (field, set) in [
+        ("graph_optimization", (|c: &mut s1_engine_config| c.graph_optimization = 5) as fn(&mut _)),
+        ("tensorrt_precision", |c: &mut s1_engine_config| c.tensorrt_precision = -1),
+        ("cudnn_conv_algo_search", |c: &mut s1_engine_config| c.cudnn_conv_algo_search = 3),
+    ] {
+        let mut cfg = default_engine_config();
+        cfg.bundle_dir = c"/nonexistent/s1".as_ptr();
+        set(&mut cfg);
+        // SAFETY: valid config and out-pointer.
+        assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
+        assert!(last_error().contains(field), "{}", last_error());
+    }
+    assert!(engine.is_null());
+}
+
+#[test]
+fn ffi_engine_config_from_older_header_ignores_new_fields() {
+    // A caller built against the first header passes struct_size = the old size; whatever lies
+    // beyond it (here: out-of-range values) is never read.
+    let mut cfg = default_engine_config();
+    cfg.struct_size = std::mem::offset_of!(s1_engine_config, tensorrt_workspace_bytes) as u32;
+    cfg.graph_optimization = 99;
+    cfg.tensorrt_precision = 99;
+    cfg.bundle_dir = c"/nonexistent/s1".as_ptr();
+    let mut engine = ptr::null_mut();
+    // SAFETY: valid config and out-pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::BundleNotFound);
+    // One byte short of the old layout is refused.
+    cfg.struct_size = std::mem::offset_of!(s1_engine_config, verify_hashes) as u32;
+    // SAFETY: as above.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
+}

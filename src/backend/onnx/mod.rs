@@ -1,4 +1,6 @@
-//! ONNX Runtime backend (CPU execution provider) over the bundle's graphs.
+//! ONNX Runtime backend over the bundle's graphs: `onnx-cpu` (CPU execution provider, below),
+//! and the GPU flavours `onnx-cuda` and `tensorrt` (execution providers in [`ep`], the
+//! device-resident transformer in [`device`]).
 //!
 //! Sessions are shared by every request; ort's `Session::run` takes `&mut self`, so each
 //! session sits behind a mutex (ONNX Runtime itself parallelises inside an operator with
@@ -21,8 +23,14 @@ use parking_lot::Mutex;
 use super::{BackendPair, Codec, SlowOutput, T2sRequest, Text2Semantic};
 use crate::bundle::{Bundle, BundleInfo, ModelDims};
 use crate::codes::{Codes, Frames};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, GraphOptimization, TensorRtPrecision};
 use crate::error::{Error, Result};
+
+pub(crate) mod device;
+pub(crate) mod ep;
+
+use device::{DeviceShared, DeviceT2s, Float};
+pub(crate) use ep::Flavor;
 
 const NAME: &str = "onnx-cpu";
 
@@ -39,6 +47,10 @@ static ENVIRONMENT: OnceCell<(Environment, PathBuf)> = OnceCell::new();
 fn ort_err(op: impl Into<String>) -> impl FnOnce(ort::Error) -> Error {
     let op = op.into();
     move |e| Error::Backend { backend: NAME, op, message: e.to_string() }
+}
+
+fn codec_err(backend: &'static str, op: &'static str) -> impl FnOnce(ort::Error) -> Error {
+    move |e| Error::Backend { backend, op: op.into(), message: e.to_string() }
 }
 
 fn unavailable(reason: String) -> Error {
@@ -134,21 +146,58 @@ pub fn loaded_library() -> Option<PathBuf> {
     ENVIRONMENT.get().map(|(_, p)| p.clone())
 }
 
-fn open_session(env: &Environment, config: &EngineConfig, path: &Path) -> Result<Session> {
+fn optimization_level(level: GraphOptimization) -> GraphOptimizationLevel {
+    match level {
+        GraphOptimization::Disable => GraphOptimizationLevel::Disable,
+        GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        GraphOptimization::Layout => GraphOptimizationLevel::Level3,
+        GraphOptimization::All => GraphOptimizationLevel::All,
+    }
+}
+
+fn open_session(
+    env: &Environment,
+    config: &EngineConfig,
+    path: &Path,
+    flavor: Flavor,
+    trt: Option<ep::EpOptions>,
+) -> Result<Session> {
     let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("graph").to_string();
-    let invalid =
-        |e: String| Error::bundle(&file, "-", format!("onnx runtime cannot load it: {e}"));
+    // On a GPU flavour, a failure that is about the machine (library, driver, device, memory)
+    // makes the backend unavailable; anything else is the graph's fault.
+    let invalid = |e: String| match flavor.is_gpu() {
+        true => match ep::explain_device_failure(flavor, config.device_id, &e) {
+            Some(reason) => Error::BackendUnavailable { backend: flavor.name(), reason },
+            None => Error::bundle(
+                &file,
+                "-",
+                format!("onnx runtime ({}) cannot load it: {e}", flavor.name()),
+            ),
+        },
+        false => Error::bundle(&file, "-", format!("onnx runtime cannot load it: {e}")),
+    };
     let mut b = Session::builder(env)
         .map_err(|e| invalid(e.to_string()))?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(optimization_level(config.graph_optimization))
         .map_err(|e| invalid(e.to_string()))?;
     if config.intra_op_threads > 0 {
         b = b.with_intra_threads(config.intra_op_threads).map_err(|e| invalid(e.to_string()))?;
+    }
+    if config.inter_op_threads > 0 {
+        b = b.with_inter_threads(config.inter_op_threads).map_err(|e| invalid(e.to_string()))?;
     }
     // The frame loop is many short, strictly sequential calls (1 slow + 10 fast per frame).
     // Spinning pool threads then compete with the calling thread (and with concurrent requests)
     // for the cores: on the 2-core CI machine the tiny bundle ran 3x slower with spinning on.
     b = b.with_intra_op_spinning(false).map_err(|e| invalid(e.to_string()))?;
+    if flavor.is_gpu() {
+        b = ep::register(b, config, flavor, trt).map_err(|message| Error::BackendUnavailable {
+            backend: flavor.name(),
+            reason: ep::explain_device_failure(flavor, config.device_id, &message)
+                .unwrap_or_else(|| format!("registering the execution provider failed: {message}")),
+        })?;
+    }
     b.commit_from_file(path).map_err(|e| invalid(e.to_string()))
 }
 
@@ -162,8 +211,8 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
         )));
     }
     let env = environment(config)?;
-    let slow = open_session(&env, config, info.graph("slow")?)?;
-    let fast = open_session(&env, config, info.graph("fast")?)?;
+    let slow = open_session(&env, config, info.graph("slow")?, Flavor::Cpu, None)?;
+    let fast = open_session(&env, config, info.graph("fast")?, Flavor::Cpu, None)?;
     let t2s = Arc::new(OnnxT2s {
         shared: Arc::new(T2sShared {
             slow: Mutex::new(slow),
@@ -175,14 +224,16 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
     });
     let codec: Option<Arc<dyn Codec>> = match info.graphs.get("codec_decode") {
         Some(p) => {
-            let decode = open_session(&env, config, p)?;
+            let decode = open_session(&env, config, p, Flavor::Cpu, None)?;
             let encode = match info.graphs.get("codec_encode") {
-                Some(p) => Some(Mutex::new(open_session(&env, config, p)?)),
+                Some(p) => Some(Mutex::new(open_session(&env, config, p, Flavor::Cpu, None)?)),
                 None => None,
             };
             // Optional input (an overridable initializer, default 0) of newer exports.
             let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
             Some(Arc::new(OnnxCodec {
+                name: NAME,
+                float: Float::F32,
                 decode: Mutex::new(decode),
                 encode,
                 start_frame,
@@ -192,6 +243,198 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
         None => None,
     };
     Ok((t2s, codec))
+}
+
+/// The backend name in errors raised before the flavour is known (library loading).
+fn renamed(e: Error, flavor: Flavor) -> Error {
+    match e {
+        Error::BackendUnavailable { reason, .. } => {
+            Error::BackendUnavailable { backend: flavor.name(), reason }
+        }
+        other => other,
+    }
+}
+
+/// Whether `flavor` can start here without loading a model (for `info` and `auto`): library
+/// found, provider compiled in, provider library and its CUDA/cuDNN/TensorRT dependencies
+/// loadable. The GPU itself is first used when a model loads.
+pub(crate) fn probe(config: &EngineConfig, flavor: Flavor) -> Result<()> {
+    let env = environment(config).map_err(|e| renamed(e, flavor))?;
+    if !flavor.is_gpu() {
+        return Ok(());
+    }
+    let library = loaded_library().unwrap_or_default();
+    ep::probe(&env, &library, config, flavor)
+}
+
+/// TensorRT provider options for one graph role (`None` for `onnx-cuda`), logging whether a
+/// cached engine will be reused. Returns the options and the cache to check after warm-up.
+fn trt_options_for(
+    config: &EngineConfig,
+    info: &BundleInfo,
+    flavor: Flavor,
+    role: &str,
+    profile: Option<ep::ProfileShapes>,
+) -> Result<(Option<ep::EpOptions>, Option<(String, ep::TrtCache, bool)>)> {
+    if flavor != Flavor::TensorRt {
+        return Ok((None, None));
+    }
+    let cache = ep::trt_cache(config, info, role)?;
+    // int8 covers the transformer; the codec (convolutions, audio quality) stays fp16.
+    let int8 = config.tensorrt_precision == TensorRtPrecision::Int8 && role != "codec_decode";
+    let table = match (&cache, int8) {
+        (Some(c), true) => Some(ep::calibration_table(config, &c.dir)?),
+        (None, true) => {
+            return Err(Error::arg("cache_dir", "tensorrt_precision int8 needs cache_dir"));
+        }
+        (_, false) => None,
+    };
+    let mut cfg = config.clone();
+    if !int8 {
+        cfg.tensorrt_precision = TensorRtPrecision::Fp16;
+    }
+    let options = ep::tensorrt_options(&cfg, cache.as_ref(), table.as_deref(), profile.as_ref())?;
+    let watch = match cache {
+        Some(c) => {
+            let found = ep::cached_engines(&c);
+            if found.is_empty() {
+                log::info!(
+                    "tensorrt: no cached engine for {role} in {} (prefix {}); building one, which \
+                     takes minutes; it is cached for the next start",
+                    c.dir.display(),
+                    c.prefix
+                );
+            } else {
+                log::info!(
+                    "tensorrt: reusing cached engine(s) for {role} from {}: {}",
+                    c.dir.display(),
+                    found.join(", ")
+                );
+            }
+            Some((role.to_string(), c, !found.is_empty()))
+        }
+        None => {
+            log::warn!(
+                "tensorrt: no cache_dir set, so the {role} engine is rebuilt at every start \
+                 (set cache_dir to keep it)"
+            );
+            None
+        }
+    };
+    Ok((Some(options), watch))
+}
+
+/// Builds a GPU flavour (`onnx-cuda` or `tensorrt`) for `bundle`: sessions built once and
+/// shared, the transformer with device-resident KV caches (IO binding), the codec on the same
+/// provider, and a warm-up run of every graph before the engine is handed out.
+///
+/// NOT RUN on a GPU yet (see `docs/gpu-onnx.md`); on a CPU-only ONNX Runtime it returns
+/// `BackendUnavailable` before touching any graph.
+pub(crate) fn build_gpu(
+    config: &EngineConfig,
+    bundle: &Bundle,
+    flavor: Flavor,
+) -> Result<BackendPair> {
+    let name = flavor.name();
+    let info = &bundle.info;
+    let float = match info.precision.as_str() {
+        "fp32" => Float::F32,
+        "fp16" => Float::F16,
+        other => {
+            return Err(Error::BackendUnavailable {
+                backend: name,
+                reason: format!("bundle precision {other:?} is neither fp32 nor fp16"),
+            })
+        }
+    };
+    let env = environment(config).map_err(|e| renamed(e, flavor))?;
+    let library = loaded_library().unwrap_or_default();
+    if !ep::compiled_in(flavor)? {
+        return Err(ep::not_compiled_in(flavor, &library));
+    }
+    let t0 = std::time::Instant::now();
+    let mut watches = Vec::new();
+    let mut open = |role: &str, path: &Path, profile: Option<ep::ProfileShapes>| {
+        let (trt, watch) = trt_options_for(config, info, flavor, role, profile)?;
+        watches.extend(watch);
+        open_session(&env, config, path, flavor, trt)
+    };
+    let slow_profile = match flavor {
+        Flavor::TensorRt => Some(ep::slow_profile(&info.model, &config.tensorrt_profile)?),
+        _ => None,
+    };
+    let fast_profile = (flavor == Flavor::TensorRt).then(|| ep::fast_profile(&info.model));
+    let slow = open("slow", info.graph("slow")?, slow_profile)?;
+    let fast = open("fast", info.graph("fast")?, fast_profile)?;
+    let codec = match info.graphs.get("codec_decode") {
+        Some(p) => {
+            let profile = (flavor == Flavor::TensorRt).then(|| ep::codec_profile(info));
+            let decode = open("codec_decode", p, profile)?;
+            let encode = match info.graphs.get("codec_encode") {
+                Some(p) => Some(Mutex::new(open("codec_encode", p, None)?)),
+                None => None,
+            };
+            let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
+            Some(Arc::new(OnnxCodec {
+                name,
+                float,
+                decode: Mutex::new(decode),
+                encode,
+                start_frame,
+                info: info.clone(),
+            }))
+        }
+        None => None,
+    };
+    let (device, host) = DeviceShared::memory_infos(config.device_id)?;
+    let t2s = Arc::new(DeviceT2s {
+        shared: Arc::new(DeviceShared {
+            name,
+            slow: Mutex::new(slow),
+            fast: Mutex::new(fast),
+            dims: info.model.clone(),
+            head_rows: info.im_end_index.max(info.semantic_rows) + 1,
+            fast_rows: info.fast_logit_rows,
+            float,
+            device,
+            host,
+        }),
+    });
+    warm_up(t2s.as_ref(), codec.as_deref(), info).map_err(|e| Error::BackendUnavailable {
+        backend: name,
+        reason: format!("the warm-up run on device {} failed: {e}", config.device_id),
+    })?;
+    for (role, cache, had) in watches {
+        if !had && !ep::cached_engines(&cache).is_empty() {
+            log::info!("tensorrt: built and cached the {role} engine in {}", cache.dir.display());
+        }
+    }
+    log::info!("{name}: sessions built and warmed up in {:.1} s", t0.elapsed().as_secs_f64());
+    let codec: Option<Arc<dyn Codec>> = match codec {
+        Some(c) => Some(c),
+        None => None,
+    };
+    Ok((t2s, codec))
+}
+
+/// One prefill of a single position, two fast steps and a one-frame codec decode: builds
+/// TensorRT engines that were not built at session creation, lets cuDNN pick its algorithms and
+/// grows the memory arenas, so the first request is not the slow one.
+fn warm_up(t2s: &dyn Text2Semantic, codec: Option<&OnnxCodec>, info: &BundleInfo) -> Result<()> {
+    let rows = 1 + info.model.num_codebooks;
+    let mut req = t2s.start()?;
+    // Token id 0 with codes 0: any valid ids do; only shapes and kernels matter here.
+    let out = req.slow(&vec![0i64; rows], 1)?;
+    req.fast_reset()?;
+    req.fast(&out.hidden, 0)?;
+    req.fast(&out.hidden, 0)?;
+    if let Some(c) = codec {
+        let codes =
+            Codes::new(info.model.num_codebooks, Frames(1), vec![0; info.model.num_codebooks])?;
+        let mut pcm = Vec::new();
+        c.decode_at(&codes, 0, &mut pcm)?;
+    }
+    Ok(())
 }
 
 struct T2sShared {
@@ -374,7 +617,7 @@ struct OnnxCodec {
 
 impl Codec for OnnxCodec {
     fn name(&self) -> &'static str {
-        NAME
+        self.name
     }
 
     fn supports_start_frame(&self) -> bool {
@@ -392,26 +635,30 @@ impl Codec for OnnxCodec {
         }
         // codes [1, K, T] i64 (+ start_frame [1] i64) -> pcm [1, 1, T * frame_samples] f32
         let input = TensorRef::from_array_view(([1usize, k, t], codes.as_slice()))
-            .map_err(ort_err("codec_decode"))?;
+            .map_err(codec_err(self.name, "codec_decode"))?;
         let start = [start_frame as i64];
         let mut session = self.decode.lock();
         let out = if self.start_frame {
             let start = TensorRef::from_array_view(([1usize], &start[..]))
-                .map_err(ort_err("codec_decode"))?;
+                .map_err(codec_err(self.name, "codec_decode"))?;
             session.run(ort::inputs!["codes" => input, "start_frame" => start])
         } else {
+    /// Backend name for errors (`onnx-cpu`, `onnx-cuda`, `tensorrt`).
+    name: &'static str,
+    /// Float type of the codec's PCM input/output.
+    float: Float,
             session.run(ort::inputs!["codes" => input])
         }
-        .map_err(ort_err("codec_decode"))?;
+        .map_err(codec_err(self.name, "codec_decode"))?;
         let v = out.get("pcm").ok_or_else(|| Error::Backend {
-            backend: NAME,
+            backend: self.name,
             op: "codec_decode".into(),
             message: "graph has no output `pcm`".into(),
         })?;
-        let (_, data) = v.try_extract_tensor::<f32>().map_err(ort_err("codec_decode"))?;
+        let data = device::floats(v, self.name, "codec_decode")?;
         if data.len() != t * self.info.codec.frame_samples {
             return Err(Error::Backend {
-                backend: NAME,
+                backend: self.name,
                 op: "codec_decode".into(),
                 message: format!(
                     "{} samples for {t} frames of {}",
@@ -420,7 +667,7 @@ impl Codec for OnnxCodec {
                 ),
             });
         }
-        pcm.extend_from_slice(data);
+        pcm.extend_from_slice(&data);
         Ok(())
     }
 
@@ -436,20 +683,32 @@ impl Codec for OnnxCodec {
             return Err(Error::arg("pcm", "no samples"));
         }
         // pcm [1, 1, S] f32 -> codes [1, K, T] i64
-        let input = TensorRef::from_array_view(([1usize, 1, pcm.len()], pcm))
-            .map_err(ort_err("codec_encode"))?;
         let mut session = session.lock();
-        let out = session.run(ort::inputs!["pcm" => input]).map_err(ort_err("codec_encode"))?;
+        let out = match self.float {
+            Float::F32 => {
+                let input = TensorRef::from_array_view(([1usize, 1, pcm.len()], pcm))
+                    .map_err(codec_err(self.name, "codec_encode"))?;
+                session.run(ort::inputs!["pcm" => input])
+            }
+            Float::F16 => {
+                let half: Vec<half::f16> = pcm.iter().map(|&x| half::f16::from_f32(x)).collect();
+                let input = Tensor::<half::f16>::from_array(([1usize, 1, pcm.len()], half))
+                    .map_err(codec_err(self.name, "codec_encode"))?;
+                session.run(ort::inputs!["pcm" => input])
+            }
+        }
+        .map_err(codec_err(self.name, "codec_encode"))?;
         let v = out.get("codes").ok_or_else(|| Error::Backend {
-            backend: NAME,
+            backend: self.name,
             op: "codec_encode".into(),
             message: "graph has no output `codes`".into(),
         })?;
-        let (shape, data) = v.try_extract_tensor::<i64>().map_err(ort_err("codec_encode"))?;
+        let (shape, data) =
+            v.try_extract_tensor::<i64>().map_err(codec_err(self.name, "codec_encode"))?;
         let dims: &[i64] = shape;
         if dims.len() != 3 || dims[1] as usize != self.info.model.num_codebooks {
             return Err(Error::Backend {
-                backend: NAME,
+                backend: self.name,
                 op: "codec_encode".into(),
                 message: format!("codes shape {dims:?}"),
             });

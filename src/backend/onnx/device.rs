@@ -1,0 +1,388 @@
+//! The DualAR transformer on a GPU execution provider (CUDA or TensorRT) with IO binding: the
+//! KV caches stay in device memory for the whole request.
+//!
+//! Per slow call the host sends the token ids (`[1, 1+K, T]` i64) and receives the restricted
+//! head logits and the hidden state (`[1, fast_dim]`, which the frame loop passes to the fast
+//! transformer through the `T2sRequest` trait); per fast call it sends the previous code (one
+//! i64) and receives the fast logits. `present_*` outputs are bound to device memory and fed
+//! back as the next call's `past_*` inputs without leaving the device.
+//!
+//! NOT RUN: no GPU was available when this was written; it compiles against ort 2.0.0-rc.15
+//! and its host-side plan is unit-tested (see `docs/gpu-onnx.md`).
+
+use std::sync::Arc;
+
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session, SessionOutputs};
+use ort::value::{DynTensor, DynValue, Tensor, TensorElementType};
+use parking_lot::Mutex;
+
+use super::super::{SlowOutput, T2sRequest, Text2Semantic};
+use crate::bundle::ModelDims;
+use crate::error::{Error, Result};
+
+/// Where each input and output of the two graphs lives, per call: the binding plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Copied from host memory by ONNX Runtime at bind time (small: ids, one code).
+    HostIn,
+    /// Already on the device (a previous call's output).
+    DeviceIn,
+    /// Written to host memory (read by the sampler).
+    HostOut,
+    /// Left in device memory (the next call's input).
+    DeviceOut,
+}
+
+/// `(name, place)` for every input and output of `slow.onnx`.
+pub(crate) const SLOW_PLAN: [(&str, Place); 7] = [
+    ("tokens", Place::HostIn),
+    ("past_keys", Place::DeviceIn),
+    ("past_values", Place::DeviceIn),
+    ("logits", Place::HostOut),
+    ("hidden", Place::HostOut),
+    ("present_keys", Place::DeviceOut),
+    ("present_values", Place::DeviceOut),
+];
+
+/// `(name, place)` for every input and output of `fast.onnx`. `hidden` is uploaded once per
+/// frame (position 0) and stays bound for positions 1..K−1.
+pub(crate) const FAST_PLAN: [(&str, Place); 7] = [
+    ("hidden", Place::HostIn),
+    ("code", Place::HostIn),
+    ("past_keys", Place::DeviceIn),
+    ("past_values", Place::DeviceIn),
+    ("logits", Place::HostOut),
+    ("present_keys", Place::DeviceOut),
+    ("present_values", Place::DeviceOut),
+];
+
+/// Bytes that cross between host and device per frame (1 slow decode + K fast steps), from the
+/// plan: `(host_to_device, device_to_host)`. Used by tests and docs to keep the claim honest.
+#[cfg(test)]
+pub(crate) fn bytes_per_frame(
+    d: &ModelDims,
+    head_rows: usize,
+    fast_rows: usize,
+    float_bytes: usize,
+) -> (usize, usize) {
+    let k = d.num_codebooks;
+    let up = (1 + k) * 8 // tokens [1, 1+K, 1] i64
+        + d.fast_dim * float_bytes // hidden at fast position 0
+        + k * 8; // one code per fast step (position 0 gets a dummy)
+    let down = head_rows * float_bytes + d.fast_dim * float_bytes + k * fast_rows * float_bytes;
+    (up, down)
+}
+
+/// Float element type of the graphs' float I/O (`fp32` or `fp16` bundles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Float {
+    F32,
+    F16,
+}
+
+impl Float {
+    fn element(self) -> TensorElementType {
+        match self {
+            Float::F32 => TensorElementType::Float32,
+            Float::F16 => TensorElementType::Float16,
+        }
+    }
+}
+
+/// Shared part: the sessions (built once at load, reused by every request) and memory infos.
+pub(crate) struct DeviceShared {
+    pub name: &'static str,
+    pub slow: Mutex<Session>,
+    pub fast: Mutex<Session>,
+    pub dims: ModelDims,
+    pub head_rows: usize,
+    pub fast_rows: usize,
+    pub float: Float,
+    /// Device memory of the provider (`Cuda`, device `device_id`).
+    pub device: MemoryInfo<'static>,
+    /// Host memory for outputs the sampler reads.
+    pub host: MemoryInfo<'static>,
+}
+
+impl DeviceShared {
+    pub(crate) fn memory_infos(
+        device_id: u32,
+    ) -> Result<(MemoryInfo<'static>, MemoryInfo<'static>)> {
+        let id = i32::try_from(device_id)
+            .map_err(|_| Error::arg("device_id", format!("{device_id} is not a device ordinal")))?;
+        let err = |e: ort::Error| Error::Backend {
+            backend: "onnx-cuda",
+            op: "memory info".into(),
+            message: e.to_string(),
+        };
+        let device =
+            MemoryInfo::new(AllocationDevice::CUDA, id, AllocatorType::Device, MemoryType::Default)
+                .map_err(err)?;
+        let host =
+            MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput)
+                .map_err(err)?;
+        Ok((device, host))
+    }
+
+    fn err(&self, op: &str) -> impl FnOnce(ort::Error) -> Error + '_ {
+        let op = op.to_string();
+        move |e| Error::Backend { backend: self.name, op, message: e.to_string() }
+    }
+}
+
+/// The transformer on a GPU provider.
+pub(crate) struct DeviceT2s {
+    pub shared: Arc<DeviceShared>,
+}
+
+impl Text2Semantic for DeviceT2s {
+    fn name(&self) -> &'static str {
+        self.shared.name
+    }
+
+    fn start(&self) -> Result<Box<dyn T2sRequest>> {
+        let s = &self.shared;
+        let d = &s.dims;
+        let slow_shape = [d.n_layer, 1, d.n_local_heads, 0, d.head_dim];
+        let fast_shape = [d.n_fast_layer, 1, d.fast_n_local_heads, 0, d.fast_head_dim];
+        let slow_binding = s.slow.lock().create_binding().map_err(s.err("slow binding"))?;
+        let fast_binding = s.fast.lock().create_binding().map_err(s.err("fast binding"))?;
+        Ok(Box::new(DeviceRequest {
+            slow_k: empty_kv(s, slow_shape)?,
+            slow_v: empty_kv(s, slow_shape)?,
+            fast_k: empty_kv(s, fast_shape)?,
+            fast_v: empty_kv(s, fast_shape)?,
+            fast_shape,
+            fast_pos: 0,
+            kv_len: 0,
+            slow_binding,
+            fast_binding,
+            shared: s.clone(),
+        }))
+    }
+}
+
+/// A KV tensor with no positions: `[layers, 1, heads, 0, head_dim]` in the graphs' float type,
+/// in host memory (zero bytes to copy when bound).
+fn empty_kv(s: &DeviceShared, shape: [usize; 5]) -> Result<DynValue> {
+    DynTensor::new(&Allocator::default(), s.float.element(), shape)
+        .map(|t| t.into_dyn())
+        .map_err(s.err("empty kv"))
+}
+
+/// Per-request state: device-resident caches and the two IO bindings.
+struct DeviceRequest {
+    shared: Arc<DeviceShared>,
+    slow_binding: IoBinding,
+    fast_binding: IoBinding,
+    slow_k: DynValue,
+    slow_v: DynValue,
+    fast_k: DynValue,
+    fast_v: DynValue,
+    fast_shape: [usize; 5],
+    /// Fast positions run since `fast_reset`.
+    fast_pos: usize,
+    kv_len: usize,
+}
+
+/// Reads a host output as f32 (fp16 graphs are widened).
+pub(crate) fn host_floats(
+    out: &SessionOutputs<'_>,
+    name: &str,
+    backend: &'static str,
+    op: &str,
+) -> Result<Vec<f32>> {
+    let v = out.get(name).ok_or_else(|| Error::Backend {
+        backend,
+        op: op.into(),
+        message: format!("graph has no output `{name}`"),
+    })?;
+    floats(v, backend, op)
+}
+
+/// A CPU-accessible float tensor as f32, from f32 or f16 data.
+pub(crate) fn floats(v: &DynValue, backend: &'static str, op: &str) -> Result<Vec<f32>> {
+    let err = |e: ort::Error| Error::Backend { backend, op: op.into(), message: e.to_string() };
+    match v.try_extract_tensor::<f32>() {
+        Ok((_, data)) => Ok(data.to_vec()),
+        Err(_) => {
+            let (_, data) = v.try_extract_tensor::<half::f16>().map_err(err)?;
+            Ok(data.iter().map(|x| x.to_f32()).collect())
+        }
+    }
+}
+
+/// A host tensor of `data` in the graphs' float type.
+fn host_float_tensor(float: Float, shape: [usize; 2], data: &[f32]) -> ort::Result<DynValue> {
+    match float {
+        Float::F32 => Tensor::<f32>::from_array((shape, data.to_vec())).map(|t| t.into_dyn()),
+        Float::F16 => {
+            let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            Tensor::<half::f16>::from_array((shape, h)).map(|t| t.into_dyn())
+        }
+    }
+}
+
+fn take(
+    out: &mut SessionOutputs<'_>,
+    name: &str,
+    backend: &'static str,
+    op: &str,
+) -> Result<DynValue> {
+    out.remove(name).ok_or_else(|| Error::Backend {
+        backend,
+        op: op.into(),
+        message: format!("graph has no output `{name}`"),
+    })
+}
+
+impl T2sRequest for DeviceRequest {
+    fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput> {
+        let s = self.shared.clone();
+        let rows = 1 + s.dims.num_codebooks;
+        if t == 0 || tokens.len() != rows * t {
+            return Err(Error::Internal(format!(
+                "slow: {} tokens for [{rows}, {t}]",
+                tokens.len()
+            )));
+        }
+        // tokens [1, 1+K, T] i64 (host) + past_* [L, 1, H, P, D] (device)
+        //   -> logits [1, head_rows] (host), hidden [1, fast_dim] (host),
+        //      present_* [L, 1, H, P+T, D] (device)
+        let tokens = Tensor::<i64>::from_array(([1usize, rows, t], tokens.to_vec()))
+            .map_err(s.err("slow"))?;
+        let b = &mut self.slow_binding;
+        b.bind_input("tokens", &tokens).map_err(s.err("slow: bind tokens"))?;
+        b.bind_input("past_keys", &self.slow_k).map_err(s.err("slow: bind past_keys"))?;
+        b.bind_input("past_values", &self.slow_v).map_err(s.err("slow: bind past_values"))?;
+        for (name, place) in
+            SLOW_PLAN.iter().filter(|(_, p)| matches!(p, Place::HostOut | Place::DeviceOut))
+        {
+            let mem = if *place == Place::HostOut { &s.host } else { &s.device };
+            b.bind_output_to_device(*name, mem).map_err(s.err("slow: bind output"))?;
+        }
+        let mut session = s.slow.lock();
+        let mut out = session.run_binding(&self.slow_binding).map_err(s.err("slow"))?;
+        let logits = host_floats(&out, "logits", s.name, "slow")?;
+        let hidden = host_floats(&out, "hidden", s.name, "slow")?;
+        let k = take(&mut out, "present_keys", s.name, "slow")?;
+        let v = take(&mut out, "present_values", s.name, "slow")?;
+        drop(out);
+        drop(session);
+        if logits.len() != s.head_rows || hidden.len() != s.dims.fast_dim {
+            return Err(Error::Backend {
+                backend: s.name,
+                op: "slow".into(),
+                message: format!(
+                    "logits/hidden have {}/{} values, the manifest says {}/{}",
+                    logits.len(),
+                    hidden.len(),
+                    s.head_rows,
+                    s.dims.fast_dim
+                ),
+            });
+        }
+        self.slow_k = k;
+        self.slow_v = v;
+        self.kv_len += t;
+        Ok(SlowOutput { logits, hidden })
+    }
+
+    fn fast_reset(&mut self) -> Result<()> {
+        let s = self.shared.clone();
+        self.fast_k = empty_kv(&s, self.fast_shape)?;
+        self.fast_v = empty_kv(&s, self.fast_shape)?;
+        self.fast_pos = 0;
+        Ok(())
+    }
+
+    fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>> {
+        let s = self.shared.clone();
+        // hidden [1, dim] (uploaded at position 0 only, then stays bound), code [1] i64,
+        // past_* [Lf, 1, Hf, P, Df] (device) -> logits [1, fast_rows] (host), present_* (device)
+        let b = &mut self.fast_binding;
+        if self.fast_pos == 0 {
+            let h = host_float_tensor(s.float, [1, hidden.len()], hidden).map_err(s.err("fast"))?;
+            b.bind_input("hidden", &h).map_err(s.err("fast: bind hidden"))?;
+        }
+        let code = Tensor::<i64>::from_array(([1usize], vec![code])).map_err(s.err("fast"))?;
+        b.bind_input("code", &code).map_err(s.err("fast: bind code"))?;
+        b.bind_input("past_keys", &self.fast_k).map_err(s.err("fast: bind past_keys"))?;
+        b.bind_input("past_values", &self.fast_v).map_err(s.err("fast: bind past_values"))?;
+        for (name, place) in
+            FAST_PLAN.iter().filter(|(_, p)| matches!(p, Place::HostOut | Place::DeviceOut))
+        {
+            let mem = if *place == Place::HostOut { &s.host } else { &s.device };
+            b.bind_output_to_device(*name, mem).map_err(s.err("fast: bind output"))?;
+        }
+        let mut session = s.fast.lock();
+        let mut out = session.run_binding(&self.fast_binding).map_err(s.err("fast"))?;
+        let logits = host_floats(&out, "logits", s.name, "fast")?;
+        let k = take(&mut out, "present_keys", s.name, "fast")?;
+        let v = take(&mut out, "present_values", s.name, "fast")?;
+        drop(out);
+        drop(session);
+        if logits.len() != s.fast_rows {
+            return Err(Error::Backend {
+                backend: s.name,
+                op: "fast".into(),
+                message: format!("{} logits, the manifest says {}", logits.len(), s.fast_rows),
+            });
+        }
+        self.fast_k = k;
+        self.fast_v = v;
+        self.fast_pos += 1;
+        Ok(logits)
+    }
+
+    fn kv_len(&self) -> usize {
+        self.kv_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_plan_keeps_kv_on_device() {
+        for plan in [&SLOW_PLAN, &FAST_PLAN] {
+            for (name, place) in plan.iter() {
+                let want = if name.starts_with("past_") {
+                    Place::DeviceIn
+                } else if name.starts_with("present_") {
+                    Place::DeviceOut
+                } else if *name == "logits" || *name == "hidden" && plan == &SLOW_PLAN {
+                    Place::HostOut
+                } else {
+                    Place::HostIn
+                };
+                assert_eq!(*place, want, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_per_frame_are_small_for_s1_mini() {
+        let d = ModelDims {
+            dim: 1024,
+            fast_dim: 1024,
+            n_layer: 28,
+            n_local_heads: 8,
+            head_dim: 128,
+            n_fast_layer: 4,
+            fast_n_local_heads: 8,
+            fast_head_dim: 128,
+            num_codebooks: 10,
+            max_seq_len: 8192,
+        };
+        let (up, down) = bytes_per_frame(&d, 4097, 1024, 2);
+        // ids + hidden + codes up; logits (slow 4097 + 10 × 1024 fast) + hidden down.
+        assert_eq!(up, 11 * 8 + 2048 + 80);
+        assert_eq!(down, 4097 * 2 + 2048 + 10 * 1024 * 2);
+        // The slow KV cache at 1000 positions is 28·8·1000·128·2·2 bytes ≈ 115 MB: never copied.
+        let kv_1000 = d.n_layer * d.n_local_heads * 1000 * d.head_dim * 2 * 2;
+        assert!(up + down < kv_1000 / 1000);
+    }
+}

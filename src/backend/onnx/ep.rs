@@ -1,0 +1,617 @@
+//! Execution providers of the GPU flavours (`onnx-cuda`, `tensorrt`): option translation from
+//! [`EngineConfig`], TensorRT profiles and caches, registration with `error_on_failure`, and the
+//! translation of ONNX Runtime's failures into reasons with fixes.
+//!
+//! Everything here except [`register`] and [`probe`] is host-side string work and unit-tested on
+//! CPU; the registration itself can only succeed on a machine with the onnxruntime-gpu libraries.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::ep::{self, ArbitrarilyConfigurableExecutionProvider, ExecutionProvider};
+use ort::session::builder::SessionBuilder;
+use ort::session::Session;
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::{BundleInfo, ModelDims};
+use crate::config::{
+    option_path, prepare_cache_dir, read_calibration_sentences, BackendKind, CudnnConvAlgoSearch,
+    EngineConfig, PromptProfile, TensorRtPrecision,
+};
+use crate::error::{Error, Result};
+
+/// Which execution providers a session gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// CPU execution provider only.
+    Cpu,
+    /// CUDA execution provider (CPU for what CUDA lacks).
+    Cuda,
+    /// TensorRT, then CUDA for what TensorRT does not take, then CPU.
+    TensorRt,
+}
+
+impl Flavor {
+    pub(crate) fn kind(self) -> BackendKind {
+        match self {
+            Flavor::Cpu => BackendKind::OnnxCpu,
+            Flavor::Cuda => BackendKind::OnnxCuda,
+            Flavor::TensorRt => BackendKind::TensorRt,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        self.kind().name()
+    }
+
+    pub(crate) fn is_gpu(self) -> bool {
+        self != Flavor::Cpu
+    }
+}
+
+/// Provider options as ONNX Runtime's string keys and values, in registration order.
+pub(crate) type EpOptions = Vec<(&'static str, String)>;
+
+/// Where to get the GPU build of ONNX Runtime; quoted in "not compiled in" reasons.
+pub(crate) const GPU_WHEEL_HINT: &str =
+    "install the onnxruntime-gpu wheel (CUDA 13; `pip download onnxruntime-gpu==1.31.1 --no-deps`, \
+     the library is onnxruntime/capi/libonnxruntime.so.1.31.1 beside \
+     libonnxruntime_providers_cuda.so / _tensorrt.so / _shared.so) and point ORT_DYLIB_PATH or \
+     ort_library_path at it";
+
+/// CUDA execution provider options (`OrtCUDAProviderOptionsV2` keys).
+pub(crate) fn cuda_options(c: &EngineConfig) -> EpOptions {
+    let search = match c.cudnn_conv_algo_search {
+        CudnnConvAlgoSearch::Exhaustive => "EXHAUSTIVE",
+        CudnnConvAlgoSearch::Heuristic => "HEURISTIC",
+        CudnnConvAlgoSearch::Default => "DEFAULT",
+    };
+    vec![
+        ("device_id", c.device_id.to_string()),
+        ("cudnn_conv_algo_search", search.to_string()),
+        // Inputs and outputs are copied on the compute stream, so a bound output read right
+        // after `run_binding` is complete.
+        ("do_copy_in_default_stream", "1".to_string()),
+    ]
+}
+
+/// TensorRT profile shapes of one graph, in ONNX Runtime's `name:d0xd1x...` list format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProfileShapes {
+    pub min: String,
+    pub opt: String,
+    pub max: String,
+}
+
+fn shape_list(entries: &[(&str, &[usize])]) -> String {
+    entries
+        .iter()
+        .map(|(name, dims)| {
+            let d: Vec<String> = dims.iter().map(|x| x.to_string()).collect();
+            format!("{name}:{}", d.join("x"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One profile for `slow.onnx`, shared by prefill and decode (see [`PromptProfile`]):
+/// `tokens` [1, 1+K, T] with T ∈ [1, max] (opt 1: decode), `past_keys`/`past_values`
+/// [L, 1, H, P, D] with P ∈ [0, context − 1] (opt `opt_tokens`).
+pub(crate) fn slow_profile(d: &ModelDims, p: &PromptProfile) -> Result<ProfileShapes> {
+    let (opt, max) = p.resolve(d.max_seq_len)?;
+    let rows = 1 + d.num_codebooks;
+    let kv = |len: usize| [d.n_layer, 1, d.n_local_heads, len, d.head_dim];
+    let make = |t: usize, past: usize| {
+        let kv = kv(past);
+        shape_list(&[("tokens", &[1, rows, t]), ("past_keys", &kv), ("past_values", &kv)])
+    };
+    Ok(ProfileShapes { min: make(1, 0), opt: make(1, opt), max: make(max, d.max_seq_len - 1) })
+}
+
+/// The profile of `fast.onnx`: `past_*` [Lf, 1, Hf, P, Df] with P ∈ [0, K − 1] (one frame).
+pub(crate) fn fast_profile(d: &ModelDims) -> ProfileShapes {
+    let kv = |len: usize| [d.n_fast_layer, 1, d.fast_n_local_heads, len, d.fast_head_dim];
+    let make = |past: usize| {
+        let kv = kv(past);
+        shape_list(&[
+            ("hidden", &[1, d.fast_dim]),
+            ("code", &[1]),
+            ("past_keys", &kv),
+            ("past_values", &kv),
+        ])
+    };
+    let last = d.num_codebooks.saturating_sub(1);
+    ProfileShapes { min: make(0), opt: make(last / 2), max: make(last) }
+}
+
+/// The profile of `codec_decode.onnx`: `codes` [1, K, T], T ∈ [1, max_decode_frames], opt = a
+/// streamed chunk plus the receptive field (what the frame loop decodes most).
+pub(crate) fn codec_profile(info: &BundleInfo) -> ProfileShapes {
+    let k = info.model.num_codebooks;
+    let max = info.codec.max_decode_frames.max(1);
+    let opt = (16 + info.codec.receptive_field_frames).clamp(1, max);
+    let make = |t: usize| shape_list(&[("codes", &[1, k, t])]);
+    ProfileShapes { min: make(1), opt: make(opt), max: make(max) }
+}
+
+/// TensorRT's caches for one engine: where, under which prefix, and the int8 table's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TrtCache {
+    /// Absolute, writable directory (engine + timing caches, calibration table).
+    pub dir: PathBuf,
+    /// Engine file prefix: graph role, precision and the bundle's identity, so that another
+    /// bundle at the same path never reuses a stale engine.
+    pub prefix: String,
+}
+
+/// Identity of a bundle for cache names: sha256 of its manifest (which lists every file's
+/// sha256), first 16 hex digits.
+pub(crate) fn bundle_id(info: &BundleInfo) -> Result<String> {
+    let path = info.dir.join("manifest.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(hex16(&bytes))
+}
+
+fn hex16(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Name of the int8 calibration table for a file of sample sentences:
+/// `int8-calibration-<sha256 of the sentences, 16 hex>.flatbuffers`, looked up in the cache dir.
+pub(crate) fn calibration_table_name(sentences: &[String]) -> String {
+    format!("int8-calibration-{}.flatbuffers", hex16(sentences.join("\n").as_bytes()))
+}
+
+/// The int8 calibration table path for `config`, checked to exist. s1-mini does not compute
+/// the table (see `docs/gpu-onnx.md`); a missing table is an error that says what to produce.
+pub(crate) fn calibration_table(config: &EngineConfig, cache_dir: &Path) -> Result<String> {
+    let file = config.tensorrt_int8_calibration_file.as_deref().ok_or_else(|| {
+        Error::arg("tensorrt_int8_calibration_file", "int8 needs a file of sample sentences")
+    })?;
+    let sentences = read_calibration_sentences(file)?;
+    let name = calibration_table_name(&sentences);
+    let path = cache_dir.join(&name);
+    if !path.is_file() {
+        return Err(Error::BackendUnavailable {
+            backend: "tensorrt",
+            reason: format!(
+                "int8 calibration table {} does not exist; s1-mini does not compute it: run \
+                 onnxruntime's calibrator (onnxruntime.quantization.calibrate, see \
+                 docs/gpu-onnx.md) on slow.onnx with the prompts of the {} sentences in {} and \
+                 write its calibration.flatbuffers to that path, or use tensorrt_precision fp16",
+                path.display(),
+                sentences.len(),
+                file.display()
+            ),
+        });
+    }
+    Ok(name)
+}
+
+/// TensorRT execution provider options for one graph (`OrtTensorRTProviderOptionsV2` keys).
+/// `int8_table` is the calibration table's file name inside `cache.dir`.
+pub(crate) fn tensorrt_options(
+    c: &EngineConfig,
+    cache: Option<&TrtCache>,
+    int8_table: Option<&str>,
+    profile: Option<&ProfileShapes>,
+) -> Result<EpOptions> {
+    let mut o: EpOptions = vec![("device_id", c.device_id.to_string())];
+    // fp16 in both modes: int8 falls back to fp16 (not fp32) for layers without int8 kernels.
+    o.push(("trt_fp16_enable", "1".into()));
+    // RMSNorm/LayerNorm in fp32: fp16 reductions over 1024 channels lose too much.
+    o.push(("trt_layer_norm_fp32_fallback", "1".into()));
+    if c.tensorrt_precision == TensorRtPrecision::Int8 {
+        let table = int8_table.ok_or_else(|| {
+            Error::Internal("tensorrt int8 options without a calibration table".into())
+        })?;
+        o.push(("trt_int8_enable", "1".into()));
+        o.push(("trt_int8_calibration_table_name", table.to_string()));
+        o.push(("trt_int8_use_native_calibration_table", "0".into()));
+    }
+    if c.tensorrt_workspace_bytes > 0 {
+        o.push(("trt_max_workspace_size", c.tensorrt_workspace_bytes.to_string()));
+    }
+    if let Some(cache) = cache {
+        let dir = option_path("cache_dir", &cache.dir)?.to_string();
+        o.push(("trt_engine_cache_enable", "1".into()));
+        o.push(("trt_engine_cache_path", dir.clone()));
+        o.push(("trt_engine_cache_prefix", cache.prefix.clone()));
+        o.push(("trt_timing_cache_enable", "1".into()));
+        o.push(("trt_timing_cache_path", dir));
+    }
+    if let Some(p) = profile {
+        o.push(("trt_profile_min_shapes", p.min.clone()));
+        o.push(("trt_profile_opt_shapes", p.opt.clone()));
+        o.push(("trt_profile_max_shapes", p.max.clone()));
+    }
+    Ok(o)
+}
+
+/// Cache settings for `role` (`slow`, `fast`, `codec_decode`, ...), or `None` without a
+/// cache dir. Creates the directory.
+pub(crate) fn trt_cache(
+    config: &EngineConfig,
+    info: &BundleInfo,
+    role: &str,
+) -> Result<Option<TrtCache>> {
+    let Some(dir) = &config.cache_dir else { return Ok(None) };
+    let dir = prepare_cache_dir(dir)?;
+    let prefix = format!("s1-{role}-{}-{}", config.tensorrt_precision.name(), bundle_id(info)?);
+    Ok(Some(TrtCache { dir, prefix }))
+}
+
+/// Engine files in `cache.dir` that ONNX Runtime wrote for `cache.prefix`.
+pub(crate) fn cached_engines(cache: &TrtCache) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(&cache.dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with(&cache.prefix) && n.ends_with(".engine"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Whether this ONNX Runtime library was compiled with the flavour's provider.
+pub(crate) fn compiled_in(flavor: Flavor) -> Result<bool> {
+    let r = match flavor {
+        Flavor::Cpu => return Ok(true),
+        Flavor::Cuda => ep::CUDA::is_available(),
+        Flavor::TensorRt => ep::TensorRT::is_available(),
+    };
+    r.map_err(|e| Error::Backend {
+        backend: flavor.name(),
+        op: "GetAvailableProviders".into(),
+        message: e.to_string(),
+    })
+}
+
+fn provider_name(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Cpu => "CPU",
+        Flavor::Cuda => "CUDA",
+        Flavor::TensorRt => "TensorRT",
+    }
+}
+
+/// The "not compiled in" reason, with its fix.
+pub(crate) fn not_compiled_in(flavor: Flavor, library: &Path) -> Error {
+    Error::BackendUnavailable {
+        backend: flavor.name(),
+        reason: format!(
+            "this libonnxruntime ({}) has no {} execution provider (a CPU-only build, e.g. the \
+             `onnxruntime` wheel): {GPU_WHEEL_HINT}",
+            library.display(),
+            provider_name(flavor)
+        ),
+    }
+}
+
+fn lib_regex() -> Option<&'static Regex> {
+    static RE: OnceLock<Option<Regex>> = OnceLock::new();
+    // A literal pattern, so it compiles; `None` would only disable library extraction.
+    RE.get_or_init(|| {
+        Regex::new(r"((?:lib)?[A-Za-z0-9_+\-]+(?:\.so(?:\.[0-9]+)*|\.dll|\.dylib))").ok()
+    })
+    .as_ref()
+}
+
+/// The library a dynamic-loader message says is missing: the one right before
+/// "cannot open shared object file" (Linux) or the last one named (elsewhere).
+pub(crate) fn missing_library(message: &str) -> Option<String> {
+    let re = lib_regex()?;
+    if let Some(pos) = message.find(": cannot open shared object file") {
+        if let Some(m) = re.find_iter(&message[..pos]).last() {
+            return Some(m.as_str().to_string());
+        }
+    }
+    if message.contains("LoadLibrary") || message.contains("Failed to load library") {
+        return re.find_iter(message).last().map(|m| m.as_str().to_string());
+    }
+    None
+}
+
+/// What to install for a missing library.
+fn library_fix(lib: &str) -> String {
+    let l = lib.to_ascii_lowercase();
+    if l.contains("nvinfer") || l.contains("nvonnxparser") {
+        format!(
+            "TensorRT 10 is not installed or not on the library path ({lib}): install TensorRT 10 \
+             for CUDA 13 (NVIDIA's tar/deb packages, or the `tensorrt-cu13-libs` wheel) and add \
+             its lib directory to LD_LIBRARY_PATH (PATH on Windows)"
+        )
+    } else if l.contains("cudnn") {
+        format!(
+            "cuDNN 9 for CUDA 13 is missing ({lib}): install it (e.g. the `nvidia-cudnn-cu13` \
+             wheel) and add its lib directory to LD_LIBRARY_PATH"
+        )
+    } else if l.starts_with("libcuda.so") || l == "nvcuda.dll" {
+        format!("no NVIDIA driver ({lib} not found): install the NVIDIA driver (≥ 580 for CUDA 13)")
+    } else if l.contains("onnxruntime_providers") {
+        format!(
+            "{lib} is not beside libonnxruntime: use the complete onnxruntime-gpu wheel \
+             (its capi/ directory holds all provider libraries)"
+        )
+    } else if ["cublas", "cudart", "cufft", "curand", "nvrtc", "nvjitlink", "cusparse"]
+        .iter()
+        .any(|k| l.contains(k))
+    {
+        format!(
+            "a CUDA 13 runtime library is missing ({lib}): install the CUDA 13 toolkit or the \
+             `nvidia-*-cu13` wheels (cuda-runtime, cublas, cufft, curand, cuda-nvrtc) and add \
+             their lib directories to LD_LIBRARY_PATH; a CUDA 12 install does not provide .so.13"
+        )
+    } else {
+        format!("{lib} could not be loaded: install it or add its directory to LD_LIBRARY_PATH")
+    }
+}
+
+/// Turns an ONNX Runtime failure of a GPU flavour (registration or session creation) into a
+/// reason with a fix, or `None` when the message is not about the machine (then it is the
+/// graph's fault, reported as such by the caller).
+pub(crate) fn explain_device_failure(
+    flavor: Flavor,
+    device_id: u32,
+    message: &str,
+) -> Option<String> {
+    let m = message.to_ascii_lowercase();
+    let why = if let Some(lib) = missing_library(message) {
+        library_fix(&lib)
+    } else if m.contains("driver version is insufficient")
+        || m.contains("insufficient_driver")
+        || m.contains("cudaerrorinsufficientdriver")
+    {
+        "CUDA version mismatch: the NVIDIA driver is older than the CUDA 13 runtime that \
+         onnxruntime-gpu 1.31 is built for; update the driver (≥ 580) or use an onnxruntime-gpu \
+         build for your CUDA version"
+            .to_string()
+    } else if m.contains("no cuda-capable device") || m.contains("cudaerrornodevice") {
+        "no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)".to_string()
+    } else if m.contains("invalid device ordinal") || m.contains("cudaerrorinvaliddevice") {
+        format!("device_id {device_id} does not exist on this machine (check nvidia-smi)")
+    } else if m.contains("out of memory") || m.contains("cudaerrormemoryallocation") {
+        format!("device {device_id} is out of memory")
+    } else if m.contains("not enabled in this build") || m.contains("not supported in this build") {
+        format!(
+            "this libonnxruntime has no {} execution provider: {GPU_WHEEL_HINT}",
+            provider_name(flavor)
+        )
+    } else {
+        return None;
+    };
+    Some(format!("{why} [onnx runtime: {}]", message.trim()))
+}
+
+/// Registers the flavour's providers on `builder` with `error_on_failure`, so a provider that
+/// cannot load is an error and never a silent CPU fallback.
+pub(crate) fn register(
+    builder: SessionBuilder,
+    config: &EngineConfig,
+    flavor: Flavor,
+    trt: Option<EpOptions>,
+) -> std::result::Result<SessionBuilder, String> {
+    let mut eps = Vec::new();
+    if flavor == Flavor::TensorRt {
+        let mut t = ep::TensorRT::default();
+        for (k, v) in trt.unwrap_or_default() {
+            t = t.with_arbitrary_config(k, v);
+        }
+        eps.push(t.build().error_on_failure());
+    }
+    if flavor.is_gpu() {
+        let mut c = ep::CUDA::default();
+        for (k, v) in cuda_options(config) {
+            c = c.with_arbitrary_config(k, v);
+        }
+        eps.push(c.build().error_on_failure());
+    }
+    if eps.is_empty() {
+        return Ok(builder);
+    }
+    builder.with_execution_providers(eps).map_err(|e| e.to_string())
+}
+
+/// Whether the flavour can start here, without loading a model: the library is found, the
+/// provider is compiled in, and registering it (which loads the provider library and its CUDA /
+/// cuDNN / TensorRT dependencies) succeeds. The device itself is first touched when a session
+/// is created.
+pub(crate) fn probe(
+    env: &Environment,
+    library: &Path,
+    config: &EngineConfig,
+    flavor: Flavor,
+) -> Result<()> {
+    if !compiled_in(flavor)? {
+        return Err(not_compiled_in(flavor, library));
+    }
+    let builder = Session::builder(env).map_err(|e| Error::Backend {
+        backend: flavor.name(),
+        op: "session builder".into(),
+        message: e.to_string(),
+    })?;
+    // Registration needs no profile or cache: the same libraries load either way.
+    register(builder, config, flavor, None).map(|_| ()).map_err(|message| {
+        Error::BackendUnavailable {
+            backend: flavor.name(),
+            reason: explain_device_failure(flavor, config.device_id, &message)
+                .unwrap_or_else(|| format!("registering the execution provider failed: {message}")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims() -> ModelDims {
+        ModelDims {
+            dim: 1024,
+            fast_dim: 1024,
+            n_layer: 28,
+            n_local_heads: 8,
+            head_dim: 128,
+            n_fast_layer: 4,
+            fast_n_local_heads: 8,
+            fast_head_dim: 128,
+            num_codebooks: 10,
+            max_seq_len: 8192,
+        }
+    }
+
+    #[test]
+    fn cuda_options_translate_config() {
+        let c = EngineConfig::default()
+            .with_device_id(3)
+            .with_cudnn_conv_algo_search(CudnnConvAlgoSearch::Heuristic);
+        let o = cuda_options(&c);
+        assert!(o.contains(&("device_id", "3".into())));
+        assert!(o.contains(&("cudnn_conv_algo_search", "HEURISTIC".into())));
+        let d = cuda_options(&EngineConfig::default());
+        assert!(d.contains(&("cudnn_conv_algo_search", "EXHAUSTIVE".into())));
+        let c = EngineConfig::default().with_cudnn_conv_algo_search(CudnnConvAlgoSearch::Default);
+        assert!(cuda_options(&c).contains(&("cudnn_conv_algo_search", "DEFAULT".into())));
+    }
+
+    #[test]
+    fn slow_profile_covers_prefill_and_decode() {
+        let p = slow_profile(&dims(), &PromptProfile::default()).unwrap();
+        assert_eq!(p.min, "tokens:1x11x1,past_keys:28x1x8x0x128,past_values:28x1x8x0x128");
+        assert_eq!(p.opt, "tokens:1x11x1,past_keys:28x1x8x256x128,past_values:28x1x8x256x128");
+        assert_eq!(p.max, "tokens:1x11x8192,past_keys:28x1x8x8191x128,past_values:28x1x8x8191x128");
+        let p = slow_profile(&dims(), &PromptProfile { opt_tokens: 64, max_tokens: 512 }).unwrap();
+        assert!(p.max.starts_with("tokens:1x11x512,"), "{}", p.max);
+        assert!(slow_profile(&dims(), &PromptProfile { opt_tokens: 64, max_tokens: 9000 }).is_err());
+    }
+
+    #[test]
+    fn fast_profile_spans_one_frame() {
+        let p = fast_profile(&dims());
+        assert_eq!(p.min, "hidden:1x1024,code:1,past_keys:4x1x8x0x128,past_values:4x1x8x0x128");
+        assert!(p.max.ends_with("past_values:4x1x8x9x128"), "{}", p.max);
+    }
+
+    #[test]
+    fn tensorrt_options_fp16_cache_and_profile() {
+        let c = EngineConfig::default().with_device_id(1).with_tensorrt_workspace_bytes(1 << 30);
+        let cache =
+            TrtCache { dir: PathBuf::from("/tmp/cache"), prefix: "s1-slow-fp16-abc".into() };
+        let prof = slow_profile(&dims(), &PromptProfile::default()).unwrap();
+        let o = tensorrt_options(&c, Some(&cache), None, Some(&prof)).unwrap();
+        let get = |k: &str| o.iter().find(|(key, _)| *key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("device_id"), Some("1"));
+        assert_eq!(get("trt_fp16_enable"), Some("1"));
+        assert_eq!(get("trt_int8_enable"), None);
+        assert_eq!(get("trt_max_workspace_size"), Some("1073741824"));
+        assert_eq!(get("trt_engine_cache_enable"), Some("1"));
+        assert_eq!(get("trt_engine_cache_path"), Some("/tmp/cache"));
+        assert_eq!(get("trt_engine_cache_prefix"), Some("s1-slow-fp16-abc"));
+        assert_eq!(get("trt_timing_cache_enable"), Some("1"));
+        assert_eq!(get("trt_timing_cache_path"), Some("/tmp/cache"));
+        assert_eq!(get("trt_profile_min_shapes"), Some(prof.min.as_str()));
+        assert_eq!(get("trt_profile_max_shapes"), Some(prof.max.as_str()));
+        // No cache dir: no cache keys; workspace 0: TensorRT's default.
+        let o = tensorrt_options(&EngineConfig::default(), None, None, None).unwrap();
+        assert!(o.iter().all(|(k, _)| !k.contains("cache") && *k != "trt_max_workspace_size"));
+    }
+
+    #[test]
+    fn tensorrt_options_int8_names_the_table() {
+        let c = EngineConfig::default().with_tensorrt_precision(TensorRtPrecision::Int8);
+        let o = tensorrt_options(&c, None, Some("int8-calibration-x.flatbuffers"), None).unwrap();
+        assert!(o.contains(&("trt_int8_enable", "1".into())));
+        assert!(o.contains(&("trt_fp16_enable", "1".into())));
+        assert!(o.contains(&(
+            "trt_int8_calibration_table_name",
+            "int8-calibration-x.flatbuffers".into()
+        )));
+        assert!(o.contains(&("trt_int8_use_native_calibration_table", "0".into())));
+        assert!(tensorrt_options(&c, None, None, None).is_err());
+    }
+
+    #[test]
+    fn calibration_table_name_depends_on_sentences() {
+        let a = calibration_table_name(&["Hello.".into()]);
+        let b = calibration_table_name(&["Hello!".into()]);
+        assert_ne!(a, b);
+        assert!(a.starts_with("int8-calibration-") && a.ends_with(".flatbuffers"), "{a}");
+        assert_eq!(a.len(), "int8-calibration-".len() + 16 + ".flatbuffers".len());
+    }
+
+    #[test]
+    fn missing_library_is_named() {
+        let msg = "Failed to load library libonnxruntime_providers_tensorrt.so with error: \
+                   libnvinfer.so.10: cannot open shared object file: No such file or directory";
+        assert_eq!(missing_library(msg).as_deref(), Some("libnvinfer.so.10"));
+        let msg = "Failed to load library libonnxruntime_providers_cuda.so with error: \
+                   libcublasLt.so.13: cannot open shared object file: No such file or directory";
+        assert_eq!(missing_library(msg).as_deref(), Some("libcublasLt.so.13"));
+        assert_eq!(
+            missing_library("LoadLibrary failed with error 126 for cudnn64_9.dll").as_deref(),
+            Some("cudnn64_9.dll")
+        );
+        assert_eq!(missing_library("some graph error"), None);
+    }
+
+    #[test]
+    fn device_failures_get_a_fix() {
+        let trt = "Failed to load library libonnxruntime_providers_tensorrt.so with error: \
+                   libnvinfer.so.10: cannot open shared object file: No such file or directory";
+        let r = explain_device_failure(Flavor::TensorRt, 0, trt).unwrap();
+        assert!(r.contains("TensorRT 10") && r.contains("libnvinfer.so.10"), "{r}");
+        let r = explain_device_failure(
+            Flavor::Cuda,
+            0,
+            "CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version",
+        )
+        .unwrap();
+        assert!(r.contains("CUDA version mismatch"), "{r}");
+        let r = explain_device_failure(Flavor::Cuda, 7, "CUDA failure 101: invalid device ordinal")
+            .unwrap();
+        assert!(r.contains("device_id 7"), "{r}");
+        let r = explain_device_failure(
+            Flavor::Cuda,
+            0,
+            "libcudnn.so.9: cannot open shared object file",
+        )
+        .unwrap();
+        assert!(r.contains("cuDNN 9"), "{r}");
+        assert!(explain_device_failure(Flavor::Cuda, 0, "Node (MatMul_3) type mismatch").is_none());
+    }
+}
+
+#[cfg(test)]
+mod cpu_ort_tests {
+    use super::*;
+
+    /// With the CPU-only library, registering the GPU providers (bypassing the compiled-in
+    /// check) must fail loudly (`error_on_failure`), never fall back to the CPU in silence.
+    #[test]
+    fn registration_on_cpu_only_ort_fails_loudly() {
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            println!("skipped: ORT_DYLIB_PATH is not set");
+            return;
+        }
+        let config = EngineConfig::default();
+        let env = super::super::environment(&config).unwrap();
+        for flavor in [Flavor::Cuda, Flavor::TensorRt] {
+            if compiled_in(flavor).unwrap() {
+                println!("skipped: this ONNX Runtime has the {} provider", flavor.name());
+                continue;
+            }
+            let b = Session::builder(&env).unwrap();
+            let trt = (flavor == Flavor::TensorRt)
+                .then(|| tensorrt_options(&config, None, None, None).unwrap());
+            let msg = match register(b, &config, flavor, trt) {
+                Ok(_) => panic!("{}: registration succeeded on a CPU-only library", flavor.name()),
+                Err(m) => m,
+            };
+            println!("{}: {msg}", flavor.name());
+            let reason = explain_device_failure(flavor, 0, &msg).unwrap();
+            assert!(reason.contains("has no") && reason.contains("onnxruntime-gpu"), "{reason}");
+        }
+    }
+}
