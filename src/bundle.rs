@@ -306,6 +306,19 @@ impl Bundle {
         ] {
             nonzero(v, field)?;
         }
+        // One request's slow KV cache at full context (f32 K and V, [L, 1, H, T, D] each) must
+        // be a size this machine can even express: an absurd manifest is refused here, before
+        // anything is allocated from its numbers.
+        let kv = [model.n_local_heads, model.head_dim, model.max_seq_len, 2, 4]
+            .iter()
+            .try_fold(model.n_layer, |acc, &x| acc.checked_mul(x));
+        if kv.is_none_or(|b| b > isize::MAX as usize) {
+            return Err(Error::bundle(
+                MANIFEST,
+                "model.max_seq_len",
+                "the KV cache for this context overflows the address space",
+            ));
+        }
 
         // Files: existence and size always (cheap), sha256 when asked.
         let files_v = lookup(&m, "files")?
@@ -412,8 +425,12 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
     let num_ranks = usize_field(m, "tokenizer.num_ranks")?;
     let max_encode_chars = usize_field(m, "tokenizer.max_encode_chars")?;
     let path = dir.join(file);
-    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let ranks = Tokenizer::parse_ranks(&text, file)?;
+    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    // Corrupt content is a bundle error naming the file, not an I/O error.
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        Error::bundle(file, "-", format!("not UTF-8 (at byte {})", e.valid_up_to()))
+    })?;
+    let ranks = Tokenizer::parse_ranks(text, file)?;
     if ranks.len() != num_ranks {
         return Err(Error::bundle(
             MANIFEST,

@@ -18,7 +18,8 @@ pub struct Codes {
 impl Codes {
     /// Wraps `[num_codebooks, frames]` row-major data.
     pub fn new(num_codebooks: usize, frames: Frames, data: Vec<i64>) -> Result<Self> {
-        if num_codebooks == 0 || data.len() != num_codebooks * frames.0 {
+        // checked_mul: a frame count from a file must not wrap around to a matching length.
+        if num_codebooks == 0 || num_codebooks.checked_mul(frames.0) != Some(data.len()) {
             return Err(Error::arg(
                 "codes",
                 format!("{} values do not fill [{num_codebooks}, {}]", data.len(), frames.0),
