@@ -4,20 +4,29 @@
 use std::sync::Arc;
 
 use crate::audio::{Audio, AudioChunk};
-use crate::backend::{self, Codec, Skipped, Text2Semantic};
+use crate::backend::{self, Codec, KvSnapshot, Skipped, Text2Semantic};
 use crate::bundle::{Bundle, BundleInfo};
 use crate::codes::Codes;
 use crate::config::{BackendKind, EngineConfig, SynthParams};
 use crate::error::{Error, Result};
 use crate::generate::{self, CancelToken, Frame, FrameGenerator};
-use crate::text::prompt::{build_prompt, Prompt, Reference};
+use crate::text::prompt::{build_prefix, build_prompt, Prompt, Reference};
+use crate::voice::Voice;
 
 /// Longest accepted text per call, in characters per context position: no natural text averages
 /// more than a few characters per token, so longer input cannot fit and is refused before
 /// tokenization.
 const MAX_TEXT_CHARS_PER_CONTEXT_TOKEN: usize = 16;
 
+/// Voice prefixes kept per engine (each holds the slow KV of its prefix: for S1-mini in fp32,
+/// ≈ 224 KiB per position, so ≈ 145 MiB for a 30 s reference); the least recently used goes.
+const PREFIX_CACHE_ENTRIES: usize = 4;
+
+/// Cached prompt prefixes: key = sha256 of the voices' fingerprints in order.
+type PrefixCache = parking_lot::Mutex<Vec<([u8; 32], Arc<KvSnapshot>)>>;
+
 struct Inner {
+    prefix_cache: PrefixCache,
     bundle: Bundle,
     info: Arc<BundleInfo>,
     kind: BackendKind,
@@ -59,6 +68,7 @@ impl Engine {
         let info = Arc::new(bundle.info.clone());
         Ok(Engine {
             inner: Arc::new(Inner {
+                prefix_cache: PrefixCache::default(),
                 bundle,
                 info,
                 kind: sel.kind,
@@ -195,9 +205,155 @@ impl Engine {
         Ok(Audio { samples, sample_rate_hz: info.codec.sample_rate_hz })
     }
 
-    /// PCM (mono, 44.1 kHz) → codes, for voice references.
+    /// PCM (mono, at the codec's rate, 44.1 kHz) → codes, for voice references. Same checks as
+    /// [`Engine::encode_pcm`].
     pub fn encode_audio(&self, pcm: &[f32]) -> Result<Codes> {
-        self.inner.codec()?.encode(pcm)
+        self.encode_pcm(pcm, self.inner.info.codec.sample_rate_hz)
+    }
+
+    /// Mono PCM at any rate → codes `[num_codebooks, ceil(S' / frame_samples)]` through the
+    /// bundle's `codec_encode` graph (fish-speech `DAC.encode`), where S' is the length after
+    /// resampling to the codec's rate ([`crate::audio::resample`]; none when the rates match).
+    ///
+    /// Refused with [`Error::InvalidArgument`]: no samples, a NaN or infinite sample, a rate
+    /// outside 1..=768 000 Hz, or audio longer than the codec encodes in one call
+    /// (`codec.max_encode_frames`: ≈ 190 s for S1-mini, ≈ 5.9 s for the tiny test codec) —
+    /// longer audio is never truncated silently; trim it (10–30 s is what cloning needs).
+    pub fn encode_pcm(&self, samples: &[f32], sample_rate_hz: u32) -> Result<Codes> {
+        crate::audio::check_pcm(samples, sample_rate_hz)?;
+        let c = &self.inner.info.codec;
+        let out_len = (samples.len() as u128 * u128::from(c.sample_rate_hz))
+            .div_ceil(u128::from(sample_rate_hz));
+        let frames = out_len.div_ceil(c.frame_samples as u128);
+        if frames > c.max_encode_frames as u128 {
+            let max_s =
+                c.max_encode_frames as f64 * c.frame_samples as f64 / f64::from(c.sample_rate_hz);
+            return Err(Error::arg(
+                "audio",
+                format!(
+                    "{:.1} s of audio is longer than the codec encodes in one call ({max_s:.1} s =                      {} frames); trim the reference (10-30 s is enough for a voice)",
+                    samples.len() as f64 / f64::from(sample_rate_hz),
+                    c.max_encode_frames
+                ),
+            ));
+        }
+        let codec = self.inner.codec()?;
+        let pcm = crate::audio::resample(samples, sample_rate_hz, c.sample_rate_hz)?;
+        codec.encode(&pcm)
+    }
+
+    /// A voice from reference audio (mono PCM at `sample_rate_hz`; see [`Engine::encode_pcm`]
+    /// for the limits) and its transcript. Mix stereo down first ([`crate::audio::downmix`]).
+    ///
+    /// ```no_run
+    /// use s1_mini::{audio, Engine, EngineConfig, SynthParams};
+    /// let engine = Engine::new(EngineConfig::new("tests/fixtures/tiny"))?;
+    /// let wav = audio::read_wav("ref.wav".as_ref())?; // any rate, channels mixed down
+    /// let voice = engine.create_voice(&wav.samples, wav.sample_rate_hz, "What the reference says.")?;
+    /// voice.save("ref.s1v".as_ref())?;
+    /// let audio = engine.synthesize_with_voices("Hello.", &[voice], &SynthParams::default())?;
+    /// # Ok::<(), s1_mini::Error>(())
+    /// ```
+    pub fn create_voice(
+        &self,
+        audio: &[f32],
+        sample_rate_hz: u32,
+        transcript: &str,
+    ) -> Result<Voice> {
+        if transcript.trim().is_empty() {
+            return Err(Error::arg("transcript", "is empty (say what the reference audio says)"));
+        }
+        let codes = self.encode_pcm(audio, sample_rate_hz)?;
+        Voice::new(codes, transcript)
+    }
+
+    /// A voice from codes already encoded (e.g. fish-speech's `.npy` codes) and their transcript;
+    /// the codes are checked against this engine's codec.
+    pub fn voice_from_codes(&self, codes: Codes, transcript: &str) -> Result<Voice> {
+        self.check_voice_codes(&codes)?;
+        Voice::new(codes, transcript)
+    }
+
+    fn check_voice_codes(&self, codes: &Codes) -> Result<()> {
+        Engine::check_codes_with(&self.inner.info, codes)
+    }
+
+    fn check_codes_with(info: &BundleInfo, codes: &Codes) -> Result<()> {
+        if codes.num_codebooks() != info.model.num_codebooks {
+            return Err(Error::arg(
+                "voice",
+                format!(
+                    "{} codebooks, this model has {} (a voice made for another model?)",
+                    codes.num_codebooks(),
+                    info.model.num_codebooks
+                ),
+            ));
+        }
+        for k in 0..codes.num_codebooks() {
+            let size = info.codec.codebook_sizes[k] as i64;
+            for f in 0..codes.frames().0 {
+                let c = codes.get(k, f);
+                if !(0..size).contains(&c) {
+                    return Err(Error::arg(
+                        "voice",
+                        format!("code {c} at codebook {k}, frame {f} is outside 0..{size}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Engine::synthesize`] in the voice(s) of `voices`: their transcripts and codes go before
+    /// the text as fish-speech's `generate_long` builds the prompt. With
+    /// [`SynthParams::prefix_cache`] the voices' prompt prefix is prefilled once per engine.
+    pub fn synthesize_with_voices(
+        &self,
+        text: &str,
+        voices: &[Voice],
+        params: &SynthParams,
+    ) -> Result<Audio> {
+        let mut gen = self.inner.generator_with(text, voices, params)?;
+        let frames = generate::run_to_end(&mut gen, None)?;
+        let codes = generate::frames_to_codes(&self.inner.info, &frames)?;
+        self.decode_codes(&codes)
+    }
+
+    /// [`Engine::generate_frames`] with voices (parity tests).
+    pub fn generate_frames_with_voices(
+        &self,
+        text: &str,
+        voices: &[Voice],
+        params: &SynthParams,
+    ) -> Result<(Vec<Frame>, Vec<f32>)> {
+        let mut gen = self.inner.generator_with(text, voices, params)?;
+        let frames = generate::run_to_end(&mut gen, None)?;
+        Ok((frames, gen.prefill_logits().to_vec()))
+    }
+
+    /// [`Engine::stream`] with voices.
+    pub fn stream_with_voices(
+        &self,
+        text: &str,
+        voices: &[Voice],
+        params: &SynthParams,
+    ) -> Result<Stream> {
+        self.inner.codec()?;
+        let gen = self.inner.generator_with(text, voices, params)?;
+        Ok(Stream {
+            inner: self.inner.clone(),
+            gen,
+            params: params.clone(),
+            frames: Vec::new(),
+            emitted: 0,
+            cancel: CancelToken::new(),
+            done: false,
+        })
+    }
+
+    /// Drops every cached voice prefix (they are rebuilt on next use).
+    pub fn clear_prefix_cache(&self) {
+        self.inner.prefix_cache.lock().clear();
     }
 
     /// Starts a streamed synthesis: audio comes in chunks while frames are generated. The
@@ -250,9 +406,90 @@ impl Inner {
     }
 
     fn generator(&self, text: &str, params: &SynthParams) -> Result<FrameGenerator> {
+        self.generator_with(text, &[], params)
+    }
+
+    fn references(voices: &[Voice]) -> Vec<Reference> {
+        voices
+            .iter()
+            .map(|v| Reference { text: v.transcript().to_owned(), codes: v.codes().clone() })
+            .collect()
+    }
+
+    fn generator_with(
+        &self,
+        text: &str,
+        voices: &[Voice],
+        params: &SynthParams,
+    ) -> Result<FrameGenerator> {
         params.validate(u32::try_from(self.info.model.max_seq_len).unwrap_or(u32::MAX))?;
-        let prompt = self.prompt(text)?;
-        FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt, params)
+        if voices.is_empty() {
+            let prompt = self.prompt(text)?;
+            return FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt, params);
+        }
+        for v in voices {
+            Engine::check_codes_with(&self.info, v.codes())?;
+        }
+        self.prompt(text)?; // text checks
+        let refs = Inner::references(voices);
+        let i = &self.info;
+        let prompt =
+            build_prompt(&self.bundle.tokenizer, &i.tokens, i.model.num_codebooks, &refs, text)?;
+        let gen =
+            FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt.clone(), params)?;
+        if !params.prefix_cache {
+            return Ok(gen);
+        }
+        Ok(match self.prefix(voices, &refs, &prompt)? {
+            Some(prefix) => gen.with_prefix(prefix),
+            None => gen,
+        })
+    }
+
+    /// The cached slow KV of the voices' prompt prefix, computed on first use. `None` when the
+    /// backend cannot copy its KV cache (then the whole prompt is prefilled).
+    fn prefix(
+        &self,
+        voices: &[Voice],
+        refs: &[Reference],
+        prompt: &Prompt,
+    ) -> Result<Option<Arc<KvSnapshot>>> {
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        for v in voices {
+            sha2::Digest::update(&mut h, v.fingerprint());
+        }
+        let key: [u8; 32] = sha2::Digest::finalize(h).into();
+        {
+            let mut cache = self.prefix_cache.lock();
+            if let Some(pos) = cache.iter().position(|(k, _)| *k == key) {
+                let entry = cache.remove(pos);
+                let snap = entry.1.clone();
+                cache.push(entry); // most recently used last
+                return Ok(Some(snap));
+            }
+        }
+        let i = &self.info;
+        let prefix = build_prefix(&self.bundle.tokenizer, &i.tokens, i.model.num_codebooks, refs)?;
+        if !prompt.starts_with(&prefix) || prefix.len >= prompt.len {
+            return Err(Error::Internal("voice prefix differs from the prompt's start".into()));
+        }
+        let mut req = self.t2s.start()?;
+        req.slow(&prefix.data, prefix.len)?;
+        let snap = match req.snapshot_kv() {
+            Ok(s) => Arc::new(s),
+            Err(Error::BackendUnavailable { reason, .. }) => {
+                log::debug!("prefix cache off for {}: {reason}", self.t2s.name());
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut cache = self.prefix_cache.lock();
+        cache.retain(|(k, _)| *k != key);
+        cache.push((key, snap.clone()));
+        while cache.len() > PREFIX_CACHE_ENTRIES {
+            cache.remove(0);
+        }
+        Ok(Some(snap))
     }
 
     fn generate_codes(

@@ -130,6 +130,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A voice file is malformed, truncated or fails its checksum (`docs/voice-format.md`).
+    #[error("invalid voice file: {reason}")]
+    VoiceInvalid {
+        /// What is wrong.
+        reason: String,
+    },
+
     // === Backend errors (200-299) ===
     /// A backend cannot be used on this machine or build.
     #[error("backend {backend} unavailable: {reason}")]
@@ -195,6 +202,8 @@ pub enum Status {
     HashMismatch = 103,
     /// File i/o failed.
     Io = 104,
+    /// Voice file malformed, truncated or failing its checksum.
+    VoiceInvalid = 105,
     /// Backend not available on this machine/build.
     BackendUnavailable = 200,
     /// Out of (device) memory.
@@ -230,6 +239,7 @@ impl Status {
             Status::VersionMismatch => "S1_STATUS_VERSION_MISMATCH",
             Status::HashMismatch => "S1_STATUS_HASH_MISMATCH",
             Status::Io => "S1_STATUS_IO",
+            Status::VoiceInvalid => "S1_STATUS_VOICE_INVALID",
             Status::BackendUnavailable => "S1_STATUS_BACKEND_UNAVAILABLE",
             Status::OutOfMemory => "S1_STATUS_OUT_OF_MEMORY",
             Status::DeviceError => "S1_STATUS_DEVICE_ERROR",
@@ -261,6 +271,7 @@ impl TryFrom<i32> for Status {
             102 => Status::VersionMismatch,
             103 => Status::HashMismatch,
             104 => Status::Io,
+            105 => Status::VoiceInvalid,
             200 => Status::BackendUnavailable,
             201 => Status::OutOfMemory,
             202 => Status::DeviceError,
@@ -296,6 +307,7 @@ impl Error {
             Error::VersionMismatch { .. } => Status::VersionMismatch,
             Error::HashMismatch { .. } => Status::HashMismatch,
             Error::Io { .. } => Status::Io,
+            Error::VoiceInvalid { .. } => Status::VoiceInvalid,
             Error::BackendUnavailable { .. } => Status::BackendUnavailable,
             Error::Backend { .. } => Status::BackendFailed,
             Error::Cancelled => Status::Cancelled,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Codec, T2sRequest, Text2Semantic};
+use crate::backend::{Codec, KvSnapshot, T2sRequest, Text2Semantic};
 use crate::bundle::BundleInfo;
 use crate::codes::Codes;
 use crate::config::SynthParams;
@@ -98,6 +98,8 @@ pub struct FrameGenerator {
     ignore_end: bool,
     /// Stage timings; `None` = not measured (no clock reads).
     profile: Option<Box<StageTimes>>,
+    /// Cached keys/values of the prompt's first positions (a voice prefix), if any.
+    prefix: Option<Arc<KvSnapshot>>,
 }
 
 impl FrameGenerator {
@@ -139,7 +141,19 @@ impl FrameGenerator {
             prefill_logits: Vec::new(),
             ignore_end: params.ignore_end,
             profile: None,
+            prefix: None,
         })
+    }
+
+    /// Prefills from `prefix`, the cached keys/values of the prompt's first `prefix.len`
+    /// positions (made by the same backend from the same positions): only the rest of the prompt
+    /// goes through the slow transformer. Ignored if the prompt is not longer than the prefix.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: Arc<KvSnapshot>) -> Self {
+        if self.prompt.as_ref().is_some_and(|p| p.len > prefix.len) {
+            self.prefix = Some(prefix);
+        }
+        self
     }
 
     /// Starts measuring [`StageTimes`] (benchmarks). Without it no clock is read.
@@ -296,7 +310,15 @@ impl FrameGenerator {
         let prompt =
             self.prompt.take().ok_or_else(|| Error::Internal("prefill called twice".into()))?;
         let t0 = self.stamp();
-        let slow = self.req.slow(&prompt.data, prompt.len)?;
+        let slow = match self.prefix.take() {
+            Some(prefix) => {
+                self.req.restore_kv(&prefix)?;
+                // prompt [1+K, T] -> its positions prefix.len.. at kv positions prefix.len..
+                let rest = prompt.columns_from(prefix.len);
+                self.req.slow(&rest.data, rest.len)?
+            }
+            None => self.req.slow(&prompt.data, prompt.len)?,
+        };
         self.prefill_logits = slow.logits.clone();
         let frame = self.sample_frame(slow)?;
         self.finish_frame(&frame);

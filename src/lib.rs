@@ -23,6 +23,7 @@ pub mod generate;
 pub mod npy;
 pub mod sampling;
 pub mod text;
+pub mod voice;
 
 pub use audio::{Audio, AudioChunk, WavFormat};
 pub use backend::Skipped;
@@ -32,3 +33,4 @@ pub use config::{BackendKind, EngineConfig, SynthParams};
 pub use engine::{Engine, Stream};
 pub use error::{Error, Result, Status};
 pub use generate::CancelToken;
+pub use voice::Voice;

@@ -44,6 +44,46 @@ pub trait T2sRequest: Send {
     fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>>;
     /// Positions in the slow KV cache.
     fn kv_len(&self) -> usize;
+    /// A copy of the slow KV cache (positions `0..kv_len()`), to start other requests from
+    /// (the voice prefix cache). Backends without it return [`Error::BackendUnavailable`] and
+    /// the engine prefills the whole prompt instead.
+    fn snapshot_kv(&self) -> Result<KvSnapshot> {
+        Err(Error::BackendUnavailable {
+            backend: "prefix-cache",
+            reason: "this backend cannot copy its KV cache".into(),
+        })
+    }
+    /// Replaces the slow KV cache by `snapshot` (from [`T2sRequest::snapshot_kv`] of the same
+    /// backend); the next [`T2sRequest::slow`] continues at position `snapshot.len`.
+    fn restore_kv(&mut self, snapshot: &KvSnapshot) -> Result<()> {
+        let _ = snapshot;
+        Err(Error::BackendUnavailable {
+            backend: "prefix-cache",
+            reason: "this backend cannot restore a KV cache".into(),
+        })
+    }
+}
+
+/// A copy of a slow KV cache: positions `0..len`, in a backend-specific layout.
+pub struct KvSnapshot {
+    /// Backend that made it (only that backend can restore it).
+    pub backend: &'static str,
+    /// Positions held.
+    pub len: usize,
+    /// Bytes held (for the cache's accounting and logs).
+    pub bytes: usize,
+    /// The backend's data.
+    pub data: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for KvSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvSnapshot")
+            .field("backend", &self.backend)
+            .field("len", &self.len)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
 }
 
 /// The codec of a backend; shared by all requests (Send + Sync).

@@ -62,6 +62,7 @@ impl s1_synth_params {
             first_chunk_frames: self.first_chunk_frames,
             chunk_frames: self.chunk_frames,
             ignore_end: false,
+            prefix_cache: true,
         }
     }
 }

@@ -46,6 +46,27 @@ impl Prompt {
     pub fn token_ids(&self) -> &[i64] {
         &self.data[..self.len]
     }
+
+    /// Positions `start..len` as a prompt of their own (`[rows, len - start]`).
+    pub fn columns_from(&self, start: usize) -> Prompt {
+        let start = start.min(self.len);
+        let n = self.len - start;
+        let mut data = Vec::with_capacity(self.rows * n);
+        for r in 0..self.rows {
+            data.extend_from_slice(&self.data[r * self.len + start..(r + 1) * self.len]);
+        }
+        Prompt { rows: self.rows, len: n, data }
+    }
+
+    /// Whether `prefix` equals this prompt's first `prefix.len` positions.
+    pub fn starts_with(&self, prefix: &Prompt) -> bool {
+        prefix.rows == self.rows
+            && prefix.len <= self.len
+            && (0..self.rows).all(|r| {
+                self.data[r * self.len..r * self.len + prefix.len]
+                    == prefix.data[r * prefix.len..(r + 1) * prefix.len]
+            })
+    }
 }
 
 /// Builds the S1 prompt for `text` after `references`.
@@ -55,6 +76,29 @@ pub fn build_prompt(
     num_codebooks: usize,
     references: &[Reference],
     text: &str,
+) -> Result<Prompt> {
+    build(tokenizer, ids, num_codebooks, references, Some(text))
+}
+
+/// The part of every prompt with these `references` that does not depend on the text:
+/// `<|interleave|>` and the reference parts. Its positions are the first ones of
+/// [`build_prompt`]'s prompt (each part is tokenized on its own), so their keys/values can be
+/// computed once and reused (the prefix cache).
+pub fn build_prefix(
+    tokenizer: &Tokenizer,
+    ids: &TokenIds,
+    num_codebooks: usize,
+    references: &[Reference],
+) -> Result<Prompt> {
+    build(tokenizer, ids, num_codebooks, references, None)
+}
+
+fn build(
+    tokenizer: &Tokenizer,
+    ids: &TokenIds,
+    num_codebooks: usize,
+    references: &[Reference],
+    text: Option<&str>,
 ) -> Result<Prompt> {
     let mut row0: Vec<i64> = Vec::new();
     // codes[k][pos] for k in 0..num_codebooks, same length as row0.
@@ -97,8 +141,10 @@ pub fn build_prompt(
             r.push(0);
         }
     }
-    push_text(&mut row0, &mut code_rows, SPEAKER_TAG)?;
-    push_text(&mut row0, &mut code_rows, text)?;
+    if let Some(text) = text {
+        push_text(&mut row0, &mut code_rows, SPEAKER_TAG)?;
+        push_text(&mut row0, &mut code_rows, text)?;
+    }
 
     let len = row0.len();
     let mut data = row0;

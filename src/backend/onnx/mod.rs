@@ -604,10 +604,49 @@ impl T2sRequest for OnnxRequest {
     fn kv_len(&self) -> usize {
         self.kv_len
     }
+
+    fn snapshot_kv(&self) -> Result<super::KvSnapshot> {
+        // present_* [L, 1, H, P, D] f32 -> owned copies (shape, data)
+        let copy = |v: &DynValue| -> Result<(Vec<i64>, Vec<f32>)> {
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(ort_err("snapshot kv"))?;
+            let dims: &[i64] = shape;
+            Ok((dims.to_vec(), data.to_vec()))
+        };
+        let k = copy(&self.slow_k)?;
+        let v = copy(&self.slow_v)?;
+        let bytes = 4 * (k.1.len() + v.1.len());
+        Ok(super::KvSnapshot { backend: NAME, len: self.kv_len, bytes, data: Box::new((k, v)) })
+    }
+
+    fn restore_kv(&mut self, snapshot: &super::KvSnapshot) -> Result<()> {
+        type Kv = ((Vec<i64>, Vec<f32>), (Vec<i64>, Vec<f32>));
+        let Some(((ks, kd), (vs, vd))) =
+            snapshot.data.downcast_ref::<Kv>().filter(|_| snapshot.backend == NAME)
+        else {
+            return Err(Error::Internal(format!(
+                "a {} KV snapshot given to {NAME}",
+                snapshot.backend
+            )));
+        };
+        let value = |shape: &[i64], data: &[f32]| -> Result<DynValue> {
+            let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+            Tensor::<f32>::from_array((shape, data.to_vec()))
+                .map(|t| t.into_dyn())
+                .map_err(ort_err("restore kv"))
+        };
+        self.slow_k = value(ks, kd)?;
+        self.slow_v = value(vs, vd)?;
+        self.kv_len = snapshot.len;
+        Ok(())
+    }
 }
 
 /// The codec on ONNX Runtime.
 struct OnnxCodec {
+    /// Backend name for errors (`onnx-cpu`, `onnx-cuda`, `tensorrt`).
+    name: &'static str,
+    /// Float type of the codec's PCM input/output.
+    float: Float,
     decode: Mutex<Session>,
     encode: Option<Mutex<Session>>,
     /// Whether `codec_decode.onnx` has the `start_frame` input.
@@ -643,10 +682,6 @@ impl Codec for OnnxCodec {
                 .map_err(codec_err(self.name, "codec_decode"))?;
             session.run(ort::inputs!["codes" => input, "start_frame" => start])
         } else {
-    /// Backend name for errors (`onnx-cpu`, `onnx-cuda`, `tensorrt`).
-    name: &'static str,
-    /// Float type of the codec's PCM input/output.
-    float: Float,
             session.run(ort::inputs!["codes" => input])
         }
         .map_err(codec_err(self.name, "codec_decode"))?;
