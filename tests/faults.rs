@@ -8,12 +8,18 @@
 
 mod common;
 
+use std::ffi::{c_void, CString};
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use common::*;
 use s1_mini::bundle::Bundle;
+use s1_mini::ffi::engine::{s1_engine_config_default, s1_engine_free, s1_engine_new};
+use s1_mini::ffi::stream::{
+    s1_chunk, s1_stream_free, s1_stream_next, s1_stream_run, s1_stream_start,
+};
 use s1_mini::{BackendKind, Codes, Engine, Error, Frames, Status, SynthParams};
 
 fn engine(dir: &Path, verify: bool) -> Result<Engine, Error> {
@@ -153,4 +159,53 @@ fn impossible_requests_are_refused_before_allocating() {
     // Codes whose shape would wrap around usize: an error, not a bogus buffer.
     let r = Codes::new(2, Frames(usize::MAX / 2 + 1), Vec::new());
     assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+}
+
+/// Counts callback invocations; the callback panics inside its own `catch_unwind`.
+unsafe extern "C" fn panicking_callback(_chunk: *const s1_chunk, user_data: *mut c_void) -> i32 {
+    // SAFETY: user_data is the test's AtomicUsize, alive for the s1_stream_run call.
+    let hits = unsafe { &*(user_data as *const AtomicUsize) };
+    // A Rust callback must not unwind into the library: an `extern "C"` function that panics
+    // aborts the process (Rust's rule, not ours). Caught here, the panic becomes "cancel".
+    let r = std::panic::catch_unwind(|| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        panic!("boom in a push callback");
+    });
+    i32::from(r.is_err())
+}
+
+#[test]
+fn ffi_push_callback_panic_caught_in_callback_cancels_stream() {
+    let dir = CString::new(tiny_dir().to_string_lossy().into_owned()).unwrap();
+    let ort = CString::new(ort_library().to_string_lossy().into_owned()).unwrap();
+    let mut cfg = std::mem::MaybeUninit::uninit();
+    // SAFETY: writable struct.
+    assert_eq!(unsafe { s1_engine_config_default(cfg.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: initialised above.
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.bundle_dir = dir.as_ptr();
+    cfg.ort_library_path = ort.as_ptr();
+    let mut engine = std::ptr::null_mut();
+    // SAFETY: valid config and out pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::Ok);
+    let mut stream = std::ptr::null_mut();
+    // SAFETY: live engine, NUL-terminated text, NULL params = defaults.
+    let st = unsafe { s1_stream_start(engine, c"Hello.".as_ptr(), std::ptr::null(), &mut stream) };
+    assert_eq!(st, Status::Ok);
+    let hits = AtomicUsize::new(0);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {})); // keep the expected panic out of the test output
+                                            // SAFETY: live stream; the callback never unwinds; user_data outlives the call.
+    let st = unsafe {
+        s1_stream_run(stream, Some(panicking_callback), &hits as *const AtomicUsize as *mut c_void)
+    };
+    std::panic::set_hook(hook);
+    assert_eq!(st, Status::Cancelled);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // The stream is cancelled, not broken: the next pull says so, and it frees normally.
+    let mut chunk = std::ptr::null();
+    // SAFETY: live stream, writable out pointer.
+    assert_eq!(unsafe { s1_stream_next(stream, &mut chunk) }, Status::Cancelled);
+    assert_eq!(s1_stream_free(stream), Status::Ok);
+    assert_eq!(s1_engine_free(engine), Status::Ok);
 }

@@ -287,6 +287,9 @@ static void ffi_with_bundle(const char *bundle) {
   CHECK_STATUS(s1_engine_free(engine), S1_STATUS_INVALID_HANDLE); /* double free */
   CHECK_STATUS(s1_synthesize(engine, "Hi.", &params, &audio), S1_STATUS_INVALID_HANDLE);
   CHECK_STATUS(s1_stream_next(stream, &chunk), S1_STATUS_OK);
+  /* ...to the end of the utterance: the model is unloaded only by the last s1_stream_free. */
+  while ((st = s1_stream_next(stream, &chunk)) == S1_STATUS_OK) CHECK(chunk->num_samples > 0);
+  CHECK_STATUS(st, S1_STATUS_END_OF_STREAM);
   CHECK_STATUS(s1_stream_free(stream), S1_STATUS_OK);
   /* A freed stream handle passed where an engine is expected: wrong type, not a crash. */
   CHECK_STATUS(s1_synthesize((const s1_engine *)stream, "Hi.", NULL, &audio),

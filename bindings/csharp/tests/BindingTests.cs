@@ -107,6 +107,19 @@ static class BindingTests
                 Check(s.Run() && events > 0, "push to the end");
             }
 
+            // A handler that throws: the stream is cancelled and Run() surfaces the exception
+            // (nothing unwinds through the C library).
+            using (S1Mini.Stream s = engine.Stream("Hello from C#.", p))
+            {
+                int events = 0;
+                s.ChunkReady += pcm => { events++; throw new ApplicationException("boom"); };
+                Exception caught = null;
+                try { s.Run(); } catch (InvalidOperationException e) { caught = e; }
+                Check(caught != null && caught.InnerException is ApplicationException
+                      && caught.InnerException.Message == "boom" && events == 1,
+                      "a throwing ChunkReady handler cancels and surfaces from Run()");
+            }
+
             // Cancel from another thread, then pull: enumeration ends at once.
             using (S1Mini.Stream s = engine.Stream("Hello from C#.", p))
             {

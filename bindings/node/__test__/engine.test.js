@@ -82,6 +82,19 @@ test('node_bundle', { skip }, async (t) => {
     assert.equal(await stream.next(), null) // cancelled: ends, no error
   })
 
+  await t.test('node_stream_consumer_throw_cancels_and_propagates', async () => {
+    const stream = engine.stream('Hello from Node.', small)
+    let chunks = 0
+    await assert.rejects(async () => {
+      for await (const chunk of stream) { // eslint-disable-line no-unused-vars
+        chunks++
+        throw new Error('boom')
+      }
+    }, /boom/)
+    assert.equal(chunks, 1)
+    assert.equal(await stream.next(), null) // the loop's return() cancelled the native stream
+  })
+
   await t.test('node_stream_abort_signal_ends_stream', async () => {
     const ac = new AbortController()
     ac.abort()
