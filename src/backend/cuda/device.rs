@@ -1,5 +1,379 @@
+//! The CUDA device: probing without panics, the context and stream, kernel modules, raw device
+//! buffers, cuBLAS. Every driver call goes through cudarc; every `unsafe` block states why it
+//! is sound.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
+
+use super::kernels;
+use super::nvrtc;
+use super::plan::Dims;
 use super::DeviceInfo;
 use crate::config::EngineConfig;
-pub(super) fn probe(_c: &EngineConfig) -> Result<DeviceInfo, String> {
-    Err("todo".into())
+
+/// Oldest architecture the kernels target (bf16 loads and 163 KiB of shared memory: sm_80).
+pub const MIN_COMPUTE_MAJOR: i32 = 8;
+
+fn drv(what: &str, e: result::DriverError) -> String {
+    format!("{what}: {e:?}")
+}
+
+/// Whether the driver library (libcuda) can be opened at all.
+pub fn libcuda_present() -> bool {
+    // SAFETY: only dlopen()s the candidate library names; no CUDA call is made.
+    unsafe { sys::is_culib_present() }
+}
+
+/// Opens the context on `ordinal`, never panicking: libcuda is probed first and cudarc's
+/// panics (missing symbols) are caught.
+fn open_context(ordinal: usize) -> Result<Arc<CudaContext>, String> {
+    if !libcuda_present() {
+        return Err("the NVIDIA driver library (libcuda.so.1) is not installed".into());
+    }
+    let r = catch_unwind(|| -> Result<Arc<CudaContext>, String> {
+        let n = CudaContext::device_count().map_err(|e| drv("cuDeviceGetCount", e))?;
+        if n <= 0 {
+            return Err("no CUDA device is visible".into());
+        }
+        if ordinal >= n as usize {
+            return Err(format!("device_id {ordinal} but only {n} CUDA device(s)"));
+        }
+        CudaContext::new(ordinal).map_err(|e| drv("cuCtxCreate", e))
+    });
+    r.unwrap_or_else(|_| Err("the CUDA driver panicked during initialisation".into()))
+}
+
+fn info_of(ctx: &Arc<CudaContext>) -> Result<DeviceInfo, String> {
+    let name = ctx.name().map_err(|e| drv("cuDeviceGetName", e))?;
+    let cc = ctx.compute_capability().map_err(|e| drv("cuDeviceGetAttribute", e))?;
+    let total = ctx.total_mem().map_err(|e| drv("cuDeviceTotalMem", e))?;
+    Ok(DeviceInfo { name, compute_capability: cc, total_memory_bytes: total })
+}
+
+/// What `environment()` reports: driver, device, architecture and NVRTC.
+pub(super) fn probe(config: &EngineConfig) -> Result<DeviceInfo, String> {
+    let ctx = open_context(config.device_id as usize)?;
+    let info = catch_unwind(AssertUnwindSafe(|| info_of(&ctx)))
+        .unwrap_or_else(|_| Err("the CUDA driver panicked".into()))?;
+    if info.compute_capability.0 < MIN_COMPUTE_MAJOR {
+        return Err(format!(
+            "{} is sm_{}{}; the cuda backend needs sm_80 or newer",
+            info.name, info.compute_capability.0, info.compute_capability.1
+        ));
+    }
+    nvrtc::ensure_nvrtc()?;
+    Ok(info)
+}
+
+/// A raw device allocation, freed on drop.
+pub struct DevBuf {
+    ptr: sys::CUdeviceptr,
+    bytes: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl DevBuf {
+    /// Device address.
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    /// Address `off` bytes in.
+    pub fn at(&self, off: usize) -> u64 {
+        debug_assert!(off <= self.bytes);
+        self.ptr + off as u64
+    }
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        if self.ptr != 0 && self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: `ptr` came from cuMemAlloc in this context and is freed exactly once;
+            // the engine synchronises its stream before dropping buffers.
+            let _ = unsafe { result::free_sync(self.ptr) };
+        }
+    }
+}
+
+/// Pinned (page-locked) host memory for async device-to-host copies.
+pub struct PinnedBuf {
+    ptr: *mut c_void,
+    bytes: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the pinned block is plain host memory owned by this value; access is serialised by
+// `&mut self` (the request that owns it is used by one thread at a time).
+unsafe impl Send for PinnedBuf {}
+
+impl PinnedBuf {
+    /// The block as i64s.
+    pub fn as_i64(&self) -> &[i64] {
+        // SAFETY: `ptr` is a live allocation of `bytes` bytes, aligned to at least 256 by the
+        // driver; the device has finished writing (callers synchronise first).
+        unsafe { std::slice::from_raw_parts(self.ptr as *const i64, self.bytes / 8) }
+    }
+    /// Host address.
+    pub fn ptr(&self) -> *mut c_void {
+        self.ptr
+    }
+}
+
+impl Drop for PinnedBuf {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() && self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by cuMemHostAlloc and freed once.
+            let _ = unsafe { result::free_host(self.ptr) };
+        }
+    }
+}
+
+/// cuBLAS handle (prefill GEMMs).
+pub struct Blas {
+    handle: cudarc::cublas::sys::cublasHandle_t,
+}
+
+// SAFETY: the handle is used only from the thread that holds the engine's workspace
+// (serialised by the request), never concurrently.
+unsafe impl Send for Blas {}
+// SAFETY: as above; no method takes `&self` concurrently with another on the same stream.
+unsafe impl Sync for Blas {}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        // SAFETY: created by cublasCreate, destroyed once.
+        let _ = unsafe { cudarc::cublas::result::destroy_handle(self.handle) };
+    }
+}
+
+/// The device the engine runs on.
+pub struct Gpu {
+    /// Context.
+    pub ctx: Arc<CudaContext>,
+    /// The stream every launch and the frame graph use.
+    pub stream: Arc<CudaStream>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    _modules: Vec<Arc<CudaModule>>,
+    /// Multiprocessors.
+    pub sm_count: usize,
+    /// cuBLAS, when libcublas could be opened (prefill falls back to GEMV kernels otherwise).
+    pub blas: Option<Blas>,
+    /// What the device is.
+    pub info: DeviceInfo,
+}
+
+/// NVRTC's PTX cache: `cache_dir/cuda-ptx`, else `$XDG_CACHE_HOME` or `~/.cache` `/s1-mini/ptx`.
+fn ptx_cache_dir(config: &EngineConfig) -> Option<PathBuf> {
+    if let Some(d) = &config.cache_dir {
+        return Some(d.join("cuda-ptx"));
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(x).join("s1-mini/ptx"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/s1-mini/ptx"))
+}
+
+impl Gpu {
+    /// Opens the device, compiles (or loads from cache) every kernel module, creates cuBLAS.
+    pub fn open(config: &EngineConfig) -> Result<Gpu, String> {
+        let ctx = open_context(config.device_id as usize)?;
+        let info = info_of(&ctx)?;
+        let (major, minor) = info.compute_capability;
+        if major < MIN_COMPUTE_MAJOR {
+            return Err(format!("{} is sm_{major}{minor}; the cuda backend needs sm_80+", info.name));
+        }
+        let sm_count = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| drv("multiprocessor count", e))? as usize;
+        let stream = ctx.new_stream().map_err(|e| drv("cuStreamCreate", e))?;
+        // Newer archs than the compiler knows run compute_90 PTX through the driver's JIT.
+        let arch = match kernels::arch_for(major, minor).as_str() {
+            a @ ("compute_80" | "compute_86" | "compute_87" | "compute_89" | "compute_90") => {
+                a.to_string()
+            }
+            _ => "compute_90".to_string(),
+        };
+        let cache = ptx_cache_dir(config);
+        let mut funcs = HashMap::new();
+        let mut modules = Vec::new();
+        for m in kernels::MODULES {
+            let ptx = nvrtc::compile_cached(m, &arch, cache.as_deref())?;
+            let module = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                .map_err(|e| drv(&format!("cuModuleLoadData({})", m.name), e))?;
+            for e in m.entries {
+                let f = module.load_function(e).map_err(|er| drv(&format!("cuModuleGetFunction({e})"), er))?;
+                funcs.insert(*e, f);
+            }
+            modules.push(module);
+        }
+        // The sampling kernel sorts up to 8192 logits in 96 KiB of dynamic shared memory.
+        if let Some(f) = funcs.get("sample_f32") {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                (8192 * 12) as i32,
+            )
+            .map_err(|e| drv("cuFuncSetAttribute(sample_f32)", e))?;
+        }
+        let blas = Self::open_blas(&stream);
+        Ok(Gpu { ctx, stream, funcs, _modules: modules, sm_count, blas, info })
+    }
+
+    fn open_blas(stream: &Arc<CudaStream>) -> Option<Blas> {
+        // SAFETY: only dlopen()s candidate names.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            log::warn!("cuda: libcublas not found; prefill uses the GEMV kernels");
+            return None;
+        }
+        catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: cublasCreate has no preconditions besides a current context (bound by
+            // new_stream above on this thread); the stream belongs to that context.
+            unsafe {
+                let h = cudarc::cublas::result::create_handle().ok()?;
+                if cudarc::cublas::result::set_stream(h, stream.cu_stream() as _).is_err() {
+                    let _ = cudarc::cublas::result::destroy_handle(h);
+                    return None;
+                }
+                Some(Blas { handle: h })
+            }
+        }))
+        .ok()
+        .flatten()
+    }
+
+    /// Allocates `bytes` of device memory (uninitialised).
+    pub fn alloc(&self, bytes: usize) -> Result<DevBuf, String> {
+        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+        // SAFETY: plain cuMemAlloc in the bound context; the result is owned by DevBuf.
+        let ptr = unsafe { result::malloc_sync(bytes.max(256)) }
+            .map_err(|e| format!("cuMemAlloc({bytes} bytes): {e:?}"))?;
+        Ok(DevBuf { ptr, bytes, ctx: self.ctx.clone() })
+    }
+
+    /// Allocates and zeroes.
+    pub fn alloc_zeroed(&self, bytes: usize) -> Result<DevBuf, String> {
+        let b = self.alloc(bytes)?;
+        self.memset0(b.ptr(), bytes)?;
+        Ok(b)
+    }
+
+    /// Pinned host memory.
+    pub fn alloc_pinned(&self, bytes: usize) -> Result<PinnedBuf, String> {
+        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+        // SAFETY: cuMemHostAlloc with no flags; owned by PinnedBuf.
+        let ptr = unsafe { result::malloc_host(bytes.max(64), 0) }.map_err(|e| drv("cuMemHostAlloc", e))?;
+        Ok(PinnedBuf { ptr, bytes, ctx: self.ctx.clone() })
+    }
+
+    /// Zeroes `bytes` at `ptr` on the stream.
+    pub fn memset0(&self, ptr: u64, bytes: usize) -> Result<(), String> {
+        // SAFETY: `ptr..ptr+bytes` lies in a live DevBuf (callers pass their own buffers).
+        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }.map_err(|e| drv("cuMemsetD8Async", e))
+    }
+
+    /// Host → device (synchronous with respect to the host buffer: the stream is synchronised).
+    pub fn upload<T>(&self, dst: u64, src: &[T]) -> Result<(), String> {
+        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+        // SAFETY: `dst` holds at least size_of_val(src) bytes (callers size their buffers from
+        // the same shapes); `src` outlives the copy because we synchronise before returning.
+        unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }.map_err(|e| drv("cuMemcpyHtoDAsync", e))?;
+        self.sync()
+    }
+
+    /// Device → host, synchronous.
+    pub fn download<T>(&self, dst: &mut [T], src: u64) -> Result<(), String> {
+        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+        // SAFETY: `src` holds at least size_of_val(dst) bytes; `dst` stays borrowed until the
+        // stream is synchronised below.
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }.map_err(|e| drv("cuMemcpyDtoHAsync", e))?;
+        self.sync()
+    }
+
+    /// Device → pinned host, asynchronous (the caller synchronises before reading).
+    pub fn download_async(&self, dst: &PinnedBuf, src: u64, bytes: usize) -> Result<(), String> {
+        debug_assert!(bytes <= dst.bytes);
+        // SAFETY: `dst` is pinned memory of at least `bytes` bytes that lives in the request
+        // until after the stream is synchronised; `src` is a live device buffer.
+        unsafe {
+            sys::cuMemcpyDtoHAsync_v2(dst.ptr(), src, bytes, self.stream.cu_stream())
+                .result()
+                .map_err(|e| drv("cuMemcpyDtoHAsync", e))
+        }
+    }
+
+    /// Waits for the stream.
+    pub fn sync(&self) -> Result<(), String> {
+        self.stream.synchronize().map_err(|e| drv("cuStreamSynchronize", e))
+    }
+
+    /// Launches kernel `name` with `dims`; `args` are pointers to the argument values in the
+    /// kernel's parameter order.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's signature exactly (count, order, sizes), and every device
+    /// pointer among them must address a live buffer large enough for the launch's accesses.
+    pub unsafe fn launch(&self, name: &str, dims: Dims, args: &mut [*mut c_void]) -> Result<(), String> {
+        let f = self.funcs.get(name).ok_or_else(|| format!("kernel {name} not loaded"))?;
+        // SAFETY: forwarded to the caller's contract above.
+        unsafe {
+            result::launch_kernel(
+                f.cu_function(),
+                dims.grid,
+                (dims.block, 1, 1),
+                dims.shared_bytes,
+                self.stream.cu_stream(),
+                args,
+            )
+        }
+        .map_err(|e| drv(&format!("launch {name}"), e))
+    }
+
+    /// Y[t, n] = (beta ? Y : 0) + X[t, :] · W[n, :] with bf16 X (`xb`) and W, f32 Y, by cuBLAS.
+    ///
+    /// # Safety
+    /// `w` holds n·k bf16, `xb` t·k bf16, `y` t·n f32, all live.
+    pub unsafe fn gemm_bf16(&self, w: u64, xb: u64, y: u64, n: usize, k: usize, t: usize, beta: f32) -> Result<(), String> {
+        use cudarc::cublas::sys as cb;
+        let blas = self.blas.as_ref().ok_or("cuBLAS not available")?;
+        let alpha = 1.0f32;
+        let (m_, n_, k_) = (n as i32, t as i32, k as i32);
+        // SAFETY: column-major view: C[n×t] = op(A)[n×k] · B[k×t] with A = W (k×n, ld k,
+        // transposed), B = X (k×t, ld k), C = Y (n×t, ld n); the caller guarantees the sizes.
+        let st = unsafe {
+            cb::cublasGemmEx(
+                blas.handle,
+                cb::cublasOperation_t::CUBLAS_OP_T,
+                cb::cublasOperation_t::CUBLAS_OP_N,
+                m_,
+                n_,
+                k_,
+                &alpha as *const f32 as *const c_void,
+                w as *const c_void,
+                cb::cudaDataType::CUDA_R_16BF,
+                k_,
+                xb as *const c_void,
+                cb::cudaDataType::CUDA_R_16BF,
+                k_,
+                &beta as *const f32 as *const c_void,
+                y as *mut c_void,
+                cb::cudaDataType::CUDA_R_32F,
+                m_,
+                cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        };
+        if st == cb::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(format!("cublasGemmEx: {st:?}"))
+        }
+    }
 }

@@ -1,7 +1,928 @@
-use crate::backend::BackendPair;
+//! The CUDA transformer: weights on the device, per-request workspaces (KV caches, activations,
+//! device state), the slow pass (prefill by cuBLAS GEMMs in chunks, decode by GEMV kernels), the
+//! fast steps, on-device sampling, and the decode frame captured as one CUDA graph.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaGraph};
+use parking_lot::Mutex;
+
+use super::device::{DevBuf, Gpu, PinnedBuf};
+use super::layout::{self, ModelConfig, WeightPlan};
+use super::plan::{self, Dims};
+use crate::backend::{BackendPair, SlowOutput, T2sRequest, Text2Semantic};
 use crate::bundle::Bundle;
 use crate::config::EngineConfig;
-use crate::error::Result;
-pub(super) fn build(_c: &EngineConfig, _b: &Bundle) -> Result<BackendPair> {
-    Err(super::unavailable("todo"))
+use crate::error::{Error, Result};
+use crate::sampling::SamplingParams;
+
+use super::BenchResult;
+
+const NAME: &str = "cuda";
+
+fn backend_err(op: &str, msg: impl Into<String>) -> Error {
+    Error::Backend { backend: NAME, op: op.to_string(), message: msg.into() }
 }
+
+/// Pointer to a kernel argument (the driver copies the value at launch/capture).
+macro_rules! args {
+    ($($a:expr),* $(,)?) => {
+        [$(&$a as *const _ as *mut c_void),*]
+    };
+}
+
+/// A linear layer's weights on the device.
+#[derive(Debug, Clone, Copy)]
+enum Lin {
+    Bf16(u64),
+    I8 { q: u64, scale: u64, bf16: u64 },
+}
+
+impl Lin {
+    fn bf16(self) -> u64 {
+        match self {
+            Lin::Bf16(p) | Lin::I8 { bf16: p, .. } => p,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LayerW {
+    attn_norm: u64,
+    ffn_norm: u64,
+    q_norm: u64,
+    k_norm: u64,
+    wqkv: Lin,
+    wo: Lin,
+    w1: Lin,
+    w2: Lin,
+    w3: Lin,
+}
+
+/// Shapes of one transformer (slow or fast).
+#[derive(Debug, Clone, Copy)]
+struct Stack {
+    n_head: usize,
+    n_kv: usize,
+    head_dim: usize,
+    inter: usize,
+    qk_norm: bool,
+    max_pos: usize,
+}
+
+impl Stack {
+    fn qkv_w(&self) -> usize {
+        (self.n_head + 2 * self.n_kv) * self.head_dim
+    }
+    fn q_w(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+    fn kv_layer_elems(&self) -> usize {
+        self.n_kv * self.max_pos * self.head_dim
+    }
+}
+
+struct Weights {
+    _arena: DevBuf,
+    _i8: Option<(DevBuf, DevBuf)>,
+    rope_slow: DevBuf,
+    rope_fast: DevBuf,
+    emb: u64,
+    cb_emb: u64,
+    norm: u64,
+    head: u64,
+    fast_emb: u64,
+    fast_norm: u64,
+    fast_head: u64,
+    layers: Vec<LayerW>,
+    fast_layers: Vec<LayerW>,
+    bytes: usize,
+}
+
+/// Device-resident request state (mirrors `S1State` in common.cuh; 16 words).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct DeviceState {
+    kv_pos: i32,
+    frame: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    temperature: f32,
+    top_p: f32,
+    rep_penalty: f32,
+    compat: i32,
+    ignore_end: i32,
+    max_kv: i32,
+    pad: [i32; 6],
+}
+
+/// Activation buffers and caches of one request.
+struct Workspace {
+    kv_k: DevBuf,
+    kv_v: DevBuf,
+    fkv_k: DevBuf,
+    fkv_v: DevBuf,
+    hist: DevBuf,
+    state: DevBuf,
+    zero_i32: DevBuf,
+    frame: DevBuf,
+    tok_in: DevBuf,
+    code: DevBuf,
+    x: DevBuf,
+    h: DevBuf,
+    qkv: DevBuf,
+    att: DevBuf,
+    ffa: DevBuf,
+    ffb: DevBuf,
+    tmp: DevBuf,
+    xb: DevBuf,
+    part_o: DevBuf,
+    part_ml: DevBuf,
+    logits: DevBuf,
+    flogits: DevBuf,
+    hidden: DevBuf,
+    pinned: PinnedBuf,
+    graph: Option<CudaGraph>,
+}
+
+// SAFETY: a workspace is owned by one request (or the pool) at a time; its CUDA graph and
+// buffers are only touched by the thread that owns it, with the context bound on entry.
+unsafe impl Send for Workspace {}
+
+struct Model {
+    gpu: Gpu,
+    cfg: ModelConfig,
+    slow: Stack,
+    fast: Stack,
+    w: Weights,
+    slow_splits: usize,
+    pool: Mutex<Vec<Workspace>>,
+    /// Serialises device work of concurrent requests (one stream, one cuBLAS handle, and graph
+    /// capture must not see another thread's launches).
+    op_lock: Mutex<()>,
+}
+
+// SAFETY: the model's device state is read-only after load; launches are issued by whichever
+// request thread holds a workspace, each with the context bound, on the model's one stream,
+// serialised by `op_lock`.
+unsafe impl Send for Model {}
+// SAFETY: as above.
+unsafe impl Sync for Model {}
+
+/// Builds the engine: open the device, load weights, quantise when asked, capture the frame
+/// graph of a first workspace. Panics in the driver wrappers are caught.
+pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
+    let cfg = ModelConfig::from_bundle_dir(&bundle.info.dir)?;
+    let weights_path = bundle.info.dir.join(&cfg.weights_file);
+    if !weights_path.is_file() {
+        return Err(Error::BackendUnavailable {
+            backend: NAME,
+            reason: format!("the bundle has no {} (export it with the llm part)", cfg.weights_file),
+        });
+    }
+    let header = layout::read_safetensors_header(&weights_path)?;
+    let plan = WeightPlan::new(&cfg, &header)?;
+    let int8 = std::env::var("S1_CUDA_WEIGHTS").map(|v| v == "int8").unwrap_or(false);
+    let source = WeightSource::File { path: weights_path, header };
+    let model = catch_unwind(AssertUnwindSafe(|| Model::load(config, cfg, &plan, source, int8)))
+        .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
+    let t2s: Arc<dyn Text2Semantic> = Arc::new(CudaT2s { model: Arc::new(model) });
+    Ok((t2s, None))
+}
+
+/// Where weights come from.
+pub(super) enum WeightSource {
+    /// The bundle's safetensors file.
+    File { path: std::path::PathBuf, header: std::collections::BTreeMap<String, layout::TensorInfo> },
+    /// Random bf16 values (benchmarks of the real shapes without a checkpoint).
+    Random { seed: u64 },
+}
+
+fn unavailable_or(e: String) -> Error {
+    Error::BackendUnavailable { backend: NAME, reason: e }
+}
+
+impl Model {
+    fn load(config: &EngineConfig, cfg: ModelConfig, plan: &WeightPlan, src: WeightSource, int8: bool) -> Result<Model> {
+        let gpu = Gpu::open(config).map_err(unavailable_or)?;
+        let slow = Stack {
+            n_head: cfg.n_head,
+            n_kv: cfg.n_local_heads,
+            head_dim: cfg.head_dim,
+            inter: cfg.intermediate_size,
+            qk_norm: cfg.qk_norm,
+            max_pos: cfg.max_seq_len,
+        };
+        let fast = Stack {
+            n_head: cfg.fast_n_head,
+            n_kv: cfg.fast_n_local_heads,
+            head_dim: cfg.fast_head_dim,
+            inter: cfg.fast_intermediate_size,
+            qk_norm: cfg.fast_qk_norm,
+            max_pos: cfg.num_codebooks,
+        };
+        if int8 && !cfg.int8_compatible() {
+            return Err(Error::arg("S1_CUDA_WEIGHTS", "int8 needs every reduction width to be a multiple of 16"));
+        }
+        let w = load_weights(&gpu, &cfg, plan, src, int8).map_err(|e| backend_err("load weights", e))?;
+        let slow_splits = plan::attention_splits(cfg.max_seq_len, cfg.n_head, gpu.sm_count);
+        let model = Model { gpu, cfg, slow, fast, w, slow_splits, pool: Mutex::new(Vec::new()), op_lock: Mutex::new(()) };
+        // Capture the frame graph now (never lazily on the first request).
+        let ws = model.new_workspace().map_err(|e| backend_err("workspace", e))?;
+        model.pool.lock().push(ws);
+        Ok(model)
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.gpu.ctx.bind_to_thread().map_err(|e| backend_err("bind", format!("{e:?}")))
+    }
+
+    fn new_workspace(&self) -> std::result::Result<Workspace, String> {
+        let g = &self.gpu;
+        let c = &self.cfg;
+        let (s, f) = (&self.slow, &self.fast);
+        let tmax = plan::PREFILL_CHUNK;
+        let k1 = c.num_codebooks + 1;
+        let f32s = |n: usize| g.alloc_zeroed(n * 4);
+        let widest = c.dim.max(s.inter).max(s.q_w()).max(s.qkv_w()).max(f.qkv_w()).max(f.inter);
+        let part_rows = (s.n_head * tmax).max(s.n_head * self.slow_splits).max(f.n_head);
+        let mut ws = Workspace {
+            kv_k: g.alloc_zeroed(c.n_layer * s.kv_layer_elems() * 2)?,
+            kv_v: g.alloc_zeroed(c.n_layer * s.kv_layer_elems() * 2)?,
+            fkv_k: g.alloc_zeroed(c.n_fast_layer * f.kv_layer_elems() * 2)?,
+            fkv_v: g.alloc_zeroed(c.n_fast_layer * f.kv_layer_elems() * 2)?,
+            hist: g.alloc_zeroed(c.max_seq_len * k1 * 8)?,
+            state: g.alloc_zeroed(std::mem::size_of::<DeviceState>())?,
+            zero_i32: g.alloc_zeroed(4)?,
+            frame: g.alloc_zeroed(k1 * 8)?,
+            tok_in: g.alloc_zeroed(k1 * tmax * 8)?,
+            code: g.alloc_zeroed(8)?,
+            x: f32s(tmax * c.dim)?,
+            h: f32s(tmax * c.dim)?,
+            qkv: f32s(tmax * s.qkv_w().max(f.qkv_w()))?,
+            att: f32s(tmax * s.q_w().max(f.q_w()))?,
+            ffa: f32s(tmax * s.inter.max(f.inter))?,
+            ffb: f32s(tmax * s.inter.max(f.inter))?,
+            tmp: f32s(tmax * c.dim)?,
+            xb: g.alloc_zeroed(tmax * widest * 2)?,
+            part_o: f32s(part_rows * s.head_dim.max(f.head_dim))?,
+            part_ml: f32s(part_rows * 2)?,
+            logits: f32s(c.head_rows())?,
+            flogits: f32s(c.fast_logit_rows)?,
+            hidden: f32s(c.dim)?,
+            pinned: g.alloc_pinned(k1 * 8)?,
+            graph: None,
+        };
+        g.sync()?;
+        ws.graph = Some(self.capture_frame(&ws)?);
+        Ok(ws)
+    }
+
+    fn take_workspace(&self) -> std::result::Result<Workspace, String> {
+        if let Some(ws) = self.pool.lock().pop() {
+            return Ok(ws);
+        }
+        self.new_workspace()
+    }
+
+    // ---- launchers (one per kernel; each restates the .cu signature) ----
+
+    fn embed(&self, ws: &Workspace, tokens: u64, tok_stride: usize, t: usize) -> std::result::Result<(), String> {
+        let c = &self.cfg;
+        let scale = if c.scale_codebook_embeddings { ((c.num_codebooks + 1) as f32).sqrt() } else { 1.0 };
+        let (ts, tt, dim, k, cbs, voc, sb, se) = (
+            tok_stride as i32,
+            t as i32,
+            c.dim as i32,
+            c.num_codebooks as i32,
+            c.codebook_size as i32,
+            c.vocab_size as i32,
+            c.semantic_begin as i32,
+            c.semantic_end as i32,
+        );
+        let (emb, cb, out) = (self.w.emb, self.w.cb_emb, ws.x.ptr());
+        // SAFETY: embed_tokens_f32(const i64* tokens, int tok_stride, int T, const bf16* emb,
+        // const bf16* cb_emb, float* out, int dim, int K, int codebook_size, int vocab,
+        // int sem_begin, int sem_end, float scale_div); tokens holds [1+K, tok_stride] i64,
+        // out [T, dim] f32 (T <= PREFILL_CHUNK).
+        unsafe {
+            self.gpu.launch(
+                "embed_tokens_f32",
+                plan::per_row(t),
+                &mut args![tokens, ts, tt, emb, cb, out, dim, k, cbs, voc, sb, se, scale],
+            )
+        }
+    }
+
+    fn rmsnorm(&self, x: u64, w: u64, out: u64, rows: usize) -> std::result::Result<(), String> {
+        let (dim, eps) = (self.cfg.dim as i32, self.cfg.norm_eps);
+        // SAFETY: rmsnorm_f32(const float* x, const bf16* w, float* out, int dim, float eps);
+        // x/out hold [rows, dim] f32, w [dim] bf16.
+        unsafe { self.gpu.launch("rmsnorm_f32", plan::per_row(rows), &mut args![x, w, out, dim, eps]) }
+    }
+
+    fn add_rmsnorm(&self, x: u64, delta: u64, w: u64, out: u64, rows: usize) -> std::result::Result<(), String> {
+        let (dim, eps) = (self.cfg.dim as i32, self.cfg.norm_eps);
+        // SAFETY: add_rmsnorm_f32(float* x, const float* delta, const bf16* w, float* out,
+        // int dim, float eps); x/delta/out [rows, dim] f32.
+        unsafe { self.gpu.launch("add_rmsnorm_f32", plan::per_row(rows), &mut args![x, delta, w, out, dim, eps]) }
+    }
+
+    /// y[t] = (res ? y[t] : 0) + W x[t] for t < T (GEMV kernels; cuBLAS for T > 1 when present).
+    fn linear(&self, ws: &Workspace, w: Lin, x: u64, y: u64, n: usize, k: usize, t: usize, residual: bool) -> std::result::Result<(), String> {
+        if t > 1 && self.gpu.blas.is_some() && matches!(w, Lin::Bf16(_)) {
+            self.cast_bf16(x, ws.xb.ptr(), t * k)?;
+            // SAFETY: W [n, k] bf16 in the arena, xb [t, k] bf16 (sized for the widest input),
+            // y [t, n] f32 dense.
+            return unsafe { self.gpu.gemm_bf16(w.bf16(), ws.xb.ptr(), y, n, k, t, if residual { 1.0 } else { 0.0 }) };
+        }
+        let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
+        let res = if residual { y } else { 0u64 };
+        match w {
+            Lin::Bf16(wp) => {
+                // SAFETY: gemv_bf16(const bf16* W, const float* x, int x_stride, float* y,
+                // int y_stride, const float* res, int N, int K, int T); W [N, K], x [T, K],
+                // y/res [T, N]; K % 8 == 0 (ModelConfig::check).
+                unsafe { self.gpu.launch("gemv_bf16", plan::gemv(n), &mut args![wp, x, xs, y, ys, res, nn, kk, tt]) }
+            }
+            Lin::I8 { q, scale, .. } => {
+                // SAFETY: gemv_i8(const int8* W, const float* scale, const float* x, int x_stride,
+                // float* y, int y_stride, const float* res, int N, int K, int T); K % 16 == 0.
+                unsafe {
+                    self.gpu.launch("gemv_i8", plan::gemv(n), &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt])
+                }
+            }
+        }
+    }
+
+    fn swiglu(&self, ws: &Workspace, l: &LayerW, x: u64, y: u64, n: usize, k: usize, t: usize) -> std::result::Result<(), String> {
+        if t > 1 && self.gpu.blas.is_some() && matches!(l.w1, Lin::Bf16(_)) {
+            self.linear(ws, l.w1, x, ws.ffa.ptr(), n, k, t, false)?;
+            self.linear(ws, l.w3, x, ws.ffb.ptr(), n, k, t, false)?;
+            let (a, b, cnt) = (ws.ffa.ptr(), ws.ffb.ptr(), (n * t) as i32);
+            // SAFETY: silu_mul_f32(const float* a, const float* b, float* out, int n); all [t, n].
+            return unsafe { self.gpu.launch("silu_mul_f32", plan::elementwise(n * t), &mut args![a, b, y, cnt]) };
+        }
+        let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
+        match (l.w1, l.w3) {
+            (Lin::I8 { q: q1, scale: s1, .. }, Lin::I8 { q: q3, scale: s3, .. }) => {
+                // SAFETY: gemv_swiglu_i8(W1, s1, W3, s3, x, x_stride, y, y_stride, N, K, T).
+                unsafe {
+                    self.gpu.launch("gemv_swiglu_i8", plan::gemv(n), &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt])
+                }
+            }
+            (w1, w3) => {
+                let (p1, p3) = (w1.bf16(), w3.bf16());
+                // SAFETY: gemv_swiglu_bf16(const bf16* W1, const bf16* W3, const float* x,
+                // int x_stride, float* y, int y_stride, int N, int K, int T).
+                unsafe { self.gpu.launch("gemv_swiglu_bf16", plan::gemv(n), &mut args![p1, p3, x, xs, y, ys, nn, kk, tt]) }
+            }
+        }
+    }
+
+    fn cast_bf16(&self, x: u64, out: u64, n: usize) -> std::result::Result<(), String> {
+        let nn = n as i32;
+        // SAFETY: cast_bf16_f32(const float* x, bf16* out, int n); out sized for the widest input.
+        unsafe { self.gpu.launch("cast_bf16_f32", plan::elementwise(n), &mut args![x, out, nn]) }
+    }
+
+    fn copy(&self, src: u64, dst: u64, n: usize) -> std::result::Result<(), String> {
+        let nn = n as i32;
+        // SAFETY: copy_f32(const float* src, float* dst, int n).
+        unsafe { self.gpu.launch("copy_f32", plan::elementwise(n), &mut args![src, dst, nn]) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rope(&self, st: &Stack, l: &LayerW, qkv: u64, t: usize, pos_ptr: u64, pos_add: usize, rope: u64, kc: u64, vc: u64) -> std::result::Result<(), String> {
+        let (tt, pa, qn, kn, use_qk) = (t as i32, pos_add as i32, l.q_norm, l.k_norm, i32::from(st.qk_norm));
+        let (nh, nkv, hd, eps, mp) = (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, self.cfg.norm_eps, st.max_pos as i32);
+        // SAFETY: qk_rope_f32(float* qkv, int T, const int* pos_ptr, int pos_add,
+        // const bf16* q_norm, const bf16* k_norm, int use_qk_norm, const bf16* rope, int nh,
+        // int nkv, int hd, float eps, bf16* kc, bf16* vc, int max_pos); qkv [T, (nh+2nkv)hd],
+        // rope [max_pos, hd/2, 2], kc/vc [nkv, max_pos, hd] of this layer.
+        unsafe {
+            self.gpu.launch(
+                "qk_rope_f32",
+                plan::qk_rope(t, st.n_head, st.n_kv, st.head_dim),
+                &mut args![qkv, tt, pos_ptr, pa, qn, kn, use_qk, rope, nh, nkv, hd, eps, kc, vc, mp],
+            )
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, ws: &Workspace, st: &Stack, t: usize, pos_ptr: u64, pos_add: usize, kc: u64, vc: u64, splits: usize) -> std::result::Result<(), String> {
+        let (q, qs, tt, pa) = (ws.qkv.ptr(), st.qkv_w() as i32, t as i32, pos_add as i32);
+        let (nh, nkv, hd, mp) = (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, st.max_pos as i32);
+        let scale = 1.0f32 / (st.head_dim as f32).sqrt();
+        let (ns, po, pml) = (splits as i32, ws.part_o.ptr(), ws.part_ml.ptr());
+        // SAFETY: attention_f32(const float* q, int q_stride, const bf16* kc, const bf16* vc,
+        // int T, const int* pos_ptr, int pos_add, int nh, int nkv, int hd, int max_pos,
+        // float scale, int n_split, float* part_o, float* part_ml); part buffers hold
+        // nh*T*n_split*(hd | 2) floats (sized for the largest use in new_workspace).
+        unsafe {
+            self.gpu.launch(
+                "attention_f32",
+                plan::attention(st.n_head, t, splits),
+                &mut args![q, qs, kc, vc, tt, pos_ptr, pa, nh, nkv, hd, mp, scale, ns, po, pml],
+            )?;
+        }
+        let (out, os) = (ws.att.ptr(), st.q_w() as i32);
+        // SAFETY: attention_combine_f32(const float* part_o, const float* part_ml, float* out,
+        // int out_stride, int T, int nh, int hd, int n_split); out [T, nh*hd].
+        unsafe {
+            self.gpu.launch(
+                "attention_combine_f32",
+                plan::attention_combine(st.n_head, t),
+                &mut args![po, pml, out, os, tt, nh, hd, ns],
+            )
+        }
+    }
+
+    /// Layers of one stack over T rows of ws.x; KV at positions *pos_ptr + pos_add + t.
+    #[allow(clippy::too_many_arguments)]
+    fn layers(&self, ws: &Workspace, fast: bool, t: usize, pos_ptr: u64, pos_add: usize, splits: usize) -> std::result::Result<(), String> {
+        let (st, layers, rope, kk, vv) = if fast {
+            (&self.fast, &self.w.fast_layers, self.w.rope_fast.ptr(), &ws.fkv_k, &ws.fkv_v)
+        } else {
+            (&self.slow, &self.w.layers, self.w.rope_slow.ptr(), &ws.kv_k, &ws.kv_v)
+        };
+        let dim = self.cfg.dim;
+        let layer_bytes = st.kv_layer_elems() * 2;
+        for (i, l) in layers.iter().enumerate() {
+            let (kc, vc) = (kk.at(i * layer_bytes), vv.at(i * layer_bytes));
+            self.rmsnorm(ws.x.ptr(), l.attn_norm, ws.h.ptr(), t)?;
+            self.linear(ws, l.wqkv, ws.h.ptr(), ws.qkv.ptr(), st.qkv_w(), dim, t, false)?;
+            self.rope(st, l, ws.qkv.ptr(), t, pos_ptr, pos_add, rope, kc, vc)?;
+            self.attention(ws, st, t, pos_ptr, pos_add, kc, vc, splits)?;
+            if t > 1 && self.gpu.blas.is_some() {
+                self.linear(ws, l.wo, ws.att.ptr(), ws.tmp.ptr(), dim, st.q_w(), t, false)?;
+                self.add_rmsnorm(ws.x.ptr(), ws.tmp.ptr(), l.ffn_norm, ws.h.ptr(), t)?;
+            } else {
+                self.linear(ws, l.wo, ws.att.ptr(), ws.x.ptr(), dim, st.q_w(), t, true)?;
+                self.rmsnorm(ws.x.ptr(), l.ffn_norm, ws.h.ptr(), t)?;
+            }
+            self.swiglu(ws, l, ws.h.ptr(), ws.ffa.ptr(), st.inter, dim, t)?;
+            self.linear(ws, l.w2, ws.ffa.ptr(), ws.x.ptr(), dim, st.inter, t, true)?;
+        }
+        Ok(())
+    }
+
+    /// Slow pass over T ≤ PREFILL_CHUNK positions at kv_pos: logits + hidden of the last row,
+    /// then kv_pos += T.
+    fn slow_pass(&self, ws: &Workspace, tokens: u64, tok_stride: usize, t: usize) -> std::result::Result<(), String> {
+        let c = &self.cfg;
+        let pos_ptr = ws.state.ptr(); // S1State.kv_pos is the first word
+        let splits = if t == 1 { self.slow_splits } else { 1 };
+        self.embed(ws, tokens, tok_stride, t)?;
+        self.layers(ws, false, t, pos_ptr, 0, splits)?;
+        let last = ws.x.at((t - 1) * c.dim * 4);
+        self.copy(last, ws.hidden.ptr(), c.dim)?;
+        self.rmsnorm(last, self.w.norm, ws.h.ptr(), 1)?;
+        self.linear(ws, Lin::Bf16(self.w.head), ws.h.ptr(), ws.logits.ptr(), c.head_rows(), c.dim, 1, false)?;
+        let (stp, tt) = (ws.state.ptr(), t as i32);
+        // SAFETY: advance_pos(S1State* st, int T).
+        unsafe { self.gpu.launch("advance_pos", Dims { grid: (1, 1, 1), block: 1, shared_bytes: 0 }, &mut args![stp, tt]) }
+    }
+
+    /// One fast step at static position `pos`: input (hidden or fast_emb[*code]), layers,
+    /// logits into ws.flogits when pos > 0.
+    fn fast_step(&self, ws: &Workspace, pos: usize, code: u64) -> std::result::Result<(), String> {
+        let c = &self.cfg;
+        let (hid, p, fe, cbs, out, dim) = (ws.hidden.ptr(), pos as i32, self.w.fast_emb, c.codebook_size as i32, ws.x.ptr(), c.dim as i32);
+        // SAFETY: fast_input_f32(const float* hidden, const i64* code, int pos,
+        // const bf16* fast_emb, int codebook_size, float* out, int dim).
+        unsafe { self.gpu.launch("fast_input_f32", Dims { grid: (1, 1, 1), block: 256, shared_bytes: 0 }, &mut args![hid, code, p, fe, cbs, out, dim])? };
+        self.layers(ws, true, 1, ws.zero_i32.ptr(), pos, 1)?;
+        self.rmsnorm(ws.x.ptr(), self.w.fast_norm, ws.h.ptr(), 1)?;
+        self.linear(ws, Lin::Bf16(self.w.fast_head), ws.h.ptr(), ws.flogits.ptr(), c.fast_logit_rows, c.dim, 1, false)
+    }
+
+    fn sample(&self, ws: &Workspace, slot: usize) -> std::result::Result<(), String> {
+        let c = &self.cfg;
+        let (logits, n) = if slot == 0 { (ws.logits.ptr(), c.head_rows()) } else { (ws.flogits.ptr(), c.fast_logit_rows) };
+        let (nn, sl, pad) = (n as i32, slot as i32, plan::sample_pad(n) as i32);
+        let (st, hist, mh, k) = (ws.state.ptr(), ws.hist.ptr(), c.max_seq_len as i32, c.num_codebooks as i32);
+        let (sb, se, ie, iei, sr, fr) = (
+            c.semantic_begin as i32,
+            c.semantic_end as i32,
+            c.im_end as i32,
+            c.im_end_index as i32,
+            c.semantic_rows as i32,
+            ws.frame.ptr(),
+        );
+        // SAFETY: sample_f32(const float* logits, int n, int slot, int n_pad,
+        // const S1State* st, const i64* hist, int max_hist, int K, int sem_begin, int sem_end,
+        // int im_end, int im_end_index, int semantic_rows, i64* frame); dynamic shared memory
+        // n_pad*12 bytes (attribute raised at load), hist [max_hist, K+1], frame [K+1].
+        unsafe {
+            self.gpu.launch(
+                "sample_f32",
+                plan::sample(n),
+                &mut args![logits, nn, sl, pad, st, hist, mh, k, sb, se, ie, iei, sr, fr],
+            )
+        }
+    }
+
+    /// Samples the slow head, runs the K fast positions with their samplings, finishes the frame.
+    fn fast_and_sample(&self, ws: &Workspace) -> std::result::Result<(), String> {
+        let k = self.cfg.num_codebooks;
+        self.sample(ws, 0)?;
+        for pos in 0..k {
+            // Position pos >= 1 embeds frame[pos] = c_{pos-1}.
+            self.fast_step(ws, pos, ws.frame.at(pos * 8))?;
+            if pos > 0 {
+                self.sample(ws, pos)?;
+            }
+        }
+        let (st, fr, hist, mh, kk) = (ws.state.ptr(), ws.frame.ptr(), ws.hist.ptr(), self.cfg.max_seq_len as i32, k as i32);
+        // SAFETY: frame_finish(S1State* st, const i64* frame, i64* hist, int max_hist, int K).
+        unsafe { self.gpu.launch("frame_finish", Dims { grid: (1, 1, 1), block: 32, shared_bytes: 0 }, &mut args![st, fr, hist, mh, kk]) }
+    }
+
+    /// The decode frame as one graph: slow step on ws.frame (the previous frame), samplings,
+    /// fast steps; everything position-dependent reads the device state.
+    fn capture_frame(&self, ws: &Workspace) -> std::result::Result<CudaGraph, String> {
+        let s = &self.gpu.stream;
+        s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| format!("cuStreamBeginCapture: {e:?}"))?;
+        let body = self.slow_pass(ws, ws.frame.ptr(), 1, 1).and_then(|_| self.fast_and_sample(ws));
+        let end = s.end_capture(sys::CUgraphInstantiate_flags(0));
+        body?;
+        let g = end.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?.ok_or("empty frame graph")?;
+        g.upload().map_err(|e| format!("cuGraphUpload: {e:?}"))?;
+        Ok(g)
+    }
+}
+
+fn load_weights(gpu: &Gpu, cfg: &ModelConfig, plan: &WeightPlan, src: WeightSource, int8: bool) -> std::result::Result<Weights, String> {
+    let arena = gpu.alloc(plan.arena_bytes)?;
+    match src {
+        WeightSource::File { path, header } => {
+            let img = plan.read_host_image(&path, &header).map_err(|e| e.to_string())?;
+            gpu.upload(arena.ptr(), &img)?;
+        }
+        WeightSource::Random { seed } => {
+            // Small values keep activations finite through 28 layers (norm weights ≈ 1).
+            let mut img = vec![0u16; plan.arena_bytes / 2];
+            let mut s = seed | 1;
+            for p in &plan.placements {
+                let one_d = p.shape.len() == 1;
+                for v in &mut img[p.offset / 2..(p.offset + p.bytes) / 2] {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    let u = ((s >> 40) as f32) / (1u64 << 24) as f32 - 0.5;
+                    *v = layout::bf16_bits(if one_d { 1.0 + 0.1 * u } else { 0.06 * u });
+                }
+            }
+            gpu.upload(arena.ptr(), &img)?;
+        }
+    }
+    let at = |name: &str| -> std::result::Result<u64, String> {
+        plan.get(name).map(|p| arena.at(p.offset)).ok_or_else(|| format!("{name} not in the weight plan"))
+    };
+    // int8: quantise every layer matrix into a second arena (bf16 kept for cuBLAS prefill).
+    let mut i8_bytes = 0usize;
+    let mut s_bytes = 0usize;
+    let mut quant: Vec<(String, usize, usize, usize, usize)> = Vec::new(); // name, n, k, q_off, s_off
+    if int8 {
+        for p in &plan.placements {
+            let is_layer_matrix = p.shape.len() == 2 && (p.name.starts_with("layers.") || p.name.starts_with("fast_layers."));
+            if is_layer_matrix {
+                let (n, k) = (p.shape[0], p.shape[1]);
+                quant.push((p.name.clone(), n, k, i8_bytes, s_bytes));
+                i8_bytes += (n * k).div_ceil(256) * 256;
+                s_bytes += (n * 4).div_ceil(256) * 256;
+            }
+        }
+    }
+    let i8_bufs = if int8 { Some((gpu.alloc(i8_bytes)?, gpu.alloc(s_bytes)?)) } else { None };
+    if let Some((qb, sb)) = &i8_bufs {
+        for (name, n, k, qo, so) in &quant {
+            let (w, q, s, kk) = (at(name)?, qb.at(*qo), sb.at(*so), *k as i32);
+            // SAFETY: quantize_i8_bf16(const bf16* W, int8* q, float* scale, int K), grid N:
+            // W [N, K] bf16 in the arena, q [N, K] int8 and scale [N] f32 in the int8 arenas.
+            unsafe { gpu.launch("quantize_i8_bf16", plan::per_row(*n), &mut args![w, q, s, kk])? };
+        }
+        gpu.sync()?;
+    }
+    let lin = |name: String| -> std::result::Result<Lin, String> {
+        let p = at(&name)?;
+        if let (Some((qb, sb)), Some(e)) = (&i8_bufs, quant.iter().find(|e| e.0 == name)) {
+            return Ok(Lin::I8 { q: qb.at(e.3), scale: sb.at(e.4), bf16: p });
+        }
+        Ok(Lin::Bf16(p))
+    };
+    let layer = |prefix: String, qk: bool| -> std::result::Result<LayerW, String> {
+        Ok(LayerW {
+            attn_norm: at(&format!("{prefix}attention_norm.weight"))?,
+            ffn_norm: at(&format!("{prefix}ffn_norm.weight"))?,
+            q_norm: if qk { at(&format!("{prefix}attention.q_norm.weight"))? } else { 0 },
+            k_norm: if qk { at(&format!("{prefix}attention.k_norm.weight"))? } else { 0 },
+            wqkv: lin(format!("{prefix}attention.wqkv.weight"))?,
+            wo: lin(format!("{prefix}attention.wo.weight"))?,
+            w1: lin(format!("{prefix}feed_forward.w1.weight"))?,
+            w2: lin(format!("{prefix}feed_forward.w2.weight"))?,
+            w3: lin(format!("{prefix}feed_forward.w3.weight"))?,
+        })
+    };
+    let layers = (0..cfg.n_layer).map(|i| layer(format!("layers.{i}."), cfg.qk_norm)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let fast_layers = (0..cfg.n_fast_layer)
+        .map(|i| layer(format!("fast_layers.{i}."), cfg.fast_qk_norm))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let rs = layout::rope_table_bf16(cfg.rope_base, cfg.head_dim, cfg.max_seq_len);
+    let rope_slow = gpu.alloc(rs.len() * 2)?;
+    gpu.upload(rope_slow.ptr(), &rs)?;
+    let rf = layout::rope_table_bf16(cfg.rope_base, cfg.fast_head_dim, cfg.num_codebooks);
+    let rope_fast = gpu.alloc(rf.len() * 2)?;
+    gpu.upload(rope_fast.ptr(), &rf)?;
+    Ok(Weights {
+        emb: at("embeddings.weight")?,
+        cb_emb: at("codebook_embeddings.weight")?,
+        norm: at("norm.weight")?,
+        head: at("output.weight")?,
+        fast_emb: at("fast_embeddings.weight")?,
+        fast_norm: at("fast_norm.weight")?,
+        fast_head: at("fast_output.weight")?,
+        layers,
+        fast_layers,
+        bytes: plan.arena_bytes + i8_bytes + s_bytes,
+        _i8: i8_bufs,
+        _arena: arena,
+        rope_slow,
+        rope_fast,
+    })
+}
+
+/// The [`Text2Semantic`] of the CUDA backend.
+pub(super) struct CudaT2s {
+    model: Arc<Model>,
+}
+
+impl Text2Semantic for CudaT2s {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn start(&self) -> Result<Box<dyn T2sRequest>> {
+        Ok(Box::new(self.start_cuda()?))
+    }
+}
+
+impl CudaT2s {
+    fn start_cuda(&self) -> Result<CudaRequest> {
+        let m = &self.model;
+        let _g = m.op_lock.lock();
+        m.bind()?;
+        let ws = m.take_workspace().map_err(|e| backend_err("start", e))?;
+        let mut r = CudaRequest { model: m.clone(), ws: Some(ws), kv_len: 0, fast_pos: 0, frame: 0 };
+        r.reset().map_err(|e| backend_err("start", e))?;
+        Ok(r)
+    }
+}
+
+/// One request: a workspace from the pool, returned on drop.
+pub(super) struct CudaRequest {
+    model: Arc<Model>,
+    ws: Option<Workspace>,
+    kv_len: usize,
+    fast_pos: usize,
+    frame: u32,
+}
+
+impl Drop for CudaRequest {
+    fn drop(&mut self) {
+        if let Some(ws) = self.ws.take() {
+            let _g = self.model.op_lock.lock();
+            if self.model.bind().is_ok() && self.model.gpu.sync().is_ok() {
+                self.model.pool.lock().push(ws);
+            }
+        }
+    }
+}
+
+impl CudaRequest {
+    fn ws(&self) -> std::result::Result<&Workspace, String> {
+        self.ws.as_ref().ok_or_else(|| "request has no workspace".to_string())
+    }
+
+    /// Empties the caches and the history, and writes the device state.
+    fn reset(&mut self) -> std::result::Result<(), String> {
+        let m = self.model.clone();
+        let ws = self.ws()?;
+        m.gpu.memset0(ws.hist.ptr(), ws.hist.bytes())?;
+        m.gpu.memset0(ws.frame.ptr(), ws.frame.bytes())?;
+        self.kv_len = 0;
+        self.fast_pos = 0;
+        self.frame = 0;
+        self.write_state(SamplingParams { temperature: 0.0, top_p: 1.0, repetition_penalty: 1.0 }, 0, false, false)
+    }
+
+    fn write_state(&self, p: SamplingParams, seed: u64, compat: bool, ignore_end: bool) -> std::result::Result<(), String> {
+        let m = &self.model;
+        let st = DeviceState {
+            kv_pos: self.kv_len as i32,
+            frame: self.frame,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            rep_penalty: p.repetition_penalty,
+            compat: i32::from(compat),
+            ignore_end: i32::from(ignore_end),
+            max_kv: m.cfg.max_seq_len as i32,
+            pad: [0; 6],
+        };
+        let words: [u32; 16] = [
+            st.kv_pos as u32,
+            st.frame,
+            st.seed_lo,
+            st.seed_hi,
+            st.temperature.to_bits(),
+            st.top_p.to_bits(),
+            st.rep_penalty.to_bits(),
+            st.compat as u32,
+            st.ignore_end as u32,
+            st.max_kv as u32,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        m.gpu.upload(self.ws()?.state.ptr(), &words)
+    }
+
+    /// Runs whole frames on the device (GPU sampling, the captured graph for decoded frames):
+    /// the prompt (if `prompt` is given) then frames until `n` frames or `<|im_end|>`.
+    /// Returns the frames (main id, c0..c(K-1)).
+    pub(super) fn generate_on_device(
+        &mut self,
+        prompt: Option<(&[i64], usize)>,
+        n: usize,
+        p: SamplingParams,
+        seed: u64,
+        compat: bool,
+        ignore_end: bool,
+        mut on_frame: impl FnMut(&[i64]),
+    ) -> Result<Vec<Vec<i64>>> {
+        let m = self.model.clone();
+        let _g = m.op_lock.lock();
+        m.bind()?;
+        let k1 = m.cfg.num_codebooks + 1;
+        let mut frames = Vec::new();
+        if let Some((tokens, t)) = prompt {
+            self.slow_upload(tokens, t)?;
+        }
+        self.write_state(p, seed, compat, ignore_end).map_err(|e| backend_err("state", e))?;
+        // Counters mirror the device state; an error leaves the request unusable.
+        let (mut kv_len, mut frame) = (self.kv_len, self.frame);
+        let ws = self.ws().map_err(|e| backend_err("frame", e))?;
+        for i in 0..n {
+            if i == 0 && frame == 0 {
+                m.fast_and_sample(ws).map_err(|e| backend_err("first frame", e))?;
+            } else {
+                if kv_len >= m.cfg.max_seq_len {
+                    break;
+                }
+                let g = ws.graph.as_ref().ok_or_else(|| backend_err("frame", "no graph"))?;
+                g.launch().map_err(|e| backend_err("cuGraphLaunch", format!("{e:?}")))?;
+                kv_len += 1;
+            }
+            frame += 1;
+            m.gpu.download_async(&ws.pinned, ws.frame.ptr(), k1 * 8).map_err(|e| backend_err("frame copy", e))?;
+            m.gpu.sync().map_err(|e| backend_err("frame", e))?;
+            let f = ws.pinned.as_i64()[..k1].to_vec();
+            on_frame(&f);
+            let end = f[0] == m.cfg.im_end as i64;
+            frames.push(f);
+            if end && !ignore_end {
+                break;
+            }
+        }
+        self.kv_len = kv_len;
+        self.frame = frame;
+        Ok(frames)
+    }
+
+    /// Uploads `tokens` ([1+K, t] row-major) chunk by chunk and runs the slow passes.
+    fn slow_upload(&mut self, tokens: &[i64], t: usize) -> Result<()> {
+        let m = self.model.clone();
+        let k1 = m.cfg.num_codebooks + 1;
+        if tokens.len() != k1 * t || t == 0 {
+            return Err(Error::arg("tokens", format!("expected [{k1}, {t}] ids, got {}", tokens.len())));
+        }
+        if self.kv_len + t > m.cfg.max_seq_len {
+            return Err(Error::arg("tokens", "prompt exceeds the model's context"));
+        }
+        let mut start = 0;
+        while start < t {
+            let tc = (t - start).min(plan::PREFILL_CHUNK);
+            let mut chunk = Vec::with_capacity(k1 * tc);
+            for r in 0..k1 {
+                chunk.extend_from_slice(&tokens[r * t + start..r * t + start + tc]);
+            }
+            let ws = self.ws().map_err(|e| backend_err("slow", e))?;
+            m.gpu.upload(ws.tok_in.ptr(), &chunk).map_err(|e| backend_err("slow upload", e))?;
+            m.slow_pass(ws, ws.tok_in.ptr(), tc, tc).map_err(|e| backend_err("slow", e))?;
+            self.kv_len += tc;
+            start += tc;
+        }
+        Ok(())
+    }
+}
+
+impl T2sRequest for CudaRequest {
+    fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput> {
+        let model = self.model.clone();
+        let _g = model.op_lock.lock();
+        model.bind()?;
+        self.slow_upload(tokens, t)?;
+        let m = self.model.clone();
+        let ws = self.ws().map_err(|e| backend_err("slow", e))?;
+        let mut logits = vec![0f32; m.cfg.head_rows()];
+        let mut hidden = vec![0f32; m.cfg.dim];
+        m.gpu.download(&mut logits, ws.logits.ptr()).map_err(|e| backend_err("slow logits", e))?;
+        m.gpu.download(&mut hidden, ws.hidden.ptr()).map_err(|e| backend_err("slow hidden", e))?;
+        Ok(SlowOutput { logits, hidden })
+    }
+
+    fn fast_reset(&mut self) -> Result<()> {
+        self.fast_pos = 0;
+        Ok(())
+    }
+
+    fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>> {
+        let m = self.model.clone();
+        let _g = m.op_lock.lock();
+        m.bind()?;
+        if self.fast_pos >= m.cfg.num_codebooks {
+            return Err(Error::Internal("more fast steps than codebooks in one frame".into()));
+        }
+        if hidden.len() != m.cfg.dim {
+            return Err(Error::arg("hidden", format!("expected {} values", m.cfg.dim)));
+        }
+        let ws = self.ws().map_err(|e| backend_err("fast", e))?;
+        if self.fast_pos == 0 {
+            m.gpu.upload(ws.hidden.ptr(), hidden).map_err(|e| backend_err("fast upload", e))?;
+        }
+        m.gpu.upload(ws.code.ptr(), &[code]).map_err(|e| backend_err("fast upload", e))?;
+        m.fast_step(ws, self.fast_pos, ws.code.ptr()).map_err(|e| backend_err("fast", e))?;
+        let mut logits = vec![0f32; m.cfg.fast_logit_rows];
+        m.gpu.download(&mut logits, ws.flogits.ptr()).map_err(|e| backend_err("fast logits", e))?;
+        self.fast_pos += 1;
+        Ok(logits)
+    }
+
+    fn kv_len(&self) -> usize {
+        self.kv_len
+    }
+}
+
+/// Benchmarks the real shapes with random weights (no checkpoint): `frames` decoded frames after
+/// a `prompt_len` prefill. Returns (frames/s, first-frame ms, weight bytes, device name).
+pub(super) fn bench_random(config: &EngineConfig, cfg: ModelConfig, prompt_len: usize, frames: usize, int8: bool) -> Result<BenchResult> {
+    let plan = WeightPlan::for_config(&cfg);
+    let model = catch_unwind(AssertUnwindSafe(|| Model::load(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, int8)))
+        .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
+    let model = Arc::new(model);
+    let t2s = CudaT2s { model: model.clone() };
+    let k1 = cfg.num_codebooks + 1;
+    let mut prompt = vec![0i64; k1 * prompt_len];
+    for (i, v) in prompt.iter_mut().take(prompt_len).enumerate() {
+        *v = (i * 7919 % 150_000) as i64;
+    }
+    let p = SamplingParams { temperature: 0.8, top_p: 0.8, repetition_penalty: 1.1 };
+    let run = |n: usize| -> Result<(f64, f64, usize)> {
+        let mut req = t2s.start_cuda()?;
+        let r = &mut req;
+        let t0 = std::time::Instant::now();
+        let mut first_ms = 0.0;
+        let mut count = 0usize;
+        let out = r.generate_on_device(Some((&prompt, prompt_len)), n, p, 1234, false, true, |_| {
+            count += 1;
+            if count == 1 {
+                first_ms = t0.elapsed().as_secs_f64() * 1e3;
+            }
+        })?;
+        let total = t0.elapsed().as_secs_f64();
+        Ok((total, first_ms, out.len()))
+    };
+    run(8)?; // warm-up
+    let (total, first_ms, n) = run(frames + 1)?;
+    let decode_s = total - first_ms / 1e3;
+    let (free, total_mem) = cudarc::driver::result::mem_get_info().map_err(|e| backend_err("mem info", format!("{e:?}")))?;
+    Ok(BenchResult {
+        device: model.gpu.info.name.clone(),
+        frames_per_s: (n.saturating_sub(1)) as f64 / decode_s,
+        first_frame_ms: first_ms,
+        weight_bytes: model.w.bytes,
+        used_device_bytes: total_mem - free,
+        frames: n,
+        graph_nodes: plan::frame_nodes(&cfg).len(),
+    })
+}
+

@@ -34,6 +34,47 @@ pub struct DeviceInfo {
     pub total_memory_bytes: usize,
 }
 
+/// What [`bench_random`] measured.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Device name.
+    pub device: String,
+    /// Decoded frames per second (graph replays incl. the per-frame code copy).
+    pub frames_per_s: f64,
+    /// Prefill + first frame, ms.
+    pub first_frame_ms: f64,
+    /// Weight bytes on the device.
+    pub weight_bytes: usize,
+    /// Device memory in use at the end (all processes).
+    pub used_device_bytes: usize,
+    /// Frames produced (incl. the prefill frame).
+    pub frames: usize,
+    /// Kernel nodes in one frame graph.
+    pub graph_nodes: usize,
+}
+
+/// Benchmarks the real shapes with random weights generated at load (no checkpoint needed):
+/// a `prompt_len` prefill, then `frames` decoded frames through the captured frame graph with
+/// GPU sampling (temperature 0.8, top-p 0.8, penalty 1.1, `<|im_end|>` ignored). `int8` =
+/// weight-only int8 layers. For `s1-mini bench`-style reports on a GPU host.
+pub fn bench_random(
+    config: &EngineConfig,
+    model: layout::ModelConfig,
+    prompt_len: usize,
+    frames: usize,
+    int8: bool,
+) -> Result<BenchResult> {
+    #[cfg(feature = "cuda-base")]
+    {
+        engine::bench_random(config, model, prompt_len, frames, int8)
+    }
+    #[cfg(not(feature = "cuda-base"))]
+    {
+        let _ = (config, model, prompt_len, frames, int8);
+        Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
+    }
+}
+
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: "cuda", reason: reason.into() }
 }
@@ -63,5 +104,70 @@ pub fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
     {
         let _ = (config, bundle);
         Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendKind;
+    use std::path::PathBuf;
+
+    fn tiny() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+    }
+
+    fn has_driver() -> bool {
+        #[cfg(feature = "cuda-base")]
+        {
+            device::libcuda_present()
+        }
+        #[cfg(not(feature = "cuda-base"))]
+        {
+            false
+        }
+    }
+
+    #[test]
+    fn cuda_without_driver_is_backend_unavailable_with_reason() {
+        if has_driver() {
+            println!("skipped: this host has a CUDA driver");
+            return;
+        }
+        let e = environment(&EngineConfig::new(tiny())).unwrap_err();
+        match &e {
+            Error::BackendUnavailable { backend, reason } => {
+                assert_eq!(*backend, "cuda");
+                assert!(reason.contains("libcuda") || reason.contains("feature"), "{reason}");
+            }
+            other => panic!("expected BackendUnavailable, got {other}"),
+        }
+        let bundle = Bundle::load(&tiny(), false).unwrap();
+        let e = build(&EngineConfig::new(tiny()), &bundle).err().unwrap();
+        assert!(matches!(e, Error::BackendUnavailable { backend: "cuda", .. }), "{e}");
+        let e = bench_random(&EngineConfig::new(tiny()), layout::ModelConfig::s1_mini(), 8, 8, false)
+            .unwrap_err();
+        assert!(matches!(e, Error::BackendUnavailable { .. }), "{e}");
+    }
+
+    #[test]
+    fn cuda_probe_reports_the_reason_and_auto_moves_on() {
+        if has_driver() {
+            println!("skipped: this host has a CUDA driver");
+            return;
+        }
+        let config = EngineConfig::new(tiny());
+        let probes = crate::backend::probe(&config);
+        let (_, r) = probes.iter().find(|(k, _)| *k == BackendKind::Cuda).unwrap();
+        assert!(matches!(r, Err(Error::BackendUnavailable { backend: "cuda", .. })));
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            println!("skipped: ORT_DYLIB_PATH is not set (auto needs onnx-cpu to land on)");
+            return;
+        }
+        let bundle = Bundle::load(&tiny(), false).unwrap();
+        let sel = crate::backend::select(&config, &bundle).unwrap();
+        assert_ne!(sel.kind, BackendKind::Cuda);
+        let skipped = sel.skipped.iter().find(|s| s.backend == BackendKind::Cuda).unwrap();
+        assert!(skipped.reason.contains("cuda"), "{}", skipped.reason);
     }
 }

@@ -152,3 +152,12 @@ extern "C" __global__ void quantize_i8_bf16(const bf16_t* __restrict__ W, signed
         q[(size_t)blockIdx.x * K + k] = (signed char)v;
     }
 }
+
+// out[i] = silu(a[i]) * b[i] (prefill SwiGLU after two cuBLAS GEMMs). grid-stride.
+extern "C" __global__ void silu_mul_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                        float* __restrict__ out, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const float x = a[i];
+        out[i] = (x / (1.0f + expf(-x))) * b[i];
+    }
+}
