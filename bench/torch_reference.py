@@ -1,6 +1,7 @@
 # Copied from /work/shared/bench/torch_reference.py (the project's reference script, H100 results beside it
 # there). Changes here: REF_FRAMES / REF_PROMPT_LEN environment overrides, so bench/compare_torch.sh can
-# run the same shapes as `s1-mini bench`; REF_THREADS sets torch's CPU threads.
+# run the same shapes as `s1-mini bench`; REF_THREADS sets torch's CPU threads; frames_per_s has 3 decimals
+# (CPU rates are below 1 frame/s).
 """PyTorch reference for OpenAudio S1-mini decode cost (random weights, real shapes).
 
 Re-implements the compute of fish-speech's S1 inference path (commit d3df505):
@@ -322,7 +323,7 @@ def bench_llm(mode, n_frames, prompt_len=64):
     fps = n_frames / dt
     out(kind="llm", mode=mode, device=torch.cuda.get_device_name() if DEV == "cuda" else "cpu", params_m=round(n_params / 1e6, 1),
         prompt_len=prompt_len, prefill_ms=round(prefill_s * 1e3, 1), warmup_s=round(warm_s, 1), frames=n_frames,
-        frames_per_s=round(fps, 1), x_realtime=round(fps / 21.533, 2),
+        frames_per_s=round(fps, 3), x_realtime=round(fps / 21.533, 4),
         peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEV == "cuda" else None)
     del m
     if DEV == "cuda":
