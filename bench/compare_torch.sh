@@ -6,8 +6,8 @@
 #
 # Default backend: --backend onnx-cpu (pass --backend/--all-backends to change it).
 # Environment:
-#   TORCH_MODES   reference modes, space-separated (default: "eager" on CPU; "eager compile
-#                 compile-opt codec" where torch sees CUDA). torch.compile's reduce-overhead mode
+#   TORCH_MODES   reference modes, space-separated (default: "eager codec" on CPU; "eager compile
+#                 compile-opt codec" where torch sees CUDA; codec = the codec decoder alone). torch.compile's reduce-overhead mode
 #                 (CUDA graphs) is what fish-speech's --compile uses; on CPU it is skipped unless
 #                 named here.
 #   PYTHON        interpreter with torch (default .venv/bin/python, made by scripts/setup-python.sh)
@@ -48,7 +48,7 @@ if [ "$has_cuda" = 1 ]; then
   modes=${TORCH_MODES:-eager compile compile-opt codec}
   card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "cuda")
 else
-  modes=${TORCH_MODES:-eager}
+  modes=${TORCH_MODES:-eager codec}
   card="none"
 fi
 
@@ -73,7 +73,7 @@ print(r["workload"]["frames"], r["workload"]["prompt_tokens"])' "$out/s1-mini.js
 echo "== torch reference: $modes, $frames frames, prompt $prompt tokens" >&2
 : > "$out/torch.jsonl"
 for m in $modes; do
-  REF_FRAMES=$frames REF_PROMPT_LEN=$prompt "$py" bench/torch_reference.py "$m" | tee -a "$out/torch.jsonl"
+  REF_FRAMES=$frames REF_PROMPT_LEN=$prompt REF_CODEC_FRAMES=$frames "$py" bench/torch_reference.py "$m" | tee -a "$out/torch.jsonl"
 done
 
 "$py" - "$out/s1-mini.json" "$out/torch.jsonl" <<'EOF' | tee -a "$out/summary.txt"
@@ -97,7 +97,13 @@ for r in ref:
     if r.get("kind") == "error":
         print(f"  torch {r['what']}: error {r['error'][:200]}")
 codec = [r for r in ref if r.get("kind") == "codec"]
+if codec:
+    print("\ncodec decode of the same frames (ms, medians; torch: bf16 autocast on CUDA, fp32 on CPU)")
 for c in codec:
-    print(f"  torch codec {c['frames']} frames: {c['decode_ms']} ms")
+    print(f"  torch codec {c['mode']:<20} {c['decode_ms']:>9.1f}  ({c['frames']} frames)")
+    for b in s1["results"]:
+        m = b["codec_ms"]["median"]
+        if m > 0:
+            print(f"  s1-mini {b['backend']:<18} {m:>9.1f}  ratio torch / s1-mini {c['decode_ms'] / m:.2f}x")
 EOF
 echo "wrote $out" >&2

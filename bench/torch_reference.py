@@ -1,6 +1,6 @@
 # Copied from /work/shared/bench/torch_reference.py (the project's reference script, H100 results beside it
 # there). Changes here: REF_FRAMES / REF_PROMPT_LEN environment overrides, so bench/compare_torch.sh can
-# run the same shapes as `s1-mini bench`; REF_THREADS sets torch's CPU threads; frames_per_s has 3 decimals
+# run the same shapes as `s1-mini bench`; REF_CODEC_FRAMES (comma list) likewise for the codec; REF_THREADS sets torch's CPU threads; frames_per_s has 3 decimals
 # (CPU rates are below 1 frame/s).
 """PyTorch reference for OpenAudio S1-mini decode cost (random weights, real shapes).
 
@@ -27,6 +27,7 @@ DT = torch.bfloat16 if DEV == "cuda" else torch.float32
 SMALL = os.environ.get("REF_SMALL") == "1"  # tiny shapes for a CPU smoke run
 FRAMES = int(os.environ["REF_FRAMES"]) if os.environ.get("REF_FRAMES") else None  # decode frames per mode
 PROMPT_LEN = int(os.environ.get("REF_PROMPT_LEN", "64"))  # prefill tokens
+CODEC_FRAMES = [int(f) for f in os.environ["REF_CODEC_FRAMES"].split(",")] if os.environ.get("REF_CODEC_FRAMES") else None
 if os.environ.get("REF_THREADS"):
     torch.set_num_threads(int(os.environ["REF_THREADS"]))
 
@@ -352,7 +353,7 @@ if __name__ == "__main__":
     for w in what:
         try:
             if w == "codec":
-                bench_codec([108, 215] if not SMALL else [8])
+                bench_codec(CODEC_FRAMES or ([108, 215] if not SMALL else [8]))
             else:
                 bench_llm(w, FRAMES or (128 if w.startswith("compile") else 48 if not SMALL else 4), PROMPT_LEN)
         except Exception as e:  # report and go on to the next measurement
