@@ -188,7 +188,10 @@ impl Gpu {
         let info = info_of(&ctx)?;
         let (major, minor) = info.compute_capability;
         if major < MIN_COMPUTE_MAJOR {
-            return Err(format!("{} is sm_{major}{minor}; the cuda backend needs sm_80+", info.name));
+            return Err(format!(
+                "{} is sm_{major}{minor}; the cuda backend needs sm_80+",
+                info.name
+            ));
         }
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -210,7 +213,9 @@ impl Gpu {
                 .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
                 .map_err(|e| drv(&format!("cuModuleLoadData({})", m.name), e))?;
             for e in m.entries {
-                let f = module.load_function(e).map_err(|er| drv(&format!("cuModuleGetFunction({e})"), er))?;
+                let f = module
+                    .load_function(e)
+                    .map_err(|er| drv(&format!("cuModuleGetFunction({e})"), er))?;
                 funcs.insert(*e, f);
             }
             modules.push(module);
@@ -219,7 +224,7 @@ impl Gpu {
         if let Some(f) = funcs.get("sample_f32") {
             f.set_attribute(
                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                (8192 * 12) as i32,
+                8192 * 12,
             )
             .map_err(|e| drv("cuFuncSetAttribute(sample_f32)", e))?;
         }
@@ -269,14 +274,16 @@ impl Gpu {
     pub fn alloc_pinned(&self, bytes: usize) -> Result<PinnedBuf, String> {
         self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
         // SAFETY: cuMemHostAlloc with no flags; owned by PinnedBuf.
-        let ptr = unsafe { result::malloc_host(bytes.max(64), 0) }.map_err(|e| drv("cuMemHostAlloc", e))?;
+        let ptr = unsafe { result::malloc_host(bytes.max(64), 0) }
+            .map_err(|e| drv("cuMemHostAlloc", e))?;
         Ok(PinnedBuf { ptr, bytes, ctx: self.ctx.clone() })
     }
 
     /// Zeroes `bytes` at `ptr` on the stream.
     pub fn memset0(&self, ptr: u64, bytes: usize) -> Result<(), String> {
         // SAFETY: `ptr..ptr+bytes` lies in a live DevBuf (callers pass their own buffers).
-        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }.map_err(|e| drv("cuMemsetD8Async", e))
+        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }
+            .map_err(|e| drv("cuMemsetD8Async", e))
     }
 
     /// Host → device (synchronous with respect to the host buffer: the stream is synchronised).
@@ -284,7 +291,8 @@ impl Gpu {
         self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
         // SAFETY: `dst` holds at least size_of_val(src) bytes (callers size their buffers from
         // the same shapes); `src` outlives the copy because we synchronise before returning.
-        unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }.map_err(|e| drv("cuMemcpyHtoDAsync", e))?;
+        unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| drv("cuMemcpyHtoDAsync", e))?;
         self.sync()
     }
 
@@ -293,7 +301,8 @@ impl Gpu {
         self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
         // SAFETY: `src` holds at least size_of_val(dst) bytes; `dst` stays borrowed until the
         // stream is synchronised below.
-        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }.map_err(|e| drv("cuMemcpyDtoHAsync", e))?;
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| drv("cuMemcpyDtoHAsync", e))?;
         self.sync()
     }
 
@@ -320,7 +329,12 @@ impl Gpu {
     /// # Safety
     /// `args` must match the kernel's signature exactly (count, order, sizes), and every device
     /// pointer among them must address a live buffer large enough for the launch's accesses.
-    pub unsafe fn launch(&self, name: &str, dims: Dims, args: &mut [*mut c_void]) -> Result<(), String> {
+    pub unsafe fn launch(
+        &self,
+        name: &str,
+        dims: Dims,
+        args: &mut [*mut c_void],
+    ) -> Result<(), String> {
         let f = self.funcs.get(name).ok_or_else(|| format!("kernel {name} not loaded"))?;
         // SAFETY: forwarded to the caller's contract above.
         unsafe {
@@ -340,7 +354,17 @@ impl Gpu {
     ///
     /// # Safety
     /// `w` holds n·k bf16, `xb` t·k bf16, `y` t·n f32, all live.
-    pub unsafe fn gemm_bf16(&self, w: u64, xb: u64, y: u64, n: usize, k: usize, t: usize, beta: f32) -> Result<(), String> {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_bf16(
+        &self,
+        w: u64,
+        xb: u64,
+        y: u64,
+        n: usize,
+        k: usize,
+        t: usize,
+        beta: f32,
+    ) -> Result<(), String> {
         use cudarc::cublas::sys as cb;
         let blas = self.blas.as_ref().ok_or("cuBLAS not available")?;
         let alpha = 1.0f32;

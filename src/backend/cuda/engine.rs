@@ -195,7 +195,10 @@ pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPai
 /// Where weights come from.
 pub(super) enum WeightSource {
     /// The bundle's safetensors file.
-    File { path: std::path::PathBuf, header: std::collections::BTreeMap<String, layout::TensorInfo> },
+    File {
+        path: std::path::PathBuf,
+        header: std::collections::BTreeMap<String, layout::TensorInfo>,
+    },
     /// Random bf16 values (benchmarks of the real shapes without a checkpoint).
     Random { seed: u64 },
 }
@@ -205,7 +208,13 @@ fn unavailable_or(e: String) -> Error {
 }
 
 impl Model {
-    fn load(config: &EngineConfig, cfg: ModelConfig, plan: &WeightPlan, src: WeightSource, int8: bool) -> Result<Model> {
+    fn load(
+        config: &EngineConfig,
+        cfg: ModelConfig,
+        plan: &WeightPlan,
+        src: WeightSource,
+        int8: bool,
+    ) -> Result<Model> {
         let gpu = Gpu::open(config).map_err(unavailable_or)?;
         let slow = Stack {
             n_head: cfg.n_head,
@@ -224,11 +233,24 @@ impl Model {
             max_pos: cfg.num_codebooks,
         };
         if int8 && !cfg.int8_compatible() {
-            return Err(Error::arg("S1_CUDA_WEIGHTS", "int8 needs every reduction width to be a multiple of 16"));
+            return Err(Error::arg(
+                "S1_CUDA_WEIGHTS",
+                "int8 needs every reduction width to be a multiple of 16",
+            ));
         }
-        let w = load_weights(&gpu, &cfg, plan, src, int8).map_err(|e| backend_err("load weights", e))?;
+        let w = load_weights(&gpu, &cfg, plan, src, int8)
+            .map_err(|e| backend_err("load weights", e))?;
         let slow_splits = plan::attention_splits(cfg.max_seq_len, cfg.n_head, gpu.sm_count);
-        let model = Model { gpu, cfg, slow, fast, w, slow_splits, pool: Mutex::new(Vec::new()), op_lock: Mutex::new(()) };
+        let model = Model {
+            gpu,
+            cfg,
+            slow,
+            fast,
+            w,
+            slow_splits,
+            pool: Mutex::new(Vec::new()),
+            op_lock: Mutex::new(()),
+        };
         // Capture the frame graph now (never lazily on the first request).
         let ws = model.new_workspace().map_err(|e| backend_err("workspace", e))?;
         model.pool.lock().push(ws);
@@ -289,9 +311,16 @@ impl Model {
 
     // ---- launchers (one per kernel; each restates the .cu signature) ----
 
-    fn embed(&self, ws: &Workspace, tokens: u64, tok_stride: usize, t: usize) -> std::result::Result<(), String> {
+    fn embed(
+        &self,
+        ws: &Workspace,
+        tokens: u64,
+        tok_stride: usize,
+        t: usize,
+    ) -> std::result::Result<(), String> {
         let c = &self.cfg;
-        let scale = if c.scale_codebook_embeddings { ((c.num_codebooks + 1) as f32).sqrt() } else { 1.0 };
+        let scale =
+            if c.scale_codebook_embeddings { ((c.num_codebooks + 1) as f32).sqrt() } else { 1.0 };
         let (ts, tt, dim, k, cbs, voc, sb, se) = (
             tok_stride as i32,
             t as i32,
@@ -320,23 +349,59 @@ impl Model {
         let (dim, eps) = (self.cfg.dim as i32, self.cfg.norm_eps);
         // SAFETY: rmsnorm_f32(const float* x, const bf16* w, float* out, int dim, float eps);
         // x/out hold [rows, dim] f32, w [dim] bf16.
-        unsafe { self.gpu.launch("rmsnorm_f32", plan::per_row(rows), &mut args![x, w, out, dim, eps]) }
+        unsafe {
+            self.gpu.launch("rmsnorm_f32", plan::per_row(rows), &mut args![x, w, out, dim, eps])
+        }
     }
 
-    fn add_rmsnorm(&self, x: u64, delta: u64, w: u64, out: u64, rows: usize) -> std::result::Result<(), String> {
+    fn add_rmsnorm(
+        &self,
+        x: u64,
+        delta: u64,
+        w: u64,
+        out: u64,
+        rows: usize,
+    ) -> std::result::Result<(), String> {
         let (dim, eps) = (self.cfg.dim as i32, self.cfg.norm_eps);
         // SAFETY: add_rmsnorm_f32(float* x, const float* delta, const bf16* w, float* out,
         // int dim, float eps); x/delta/out [rows, dim] f32.
-        unsafe { self.gpu.launch("add_rmsnorm_f32", plan::per_row(rows), &mut args![x, delta, w, out, dim, eps]) }
+        unsafe {
+            self.gpu.launch(
+                "add_rmsnorm_f32",
+                plan::per_row(rows),
+                &mut args![x, delta, w, out, dim, eps],
+            )
+        }
     }
 
     /// y[t] = (res ? y[t] : 0) + W x[t] for t < T (GEMV kernels; cuBLAS for T > 1 when present).
-    fn linear(&self, ws: &Workspace, w: Lin, x: u64, y: u64, n: usize, k: usize, t: usize, residual: bool) -> std::result::Result<(), String> {
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        ws: &Workspace,
+        w: Lin,
+        x: u64,
+        y: u64,
+        n: usize,
+        k: usize,
+        t: usize,
+        residual: bool,
+    ) -> std::result::Result<(), String> {
         if t > 1 && self.gpu.blas.is_some() && matches!(w, Lin::Bf16(_)) {
             self.cast_bf16(x, ws.xb.ptr(), t * k)?;
             // SAFETY: W [n, k] bf16 in the arena, xb [t, k] bf16 (sized for the widest input),
             // y [t, n] f32 dense.
-            return unsafe { self.gpu.gemm_bf16(w.bf16(), ws.xb.ptr(), y, n, k, t, if residual { 1.0 } else { 0.0 }) };
+            return unsafe {
+                self.gpu.gemm_bf16(
+                    w.bf16(),
+                    ws.xb.ptr(),
+                    y,
+                    n,
+                    k,
+                    t,
+                    if residual { 1.0 } else { 0.0 },
+                )
+            };
         }
         let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
         let res = if residual { y } else { 0u64 };
@@ -345,39 +410,71 @@ impl Model {
                 // SAFETY: gemv_bf16(const bf16* W, const float* x, int x_stride, float* y,
                 // int y_stride, const float* res, int N, int K, int T); W [N, K], x [T, K],
                 // y/res [T, N]; K % 8 == 0 (ModelConfig::check).
-                unsafe { self.gpu.launch("gemv_bf16", plan::gemv(n), &mut args![wp, x, xs, y, ys, res, nn, kk, tt]) }
+                unsafe {
+                    self.gpu.launch(
+                        "gemv_bf16",
+                        plan::gemv(n),
+                        &mut args![wp, x, xs, y, ys, res, nn, kk, tt],
+                    )
+                }
             }
             Lin::I8 { q, scale, .. } => {
                 // SAFETY: gemv_i8(const int8* W, const float* scale, const float* x, int x_stride,
                 // float* y, int y_stride, const float* res, int N, int K, int T); K % 16 == 0.
                 unsafe {
-                    self.gpu.launch("gemv_i8", plan::gemv(n), &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt])
+                    self.gpu.launch(
+                        "gemv_i8",
+                        plan::gemv(n),
+                        &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt],
+                    )
                 }
             }
         }
     }
 
-    fn swiglu(&self, ws: &Workspace, l: &LayerW, x: u64, y: u64, n: usize, k: usize, t: usize) -> std::result::Result<(), String> {
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu(
+        &self,
+        ws: &Workspace,
+        l: &LayerW,
+        x: u64,
+        y: u64,
+        n: usize,
+        k: usize,
+        t: usize,
+    ) -> std::result::Result<(), String> {
         if t > 1 && self.gpu.blas.is_some() && matches!(l.w1, Lin::Bf16(_)) {
             self.linear(ws, l.w1, x, ws.ffa.ptr(), n, k, t, false)?;
             self.linear(ws, l.w3, x, ws.ffb.ptr(), n, k, t, false)?;
             let (a, b, cnt) = (ws.ffa.ptr(), ws.ffb.ptr(), (n * t) as i32);
             // SAFETY: silu_mul_f32(const float* a, const float* b, float* out, int n); all [t, n].
-            return unsafe { self.gpu.launch("silu_mul_f32", plan::elementwise(n * t), &mut args![a, b, y, cnt]) };
+            return unsafe {
+                self.gpu.launch("silu_mul_f32", plan::elementwise(n * t), &mut args![a, b, y, cnt])
+            };
         }
         let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
         match (l.w1, l.w3) {
             (Lin::I8 { q: q1, scale: s1, .. }, Lin::I8 { q: q3, scale: s3, .. }) => {
                 // SAFETY: gemv_swiglu_i8(W1, s1, W3, s3, x, x_stride, y, y_stride, N, K, T).
                 unsafe {
-                    self.gpu.launch("gemv_swiglu_i8", plan::gemv(n), &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt])
+                    self.gpu.launch(
+                        "gemv_swiglu_i8",
+                        plan::gemv(n),
+                        &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt],
+                    )
                 }
             }
             (w1, w3) => {
                 let (p1, p3) = (w1.bf16(), w3.bf16());
                 // SAFETY: gemv_swiglu_bf16(const bf16* W1, const bf16* W3, const float* x,
                 // int x_stride, float* y, int y_stride, int N, int K, int T).
-                unsafe { self.gpu.launch("gemv_swiglu_bf16", plan::gemv(n), &mut args![p1, p3, x, xs, y, ys, nn, kk, tt]) }
+                unsafe {
+                    self.gpu.launch(
+                        "gemv_swiglu_bf16",
+                        plan::gemv(n),
+                        &mut args![p1, p3, x, xs, y, ys, nn, kk, tt],
+                    )
+                }
             }
         }
     }
@@ -395,9 +492,27 @@ impl Model {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn rope(&self, st: &Stack, l: &LayerW, qkv: u64, t: usize, pos_ptr: u64, pos_add: usize, rope: u64, kc: u64, vc: u64) -> std::result::Result<(), String> {
-        let (tt, pa, qn, kn, use_qk) = (t as i32, pos_add as i32, l.q_norm, l.k_norm, i32::from(st.qk_norm));
-        let (nh, nkv, hd, eps, mp) = (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, self.cfg.norm_eps, st.max_pos as i32);
+    fn rope(
+        &self,
+        st: &Stack,
+        l: &LayerW,
+        qkv: u64,
+        t: usize,
+        pos_ptr: u64,
+        pos_add: usize,
+        rope: u64,
+        kc: u64,
+        vc: u64,
+    ) -> std::result::Result<(), String> {
+        let (tt, pa, qn, kn, use_qk) =
+            (t as i32, pos_add as i32, l.q_norm, l.k_norm, i32::from(st.qk_norm));
+        let (nh, nkv, hd, eps, mp) = (
+            st.n_head as i32,
+            st.n_kv as i32,
+            st.head_dim as i32,
+            self.cfg.norm_eps,
+            st.max_pos as i32,
+        );
         // SAFETY: qk_rope_f32(float* qkv, int T, const int* pos_ptr, int pos_add,
         // const bf16* q_norm, const bf16* k_norm, int use_qk_norm, const bf16* rope, int nh,
         // int nkv, int hd, float eps, bf16* kc, bf16* vc, int max_pos); qkv [T, (nh+2nkv)hd],
@@ -406,15 +521,28 @@ impl Model {
             self.gpu.launch(
                 "qk_rope_f32",
                 plan::qk_rope(t, st.n_head, st.n_kv, st.head_dim),
-                &mut args![qkv, tt, pos_ptr, pa, qn, kn, use_qk, rope, nh, nkv, hd, eps, kc, vc, mp],
+                &mut args![
+                    qkv, tt, pos_ptr, pa, qn, kn, use_qk, rope, nh, nkv, hd, eps, kc, vc, mp
+                ],
             )
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn attention(&self, ws: &Workspace, st: &Stack, t: usize, pos_ptr: u64, pos_add: usize, kc: u64, vc: u64, splits: usize) -> std::result::Result<(), String> {
+    fn attention(
+        &self,
+        ws: &Workspace,
+        st: &Stack,
+        t: usize,
+        pos_ptr: u64,
+        pos_add: usize,
+        kc: u64,
+        vc: u64,
+        splits: usize,
+    ) -> std::result::Result<(), String> {
         let (q, qs, tt, pa) = (ws.qkv.ptr(), st.qkv_w() as i32, t as i32, pos_add as i32);
-        let (nh, nkv, hd, mp) = (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, st.max_pos as i32);
+        let (nh, nkv, hd, mp) =
+            (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, st.max_pos as i32);
         let scale = 1.0f32 / (st.head_dim as f32).sqrt();
         let (ns, po, pml) = (splits as i32, ws.part_o.ptr(), ws.part_ml.ptr());
         // SAFETY: attention_f32(const float* q, int q_stride, const bf16* kc, const bf16* vc,
@@ -442,7 +570,15 @@ impl Model {
 
     /// Layers of one stack over T rows of ws.x; KV at positions *pos_ptr + pos_add + t.
     #[allow(clippy::too_many_arguments)]
-    fn layers(&self, ws: &Workspace, fast: bool, t: usize, pos_ptr: u64, pos_add: usize, splits: usize) -> std::result::Result<(), String> {
+    fn layers(
+        &self,
+        ws: &Workspace,
+        fast: bool,
+        t: usize,
+        pos_ptr: u64,
+        pos_add: usize,
+        splits: usize,
+    ) -> std::result::Result<(), String> {
         let (st, layers, rope, kk, vv) = if fast {
             (&self.fast, &self.w.fast_layers, self.w.rope_fast.ptr(), &ws.fkv_k, &ws.fkv_v)
         } else {
@@ -471,7 +607,13 @@ impl Model {
 
     /// Slow pass over T ≤ PREFILL_CHUNK positions at kv_pos: logits + hidden of the last row,
     /// then kv_pos += T.
-    fn slow_pass(&self, ws: &Workspace, tokens: u64, tok_stride: usize, t: usize) -> std::result::Result<(), String> {
+    fn slow_pass(
+        &self,
+        ws: &Workspace,
+        tokens: u64,
+        tok_stride: usize,
+        t: usize,
+    ) -> std::result::Result<(), String> {
         let c = &self.cfg;
         let pos_ptr = ws.state.ptr(); // S1State.kv_pos is the first word
         let splits = if t == 1 { self.slow_splits } else { 1 };
@@ -480,30 +622,72 @@ impl Model {
         let last = ws.x.at((t - 1) * c.dim * 4);
         self.copy(last, ws.hidden.ptr(), c.dim)?;
         self.rmsnorm(last, self.w.norm, ws.h.ptr(), 1)?;
-        self.linear(ws, Lin::Bf16(self.w.head), ws.h.ptr(), ws.logits.ptr(), c.head_rows(), c.dim, 1, false)?;
+        self.linear(
+            ws,
+            Lin::Bf16(self.w.head),
+            ws.h.ptr(),
+            ws.logits.ptr(),
+            c.head_rows(),
+            c.dim,
+            1,
+            false,
+        )?;
         let (stp, tt) = (ws.state.ptr(), t as i32);
         // SAFETY: advance_pos(S1State* st, int T).
-        unsafe { self.gpu.launch("advance_pos", Dims { grid: (1, 1, 1), block: 1, shared_bytes: 0 }, &mut args![stp, tt]) }
+        unsafe {
+            self.gpu.launch(
+                "advance_pos",
+                Dims { grid: (1, 1, 1), block: 1, shared_bytes: 0 },
+                &mut args![stp, tt],
+            )
+        }
     }
 
     /// One fast step at static position `pos`: input (hidden or fast_emb[*code]), layers,
     /// logits into ws.flogits when pos > 0.
     fn fast_step(&self, ws: &Workspace, pos: usize, code: u64) -> std::result::Result<(), String> {
         let c = &self.cfg;
-        let (hid, p, fe, cbs, out, dim) = (ws.hidden.ptr(), pos as i32, self.w.fast_emb, c.codebook_size as i32, ws.x.ptr(), c.dim as i32);
+        let (hid, p, fe, cbs, out, dim) = (
+            ws.hidden.ptr(),
+            pos as i32,
+            self.w.fast_emb,
+            c.codebook_size as i32,
+            ws.x.ptr(),
+            c.dim as i32,
+        );
         // SAFETY: fast_input_f32(const float* hidden, const i64* code, int pos,
         // const bf16* fast_emb, int codebook_size, float* out, int dim).
-        unsafe { self.gpu.launch("fast_input_f32", Dims { grid: (1, 1, 1), block: 256, shared_bytes: 0 }, &mut args![hid, code, p, fe, cbs, out, dim])? };
+        unsafe {
+            self.gpu.launch(
+                "fast_input_f32",
+                Dims { grid: (1, 1, 1), block: 256, shared_bytes: 0 },
+                &mut args![hid, code, p, fe, cbs, out, dim],
+            )?
+        };
         self.layers(ws, true, 1, ws.zero_i32.ptr(), pos, 1)?;
         self.rmsnorm(ws.x.ptr(), self.w.fast_norm, ws.h.ptr(), 1)?;
-        self.linear(ws, Lin::Bf16(self.w.fast_head), ws.h.ptr(), ws.flogits.ptr(), c.fast_logit_rows, c.dim, 1, false)
+        self.linear(
+            ws,
+            Lin::Bf16(self.w.fast_head),
+            ws.h.ptr(),
+            ws.flogits.ptr(),
+            c.fast_logit_rows,
+            c.dim,
+            1,
+            false,
+        )
     }
 
     fn sample(&self, ws: &Workspace, slot: usize) -> std::result::Result<(), String> {
         let c = &self.cfg;
-        let (logits, n) = if slot == 0 { (ws.logits.ptr(), c.head_rows()) } else { (ws.flogits.ptr(), c.fast_logit_rows) };
+        let (logits, n) = if slot == 0 {
+            (ws.logits.ptr(), c.head_rows())
+        } else {
+            (ws.flogits.ptr(), c.fast_logit_rows)
+        };
         let (nn, sl, pad) = (n as i32, slot as i32, plan::sample_pad(n) as i32);
-        let (st, hist, mh, k) = (ws.state.ptr(), ws.hist.ptr(), c.max_seq_len as i32, c.num_codebooks as i32);
+        let (st, hist, mh, k) =
+            (ws.state.ptr(), ws.hist.ptr(), c.max_seq_len as i32, c.num_codebooks as i32);
         let (sb, se, ie, iei, sr, fr) = (
             c.semantic_begin as i32,
             c.semantic_end as i32,
@@ -536,9 +720,16 @@ impl Model {
                 self.sample(ws, pos)?;
             }
         }
-        let (st, fr, hist, mh, kk) = (ws.state.ptr(), ws.frame.ptr(), ws.hist.ptr(), self.cfg.max_seq_len as i32, k as i32);
+        let (st, fr, hist, mh, kk) =
+            (ws.state.ptr(), ws.frame.ptr(), ws.hist.ptr(), self.cfg.max_seq_len as i32, k as i32);
         // SAFETY: frame_finish(S1State* st, const i64* frame, i64* hist, int max_hist, int K).
-        unsafe { self.gpu.launch("frame_finish", Dims { grid: (1, 1, 1), block: 32, shared_bytes: 0 }, &mut args![st, fr, hist, mh, kk]) }
+        unsafe {
+            self.gpu.launch(
+                "frame_finish",
+                Dims { grid: (1, 1, 1), block: 32, shared_bytes: 0 },
+                &mut args![st, fr, hist, mh, kk],
+            )
+        }
     }
 
     /// The decode frame as one graph: slow step on ws.frame (the previous frame), samplings,
@@ -550,13 +741,20 @@ impl Model {
         let body = self.slow_pass(ws, ws.frame.ptr(), 1, 1).and_then(|_| self.fast_and_sample(ws));
         let end = s.end_capture(sys::CUgraphInstantiate_flags(0));
         body?;
-        let g = end.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?.ok_or("empty frame graph")?;
+        let g =
+            end.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?.ok_or("empty frame graph")?;
         g.upload().map_err(|e| format!("cuGraphUpload: {e:?}"))?;
         Ok(g)
     }
 }
 
-fn load_weights(gpu: &Gpu, cfg: &ModelConfig, plan: &WeightPlan, src: WeightSource, int8: bool) -> std::result::Result<Weights, String> {
+fn load_weights(
+    gpu: &Gpu,
+    cfg: &ModelConfig,
+    plan: &WeightPlan,
+    src: WeightSource,
+    int8: bool,
+) -> std::result::Result<Weights, String> {
     let arena = gpu.alloc(plan.arena_bytes)?;
     match src {
         WeightSource::File { path, header } => {
@@ -581,7 +779,9 @@ fn load_weights(gpu: &Gpu, cfg: &ModelConfig, plan: &WeightPlan, src: WeightSour
         }
     }
     let at = |name: &str| -> std::result::Result<u64, String> {
-        plan.get(name).map(|p| arena.at(p.offset)).ok_or_else(|| format!("{name} not in the weight plan"))
+        plan.get(name)
+            .map(|p| arena.at(p.offset))
+            .ok_or_else(|| format!("{name} not in the weight plan"))
     };
     // int8: quantise every layer matrix into a second arena (bf16 kept for cuBLAS prefill).
     let mut i8_bytes = 0usize;
@@ -589,7 +789,8 @@ fn load_weights(gpu: &Gpu, cfg: &ModelConfig, plan: &WeightPlan, src: WeightSour
     let mut quant: Vec<(String, usize, usize, usize, usize)> = Vec::new(); // name, n, k, q_off, s_off
     if int8 {
         for p in &plan.placements {
-            let is_layer_matrix = p.shape.len() == 2 && (p.name.starts_with("layers.") || p.name.starts_with("fast_layers."));
+            let is_layer_matrix = p.shape.len() == 2
+                && (p.name.starts_with("layers.") || p.name.starts_with("fast_layers."));
             if is_layer_matrix {
                 let (n, k) = (p.shape[0], p.shape[1]);
                 quant.push((p.name.clone(), n, k, i8_bytes, s_bytes));
@@ -628,7 +829,9 @@ fn load_weights(gpu: &Gpu, cfg: &ModelConfig, plan: &WeightPlan, src: WeightSour
             w3: lin(format!("{prefix}feed_forward.w3.weight"))?,
         })
     };
-    let layers = (0..cfg.n_layer).map(|i| layer(format!("layers.{i}."), cfg.qk_norm)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let layers = (0..cfg.n_layer)
+        .map(|i| layer(format!("layers.{i}."), cfg.qk_norm))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let fast_layers = (0..cfg.n_fast_layer)
         .map(|i| layer(format!("fast_layers.{i}."), cfg.fast_qk_norm))
         .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -677,7 +880,8 @@ impl CudaT2s {
         let _g = m.op_lock.lock();
         m.bind()?;
         let ws = m.take_workspace().map_err(|e| backend_err("start", e))?;
-        let mut r = CudaRequest { model: m.clone(), ws: Some(ws), kv_len: 0, fast_pos: 0, frame: 0 };
+        let mut r =
+            CudaRequest { model: m.clone(), ws: Some(ws), kv_len: 0, fast_pos: 0, frame: 0 };
         r.reset().map_err(|e| backend_err("start", e))?;
         Ok(r)
     }
@@ -717,10 +921,21 @@ impl CudaRequest {
         self.kv_len = 0;
         self.fast_pos = 0;
         self.frame = 0;
-        self.write_state(SamplingParams { temperature: 0.0, top_p: 1.0, repetition_penalty: 1.0 }, 0, false, false)
+        self.write_state(
+            SamplingParams { temperature: 0.0, top_p: 1.0, repetition_penalty: 1.0 },
+            0,
+            false,
+            false,
+        )
     }
 
-    fn write_state(&self, p: SamplingParams, seed: u64, compat: bool, ignore_end: bool) -> std::result::Result<(), String> {
+    fn write_state(
+        &self,
+        p: SamplingParams,
+        seed: u64,
+        compat: bool,
+        ignore_end: bool,
+    ) -> std::result::Result<(), String> {
         let m = &self.model;
         let st = DeviceState {
             kv_pos: self.kv_len as i32,
@@ -759,6 +974,7 @@ impl CudaRequest {
     /// Runs whole frames on the device (GPU sampling, the captured graph for decoded frames):
     /// the prompt (if `prompt` is given) then frames until `n` frames or `<|im_end|>`.
     /// Returns the frames (main id, c0..c(K-1)).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn generate_on_device(
         &mut self,
         prompt: Option<(&[i64], usize)>,
@@ -793,7 +1009,9 @@ impl CudaRequest {
                 kv_len += 1;
             }
             frame += 1;
-            m.gpu.download_async(&ws.pinned, ws.frame.ptr(), k1 * 8).map_err(|e| backend_err("frame copy", e))?;
+            m.gpu
+                .download_async(&ws.pinned, ws.frame.ptr(), k1 * 8)
+                .map_err(|e| backend_err("frame copy", e))?;
             m.gpu.sync().map_err(|e| backend_err("frame", e))?;
             let f = ws.pinned.as_i64()[..k1].to_vec();
             on_frame(&f);
@@ -813,7 +1031,10 @@ impl CudaRequest {
         let m = self.model.clone();
         let k1 = m.cfg.num_codebooks + 1;
         if tokens.len() != k1 * t || t == 0 {
-            return Err(Error::arg("tokens", format!("expected [{k1}, {t}] ids, got {}", tokens.len())));
+            return Err(Error::arg(
+                "tokens",
+                format!("expected [{k1}, {t}] ids, got {}", tokens.len()),
+            ));
         }
         if self.kv_len + t > m.cfg.max_seq_len {
             return Err(Error::arg("tokens", "prompt exceeds the model's context"));
@@ -882,12 +1103,49 @@ impl T2sRequest for CudaRequest {
     }
 }
 
+/// See [`super::generate_on_device`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn generate_on_device(
+    config: &EngineConfig,
+    bundle: &Bundle,
+    prompt: &[i64],
+    t: usize,
+    max_frames: usize,
+    params: SamplingParams,
+    seed: u64,
+    compat: bool,
+    ignore_end: bool,
+) -> Result<Vec<Vec<i64>>> {
+    let cfg = ModelConfig::from_bundle_dir(&bundle.info.dir)?;
+    let path = bundle.info.dir.join(&cfg.weights_file);
+    let header = layout::read_safetensors_header(&path)?;
+    let plan = WeightPlan::new(&cfg, &header)?;
+    let int8 = std::env::var("S1_CUDA_WEIGHTS").map(|v| v == "int8").unwrap_or(false);
+    let model = catch_unwind(AssertUnwindSafe(|| {
+        Model::load(config, cfg, &plan, WeightSource::File { path, header }, int8)
+    }))
+    .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
+    let t2s = CudaT2s { model: Arc::new(model) };
+    let mut req = t2s.start_cuda()?;
+    let p = if compat { params.rounded_to_bf16() } else { params };
+    req.generate_on_device(Some((prompt, t)), max_frames, p, seed, compat, ignore_end, |_| {})
+}
+
 /// Benchmarks the real shapes with random weights (no checkpoint): `frames` decoded frames after
 /// a `prompt_len` prefill. Returns (frames/s, first-frame ms, weight bytes, device name).
-pub(super) fn bench_random(config: &EngineConfig, cfg: ModelConfig, prompt_len: usize, frames: usize, int8: bool) -> Result<BenchResult> {
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bench_random(
+    config: &EngineConfig,
+    cfg: ModelConfig,
+    prompt_len: usize,
+    frames: usize,
+    int8: bool,
+) -> Result<BenchResult> {
     let plan = WeightPlan::for_config(&cfg);
-    let model = catch_unwind(AssertUnwindSafe(|| Model::load(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, int8)))
-        .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
+    let model = catch_unwind(AssertUnwindSafe(|| {
+        Model::load(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, int8)
+    }))
+    .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
     let model = Arc::new(model);
     let t2s = CudaT2s { model: model.clone() };
     let k1 = cfg.num_codebooks + 1;
@@ -902,19 +1160,21 @@ pub(super) fn bench_random(config: &EngineConfig, cfg: ModelConfig, prompt_len: 
         let t0 = std::time::Instant::now();
         let mut first_ms = 0.0;
         let mut count = 0usize;
-        let out = r.generate_on_device(Some((&prompt, prompt_len)), n, p, 1234, false, true, |_| {
-            count += 1;
-            if count == 1 {
-                first_ms = t0.elapsed().as_secs_f64() * 1e3;
-            }
-        })?;
+        let out =
+            r.generate_on_device(Some((&prompt, prompt_len)), n, p, 1234, false, true, |_| {
+                count += 1;
+                if count == 1 {
+                    first_ms = t0.elapsed().as_secs_f64() * 1e3;
+                }
+            })?;
         let total = t0.elapsed().as_secs_f64();
         Ok((total, first_ms, out.len()))
     };
     run(8)?; // warm-up
     let (total, first_ms, n) = run(frames + 1)?;
     let decode_s = total - first_ms / 1e3;
-    let (free, total_mem) = cudarc::driver::result::mem_get_info().map_err(|e| backend_err("mem info", format!("{e:?}")))?;
+    let (free, total_mem) = cudarc::driver::result::mem_get_info()
+        .map_err(|e| backend_err("mem info", format!("{e:?}")))?;
     Ok(BenchResult {
         device: model.gpu.info.name.clone(),
         frames_per_s: (n.saturating_sub(1)) as f64 / decode_s,
@@ -925,4 +1185,3 @@ pub(super) fn bench_random(config: &EngineConfig, cfg: ModelConfig, prompt_len: 
         graph_nodes: plan::frame_nodes(&cfg).len(),
     })
 }
-

@@ -75,6 +75,44 @@ pub fn bench_random(
     }
 }
 
+/// Runs `prompt` (`[1+K, t]` ids, row-major) and `max_frames` frames entirely on the device:
+/// GPU sampling (the algorithm and RNG of `sampling.rs`), the captured frame graph for every
+/// decoded frame. Stops after a `<|im_end|>` frame unless `ignore_end`. For parity checks of
+/// the on-device sampler against the CPU frame loop.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_on_device(
+    config: &EngineConfig,
+    bundle: &Bundle,
+    prompt: &[i64],
+    t: usize,
+    max_frames: usize,
+    params: crate::sampling::SamplingParams,
+    seed: u64,
+    fish_speech_compat: bool,
+    ignore_end: bool,
+) -> Result<Vec<Vec<i64>>> {
+    #[cfg(feature = "cuda-base")]
+    {
+        engine::generate_on_device(
+            config,
+            bundle,
+            prompt,
+            t,
+            max_frames,
+            params,
+            seed,
+            fish_speech_compat,
+            ignore_end,
+        )
+    }
+    #[cfg(not(feature = "cuda-base"))]
+    {
+        let _ =
+            (config, bundle, prompt, t, max_frames, params, seed, fish_speech_compat, ignore_end);
+        Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
+    }
+}
+
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: "cuda", reason: reason.into() }
 }
@@ -145,8 +183,9 @@ mod tests {
         let bundle = Bundle::load(&tiny(), false).unwrap();
         let e = build(&EngineConfig::new(tiny()), &bundle).err().unwrap();
         assert!(matches!(e, Error::BackendUnavailable { backend: "cuda", .. }), "{e}");
-        let e = bench_random(&EngineConfig::new(tiny()), layout::ModelConfig::s1_mini(), 8, 8, false)
-            .unwrap_err();
+        let e =
+            bench_random(&EngineConfig::new(tiny()), layout::ModelConfig::s1_mini(), 8, 8, false)
+                .unwrap_err();
         assert!(matches!(e, Error::BackendUnavailable { .. }), "{e}");
     }
 
