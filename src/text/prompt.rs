@@ -131,6 +131,15 @@ fn build(
         let frames = reference.codes.frames().0;
         for f in 0..frames {
             let c0 = reference.codes.get(0, f);
+            // A first-codebook code outside the semantic range would become a token id that is
+            // not a semantic token (or overflow): an error, never a bogus prompt.
+            let semantic_rows = i64::from(ids.semantic_end) - i64::from(ids.semantic_begin) + 1;
+            if !(0..semantic_rows).contains(&c0) {
+                return Err(Error::arg(
+                    "reference.codes",
+                    format!("code {c0} at codebook 0, frame {f} is outside 0..{semantic_rows}"),
+                ));
+            }
             row0.push(i64::from(ids.semantic_begin) + c0);
             for (k, r) in code_rows.iter_mut().enumerate() {
                 r.push(reference.codes.get(k, f));
@@ -152,4 +161,40 @@ fn build(
         data.extend(r);
     }
     Ok(Prompt { rows: 1 + num_codebooks, len, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::codes::Frames;
+
+    fn toy() -> (Tokenizer, TokenIds) {
+        let ranks = (0..=255u8).map(|b| (vec![b], u32::from(b))).collect();
+        let special: HashMap<String, u32> =
+            [("<|speaker:0|>".to_string(), 300), ("<|im_end|>".to_string(), 301)].into();
+        let t = Tokenizer::new(ranks, special, r"\S+|\s+", 1000).unwrap();
+        let ids = TokenIds { im_end: 301, interleave: 302, semantic_begin: 400, semantic_end: 403 };
+        (t, ids)
+    }
+
+    /// Regression (fuzz target `tokenizer`, property "every prompt position is a valid token
+    /// id"): a reference code outside the semantic range used to become a non-semantic token id
+    /// (negative codes: ids below `semantic_begin`; huge ones: an i64 overflow panic).
+    #[test]
+    fn prompt_reference_code_outside_semantic_range_is_invalid_argument() {
+        let (t, ids) = toy();
+        for bad in [-1i64, 4, i64::MAX] {
+            let codes = Codes::new(2, Frames(1), vec![bad, 0]).unwrap();
+            let r = build_prompt(&t, &ids, 2, &[Reference { text: "hi".into(), codes }], "x");
+            assert!(
+                matches!(&r, Err(Error::InvalidArgument { name, .. }) if *name == "reference.codes"),
+                "{bad}: {r:?}"
+            );
+        }
+        let codes = Codes::new(2, Frames(1), vec![3, 0]).unwrap();
+        let p = build_prompt(&t, &ids, 2, &[Reference { text: "hi".into(), codes }], "x").unwrap();
+        assert!(p.token_ids().contains(&403));
+    }
 }
