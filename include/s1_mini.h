@@ -58,6 +58,58 @@
 
 
 /**
+ * Highest input sample rate accepted for reference audio, Hz.
+ */
+#define MAX_INPUT_SAMPLE_RATE_HZ 768000
+
+/**
+ * Byte alignment of every tensor in the arena (16-byte vector loads need 16; 256 is what
+ * cudaMalloc gives and keeps rows of different tensors in distinct cache lines).
+ */
+#define ARENA_ALIGN 256
+
+/**
+ * Output rows per GEMV block (8 warps, one row each).
+ */
+#define GEMV_ROWS_PER_BLOCK 8
+
+/**
+ * Threads of the sampling kernel.
+ */
+#define SAMPLE_THREADS 1024
+
+/**
+ * Warps per attention block.
+ */
+#define ATTENTION_THREADS 128
+
+/**
+ * Keys per split that make a split worth a block.
+ */
+#define ATTENTION_KEYS_PER_SPLIT 256
+
+/**
+ * Prefill positions per chunk (bounds the activation buffers).
+ */
+#define PREFILL_CHUNK 256
+
+/**
+ * Oldest architecture the kernels target (bf16 loads and 163 KiB of shared memory: sm_80).
+ */
+#define MIN_COMPUTE_MAJOR 8
+
+/**
+ * Version of the JSON report. Bumped when a field changes meaning or disappears; new fields may
+ * be added without a bump.
+ */
+#define SCHEMA_VERSION 1
+
+/**
+ * Seconds of audio the default frame count stands for (and the latency figure is about).
+ */
+#define DEFAULT_AUDIO_S 5.0
+
+/**
  * The manifest `format_version` this engine reads.
  */
 #define BUNDLE_FORMAT_VERSION 1
@@ -71,6 +123,21 @@
  * Width of the repetition window, in frames (fish-speech `win_size`).
  */
 #define REPETITION_WINDOW_FRAMES 16
+
+/**
+ * The file format version this library writes and reads.
+ */
+#define VOICE_FORMAT_VERSION 1
+
+/**
+ * Largest voice file accepted, in bytes (a 190 s reference at 10 codebooks is ≈ 82 KiB).
+ */
+#define MAX_VOICE_FILE_BYTES (16 << 20)
+
+/**
+ * Longest transcript stored, in bytes of UTF-8.
+ */
+#define MAX_TRANSCRIPT_BYTES (1 << 20)
 
 /**
  * Stable status codes of the C ABI (`s1_status`).
@@ -135,6 +202,10 @@ enum s1_status
    * File i/o failed.
    */
   S1_STATUS_IO = 104,
+  /**
+   * Voice file malformed, truncated or failing its checksum.
+   */
+  S1_STATUS_VOICE_INVALID = 105,
   /**
    * Backend not available on this machine/build.
    */
@@ -209,41 +280,6 @@ typedef int32_t s1_log_level;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-/**
- * A loaded model bundle on one backend. Opaque.
- *
- * Thread safety: an engine may be shared by any number of threads; calls on it are safe to make
- * concurrently. Created by `s1_engine_new`, released by `s1_engine_free`.
- */
-typedef struct s1_engine s1_engine;
-
-/**
- * One synthesis in progress. Opaque.
- *
- * Thread safety: `s1_stream_next`, `s1_stream_run` and `s1_stream_free` must not run
- * concurrently on one stream (a second concurrent call returns `S1_STATUS_INVALID_ARGUMENT`);
- * `s1_stream_cancel` may be called from any thread at any time.
- */
-typedef struct s1_stream s1_stream;
-
-/**
- * Options for `s1_engine_new`. Fill it with `s1_engine_config_default()`, then change fields.
- *
- * Strings are NUL-terminated UTF-8, borrowed only for the duration of `s1_engine_new`.
- */
-typedef struct s1_engine_config {
-  /**
-   * Size of this struct in bytes, set by `s1_engine_config_default()`; lets newer libraries
-   * accept structs from older headers.
-   */
-  uint32_t struct_size;
-  /**
-   * Number of CPU threads for one operator; 0 = the backend's default.
-   */
-  uint32_t intra_op_threads;
-  /**
-   * Path of the model bundle directory (holding manifest.json). Required.
-   */
 /**
  * Graph optimisation level of the ONNX Runtime sessions (`s1_engine_config.graph_optimization`).
  */
@@ -335,6 +371,41 @@ typedef int32_t s1_cudnn_conv_algo_search;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+/**
+ * A loaded model bundle on one backend. Opaque.
+ *
+ * Thread safety: an engine may be shared by any number of threads; calls on it are safe to make
+ * concurrently. Created by `s1_engine_new`, released by `s1_engine_free`.
+ */
+typedef struct s1_engine s1_engine;
+
+/**
+ * One synthesis in progress. Opaque.
+ *
+ * Thread safety: `s1_stream_next`, `s1_stream_run` and `s1_stream_free` must not run
+ * concurrently on one stream (a second concurrent call returns `S1_STATUS_INVALID_ARGUMENT`);
+ * `s1_stream_cancel` may be called from any thread at any time.
+ */
+typedef struct s1_stream s1_stream;
+
+/**
+ * Options for `s1_engine_new`. Fill it with `s1_engine_config_default()`, then change fields.
+ *
+ * Strings are NUL-terminated UTF-8, borrowed only for the duration of `s1_engine_new`.
+ */
+typedef struct s1_engine_config {
+  /**
+   * Size of this struct in bytes, set by `s1_engine_config_default()`; lets newer libraries
+   * accept structs from older headers.
+   */
+  uint32_t struct_size;
+  /**
+   * Number of CPU threads for one operator; 0 = the backend's default.
+   */
+  uint32_t intra_op_threads;
+  /**
+   * Path of the model bundle directory (holding manifest.json). Required.
+   */
   const char *bundle_dir;
   /**
    * Backend name: "auto" (default, fastest available), "onnx-cpu", "onnx-cuda", "tensorrt",
@@ -350,41 +421,6 @@ typedef int32_t s1_cudnn_conv_algo_search;
    * 1 = check every bundle file's sha256 against the manifest at load (slower start), 0 = no.
    */
   uint8_t verify_hashes;
-} s1_engine_config;
-
-/**
- * Receives one log message: `message` is NUL-terminated UTF-8, valid only during the call.
- * May run on any thread that calls into the library, concurrently; must not throw or unwind.
- */
-typedef void (*s1_log_callback)(int32_t level, const char *message, void *user_data);
-
-/**
- * Options for one synthesis. Fill it with `s1_synth_params_default()`, then change fields.
- * Passing NULL where a `const s1_synth_params *` is taken means "the defaults".
- */
-typedef struct s1_synth_params {
-  /**
-   * Size of this struct in bytes, set by `s1_synth_params_default()`.
-   */
-  uint32_t struct_size;
-  /**
-   * Softmax temperature, in [0, 2]; 0 = greedy. Default 0.8.
-   */
-  float temperature;
-  /**
-   * Nucleus mass kept, in (0, 1]. Default 0.8.
-   */
-  float top_p;
-  /**
-   * Repetition penalty over a 16-frame window, in (0, 2); 1 = none. Default 1.1.
-   */
-  float repetition_penalty;
-  /**
-   * Maximum audio length in frames (21.53 frames per second of audio), at least 1; generation
-   * stops earlier at end-of-speech. Default 1024 (about 47.6 s).
-   */
-  uint32_t max_frames;
-  /**
   /**
    * TensorRT builder workspace limit in bytes; 0 = TensorRT's default (the device's memory).
    * Non-zero values below 1 MiB are refused (the unit is bytes).
@@ -433,6 +469,41 @@ typedef struct s1_synth_params {
    * in `cache_dir`. NULL = none (required with INT8, refused with FP16).
    */
   const char *tensorrt_int8_calibration_file;
+} s1_engine_config;
+
+/**
+ * Receives one log message: `message` is NUL-terminated UTF-8, valid only during the call.
+ * May run on any thread that calls into the library, concurrently; must not throw or unwind.
+ */
+typedef void (*s1_log_callback)(int32_t level, const char *message, void *user_data);
+
+/**
+ * Options for one synthesis. Fill it with `s1_synth_params_default()`, then change fields.
+ * Passing NULL where a `const s1_synth_params *` is taken means "the defaults".
+ */
+typedef struct s1_synth_params {
+  /**
+   * Size of this struct in bytes, set by `s1_synth_params_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * Softmax temperature, in [0, 2]; 0 = greedy. Default 0.8.
+   */
+  float temperature;
+  /**
+   * Nucleus mass kept, in (0, 1]. Default 0.8.
+   */
+  float top_p;
+  /**
+   * Repetition penalty over a 16-frame window, in (0, 2); 1 = none. Default 1.1.
+   */
+  float repetition_penalty;
+  /**
+   * Maximum audio length in frames (21.53 frames per second of audio), at least 1; generation
+   * stops earlier at end-of-speech. Default 1024 (about 47.6 s).
+   */
+  uint32_t max_frames;
+  /**
    * Frames in the first streamed chunk (small = earlier first audio), at least 1. Default 4.
    */
   uint32_t first_chunk_frames;

@@ -57,6 +57,18 @@ namespace S1Mini
             public IntPtr backend;
             public IntPtr ort_library_path;
             public byte verify_hashes;
+            // Appended fields (s1_mini.h order). s1_engine_config_default writes the whole
+            // struct, so this layout must match the header's exactly.
+            public ulong tensorrt_workspace_bytes;
+            public uint inter_op_threads;
+            public uint device_id;
+            public int graph_optimization;
+            public int tensorrt_precision;
+            public int cudnn_conv_algo_search;
+            public uint tensorrt_profile_opt_tokens;
+            public uint tensorrt_profile_max_tokens;
+            public IntPtr cache_dir;
+            public IntPtr tensorrt_int8_calibration_file;
         }
 
         [StructLayout(LayoutKind.Sequential)]

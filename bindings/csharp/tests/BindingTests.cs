@@ -58,6 +58,12 @@ static class BindingTests
     {
         SynthParams p = SynthParams.Default();
         Check(p.StructSize == (uint)Marshal.SizeOf(typeof(SynthParams)), "struct_size matches layout");
+        Native.EngineConfig c;
+        Check(Native.s1_engine_config_default(out c) == 0, "engine config default");
+        Check(c.struct_size == (uint)Marshal.SizeOf(typeof(Native.EngineConfig)),
+            "engine config struct_size matches the C# layout");
+        Check(c.graph_optimization == 3 && c.tensorrt_precision == 0 && c.tensorrt_profile_opt_tokens == 256,
+            "engine config GPU defaults");
         Check(p.Temperature > 0 && p.MaxFrames > 0, "defaults filled");
         Check(S1.Version.Split('.').Length == 3, "version " + S1.Version);
         Check(S1.BackendsAvailable() != null, "backends list");
