@@ -350,6 +350,52 @@ fn library_fix(lib: &str) -> String {
     }
 }
 
+/// Library file name of TensorRT 10 on this platform.
+pub(crate) const NVINFER: &str =
+    if cfg!(target_os = "windows") { "nvinfer_10.dll" } else { "libnvinfer.so.10" };
+
+/// Directories the dynamic loader searches that we can list: `LD_LIBRARY_PATH` (`PATH` on
+/// Windows), the loaded ONNX Runtime's directory, and the usual system and CUDA directories.
+pub(crate) fn library_search_dirs() -> Vec<PathBuf> {
+    let var = if cfg!(target_os = "windows") { "PATH" } else { "LD_LIBRARY_PATH" };
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os(var).map(|v| std::env::split_paths(&v).collect()).unwrap_or_default();
+    if let Some(dir) = super::loaded_library().as_deref().and_then(Path::parent) {
+        dirs.push(dir.to_path_buf());
+    }
+    for d in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/lib",
+        "/usr/local/cuda/lib64",
+        "/usr/local/tensorrt/lib",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs
+}
+
+/// Whether TensorRT 10 can be found, as a sentence: where, or that it is missing and the fix.
+/// Looks in `dirs` and in the loader cache (`/etc/ld.so.cache` names every cached library).
+pub(crate) fn tensorrt_presence(dirs: &[PathBuf]) -> String {
+    if let Some(d) = dirs.iter().find(|d| d.join(NVINFER).is_file()) {
+        return format!("TensorRT 10 is present ({})", d.join(NVINFER).display());
+    }
+    let cached = std::fs::read("/etc/ld.so.cache")
+        .map(|b| b.windows(NVINFER.len()).any(|w| w == NVINFER.as_bytes()))
+        .unwrap_or(false);
+    if cached {
+        return format!("TensorRT 10 is present ({NVINFER} is in the ld.so cache)");
+    }
+    format!(
+        "TensorRT 10 is missing too ({NVINFER} is not on {} or in the ld.so cache): install \
+         TensorRT 10 for CUDA 13 and add its lib directory to the library path",
+        if cfg!(target_os = "windows") { "PATH" } else { "LD_LIBRARY_PATH, beside libonnxruntime" }
+    )
+}
+
 /// Turns an ONNX Runtime failure of a GPU flavour (registration or session creation) into a
 /// reason with a fix, or `None` when the message is not about the machine (then it is the
 /// graph's fault, reported as such by the caller).
@@ -360,7 +406,13 @@ pub(crate) fn explain_device_failure(
 ) -> Option<String> {
     let m = message.to_ascii_lowercase();
     let why = if let Some(lib) = missing_library(message) {
-        library_fix(&lib)
+        let mut why = library_fix(&lib);
+        // The loader stops at the first missing library; say whether TensorRT itself is there.
+        if flavor == Flavor::TensorRt && !lib.contains("nvinfer") {
+            why.push_str("; ");
+            why.push_str(&tensorrt_presence(&library_search_dirs()));
+        }
+        why
     } else if m.contains("driver version is insufficient")
         || m.contains("insufficient_driver")
         || m.contains("cudaerrorinsufficientdriver")
@@ -580,6 +632,26 @@ mod tests {
         .unwrap();
         assert!(r.contains("cuDNN 9"), "{r}");
         assert!(explain_device_failure(Flavor::Cuda, 0, "Node (MatMul_3) type mismatch").is_none());
+        // TensorRT registration stopped at a CUDA library: the reason also says whether
+        // libnvinfer.so.10 exists.
+        let msg = "Failed to load library libonnxruntime_providers_tensorrt.so with error: \
+                   libcublas.so.13: cannot open shared object file: No such file or directory";
+        let r = explain_device_failure(Flavor::TensorRt, 0, msg).unwrap();
+        assert!(r.contains("libcublas.so.13") && r.contains(NVINFER), "{r}");
+    }
+
+    #[test]
+    fn tensorrt_presence_finds_libnvinfer_in_a_directory() {
+        let dir = std::env::temp_dir().join(format!("s1-nvinfer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = tensorrt_presence(std::slice::from_ref(&dir));
+        if !missing.contains("present") {
+            assert!(missing.contains("missing") && missing.contains(NVINFER), "{missing}");
+        }
+        std::fs::write(dir.join(NVINFER), b"").unwrap();
+        let found = tensorrt_presence(std::slice::from_ref(&dir));
+        assert!(found.contains("present") && found.contains(&dir.display().to_string()), "{found}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

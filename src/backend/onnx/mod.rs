@@ -267,6 +267,10 @@ pub(crate) fn probe(config: &EngineConfig, flavor: Flavor) -> Result<()> {
     ep::probe(&env, &library, config, flavor)
 }
 
+/// A TensorRT engine cache to check after warm-up: graph role, cache, whether an engine was
+/// already there before the session was built.
+type CacheWatch = (String, ep::TrtCache, bool);
+
 /// TensorRT provider options for one graph role (`None` for `onnx-cuda`), logging whether a
 /// cached engine will be reused. Returns the options and the cache to check after warm-up.
 fn trt_options_for(
@@ -275,7 +279,7 @@ fn trt_options_for(
     flavor: Flavor,
     role: &str,
     profile: Option<ep::ProfileShapes>,
-) -> Result<(Option<ep::EpOptions>, Option<(String, ep::TrtCache, bool)>)> {
+) -> Result<(Option<ep::EpOptions>, Option<CacheWatch>)> {
     if flavor != Flavor::TensorRt {
         return Ok((None, None));
     }
