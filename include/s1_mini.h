@@ -389,6 +389,15 @@ typedef struct s1_engine s1_engine;
 typedef struct s1_stream s1_stream;
 
 /**
+ * A reference voice: the codec codes of a reference recording and its transcript. Opaque and
+ * immutable.
+ *
+ * Thread safety: a voice may be shared by any number of threads and used by concurrent
+ * syntheses. Created by `s1_voice_create` or `s1_voice_load`, released by `s1_voice_free`.
+ */
+typedef struct s1_voice s1_voice;
+
+/**
  * Options for `s1_engine_new`. Fill it with `s1_engine_config_default()`, then change fields.
  *
  * Strings are NUL-terminated UTF-8, borrowed only for the duration of `s1_engine_new`.
@@ -521,6 +530,22 @@ typedef struct s1_synth_params {
    * 0 = fixed behaviour. Default 0.
    */
   uint8_t fish_speech_compat;
+  /**
+   * Reference voices to speak in (from `s1_voice_create`/`s1_voice_load`), in prompt order;
+   * NULL with `n_voices` = 0 (the default) for the model's own voice. The voices must stay
+   * alive until the call (or stream start) returns. Added in 0.2; older structs read as none.
+   */
+  const struct s1_voice *const *voices;
+  /**
+   * Number of entries in `voices`, 0 to 64. Default 0.
+   */
+  size_t n_voices;
+  /**
+   * 1 = reuse the voices' cached prompt prefix (computed once per engine and voice list;
+   * faster first audio), 0 = prefill the whole prompt every time. Same audio either way.
+   * Default 1.
+   */
+  uint8_t prefix_cache;
 } s1_synth_params;
 
 /**
@@ -749,6 +774,66 @@ s1_status s1_synthesize(const struct s1_engine *engine,
  * not touched.
  */
 S1_API s1_status s1_audio_free(struct s1_audio *audio);
+
+/**
+ * Makes a voice from reference audio and its transcript; `*out_voice` receives it.
+ *
+ * `samples`: `num_frames × channels` f32 samples, interleaved when `channels` > 1 (mixed down
+ * to mono), nominal range [-1, 1], at `sample_rate_hz` (1 to 768000; resampled to the codec's
+ * 44100 Hz with a windowed-sinc filter). `transcript`: UTF-8, NUL-terminated, what the audio
+ * says. 10–30 s of clean speech is typical. Errors (`S1_STATUS_INVALID_ARGUMENT`, with the
+ * reason in `s1_last_error()`): no samples, a NaN or infinite sample, an empty transcript, or
+ * audio longer than the codec encodes in one call (about 190 s for S1-mini; never truncated
+ * silently). Blocks while the codec encodes. Release the voice with `s1_voice_free`.
+ *
+ * # Safety
+ * `engine` must be NULL or a handle from `s1_engine_new`; `samples` NULL or valid for
+ * `num_frames × channels` reads; `transcript` NULL or NUL-terminated; `out_voice` NULL or
+ * writable.
+ */
+S1_API
+s1_status s1_voice_create(const struct s1_engine *engine,
+                          const float *samples,
+                          size_t num_frames,
+                          uint32_t channels,
+                          uint32_t sample_rate_hz,
+                          const char *transcript,
+                          struct s1_voice **out_voice);
+
+/**
+ * Loads a voice file written by `s1_voice_save` (or the Rust, C++, C# or Node APIs);
+ * `*out_voice` receives it. A truncated, corrupt or foreign file is `S1_STATUS_VOICE_INVALID`,
+ * another format version `S1_STATUS_VERSION_MISMATCH`, a missing file `S1_STATUS_IO`. The codes
+ * are checked against the engine when the voice is used. Release with `s1_voice_free`.
+ *
+ * # Safety
+ * `path` must be NULL or NUL-terminated UTF-8; `out_voice` NULL or writable.
+ */
+S1_API s1_status s1_voice_load(const char *path, struct s1_voice **out_voice);
+
+/**
+ * Writes `voice` to the file `path` (UTF-8, NUL-terminated), replacing it.
+ *
+ * # Safety
+ * `voice` must be NULL or a handle from `s1_voice_create`/`s1_voice_load`; `path` NULL or
+ * NUL-terminated.
+ */
+S1_API s1_status s1_voice_save(const struct s1_voice *voice, const char *path);
+
+/**
+ * Writes the number of codec frames of `voice` (21.53 per second of reference audio) to
+ * `*out_frames`.
+ *
+ * # Safety
+ * `voice` must be NULL or a voice handle; `out_frames` NULL or writable.
+ */
+S1_API s1_status s1_voice_frames(const struct s1_voice *voice, size_t *out_frames);
+
+/**
+ * Releases a voice. NULL is a no-op; a handle that is not a live voice returns
+ * `S1_STATUS_INVALID_HANDLE`. Syntheses already running with it keep it alive until they end.
+ */
+S1_API s1_status s1_voice_free(struct s1_voice *voice);
 
 #ifdef __cplusplus
 }  // extern "C"

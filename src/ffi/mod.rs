@@ -18,6 +18,7 @@ pub mod engine;
 pub mod log;
 pub mod stream;
 pub mod synth;
+pub mod voice;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use super::convert;
 use super::engine::s1_engine;
-use super::synth::{params_arg, s1_synth_params};
+use super::synth::{params_and_voices_arg, s1_synth_params};
 use super::{guard, guard_flow};
 use crate::{CancelToken, Engine, Error, Status, Stream};
 
@@ -110,11 +110,11 @@ pub unsafe extern "C" fn s1_stream_start(
         // SAFETY: forwarded contract.
         let text = unsafe { convert::utf8_arg(text, "text") }?;
         // SAFETY: forwarded contract.
-        let params = unsafe { params_arg(params) }?;
+        let (params, voices) = unsafe { params_and_voices_arg(params) }?;
         if out_stream.is_null() {
             return Err(Error::NullPointer { arg: "out_stream" });
         }
-        let stream = engine.stream(text, &params)?;
+        let stream = engine.stream_with_voices(text, &voices, &params)?;
         let slot = StreamSlot {
             cancel: stream.cancel_token(),
             state: Mutex::new(StreamState {

@@ -4,7 +4,8 @@ use std::ffi::c_char;
 use super::convert::{self, flag};
 use super::engine::s1_engine;
 use super::guard;
-use crate::{Engine, Error, Status, SynthParams};
+use super::voice::{s1_voice, voices_arg};
+use crate::{Engine, Error, Status, SynthParams, Voice};
 
 /// Options for one synthesis. Fill it with `s1_synth_params_default()`, then change fields.
 /// Passing NULL where a `const s1_synth_params *` is taken means "the defaults".
@@ -32,9 +33,20 @@ pub struct s1_synth_params {
     /// 1 = reproduce fish-speech exactly (its repetition-penalty bug and bf16 rounding included),
     /// 0 = fixed behaviour. Default 0.
     pub fish_speech_compat: u8,
+    /// Reference voices to speak in (from `s1_voice_create`/`s1_voice_load`), in prompt order;
+    /// NULL with `n_voices` = 0 (the default) for the model's own voice. The voices must stay
+    /// alive until the call (or stream start) returns. Added in 0.2; older structs read as none.
+    pub voices: *const *const s1_voice,
+    /// Number of entries in `voices`, 0 to 64. Default 0.
+    pub n_voices: usize,
+    /// 1 = reuse the voices' cached prompt prefix (computed once per engine and voice list;
+    /// faster first audio), 0 = prefill the whole prompt every time. Same audio either way.
+    /// Default 1.
+    pub prefix_cache: u8,
 }
 
-const PARAMS_V1_SIZE: usize = std::mem::size_of::<s1_synth_params>();
+/// Size of the first published layout (before `voices`).
+const PARAMS_V1_SIZE: usize = std::mem::offset_of!(s1_synth_params, voices);
 
 impl s1_synth_params {
     fn from_rust(p: &SynthParams) -> Self {
@@ -48,6 +60,9 @@ impl s1_synth_params {
             chunk_frames: p.chunk_frames,
             seed: p.seed,
             fish_speech_compat: p.fish_speech_compat as u8,
+            voices: std::ptr::null(),
+            n_voices: 0,
+            prefix_cache: p.prefix_cache as u8,
         }
     }
 
@@ -62,19 +77,22 @@ impl s1_synth_params {
             first_chunk_frames: self.first_chunk_frames,
             chunk_frames: self.chunk_frames,
             ignore_end: false,
-            prefix_cache: true,
+            prefix_cache: flag(self.prefix_cache),
         }
     }
 }
 
-/// Reads an optional params pointer: NULL = defaults.
+/// Reads an optional params pointer with its voices: NULL = defaults, no voices.
 ///
 /// # Safety
-/// `params` must be NULL or point to an `s1_synth_params` filled by `s1_synth_params_default()`.
-pub(crate) unsafe fn params_arg(params: *const s1_synth_params) -> Result<SynthParams, Error> {
+/// `params` must be NULL or point to an `s1_synth_params` filled by `s1_synth_params_default()`;
+/// its `voices` NULL or valid for `n_voices` reads of voice handles.
+pub(crate) unsafe fn params_and_voices_arg(
+    params: *const s1_synth_params,
+) -> Result<(SynthParams, Vec<Voice>), Error> {
     let defaults = SynthParams::default();
     if params.is_null() {
-        return Ok(defaults);
+        return Ok((defaults, Vec::new()));
     }
     // SAFETY: forwarded contract.
     let c = unsafe {
@@ -85,7 +103,9 @@ pub(crate) unsafe fn params_arg(params: *const s1_synth_params) -> Result<SynthP
             "params",
         )
     }?;
-    Ok(c.to_rust())
+    // SAFETY: forwarded contract.
+    let voices = unsafe { voices_arg(c.voices, c.n_voices) }?;
+    Ok((c.to_rust(), voices))
 }
 
 /// Fills `*out_params` with the defaults (the Rust API's `SynthParams::default()`), including
@@ -147,11 +167,11 @@ pub unsafe extern "C" fn s1_synthesize(
         // SAFETY: forwarded contract.
         let text = unsafe { convert::utf8_arg(text, "text") }?;
         // SAFETY: forwarded contract.
-        let params = unsafe { params_arg(params) }?;
+        let (params, voices) = unsafe { params_and_voices_arg(params) }?;
         if out_audio.is_null() {
             return Err(Error::NullPointer { arg: "out_audio" });
         }
-        let audio = engine.synthesize(text, &params)?;
+        let audio = engine.synthesize_with_voices(text, &voices, &params)?;
         let mut b = Box::new(AudioBox {
             public: s1_audio {
                 samples: std::ptr::null(),

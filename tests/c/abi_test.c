@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "s1_mini.h"
 
@@ -193,6 +194,79 @@ static void *synth_on_thread(void *arg) {
   return NULL;
 }
 
+/* Voices: PCM (stereo, 22.05 kHz) -> voice -> file -> voice -> synthesis with it; bad input. */
+static void ffi_voices(s1_engine *engine) {
+  enum { RATE = 22050, N = RATE }; /* 1 s */
+  static float pcm[2 * N];
+  s1_voice *voice = NULL, *loaded = NULL;
+  s1_synth_params params;
+  s1_audio *audio = NULL;
+  size_t frames = 0;
+  char path[256];
+  const s1_voice *list[1];
+  FILE *f;
+  int i;
+
+  for (i = 0; i < N; i++) {
+    /* a 210 Hz triangle wave plus a little pseudo-noise (no libm needed) */
+    float x = 0.3f * ((float)abs((i % 105) - 52) / 26.0f - 1.0f) + 0.01f * (float)((i * 7919) % 13 - 6);
+    pcm[2 * i] = x;
+    pcm[2 * i + 1] = 0.5f * x;
+  }
+  CHECK_STATUS(s1_voice_create(engine, pcm, N, 2, RATE, "A short reference.", &voice), S1_STATUS_OK);
+  if (voice == NULL) return;
+  CHECK_STATUS(s1_voice_frames(voice, &frames), S1_STATUS_OK);
+  CHECK(frames == 22); /* ceil(44100 / 2048) */
+  snprintf(path, sizeof path, "/tmp/s1mini-c-voice-%d.s1v", (int)getpid());
+  CHECK_STATUS(s1_voice_save(voice, path), S1_STATUS_OK);
+  CHECK_STATUS(s1_voice_load(path, &loaded), S1_STATUS_OK);
+
+  s1_synth_params_default(&params);
+  CHECK(params.voices == NULL && params.n_voices == 0 && params.prefix_cache == 1);
+  params.max_frames = 8;
+  params.seed = 3;
+  list[0] = loaded;
+  params.voices = list;
+  params.n_voices = 1;
+  CHECK_STATUS(s1_synthesize(engine, "Hello in that voice.", &params, &audio), S1_STATUS_OK);
+  if (audio != NULL) {
+    CHECK(audio->num_samples > 0);
+    CHECK_STATUS(s1_audio_free(audio), S1_STATUS_OK);
+  }
+  params.voices = NULL; /* n_voices 1 with a NULL array */
+  CHECK_STATUS(s1_synthesize(engine, "Hi.", &params, &audio), S1_STATUS_NULL_POINTER);
+
+  /* Bad input: no samples, NaN, 10 minutes, a truncated file. */
+  CHECK_STATUS(s1_voice_create(engine, pcm, 0, 1, RATE, "x", &voice), S1_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(s1_last_error(), "no samples") != NULL);
+  {
+    const uint32_t nan_bits = 0x7fc00000u;
+    memcpy(&pcm[5], &nan_bits, sizeof pcm[5]);
+  }
+  CHECK_STATUS(s1_voice_create(engine, pcm, N, 2, RATE, "x", &voice), S1_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(s1_last_error(), "NaN") != NULL);
+  {
+    float *ten_min = calloc(600u * 8000u, sizeof(float)); /* 10 minutes at 8 kHz */
+    if (ten_min != NULL) {
+      CHECK_STATUS(s1_voice_create(engine, ten_min, 600u * 8000u, 1, 8000, "x", &voice),
+                   S1_STATUS_INVALID_ARGUMENT);
+      CHECK(strstr(s1_last_error(), "longer than the codec encodes") != NULL);
+      free(ten_min);
+    }
+  }
+  f = fopen(path, "wb");
+  if (f != NULL) {
+    fwrite("S1VOICE", 1, 8, f);
+    fclose(f);
+  }
+  CHECK_STATUS(s1_voice_load(path, &loaded), S1_STATUS_VOICE_INVALID);
+  remove(path);
+
+  CHECK_STATUS(s1_voice_free(voice), S1_STATUS_OK);
+  CHECK_STATUS(s1_voice_free(list[0] == NULL ? NULL : (s1_voice *)list[0]), S1_STATUS_OK);
+  CHECK_STATUS(s1_voice_free((s1_voice *)list[0]), S1_STATUS_INVALID_HANDLE);
+}
+
 static void ffi_with_bundle(const char *bundle) {
   s1_engine_config cfg;
   s1_synth_params params;
@@ -280,6 +354,8 @@ static void ffi_with_bundle(const char *bundle) {
     CHECK_STATUS(jobs[i].status, S1_STATUS_OK);
     CHECK(jobs[i].samples > 0);
   }
+
+  ffi_voices(engine);
 
   /* A stream keeps its engine alive after s1_engine_free. */
   CHECK_STATUS(s1_stream_start(engine, "Hi.", &params, &stream), S1_STATUS_OK);
