@@ -1,9 +1,9 @@
 //! Concurrency stress (issue #9): 16 threads × a fixed mix of synthesize / stream / cancel /
-//! C ABI calls on one engine. No deadlock (a watchdog fails the test if the workload does not
+//! C ABI / voice (shared prefix cache) calls on one engine. No deadlock (a watchdog fails the test if the workload does not
 //! finish in time), and every seeded result equals the single-threaded run of the same request.
 //!
 //! Figures (docs/guarantees.md): THREADS × ITERATIONS = 16 × 6 = 96 requests, each thread cycling
-//! through the five operations, so every operation runs ≥ 19 times concurrently with the others.
+//! through the six operations, so every operation runs 16 times concurrently with the others.
 
 mod common;
 
@@ -16,7 +16,8 @@ use std::time::Duration;
 use common::*;
 use s1_mini::ffi::engine::{s1_engine, s1_engine_config_default, s1_engine_free, s1_engine_new};
 use s1_mini::ffi::synth::{s1_audio_free, s1_synthesize};
-use s1_mini::{CancelToken, Codes, Engine, Error, Status, SynthParams};
+use s1_mini::generate::Frame;
+use s1_mini::{CancelToken, Codes, Engine, Error, Status, SynthParams, Voice};
 
 const THREADS: usize = 16;
 const ITERATIONS: usize = 6;
@@ -35,6 +36,15 @@ enum Outcome {
     Audio(Vec<f32>),
     Codes(Codes),
     Cancelled,
+    /// Frames of a synthesis with the voice set `.0` (prefix cache on).
+    VoiceFrames(usize, Vec<Frame>),
+}
+
+/// Voice sets used by the voice requests: [a], [b], [a, b] (cache entries filled concurrently).
+fn voice_sets(engine: &Engine, r: &Reference) -> Vec<Vec<Voice>> {
+    let a = engine.voice_from_codes(r.codes[0][0].clone(), TEXTS[0]).unwrap();
+    let b = engine.voice_from_codes(r.codes[1][1].clone(), TEXTS[1]).unwrap();
+    vec![vec![a.clone()], vec![b.clone()], vec![a, b]]
 }
 
 struct Reference {
@@ -101,11 +111,17 @@ fn c_synthesize(h: &Handle, text: &str, p: &SynthParams) -> Vec<f32> {
 }
 
 /// One request: thread `t`, iteration `i`. Returns (text, seed, outcome).
-fn request(engine: &Engine, c: &Handle, t: usize, i: usize) -> (usize, usize, Outcome) {
+fn request(
+    engine: &Engine,
+    c: &Handle,
+    voices: &[Vec<Voice>],
+    t: usize,
+    i: usize,
+) -> (usize, usize, Outcome) {
     let ti = (t + i) % TEXTS.len();
     let si = (t * 7 + i) % SEEDS.len();
     let (text, p) = (TEXTS[ti], params(SEEDS[si]));
-    let outcome = match (t + i) % 5 {
+    let outcome = match (t + i) % 6 {
         0 => Outcome::Audio(engine.synthesize(text, &p).unwrap().samples),
         1 => {
             let mut s = engine.stream(text, &p).unwrap();
@@ -142,7 +158,12 @@ fn request(engine: &Engine, c: &Handle, t: usize, i: usize) -> (usize, usize, Ou
                 Err(e) => panic!("{e}"),
             }
         }
-        _ => Outcome::Audio(c_synthesize(c, text, &p)),
+        4 => Outcome::Audio(c_synthesize(c, text, &p)),
+        _ => {
+            let vs = (t + 2 * i) % voices.len();
+            let (frames, _) = engine.generate_frames_with_voices(text, &voices[vs], &p).unwrap();
+            Outcome::VoiceFrames(vs, frames)
+        }
     };
     (ti, si, outcome)
 }
@@ -151,18 +172,20 @@ fn request(engine: &Engine, c: &Handle, t: usize, i: usize) -> (usize, usize, Ou
 fn sixteen_threads_mixed_requests_no_deadlock_and_equal_single_threaded() {
     let engine = Engine::new(config(&tiny_dir()).with_intra_op_threads(1)).unwrap();
     let want = reference(&engine);
+    let voices = Arc::new(voice_sets(&engine, &want));
     let c = Arc::new(c_engine());
     let (tx, rx) = mpsc::channel();
     let e2 = engine.clone();
     let c2 = c.clone();
+    let v2 = voices.clone();
     thread::spawn(move || {
         let start = Arc::new(Barrier::new(THREADS));
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
-                let (e, c, start) = (e2.clone(), c2.clone(), start.clone());
+                let (e, c, v, start) = (e2.clone(), c2.clone(), v2.clone(), start.clone());
                 thread::spawn(move || {
                     start.wait();
-                    (0..ITERATIONS).map(|i| request(&e, &c, t, i)).collect::<Vec<_>>()
+                    (0..ITERATIONS).map(|i| request(&e, &c, &v, t, i)).collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -172,7 +195,7 @@ fn sixteen_threads_mixed_requests_no_deadlock_and_equal_single_threaded() {
     let results = rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| {
         panic!("deadlock or livelock: {THREADS} threads × {ITERATIONS} requests not done in {WATCHDOG:?}")
     });
-    let mut counts = [0usize; 3];
+    let mut counts = [0usize; 4];
     for r in results {
         let r = r.unwrap_or_else(|p| std::panic::resume_unwind(p));
         for (ti, si, outcome) in r {
@@ -187,12 +210,21 @@ fn sixteen_threads_mixed_requests_no_deadlock_and_equal_single_threaded() {
                     counts[1] += 1;
                 }
                 Outcome::Cancelled => counts[2] += 1,
+                Outcome::VoiceFrames(vs, frames) => {
+                    // Against an uncached single-threaded run: the prefix cache, filled by
+                    // racing threads, changes nothing.
+                    let p = params(SEEDS[si]).with_prefix_cache(false);
+                    let (want_frames, _) =
+                        engine.generate_frames_with_voices(TEXTS[ti], &voices[vs], &p).unwrap();
+                    assert_eq!(frames, want_frames, "voices {vs} text {ti} seed {si}");
+                    counts[3] += 1;
+                }
             }
         }
     }
     assert_eq!(counts.iter().sum::<usize>(), THREADS * ITERATIONS);
-    assert!(counts[0] >= THREADS * ITERATIONS / 2, "{counts:?}");
-    eprintln!("stress: {THREADS} threads × {ITERATIONS}: audio/codes/cancelled = {counts:?}");
+    assert!(counts[0] >= THREADS * ITERATIONS / 3 && counts[3] == 16, "{counts:?}");
+    eprintln!("stress: {THREADS} threads × {ITERATIONS}: audio/codes/cancelled/voice = {counts:?}");
     let c = Arc::try_unwrap(c).ok().unwrap();
     assert_eq!(s1_engine_free(c.0), Status::Ok);
 }
