@@ -134,14 +134,39 @@ pub struct Selection {
 /// need no `cfg`: they return an error value, never panic.
 fn stub_reason(kind: BackendKind) -> Option<&'static str> {
     match kind {
-        BackendKind::Cuda => Some("the native CUDA backend is not part of this build yet"),
-        BackendKind::TensorRt => {
-            Some("the ONNX Runtime TensorRT execution provider is not wired up in this build yet")
-        }
-        BackendKind::OnnxCuda => {
-            Some("the ONNX Runtime CUDA execution provider is not wired up in this build yet")
-        }
-        BackendKind::Auto | BackendKind::OnnxCpu => None,
+        BackendKind::Auto
+        | BackendKind::Cuda
+        | BackendKind::TensorRt
+        | BackendKind::OnnxCuda
+        | BackendKind::OnnxCpu => None,
+    }
+}
+
+/// The ONNX Runtime flavour behind a backend kind, if it is one.
+fn onnx_flavor(kind: BackendKind) -> Option<onnx::Flavor> {
+    match kind {
+        BackendKind::OnnxCpu => Some(onnx::Flavor::Cpu),
+        BackendKind::OnnxCuda => Some(onnx::Flavor::Cuda),
+        BackendKind::TensorRt => Some(onnx::Flavor::TensorRt),
+        BackendKind::Auto | BackendKind::Cuda => None,
+    }
+}
+
+/// Builds one concrete backend.
+fn build(kind: BackendKind, config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
+    if let Some(reason) = stub_reason(kind) {
+        return Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() });
+    }
+    if kind == BackendKind::Cuda {
+        // The transformer on the native backend; the codec stays on ONNX Runtime (docs/cuda.md).
+        let (t2s, _) = cuda::build(config, bundle)?;
+        let (_, codec) = onnx::build_cpu(config, bundle)?;
+        return Ok((t2s, codec));
+    }
+    match onnx_flavor(kind) {
+        Some(onnx::Flavor::Cpu) => onnx::build_cpu(config, bundle),
+        Some(flavor) => onnx::build_gpu(config, bundle, flavor),
+        None => Err(Error::Internal(format!("no builder for backend {kind}"))),
     }
 }
 
@@ -150,11 +175,13 @@ pub fn probe(config: &EngineConfig) -> Vec<(BackendKind, Result<()>)> {
     BackendKind::PREFERENCE
         .iter()
         .map(|&kind| {
-            let r = match stub_reason(kind) {
-                Some(reason) => {
+            let r = match (stub_reason(kind), onnx_flavor(kind)) {
+                (Some(reason), _) => {
                     Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() })
                 }
-                None => onnx::environment(config).map(|_| ()),
+                (None, Some(flavor)) => onnx::probe(config, flavor),
+                (None, None) if kind == BackendKind::Cuda => cuda::environment(config).map(|_| ()),
+                (None, None) => Err(Error::Internal(format!("no probe for backend {kind}"))),
             };
             (kind, r)
         })
@@ -163,7 +190,16 @@ pub fn probe(config: &EngineConfig) -> Vec<(BackendKind, Result<()>)> {
 
 /// Builds the backend `config.backend` names; `auto` takes the first that works in
 /// cuda → tensorrt → onnx-cuda → onnx-cpu order and reports the others in `skipped`.
+///
+/// Every option is validated first ([`EngineConfig::validate`]), and a configured `cache_dir`
+/// is created and checked for writing whichever backend is chosen (a wrong path is an error,
+/// not a skip). Each skip under `auto` is logged (`log` target `s1_mini::backend`) with its
+/// reason, and so is the choice.
 pub fn select(config: &EngineConfig, bundle: &Bundle) -> Result<Selection> {
+    config.validate()?;
+    if let Some(dir) = &config.cache_dir {
+        crate::config::prepare_cache_dir(dir)?;
+    }
     let candidates: Vec<BackendKind> = match config.backend {
         BackendKind::Auto => BackendKind::PREFERENCE.to_vec(),
         k => vec![k],
@@ -171,16 +207,14 @@ pub fn select(config: &EngineConfig, bundle: &Bundle) -> Result<Selection> {
     let mut skipped = Vec::new();
     let mut last_err = None;
     for kind in candidates {
-        let built = match stub_reason(kind) {
-            Some(reason) => {
-                Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() })
+        match build(kind, config, bundle) {
+            Ok((t2s, codec)) => {
+                log::info!("backend {kind} selected (backend = {})", config.backend);
+                return Ok(Selection { kind, t2s, codec, skipped });
             }
-            None => onnx::build_cpu(config, bundle),
-        };
-        match built {
-            Ok((t2s, codec)) => return Ok(Selection { kind, t2s, codec, skipped }),
             // Only "not available" moves on to the next backend; a broken bundle is reported.
             Err(e @ Error::BackendUnavailable { .. }) if config.backend == BackendKind::Auto => {
+                log::info!("auto: skipped {kind}: {e}");
                 skipped.push(Skipped { backend: kind, reason: e.to_string() });
                 last_err = Some(e);
             }
