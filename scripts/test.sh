@@ -21,6 +21,8 @@ run "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets --qu
 run "rust: cargo test" cargo test --workspace --quiet
 run "python: exporter tests (fish-speech oracle)" .venv/bin/python -m pytest -q tools/export/tests
 run "golden fixture reproduces" tools/export/check_golden.sh
+# Smoke run of every cargo-fuzz target (20 s each, niced); by hand: scripts/fuzz.sh (300 s each).
+run "fuzz smoke (scripts/fuzz.sh 20)" env NICE=10 scripts/fuzz.sh 20
 if [ -x scripts/test-bindings.sh ]; then
   run "C ABI header, C/C++/C#/Node bindings and examples" scripts/test-bindings.sh
 fi
