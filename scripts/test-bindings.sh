@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the C ABI library and every binding, then runs their tests and examples:
-#   header drift + C11/C++17 compile, C ABI test (plain and under valgrind memcheck), C++ test,
-#   C# test (mcs + mono), Node tests (node --test), and the c/cpp/csharp/node examples (one WAV
+#   header drift + C11/C++17 compile, C ABI test and C++ test (each plain and under valgrind
+#   memcheck), C# test (mcs + mono; not under valgrind: mono's JIT crashes under it, see
+#   docs/guarantees.md), Node tests (node --test), and the c/cpp/csharp/node examples (one WAV
 #   each, checked). Installs its own Debian packages (mono, valgrind, compilers) when missing.
 # Called by scripts/test.sh; runs alone too. The tiny bundle is tests/fixtures/tiny (or
 # $S1_TEST_BUNDLE); without one, only the tests that need no bundle run.
@@ -72,6 +73,10 @@ run "C++ binding compiles without exceptions" sh -c \
   "printf '#include \"s1_mini.hpp\"\nint main() { return s1::Engine::create(s1::EngineConfig(\"x\")).ok(); }\n' > '$out/noexc.cpp' &&
    c++ -std=c++17 -fno-exceptions -Wall -Wextra -Werror -Iinclude -Ibindings/cpp -fsyntax-only '$out/noexc.cpp'"
 run "C++ binding test" "$out/cpp_test" "${bundle_args[@]}"
+run "C++ binding test under valgrind memcheck (0 errors, 0 definite/indirect leaks)" \
+  valgrind --quiet --tool=memcheck --suppressions=tests/c/valgrind.supp --leak-check=full \
+  --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
+  "$out/cpp_test" "${bundle_args[@]}"
 
 # --- C# ---
 run "C# binding test: build (mcs)" mcs -warnaserror -nologo -out:"$out/BindingTests.exe" \
