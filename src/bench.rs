@@ -19,6 +19,7 @@ use crate::config::{BackendKind, EngineConfig, SynthParams};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::generate::{self, StageTimes};
+use crate::voice::Voice;
 
 /// Version of the JSON report. Bumped when a field changes meaning or disappears; new fields may
 /// be added without a bump.
@@ -57,6 +58,12 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Frames of the first streamed chunk (time to first audio).
     pub first_chunk_frames: u32,
+    /// Reference voices the runs speak in (`--voice`); their codes and transcripts lengthen the
+    /// prompt (fish-speech's reference prompt). Default none.
+    pub voices: Vec<Voice>,
+    /// With voices: reuse the voices' cached prompt prefix ([`SynthParams::prefix_cache`]); the
+    /// warm-up run fills the cache, so measured runs are the cached case. Default `true`.
+    pub prefix_cache: bool,
 }
 
 impl BenchOptions {
@@ -74,6 +81,8 @@ impl BenchOptions {
             profile: false,
             seed: 0,
             first_chunk_frames: SynthParams::default().first_chunk_frames,
+            voices: Vec::new(),
+            prefix_cache: true,
         }
     }
 
@@ -161,6 +170,12 @@ pub struct Workload {
     pub first_chunk_frames: u32,
     /// Sampling seed.
     pub seed: u64,
+    /// Reference voices in the prompt and their frames in total (0 = none).
+    pub voices: usize,
+    /// Frames of reference audio in the prompt.
+    pub voice_frames: usize,
+    /// Whether the voices' prompt prefix came from the prefix cache.
+    pub prefix_cache: bool,
 }
 
 /// Per-stage time of the one-shot runs (`--profile`), medians over the runs.
@@ -303,8 +318,9 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
                 });
             }
         }
-        let prompt_tokens = engine.prompt(&opts.text)?.len;
-        let context = engine.context_frames(&opts.text)?;
+        let prompt_tokens = engine.prompt_with_voices(&opts.voices, &opts.text)?.len;
+        let context =
+            u32::try_from(info.model.max_seq_len.saturating_sub(prompt_tokens)).unwrap_or(u32::MAX);
         let frames = match (opts.frames, opts.free) {
             (Some(f), _) => f,
             (None, false) => frames_5s,
@@ -327,11 +343,15 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
             warmup_runs: opts.warmup,
             first_chunk_frames: opts.first_chunk_frames,
             seed: opts.seed,
+            voices: opts.voices.len(),
+            voice_frames: opts.voices.iter().map(|v| v.codes().frames().0).sum(),
+            prefix_cache: opts.prefix_cache && !opts.voices.is_empty(),
         });
         let params = SynthParams::default()
             .with_seed(opts.seed)
             .with_max_frames(frames)
             .with_ignore_end(!opts.free)
+            .with_prefix_cache(opts.prefix_cache)
             .with_chunk_frames(opts.first_chunk_frames, SynthParams::default().chunk_frames);
         let name = engine.backend().name();
         progress(&format!(
@@ -340,7 +360,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         ));
         let mut runs = Vec::new();
         for i in 0..opts.warmup + opts.runs {
-            let r = one_run(&engine, &opts.text, &params, opts.profile)?;
+            let r = one_run(&engine, &opts.text, &opts.voices, &params, opts.profile)?;
             let (tag, n) =
                 if i < opts.warmup { ("warm-up", i + 1) } else { ("run", i + 1 - opts.warmup) };
             progress(&format!(
@@ -368,6 +388,9 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         warmup_runs: opts.warmup,
         first_chunk_frames: opts.first_chunk_frames,
         seed: opts.seed,
+        voices: opts.voices.len(),
+        voice_frames: opts.voices.iter().map(|v| v.codes().frames().0).sum(),
+        prefix_cache: opts.prefix_cache && !opts.voices.is_empty(),
     });
     Ok(BenchReport {
         schema_version: SCHEMA_VERSION,
@@ -411,11 +434,17 @@ fn ms(t: Instant) -> f64 {
 }
 
 /// One one-shot synthesis, timed per stage, then one stream up to its first chunk.
-fn one_run(engine: &Engine, text: &str, params: &SynthParams, profile: bool) -> Result<RunTimes> {
+fn one_run(
+    engine: &Engine,
+    text: &str,
+    voices: &[Voice],
+    params: &SynthParams,
+    profile: bool,
+) -> Result<RunTimes> {
     let info = engine.info_arc();
     let codec = engine.codec()?;
     let t_all = Instant::now();
-    let mut gen = engine.generator(text, params)?;
+    let mut gen = engine.generator_with_voices(text, voices, params)?;
     if profile {
         gen.enable_profile();
     }
@@ -437,7 +466,7 @@ fn one_run(engine: &Engine, text: &str, params: &SynthParams, profile: bool) -> 
     let audio_s = pcm.len() as f64 / f64::from(info.codec.sample_rate_hz);
 
     let t = Instant::now();
-    let mut stream = engine.stream(text, params)?;
+    let mut stream = engine.stream_with_voices(text, voices, params)?;
     stream.next_chunk()?;
     let first_chunk_ms = ms(t);
     drop(stream);
@@ -634,6 +663,15 @@ pub fn render_text(r: &BenchReport) -> String {
             o,
             "workload: free (the model stops at <|im_end|>, at most {} frames), prompt {} tokens",
             w.frames, w.prompt_tokens
+        );
+    }
+    if w.voices > 0 {
+        let _ = writeln!(
+            o,
+            "voices: {} ({} reference frames in the prompt), prefix cache {}",
+            w.voices,
+            w.voice_frames,
+            if w.prefix_cache { "on" } else { "off" }
         );
     }
     let _ =

@@ -160,9 +160,19 @@ impl Engine {
         Ok((frames, gen.prefill_logits().to_vec()))
     }
 
-    /// A frame generator for `text` (for `bench`, which times the stages itself).
-    pub(crate) fn generator(&self, text: &str, params: &SynthParams) -> Result<FrameGenerator> {
-        self.inner.generator(text, params)
+    /// A frame generator for `text` spoken in `voices` (for `bench`).
+    pub(crate) fn generator_with_voices(
+        &self,
+        text: &str,
+        voices: &[Voice],
+        params: &SynthParams,
+    ) -> Result<FrameGenerator> {
+        self.inner.generator_with(text, voices, params)
+    }
+
+    /// The prompt for `text` spoken in `voices` (as [`Engine::prompt_with_references`]).
+    pub fn prompt_with_voices(&self, voices: &[Voice], text: &str) -> Result<Prompt> {
+        self.prompt_with_references(&Inner::references(voices), text)
     }
 
     /// The codec, or the bundle error saying it has none (for `bench`).

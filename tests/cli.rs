@@ -117,3 +117,77 @@ fn cli_missing_bundle_fails_with_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("S1_STATUS_BUNDLE_NOT_FOUND"));
 }
+
+#[test]
+fn cli_voice_create_then_synth_and_stream_with_it() {
+    let bundle = tiny_dir();
+    let (ref_wav, voice, a, b, c) =
+        (tmp("ref.wav"), tmp("v.s1v"), tmp("va.wav"), tmp("vb.wav"), tmp("vc.wav"));
+    // 1.5 s of two tones at 16 kHz (resampled to 44.1 kHz by `voice create`).
+    let samples: Vec<f32> = (0..24_000)
+        .map(|i| 0.3 * (i as f32 * 0.07).sin() + 0.05 * (i as f32 * 0.9).cos())
+        .collect();
+    let audio = s1_mini::Audio { samples, sample_rate_hz: 16_000 };
+    s1_mini::audio::write_wav(&ref_wav, &audio, s1_mini::WavFormat::Pcm16).unwrap();
+    let log = run_ok(
+        cli()
+            .args(["voice", "create", "--bundle"])
+            .arg(&bundle)
+            .arg("--audio")
+            .arg(&ref_wav)
+            .args(["--text", "A reference line.", "--out"])
+            .arg(&voice),
+    );
+    assert!(log.contains("33 frames"), "{log}");
+    let shown = run_ok(cli().args(["voice", "show"]).arg(&voice));
+    assert!(shown.contains("transcript: A reference line."), "{shown}");
+    let args = ["--text", "Hello.", "--seed", "4", "--max-frames", "10"];
+    run_ok(
+        cli()
+            .args(["synth", "--bundle"])
+            .arg(&bundle)
+            .args(args)
+            .arg("--voice")
+            .arg(&voice)
+            .arg("--out")
+            .arg(&a),
+    );
+    run_ok(
+        cli()
+            .args(["synth", "--bundle"])
+            .arg(&bundle)
+            .args(args)
+            .arg("--voice")
+            .arg(&voice)
+            .arg("--no-prefix-cache")
+            .arg("--out")
+            .arg(&b),
+    );
+    let log = run_ok(
+        cli()
+            .args(["stream", "--bundle"])
+            .arg(&bundle)
+            .args(args)
+            .arg("--voice")
+            .arg(&voice)
+            .arg("--out")
+            .arg(&c),
+    );
+    assert!(log.contains("first chunk after"), "{log}");
+    assert_eq!(wav_f32(&a), wav_f32(&b), "prefix cache changes nothing");
+    assert_eq!(wav_f32(&a), wav_f32(&c), "stream equals synth");
+    // A corrupt voice file is a clear error.
+    std::fs::write(&voice, b"S1VOICE\0garbage").unwrap();
+    let out = cli()
+        .args(["synth", "--bundle"])
+        .arg(&bundle)
+        .args(args)
+        .arg("--voice")
+        .arg(&voice)
+        .arg("--out")
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("S1_STATUS_VOICE_INVALID"));
+}

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use s1_mini::audio::{wav_bytes, write_wav};
 use s1_mini::{
     npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Result, SynthParams,
-    WavFormat,
+    Voice, WavFormat,
 };
 
 /// Text-to-speech with Fish Audio's OpenAudio S1-mini.
@@ -35,6 +35,39 @@ enum Command {
     Info(InfoArgs),
     /// Measure speed per backend (docs/bench.md): x real time, latency, first chunk, memory.
     Bench(BenchArgs),
+    /// Reference voices for cloning (docs/voice-format.md).
+    #[command(subcommand)]
+    Voice(VoiceCommand),
+}
+
+#[derive(Subcommand)]
+enum VoiceCommand {
+    /// Encode a reference recording (WAV, any rate, mono or stereo) and its transcript into a
+    /// voice file.
+    Create(Box<VoiceCreateArgs>),
+    /// Show a voice file's transcript and length.
+    Show(VoiceShowArgs),
+}
+
+#[derive(Args)]
+struct VoiceCreateArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Reference recording (WAV: 16/24/32-bit PCM or 32-bit float; 10-30 s of clean speech).
+    #[arg(long)]
+    audio: PathBuf,
+    /// What the recording says.
+    #[arg(long)]
+    text: String,
+    /// Voice file to write (e.g. voice.s1v).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct VoiceShowArgs {
+    /// Voice file.
+    voice: PathBuf,
 }
 
 #[derive(Args)]
@@ -142,6 +175,12 @@ struct GenArgs {
     /// Reproduce fish-speech exactly (its repetition-penalty bug and bf16 knobs).
     #[arg(long)]
     fish_speech_compat: bool,
+    /// Speak in this voice (a file from `s1-mini voice create`); repeat for several references.
+    #[arg(long = "voice")]
+    voices: Vec<PathBuf>,
+    /// Prefill the voices' whole prompt every time instead of reusing its cached prefix.
+    #[arg(long)]
+    no_prefix_cache: bool,
     /// Output WAV file.
     #[arg(long)]
     out: PathBuf,
@@ -241,6 +280,13 @@ struct BenchArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Speak in this voice (a file from `s1-mini voice create`); repeat for several references.
+    /// First-chunk latency then includes the reference prompt.
+    #[arg(long = "voice")]
+    voices: Vec<PathBuf>,
+    /// With --voice: prefill the voices' whole prompt every run (no prefix cache).
+    #[arg(long)]
+    no_prefix_cache: bool,
     /// Path of libonnxruntime.
     #[arg(long)]
     ort_library: Option<PathBuf>,
@@ -297,10 +343,30 @@ fn read_text(g: &GenArgs) -> Result<String> {
         .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
 }
 
-fn params(engine: &Engine, g: &GenArgs, text: &str) -> Result<SynthParams> {
+fn load_voices(paths: &[PathBuf]) -> Result<Vec<Voice>> {
+    paths
+        .iter()
+        .map(|p| {
+            let v = Voice::load(p)?;
+            eprintln!(
+                "voice {}: {} frames, transcript {:?}",
+                p.display(),
+                v.codes().frames().0,
+                v.transcript()
+            );
+            Ok(v)
+        })
+        .collect()
+}
+
+fn params(engine: &Engine, g: &GenArgs, text: &str, voices: &[Voice]) -> Result<SynthParams> {
     let max_frames = match g.max_frames {
         Some(m) => m,
-        None => engine.context_frames(text)?.clamp(1, 1024),
+        None => {
+            let prompt = engine.prompt_with_voices(voices, text)?.len;
+            let left = engine.info().model.max_seq_len.saturating_sub(prompt);
+            u32::try_from(left).unwrap_or(u32::MAX).clamp(1, 1024)
+        }
     };
     Ok(SynthParams::default()
         .with_seed(g.seed)
@@ -308,7 +374,8 @@ fn params(engine: &Engine, g: &GenArgs, text: &str) -> Result<SynthParams> {
         .with_top_p(g.top_p)
         .with_repetition_penalty(g.repetition_penalty)
         .with_max_frames(max_frames)
-        .with_fish_speech_compat(g.fish_speech_compat))
+        .with_fish_speech_compat(g.fish_speech_compat)
+        .with_prefix_cache(!g.no_prefix_cache))
 }
 
 fn wav_format(float: bool) -> WavFormat {
@@ -329,10 +396,16 @@ fn report(audio_s: f64, wall_s: f64, frames: usize) {
 fn synth(a: &SynthArgs) -> Result<()> {
     let engine = load(&a.engine)?;
     let text = read_text(&a.gen)?;
-    let p = params(&engine, &a.gen, &text)?;
+    let voices = load_voices(&a.gen.voices)?;
+    let p = params(&engine, &a.gen, &text, &voices)?;
     eprintln!("generating (max {} frames) ...", p.max_frames);
     let t = Instant::now();
-    let codes = engine.generate_codes(&text, &p)?;
+    let codes = if voices.is_empty() {
+        engine.generate_codes(&text, &p)?
+    } else {
+        let (frames, _) = engine.generate_frames_with_voices(&text, &voices, &p)?;
+        s1_mini::generate::frames_to_codes(engine.info(), &frames)?
+    };
     eprintln!(
         "{} frames generated in {:.2} s; decoding ...",
         codes.frames().0,
@@ -391,11 +464,22 @@ impl WavStream {
 fn stream(a: &StreamArgs) -> Result<()> {
     let engine = load(&a.engine)?;
     let text = read_text(&a.gen)?;
-    let p = params(&engine, &a.gen, &text)?.with_chunk_frames(a.first_chunk_frames, a.chunk_frames);
+    let voices = load_voices(&a.gen.voices)?;
+    let p = params(&engine, &a.gen, &text, &voices)?
+        .with_chunk_frames(a.first_chunk_frames, a.chunk_frames);
     let rate = engine.info().codec.sample_rate_hz;
     let mut out = WavStream::create(&a.gen.out, rate, wav_format(a.gen.float))?;
+    if !voices.is_empty() && p.prefix_cache {
+        // Fill the prefix cache first, so the timing below shows the cached case.
+        let t = Instant::now();
+        engine.stream_with_voices(&text, &voices, &p)?.next_chunk()?;
+        eprintln!(
+            "first chunk with an empty prefix cache: {:.1} ms (fills the cache)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let t = Instant::now();
-    let mut s = engine.stream(&text, &p)?;
+    let mut s = engine.stream_with_voices(&text, &voices, &p)?;
     let mut frames = 0usize;
     let mut first = true;
     while let Some(chunk) = s.next_chunk()? {
@@ -528,6 +612,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
     o.warmup = a.warmup;
     o.profile = a.profile;
     o.seed = a.seed;
+    o.voices = load_voices(&a.voices)?;
+    o.prefix_cache = !a.no_prefix_cache;
     let report = bench::run(&o, &mut |line| eprintln!("{line}"))?;
     print!("{}", bench::render_text(&report));
     if let Some(path) = &a.json {
@@ -535,6 +621,37 @@ fn bench(a: &BenchArgs) -> Result<()> {
             .map_err(|e| Error::Io { path: path.clone(), source: e })?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+fn voice_create(a: &VoiceCreateArgs) -> Result<()> {
+    let engine = load(&a.engine)?;
+    let wav = s1_mini::audio::read_wav(&a.audio)?;
+    eprintln!(
+        "{}: {:.2} s at {} Hz; encoding ...",
+        a.audio.display(),
+        wav.duration_s(),
+        wav.sample_rate_hz
+    );
+    let t = Instant::now();
+    let voice = engine.create_voice(&wav.samples, wav.sample_rate_hz, &a.text)?;
+    voice.save(&a.out)?;
+    eprintln!(
+        "wrote {} ({} frames, encoded in {:.2} s)",
+        a.out.display(),
+        voice.codes().frames().0,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn voice_show(a: &VoiceShowArgs) -> Result<()> {
+    let v = Voice::load(&a.voice)?;
+    println!("transcript: {}", v.transcript());
+    println!("codebooks: {}", v.codes().num_codebooks());
+    println!("frames: {}", v.codes().frames().0);
+    let fp: String = v.fingerprint().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    println!("fingerprint: {fp}");
     Ok(())
 }
 
@@ -546,6 +663,8 @@ fn main() -> ExitCode {
         Command::Decode(a) => decode(a),
         Command::Info(a) => info(a),
         Command::Bench(a) => bench(a),
+        Command::Voice(VoiceCommand::Create(a)) => voice_create(a),
+        Command::Voice(VoiceCommand::Show(a)) => voice_show(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
