@@ -156,9 +156,22 @@ inline Result<std::vector<std::string>> backends_available() {
   return names;
 }
 
-/// Synthesis options: the C struct, filled with the library's defaults.
+class Voice;
+
+/// Synthesis options: the C struct, filled with the library's defaults. Add reference voices with
+/// add_voice(); the Voice objects must outlive the synthesize()/stream() call.
 struct SynthParams : s1_synth_params {
   SynthParams() : s1_synth_params{} { s1_synth_params_default(this); }
+  /// Voices to speak in, in prompt order (the Engine passes them as voices/n_voices).
+  std::vector<const s1_voice*> voice_handles;
+  inline SynthParams& add_voice(const Voice& voice);
+  /// The C struct with voices/n_voices pointing at voice_handles (valid while *this lives).
+  s1_synth_params c_params() const {
+    s1_synth_params c = *this;
+    c.voices = voice_handles.empty() ? nullptr : voice_handles.data();
+    c.n_voices = voice_handles.size();
+    return c;
+  }
 };
 
 /// Engine options. Defaults come from s1_engine_config_default().
@@ -204,7 +217,42 @@ struct StreamDeleter {
 struct AudioDeleter {
   void operator()(s1_audio* a) const noexcept { s1_audio_free(a); }
 };
+struct VoiceDeleter {
+  void operator()(s1_voice* v) const noexcept { s1_voice_free(v); }
+};
 }  // namespace detail
+
+/// A reference voice (codes + transcript of a recording) for voice cloning. Move-only; may be
+/// shared between threads by const reference. Made by Engine::create_voice or Voice::load.
+class Voice {
+ public:
+  explicit Voice(s1_voice* raw) noexcept : raw_(raw) {}
+  /// Loads a voice file (S1_STATUS_VOICE_INVALID when truncated or corrupt).
+  static Result<Voice> load(const std::string& path) {
+    s1_voice* raw = nullptr;
+    s1_status st = s1_voice_load(path.c_str(), &raw);
+    if (st != S1_STATUS_OK) return Error::last(st);
+    return Voice(raw);
+  }
+  /// Writes the voice file (docs/voice-format.md).
+  Result<void> save(const std::string& path) const { return check(s1_voice_save(raw_.get(), path.c_str())); }
+  /// Codec frames of the reference (21.53 per second).
+  Result<size_t> frames() const {
+    size_t n = 0;
+    s1_status st = s1_voice_frames(raw_.get(), &n);
+    if (st != S1_STATUS_OK) return Error::last(st);
+    return n;
+  }
+  const s1_voice* native() const noexcept { return raw_.get(); }
+
+ private:
+  std::unique_ptr<s1_voice, detail::VoiceDeleter> raw_;
+};
+
+inline SynthParams& SynthParams::add_voice(const Voice& voice) {
+  voice_handles.push_back(voice.native());
+  return *this;
+}
 
 /// Owned PCM from Engine::synthesize (no copy of the library's buffer).
 class Audio {
@@ -351,10 +399,28 @@ class Engine {
     return Engine(raw);
   }
 
+  /// A voice from reference audio: `num_frames` frames of `channels` interleaved f32 samples at
+  /// `sample_rate_hz` (any rate; resampled), and what it says. Blocks while the codec encodes.
+  Result<Voice> create_voice(const float* samples, size_t num_frames, uint32_t channels,
+                             uint32_t sample_rate_hz, const std::string& transcript) const {
+    s1_voice* raw = nullptr;
+    s1_status st =
+        s1_voice_create(raw_.get(), samples, num_frames, channels, sample_rate_hz, transcript.c_str(), &raw);
+    if (st != S1_STATUS_OK) return Error::last(st);
+    return Voice(raw);
+  }
+  /// Mono overload.
+  Result<Voice> create_voice(const std::vector<float>& mono, uint32_t sample_rate_hz,
+                             const std::string& transcript) const {
+    return create_voice(mono.data(), mono.size(), 1, sample_rate_hz, transcript);
+  }
+
   /// Synthesises the whole utterance (blocks).
   Result<Audio> synthesize(const std::string& text, const SynthParams* params = nullptr) const {
     s1_audio* raw = nullptr;
-    s1_status st = s1_synthesize(raw_.get(), text.c_str(), params, &raw);
+    s1_synth_params c{};
+    if (params != nullptr) c = params->c_params();
+    s1_status st = s1_synthesize(raw_.get(), text.c_str(), params ? &c : nullptr, &raw);
     if (st != S1_STATUS_OK) return Error::last(st);
     return Audio(raw);
   }
@@ -365,7 +431,9 @@ class Engine {
   /// Starts a stream; audio is computed as chunks are pulled or pushed.
   Result<Stream> stream(const std::string& text, const SynthParams* params = nullptr) const {
     s1_stream* raw = nullptr;
-    s1_status st = s1_stream_start(raw_.get(), text.c_str(), params, &raw);
+    s1_synth_params c{};
+    if (params != nullptr) c = params->c_params();
+    s1_status st = s1_stream_start(raw_.get(), text.c_str(), params ? &c : nullptr, &raw);
     if (st != S1_STATUS_OK) return Error::last(st);
     return Stream(raw);
   }

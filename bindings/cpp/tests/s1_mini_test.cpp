@@ -122,6 +122,40 @@ static void cpp_with_bundle(const char* bundle) {
   std::thread([&] { cancelled.cancel(); }).join();
   auto next = cancelled.next();
   CHECK(next.status() == S1_STATUS_CANCELLED);
+
+  // Voices: stereo PCM at 22.05 kHz -> voice -> file -> voice -> synthesis in it.
+  std::vector<float> stereo(2 * 22050);
+  for (size_t i = 0; i < stereo.size() / 2; i++) {
+    float x = 0.3f * static_cast<float>(static_cast<int>(i % 100) - 50) / 50.0f;
+    stereo[2 * i] = x;
+    stereo[2 * i + 1] = -x;
+  }
+  auto voice = moved.create_voice(stereo.data(), stereo.size() / 2, 2, 22050, "A reference.");
+  CHECK(voice.ok());
+  if (voice.ok()) {
+    CHECK(voice.value().frames().value() == 22);
+    const std::string path = "/tmp/s1mini-cpp-voice.s1v";
+    CHECK(voice.value().save(path).ok());
+    auto loaded = s1::Voice::load(path).value();
+    s1::SynthParams vp;
+    vp.max_frames = 6;
+    vp.add_voice(loaded);
+    s1::SynthParams copy = vp;  // the copy carries its own handle list
+    auto a = moved.synthesize("In that voice.", copy).value();
+    vp.prefix_cache = 0;
+    auto b = moved.synthesize("In that voice.", vp).value();
+    CHECK(a.to_vector() == b.to_vector());
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (f != nullptr) {
+      std::fputs("S1VOICE", f);
+      std::fclose(f);
+    }
+    CHECK(s1::Voice::load(path).status() == S1_STATUS_VOICE_INVALID);
+    std::remove(path.c_str());
+  }
+  auto empty_voice = moved.create_voice(std::vector<float>{}, 44100, "x");
+  CHECK(empty_voice.status() == S1_STATUS_INVALID_ARGUMENT);
+  CHECK(empty_voice.error().message.find("no samples") != std::string::npos);
 }
 
 int main(int argc, char** argv) {
