@@ -148,7 +148,7 @@ fn request(
         3 => {
             // A token cancelled before or during generation, or never (i odd).
             let token = CancelToken::new();
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let t2 = token.clone();
                 thread::spawn(move || t2.cancel());
             }
