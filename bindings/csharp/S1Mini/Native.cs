@@ -28,6 +28,12 @@ namespace S1Mini
         public ulong Seed;
         /// <summary>1 = reproduce fish-speech exactly, 0 = fixed behaviour.</summary>
         public byte FishSpeechCompat;
+        /// <summary>Voice handles (set by Engine.Synthesize/Stream from its voices argument).</summary>
+        public IntPtr Voices;
+        /// <summary>Number of voice handles.</summary>
+        public UIntPtr NVoices;
+        /// <summary>1 = reuse the voices' cached prompt prefix (default), 0 = prefill it every time.</summary>
+        public byte PrefixCache;
 
         /// <summary>The library's defaults (s1_synth_params_default).</summary>
         public static SynthParams Default()
@@ -93,6 +99,21 @@ namespace S1Mini
 
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         internal delegate void LogCallback(int level, IntPtr message, IntPtr userData);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int s1_voice_create(EngineHandle engine, float[] samples, UIntPtr numFrames, uint channels, uint sampleRateHz, byte[] transcript, out VoiceHandle voice);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int s1_voice_load(byte[] path, out VoiceHandle voice);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int s1_voice_save(VoiceHandle voice, byte[] path);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int s1_voice_frames(VoiceHandle voice, out UIntPtr frames);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int s1_voice_free(IntPtr voice);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr s1_last_error();

@@ -52,6 +52,83 @@ namespace S1Mini
         protected override bool ReleaseHandle() { return Native.s1_stream_free(handle) == Native.StatusOk; }
     }
 
+    /// <summary>Owns an s1_voice; released by s1_voice_free.</summary>
+    public sealed class VoiceHandle : SafeHandle
+    {
+        public VoiceHandle() : base(IntPtr.Zero, true) { }
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+        protected override bool ReleaseHandle() { return Native.s1_voice_free(handle) == Native.StatusOk; }
+    }
+
+    /// <summary>A reference voice (codes + transcript of a recording) for voice cloning. Immutable;
+    /// share it between threads. Made by Engine.CreateVoice or Voice.Load.</summary>
+    public sealed class Voice : IDisposable
+    {
+        internal readonly VoiceHandle Handle;
+        internal Voice(VoiceHandle handle) { Handle = handle; }
+
+        /// <summary>Loads a voice file (S1_STATUS_VOICE_INVALID when truncated or corrupt).</summary>
+        public static Voice Load(string path)
+        {
+            VoiceHandle h;
+            Native.Check(Native.s1_voice_load(Native.Utf8(path), out h));
+            return new Voice(h);
+        }
+
+        /// <summary>Writes the voice file (docs/voice-format.md).</summary>
+        public void Save(string path) { Native.Check(Native.s1_voice_save(Handle, Native.Utf8(path))); }
+
+        /// <summary>Codec frames of the reference (21.53 per second).</summary>
+        public long Frames
+        {
+            get
+            {
+                UIntPtr n;
+                Native.Check(Native.s1_voice_frames(Handle, out n));
+                return (long)n.ToUInt64();
+            }
+        }
+
+        public void Dispose() { Handle.Dispose(); }
+    }
+
+    /// <summary>Keeps voice handles alive and pinned for one native call.</summary>
+    internal sealed class VoiceList : IDisposable
+    {
+        private readonly Voice[] voices;
+        private readonly bool[] added;
+        private GCHandle pin;
+
+        internal VoiceList(Voice[] voices, ref SynthParams p)
+        {
+            this.voices = voices ?? new Voice[0];
+            added = new bool[this.voices.Length];
+            IntPtr[] raw = new IntPtr[this.voices.Length];
+            for (int i = 0; i < this.voices.Length; i++)
+            {
+                this.voices[i].Handle.DangerousAddRef(ref added[i]);
+                raw[i] = this.voices[i].Handle.DangerousGetHandle();
+            }
+            if (raw.Length > 0)
+            {
+                pin = GCHandle.Alloc(raw, GCHandleType.Pinned);
+                p.Voices = pin.AddrOfPinnedObject();
+            }
+            else
+            {
+                p.Voices = IntPtr.Zero;
+            }
+            p.NVoices = new UIntPtr((uint)raw.Length);
+        }
+
+        public void Dispose()
+        {
+            if (pin.IsAllocated) pin.Free();
+            for (int i = 0; i < voices.Length; i++)
+                if (added[i]) voices[i].Handle.DangerousRelease();
+        }
+    }
+
     /// <summary>Owns an s1_audio; released by s1_audio_free.</summary>
     public sealed class AudioHandle : SafeHandle
     {
@@ -171,11 +248,12 @@ namespace S1Mini
         }
 
         /// <summary>Synthesises the whole text (blocks; call it off the Unity main thread).</summary>
-        public Audio Synthesize(string text, SynthParams? parameters = null)
+        public Audio Synthesize(string text, SynthParams? parameters = null, params Voice[] voices)
         {
             SynthParams p = parameters ?? SynthParams.Default();
             AudioHandle audio;
-            Native.Check(Native.s1_synthesize(handle, Native.Utf8(text), ref p, out audio));
+            using (new VoiceList(voices, ref p))
+                Native.Check(Native.s1_synthesize(handle, Native.Utf8(text), ref p, out audio));
             using (audio)
             {
                 Native.Audio raw = (Native.Audio)Marshal.PtrToStructure(audio.Raw, typeof(Native.Audio));
@@ -184,12 +262,25 @@ namespace S1Mini
         }
 
         /// <summary>Starts a stream: enumerate it (pull) or call Run() with ChunkReady handlers (push).</summary>
-        public Stream Stream(string text, SynthParams? parameters = null)
+        public Stream Stream(string text, SynthParams? parameters = null, params Voice[] voices)
         {
             SynthParams p = parameters ?? SynthParams.Default();
             StreamHandle stream;
-            Native.Check(Native.s1_stream_start(handle, Native.Utf8(text), ref p, out stream));
+            using (new VoiceList(voices, ref p))
+                Native.Check(Native.s1_stream_start(handle, Native.Utf8(text), ref p, out stream));
             return new Stream(stream);
+        }
+
+        /// <summary>A voice from reference audio: interleaved f32 samples with <paramref name="channels"/>
+        /// channels at any rate (resampled), and what it says. Blocks while the codec encodes.</summary>
+        public Voice CreateVoice(float[] samples, int channels, int sampleRateHz, string transcript)
+        {
+            if (samples == null) throw new ArgumentNullException("samples");
+            if (channels < 1) throw new ArgumentOutOfRangeException("channels");
+            VoiceHandle h;
+            Native.Check(Native.s1_voice_create(handle, samples, new UIntPtr((uint)(samples.Length / channels)),
+                (uint)channels, (uint)sampleRateHz, Native.Utf8(transcript), out h));
+            return new Voice(h);
         }
 
         /// <summary>Frees the engine (the model unloads once its streams are disposed too).</summary>

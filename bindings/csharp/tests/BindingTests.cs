@@ -135,6 +135,41 @@ static class BindingTests
                 float[] chunk;
                 Check(!s.TryNext(out chunk), "cancelled stream yields nothing");
             }
+
+            // Voices: stereo PCM at 22.05 kHz -> voice -> file -> voice -> synthesis in it.
+            float[] stereo = new float[2 * 22050];
+            for (int i = 0; i < 22050; i++)
+            {
+                float x = 0.3f * ((i % 100) - 50) / 50.0f;
+                stereo[2 * i] = x;
+                stereo[2 * i + 1] = -x;
+            }
+            string path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "s1mini-cs-voice.s1v");
+            using (Voice v = engine.CreateVoice(stereo, 2, 22050, "A reference."))
+            {
+                Check(v.Frames == 22, "voice frames " + v.Frames);
+                v.Save(path);
+            }
+            using (Voice loaded = Voice.Load(path))
+            {
+                SynthParams vp = SynthParams.Default();
+                vp.MaxFrames = 6;
+                Audio a = engine.Synthesize("In that voice.", vp, loaded);
+                vp.PrefixCache = 0;
+                Audio b = engine.Synthesize("In that voice.", vp, loaded);
+                Check(a.Samples.Length > 0 && a.Samples.Length == b.Samples.Length, "voice synthesis");
+                bool same = true;
+                for (int i = 0; i < a.Samples.Length; i++) same &= a.Samples[i] == b.Samples[i];
+                Check(same, "prefix cache changes nothing");
+            }
+            System.IO.File.WriteAllBytes(path, new byte[] { 0x53, 0x31, 0x56 });
+            S1Exception bad = null;
+            try { Voice.Load(path); } catch (S1Exception e) { bad = e; }
+            Check(bad != null && bad.StatusName == "S1_STATUS_VOICE_INVALID", "truncated voice file");
+            System.IO.File.Delete(path);
+            S1Exception noSamples = null;
+            try { engine.CreateVoice(new float[0], 1, 44100, "x"); } catch (S1Exception e) { noSamples = e; }
+            Check(noSamples != null && noSamples.Message.Contains("no samples"), "empty reference audio");
         }
         S1.SetLogCallback(null);
         Console.WriteLine("log lines: " + logLines);
