@@ -34,6 +34,10 @@ export interface SynthOptions {
   firstChunkFrames?: number
   /** Frames in each later streamed chunk. Default 16. */
   chunkFrames?: number
+  /** Reference voices to speak in, in prompt order (fish-speech's reference prompt). Default none. */
+  voices?: Array<Voice>
+  /** Reuse the voices' cached prompt prefix (same audio, faster first chunk). Default true. */
+  prefixCache?: boolean
 }
 
 /** Errors thrown or rejected by the addon carry the C status name as `code`. */
@@ -52,14 +56,33 @@ export declare class Engine {
    * rejects the promise with code "S1_STATUS_CANCELLED".
    */
   synthesize(text: string, options?: SynthOptions | undefined | null, signal?: AbortSignal | undefined | null): Promise<Float32Array>
+  /**
+   * Encodes reference audio (mono f32 at `sampleRate` Hz, any rate; resampled) and what it says
+   * into a voice, off the JS thread. Rejects with "S1_STATUS_INVALID_ARGUMENT" for no samples,
+   * NaN/Inf samples, an empty transcript, or audio longer than the codec encodes (about 190 s).
+   */
+  createVoice(audio: Float32Array, sampleRate: number, transcript: string): Promise<Voice>
   /** Streams `text` as chunks; iterate with `for await`. Aborting `signal` cancels it. */
   stream(text: string, options?: SynthOptions | undefined | null, signal?: AbortSignal | undefined | null): AudioStream
   /** The native half of `stream()`. */
-  streamNative(text: string, options?: SynthOptions | undefined | null): NativeStream
+  streamNative(text: string, options?: SynthOptions | undefined | null, voices?: Array<Voice> | undefined | null): NativeStream
   /** Sample rate of the audio in Hz. */
   get sampleRateHz(): number
   /** The backend in use ("onnx-cpu", ...). */
   get backend(): string
+}
+
+/** A reference voice (codes + transcript of a recording) for voice cloning. Immutable. */
+export declare class Voice {
+  private constructor()
+  /** Loads a voice file; throws with code "S1_STATUS_VOICE_INVALID" when truncated or corrupt. */
+  static load(path: string): Voice
+  /** Writes the voice file (docs/voice-format.md). */
+  save(path: string): void
+  /** Codec frames of the reference (21.53 per second). */
+  get frames(): number
+  /** What the reference says. */
+  get transcript(): string
 }
 
 /** The native half of an AudioStream. */

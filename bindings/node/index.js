@@ -52,11 +52,26 @@ class AudioStream {
 
 /** Starts a stream (synchronous: no audio is computed until the first chunk is awaited). */
 native.Engine.prototype.stream = function stream (text, options, signal) {
-  return new AudioStream(this.streamNative(text, options), signal)
+  return new AudioStream(this.streamNative(text, options, voicesOf(options)), signal)
+}
+
+// `options.voices` (an array of Voice) goes to the native calls as their own argument.
+function voicesOf (options) {
+  const voices = options && options.voices
+  if (voices === undefined || voices === null) return undefined
+  if (!Array.isArray(voices)) throw new TypeError('options.voices must be an array of Voice')
+  return voices
+}
+
+const nativeSynthesize = native.Engine.prototype.synthesize
+/** Synthesises `text` (in `options.voices`, if given) to PCM off the JS thread. */
+native.Engine.prototype.synthesize = function synthesize (text, options, signal) {
+  return nativeSynthesize.call(this, text, options, signal, voicesOf(options))
 }
 
 module.exports = {
   Engine: native.Engine,
+  Voice: native.Voice,
   AudioStream,
   version: native.version
 }

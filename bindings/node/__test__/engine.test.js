@@ -105,4 +105,34 @@ test('node_bundle', { skip }, async (t) => {
   await t.test('node_stream_empty_text_throws_empty_text', () => {
     assert.throws(() => engine.stream('', small), { code: 'S1_STATUS_EMPTY_TEXT' })
   })
+
+  await t.test('node_voice_create_save_load_and_synthesize', async () => {
+    const audio = new Float32Array(22050) // 1 s at 22.05 kHz
+    for (let i = 0; i < audio.length; i++) audio[i] = 0.3 * Math.sin(i * 0.06) + 0.02 * Math.cos(i * 1.7)
+    const voice = await engine.createVoice(audio, 22050, 'A reference.')
+    assert.ok(voice instanceof s1.Voice)
+    assert.equal(voice.frames, 22)
+    assert.equal(voice.transcript, 'A reference.')
+    const file = path.join(require('node:os').tmpdir(), `s1mini-node-voice-${process.pid}.s1v`)
+    voice.save(file)
+    const loaded = s1.Voice.load(file)
+    assert.equal(loaded.frames, 22)
+    const opts = { maxFrames: 6, seed: 2, voices: [loaded] }
+    const a = await engine.synthesize('In that voice.', opts)
+    const b = await engine.synthesize('In that voice.', { ...opts, prefixCache: false })
+    assert.ok(a.length > 0)
+    assert.deepEqual(a, b)
+    const chunks = []
+    for await (const c of engine.stream('In that voice.', opts)) chunks.push(...c)
+    assert.deepEqual(Float32Array.from(chunks), a)
+    fs.writeFileSync(file, 'S1VOICE')
+    assert.throws(() => s1.Voice.load(file), { code: 'S1_STATUS_VOICE_INVALID' })
+    fs.unlinkSync(file)
+  })
+
+  await t.test('node_voice_bad_audio_rejects_invalid_argument', async () => {
+    await assert.rejects(engine.createVoice(new Float32Array(0), 44100, 'x'), { code: 'S1_STATUS_INVALID_ARGUMENT' })
+    await assert.rejects(engine.createVoice(Float32Array.from([0, NaN]), 44100, 'x'), /NaN/)
+    await assert.rejects(engine.createVoice(new Float32Array(600 * 8000), 8000, 'x'), /longer than the codec encodes/)
+  })
 })

@@ -15,7 +15,7 @@ test('node_typings_declare_every_export', () => {
 })
 
 test('node_typings_declare_every_method', () => {
-  const classes = { Engine: s1.Engine, AudioStream: s1.AudioStream }
+  const classes = { Engine: s1.Engine, AudioStream: s1.AudioStream, Voice: s1.Voice }
   for (const [cls, ctor] of Object.entries(classes)) {
     const members = [...Object.getOwnPropertyNames(ctor.prototype), ...Object.getOwnPropertyNames(ctor)]
       .filter((m) => !['constructor', 'length', 'name', 'prototype', 'arguments', 'caller'].includes(m) && !m.startsWith('_'))

@@ -62,6 +62,8 @@ pub struct SynthOptions {
     pub first_chunk_frames: Option<u32>,
     /// Frames in each later streamed chunk. Default 16.
     pub chunk_frames: Option<u32>,
+    /// Reuse the voices' cached prompt prefix (same audio, faster first chunk). Default true.
+    pub prefix_cache: Option<bool>,
 }
 
 fn engine_config(o: &EngineOptions) -> Result<EngineConfig, s1_mini::Error> {
@@ -110,6 +112,9 @@ fn synth_params(o: Option<&SynthOptions>) -> Result<SynthParams, s1_mini::Error>
     if let Some(v) = o.chunk_frames {
         p.chunk_frames = v;
     }
+    if let Some(v) = o.prefix_cache {
+        p.prefix_cache = v;
+    }
     Ok(p)
 }
 
@@ -137,7 +142,69 @@ pub struct SynthTask {
     engine: s1_mini::Engine,
     text: String,
     params: Result<SynthParams, s1_mini::Error>,
+    voices: Vec<s1_mini::Voice>,
     cancel: CancelToken,
+}
+
+/// Encodes reference audio into a voice off the JS thread.
+pub struct CreateVoiceTask {
+    engine: s1_mini::Engine,
+    audio: Vec<f32>,
+    sample_rate_hz: u32,
+    transcript: String,
+}
+
+impl Task for CreateVoiceTask {
+    type Output = Result<s1_mini::Voice, s1_mini::Error>;
+    type JsValue = Voice;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.engine.create_voice(&self.audio, self.sample_rate_hz, &self.transcript))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        output.map(|inner| Voice { inner }).map_err(|e| js_error(&env, &e))
+    }
+}
+
+/// A reference voice (codes + transcript of a recording) for voice cloning: pass it in
+/// `synthesize(text, { voices: [voice] })`. Immutable.
+#[napi]
+pub struct Voice {
+    inner: s1_mini::Voice,
+}
+
+#[napi]
+impl Voice {
+    /// Loads a voice file (code "S1_STATUS_VOICE_INVALID" when truncated or corrupt).
+    #[napi(factory, catch_unwind)]
+    pub fn load(env: Env, path: String) -> napi::Result<Voice> {
+        s1_mini::Voice::load(std::path::Path::new(&path))
+            .map(|inner| Voice { inner })
+            .map_err(|e| js_error(&env, &e))
+    }
+
+    /// Writes the voice file (docs/voice-format.md).
+    #[napi(catch_unwind)]
+    pub fn save(&self, env: Env, path: String) -> napi::Result<()> {
+        self.inner.save(std::path::Path::new(&path)).map_err(|e| js_error(&env, &e))
+    }
+
+    /// Codec frames of the reference (21.53 per second).
+    #[napi(getter, catch_unwind)]
+    pub fn frames(&self) -> u32 {
+        u32::try_from(self.inner.codes().frames().0).unwrap_or(u32::MAX)
+    }
+
+    /// What the reference says.
+    #[napi(getter, catch_unwind)]
+    pub fn transcript(&self) -> String {
+        self.inner.transcript().to_owned()
+    }
+}
+
+fn voice_list(voices: Option<Vec<&Voice>>) -> Vec<s1_mini::Voice> {
+    voices.unwrap_or_default().into_iter().map(|v| v.inner.clone()).collect()
 }
 
 impl Task for SynthTask {
@@ -150,6 +217,20 @@ impl Task for SynthTask {
         let run = || {
             let params = params?;
             // The cancellable form of `Engine::synthesize`: the same two steps, with the token.
+            if !self.voices.is_empty() {
+                // Cancellation is checked between frames of a stream.
+                let mut s = self.engine.stream_with_voices(&self.text, &self.voices, &params)?;
+                let token = s.cancel_token();
+                let mut pcm = Vec::new();
+                while let Some(c) = s.next_chunk()? {
+                    if self.cancel.is_cancelled() {
+                        token.cancel();
+                        return Err(s1_mini::Error::Cancelled);
+                    }
+                    pcm.extend(c.samples);
+                }
+                return Ok(pcm);
+            }
             let codes =
                 self.engine.generate_codes_cancellable(&self.text, &params, &self.cancel)?;
             Ok(self.engine.decode_codes(&codes)?.samples)
@@ -184,6 +265,7 @@ impl Engine {
         text: String,
         options: Option<SynthOptions>,
         signal: Option<AbortSignal>,
+        voices: Option<Vec<&Voice>>,
     ) -> AsyncTask<SynthTask> {
         let cancel = CancelToken::new();
         if let Some(signal) = &signal {
@@ -194,6 +276,7 @@ impl Engine {
             engine: self.inner.clone(),
             text,
             params: synth_params(options.as_ref()),
+            voices: voice_list(voices),
             cancel,
         };
         AsyncTask::with_optional_signal(task, signal)
@@ -206,13 +289,33 @@ impl Engine {
         env: Env,
         text: String,
         options: Option<SynthOptions>,
+        voices: Option<Vec<&Voice>>,
     ) -> napi::Result<NativeStream> {
+        let voices = voice_list(voices);
         let run = || {
             let params = synth_params(options.as_ref())?;
-            self.inner.stream(&text, &params)
+            self.inner.stream_with_voices(&text, &voices, &params)
         };
         let stream = run().map_err(|e| js_error(&env, &e))?;
         Ok(NativeStream { cancel: stream.cancel_token(), inner: Arc::new(Mutex::new(stream)) })
+    }
+
+    /// Encodes reference audio (mono f32 at `sampleRate` Hz, any rate) and its transcript into a
+    /// voice, off the JS thread. Rejects with "S1_STATUS_INVALID_ARGUMENT" for no samples,
+    /// NaN/Inf samples, an empty transcript or audio longer than the codec encodes (≈ 190 s).
+    #[napi(catch_unwind, ts_return_type = "Promise<Voice>")]
+    pub fn create_voice(
+        &self,
+        audio: Float32Array,
+        sample_rate: u32,
+        transcript: String,
+    ) -> AsyncTask<CreateVoiceTask> {
+        AsyncTask::new(CreateVoiceTask {
+            engine: self.inner.clone(),
+            audio: audio.to_vec(),
+            sample_rate_hz: sample_rate,
+            transcript,
+        })
     }
 
     /// Sample rate of the audio in Hz.
