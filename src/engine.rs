@@ -27,6 +27,8 @@ type PrefixCache = parking_lot::Mutex<Vec<([u8; 32], Arc<KvSnapshot>)>>;
 
 struct Inner {
     prefix_cache: PrefixCache,
+    /// Set once the backend failed to copy its KV cache: no more prefix prefills.
+    prefix_unsupported: std::sync::atomic::AtomicBool,
     bundle: Bundle,
     info: Arc<BundleInfo>,
     kind: BackendKind,
@@ -69,6 +71,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 prefix_cache: PrefixCache::default(),
+                prefix_unsupported: std::sync::atomic::AtomicBool::new(false),
                 bundle,
                 info,
                 kind: sel.kind,
@@ -469,6 +472,9 @@ impl Inner {
             sha2::Digest::update(&mut h, v.fingerprint());
         }
         let key: [u8; 32] = sha2::Digest::finalize(h).into();
+        if self.prefix_unsupported.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
         {
             let mut cache = self.prefix_cache.lock();
             if let Some(pos) = cache.iter().position(|(k, _)| *k == key) {
@@ -487,11 +493,13 @@ impl Inner {
         req.slow(&prefix.data, prefix.len)?;
         let snap = match req.snapshot_kv() {
             Ok(s) => Arc::new(s),
-            Err(Error::BackendUnavailable { reason, .. }) => {
-                log::debug!("prefix cache off for {}: {reason}", self.t2s.name());
+            // No copy of this backend's cache (or not of this one, e.g. device-resident): the
+            // whole prompt is prefilled instead, with the same result.
+            Err(e) => {
+                log::debug!("prefix cache off for {}: {e}", self.t2s.name());
+                self.prefix_unsupported.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Ok(None);
             }
-            Err(e) => return Err(e),
         };
         let mut cache = self.prefix_cache.lock();
         cache.retain(|(k, _)| *k != key);
