@@ -141,7 +141,8 @@ fn voice_synthesis_matches_fish_speech_generate_with_reference() {
     let want: Vec<Vec<i64>> = want.chunks(shape[1]).map(|c| c.to_vec()).collect();
     for cache in [false, true, true] {
         let p = greedy_ref1_params().with_prefix_cache(cache);
-        let (frames, _) = engine.generate_frames_with_voices(&text, &[voice.clone()], &p).unwrap();
+        let (frames, _) =
+            engine.generate_frames_with_voices(&text, std::slice::from_ref(&voice), &p).unwrap();
         assert_eq!(frames, want, "prefix_cache {cache}");
     }
 }
@@ -172,7 +173,7 @@ fn prefix_cached_synthesis_equals_uncached() {
     // Streams use it too, and equal the one-shot audio.
     let v = golden_voice(&engine);
     let p = SynthParams::default().with_seed(3).with_max_frames(12);
-    let one = engine.synthesize_with_voices("Streamed.", &[v.clone()], &p).unwrap();
+    let one = engine.synthesize_with_voices("Streamed.", std::slice::from_ref(&v), &p).unwrap();
     let mut s = engine.stream_with_voices("Streamed.", &[v], &p).unwrap();
     let mut pcm = Vec::new();
     while let Some(c) = s.next_chunk().unwrap() {
