@@ -1,5 +1,7 @@
 //! The C ABI entry points with arbitrary parameters: struct_size values, option fields, NULL,
-//! stale and garbage handles, NULL out-parameters, text that is not UTF-8, callbacks that cancel.
+//! stale and garbage handles, NULL out-parameters, text that is not UTF-8, callbacks that cancel,
+//! voices (created from PCM of any bits, loaded from files of any bytes, passed in
+//! `s1_synth_params.voices` as live, stale or garbage handles).
 //!
 //! The input is a little program: each op byte picks a call and the next bytes its arguments.
 //! Handles come from a pool holding live handles, freed ones (stale) and garbage integers;
@@ -24,6 +26,7 @@ use libfuzzer_sys::fuzz_target;
 use s1_mini::ffi::engine::*;
 use s1_mini::ffi::stream::*;
 use s1_mini::ffi::synth::*;
+use s1_mini::ffi::voice::*;
 use s1_mini::ffi::{s1_backends_available, s1_last_error, s1_status_name, s1_version};
 use s1_mini::Status;
 
@@ -116,8 +119,16 @@ fn pick<T>(inp: &mut In, live: *mut T, stale: &[usize]) -> *mut T {
     }
 }
 
-fn params(inp: &mut In) -> Option<s1_synth_params> {
-    if inp.u8() % 4 == 0 {
+/// Voice handles for `s1_synth_params.voices`: live, stale, garbage or NULL entries. Longer than
+/// the 64 the library accepts, so an `n_voices` above the limit still points at real memory.
+fn voice_list(inp: &mut In, live: &[*mut s1_voice], stale: &[usize]) -> Vec<*const s1_voice> {
+    (0..72)
+        .map(|_| pick(inp, live.last().copied().unwrap_or(std::ptr::null_mut()), stale) as *const _)
+        .collect()
+}
+
+fn params(inp: &mut In, list: &[*const s1_voice]) -> Option<s1_synth_params> {
+    if inp.u8().is_multiple_of(4) {
         return None; // NULL = defaults
     }
     let mut p = std::mem::MaybeUninit::<s1_synth_params>::uninit();
@@ -152,6 +163,11 @@ fn params(inp: &mut In) -> Option<s1_synth_params> {
     if mask & 64 != 0 {
         p.fish_speech_compat = inp.u8();
     }
+    if mask & 128 != 0 {
+        p.n_voices = inp.u8() as usize % 70;
+        p.voices = if inp.u8().is_multiple_of(8) { std::ptr::null() } else { list.as_ptr() };
+        p.prefix_cache = inp.u8();
+    }
     Some(p)
 }
 
@@ -174,11 +190,12 @@ fuzz_target!(|data: &[u8]| {
     let eng = engine();
     let mut stale: Vec<usize> = Vec::new();
     let mut streams: Vec<*mut s1_stream> = Vec::new();
+    let mut voices: Vec<*mut s1_voice> = Vec::new();
     for _ in 0..8 {
         if inp.0.is_empty() {
             break;
         }
-        match inp.u8() % 12 {
+        match inp.u8() % 16 {
             0 => {
                 let s = s1_status_name(inp.u32() as i32);
                 // SAFETY: static, never NULL.
@@ -242,11 +259,15 @@ fuzz_target!(|data: &[u8]| {
             3 | 4 => {
                 let e = pick(&mut inp, eng, &stale);
                 let text = inp.cstring();
-                let p = params(&mut inp);
+                let list = voice_list(&mut inp, &voices, &stale);
+                let p = params(&mut inp, &list);
                 let pp = p.as_ref().map_or(std::ptr::null(), |p| p as *const _);
                 let mut audio: *mut s1_audio = std::ptr::null_mut();
-                let out =
-                    if inp.u8() % 8 == 0 { std::ptr::null_mut() } else { &mut audio as *mut _ };
+                let out = if inp.u8().is_multiple_of(8) {
+                    std::ptr::null_mut()
+                } else {
+                    &mut audio as *mut _
+                };
                 // SAFETY: valid text, params buffer and out pointer (or NULL).
                 let st = check(unsafe { s1_synthesize(e, text.as_ptr(), pp, out) });
                 if st == Status::Ok {
@@ -263,7 +284,8 @@ fuzz_target!(|data: &[u8]| {
             5 => {
                 let e = pick(&mut inp, eng, &stale);
                 let text = inp.cstring();
-                let p = params(&mut inp);
+                let list = voice_list(&mut inp, &voices, &stale);
+                let p = params(&mut inp, &list);
                 let pp = p.as_ref().map_or(std::ptr::null(), |p| p as *const _);
                 let mut s: *mut s1_stream = std::ptr::null_mut();
                 // SAFETY: as for s1_synthesize.
@@ -275,8 +297,11 @@ fuzz_target!(|data: &[u8]| {
                 let s =
                     pick(&mut inp, streams.last().copied().unwrap_or(std::ptr::null_mut()), &stale);
                 let mut chunk: *const s1_chunk = std::ptr::null();
-                let out =
-                    if inp.u8() % 8 == 0 { std::ptr::null_mut() } else { &mut chunk as *mut _ };
+                let out = if inp.u8().is_multiple_of(8) {
+                    std::ptr::null_mut()
+                } else {
+                    &mut chunk as *mut _
+                };
                 // SAFETY: out pointer valid or NULL.
                 let st = check(unsafe { s1_stream_next(s, out) });
                 if st == Status::Ok {
@@ -289,7 +314,8 @@ fuzz_target!(|data: &[u8]| {
                 let s =
                     pick(&mut inp, streams.last().copied().unwrap_or(std::ptr::null_mut()), &stale);
                 let mut budget = inp.u8() % 3;
-                let cb: s1_chunk_callback = if inp.u8() % 6 == 0 { None } else { Some(on_chunk) };
+                let cb: s1_chunk_callback =
+                    if inp.u8().is_multiple_of(6) { None } else { Some(on_chunk) };
                 // SAFETY: the callback follows the rules; user_data outlives the call.
                 check(unsafe { s1_stream_run(s, cb, &mut budget as *mut u8 as *mut c_void) });
             }
@@ -309,11 +335,82 @@ fuzz_target!(|data: &[u8]| {
             10 => {
                 // Garbage and stale pointers to the free functions (never the shared engine).
                 let v = inp.u64() as usize;
-                let junk = if inp.u8() % 2 == 0 { v } else { stale.first().copied().unwrap_or(v) };
+                let junk = if inp.u8().is_multiple_of(2) {
+                    v
+                } else {
+                    stale.first().copied().unwrap_or(v)
+                };
                 if junk != eng as usize {
                     check(s1_audio_free(junk as *mut s1_audio));
                     check(s1_stream_free(junk as *mut s1_stream));
                     check(s1_engine_free(junk as *mut s1_engine));
+                }
+            }
+            12 => {
+                // s1_voice_create: PCM of any bits (NaN, inf, huge), channels and rate.
+                let e = pick(&mut inp, eng, &stale);
+                let channels = inp.u8() as u32 % 4;
+                let rate = match inp.u8() % 4 {
+                    0 => 44_100,
+                    1 => 16_000,
+                    _ => inp.u32(),
+                };
+                let n = (inp.u8() as usize * 16).min(2048);
+                let samples: Vec<f32> = (0..n * channels.max(1) as usize)
+                    .map(|i| match inp.u8() {
+                        0 => f32::from_bits(inp.u32()),
+                        b => ((i as f32) * f32::from(b) * 0.001).sin(),
+                    })
+                    .collect();
+                let transcript = inp.cstring();
+                let sp =
+                    if inp.u8().is_multiple_of(8) { std::ptr::null() } else { samples.as_ptr() };
+                let mut v: *mut s1_voice = std::ptr::null_mut();
+                // SAFETY: samples holds n × max(channels, 1) floats (or NULL); text and out valid.
+                let st = check(unsafe {
+                    s1_voice_create(e, sp, n, channels, rate, transcript.as_ptr(), &mut v)
+                });
+                if st == Status::Ok {
+                    voices.push(v);
+                } else {
+                    assert!(v.is_null());
+                }
+            }
+            13 => {
+                // s1_voice_load of a file holding input bytes (or a missing path, or NULL).
+                let bytes = inp.bytes(255);
+                let path = std::env::temp_dir().join(format!("s1fuzz-{}.s1v", std::process::id()));
+                std::fs::write(&path, &bytes).expect("temp file");
+                let cpath = match inp.u8() % 4 {
+                    0 => c"/nonexistent/voice.s1v".to_owned(),
+                    _ => CString::new(path.to_string_lossy().into_owned()).expect("path"),
+                };
+                let mut v: *mut s1_voice = std::ptr::null_mut();
+                // SAFETY: valid path and out pointer.
+                if check(unsafe { s1_voice_load(cpath.as_ptr(), &mut v) }) == Status::Ok {
+                    voices.push(v);
+                }
+            }
+            14 => {
+                let v =
+                    pick(&mut inp, voices.last().copied().unwrap_or(std::ptr::null_mut()), &stale);
+                let mut frames = usize::MAX;
+                // SAFETY: writable out pointer.
+                if check(unsafe { s1_voice_frames(v, &mut frames) }) == Status::Ok {
+                    assert!(frames > 0);
+                    let path = std::env::temp_dir()
+                        .join(format!("s1fuzz-save-{}.s1v", std::process::id()));
+                    let cpath = CString::new(path.to_string_lossy().into_owned()).expect("path");
+                    // SAFETY: live voice, valid path.
+                    assert_eq!(check(unsafe { s1_voice_save(v, cpath.as_ptr()) }), Status::Ok);
+                }
+            }
+            15 => {
+                let v =
+                    pick(&mut inp, voices.last().copied().unwrap_or(std::ptr::null_mut()), &stale);
+                if check(s1_voice_free(v)) == Status::Ok && !v.is_null() {
+                    voices.retain(|&x| x != v);
+                    stale.push(v as usize);
                 }
             }
             _ => {
@@ -322,6 +419,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(check(s1_audio_free(eng as *mut s1_audio)), Status::InvalidHandle);
             }
         }
+    }
+    for v in voices {
+        assert!(matches!(check(s1_voice_free(v)), Status::Ok | Status::InvalidHandle));
     }
     for s in streams {
         // INVALID_HANDLE when op 10's garbage happened to hit this live stream id.
