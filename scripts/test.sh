@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh machine (the README's test command; .ci/run calls it).
 # Installs what it needs itself: the Python exporter environment (PyPI), the ONNX Runtime library
-# (PyPI wheel), Debian and npm packages for the bindings.
+# and NVRTC (PyPI wheels), Debian and npm packages for the bindings.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -15,6 +15,10 @@ scripts/setup-python.sh
 ORT_DYLIB_PATH=$(scripts/fetch-ort.sh)
 export ORT_DYLIB_PATH
 echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+# NVRTC (PyPI wheel) lets the CUDA backend's kernel-compile test run without a GPU.
+S1_NVRTC_PATH=$(scripts/fetch-nvrtc.sh)
+export S1_NVRTC_PATH
+echo "S1_NVRTC_PATH=$S1_NVRTC_PATH"
 
 run "rust: cargo fmt --check" cargo fmt --all -- --check
 run "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
