@@ -253,3 +253,56 @@ fn ffi_engine_config_from_older_header_ignores_new_fields() {
     // SAFETY: as above.
     assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
 }
+
+#[test]
+fn ffi_synth_params_from_older_header_has_no_voices() {
+    let mut p = std::mem::MaybeUninit::<s1_synth_params>::uninit();
+    // SAFETY: writable out-pointer.
+    assert_eq!(unsafe { s1_synth_params_default(p.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: filled by s1_synth_params_default.
+    let mut p = unsafe { p.assume_init() };
+    assert!(p.voices.is_null() && p.n_voices == 0 && p.prefix_cache == 1);
+    // An old caller's struct ends before `voices`: whatever lies beyond is never read.
+    p.struct_size = std::mem::offset_of!(s1_synth_params, voices) as u32;
+    p.voices = 8 as *const *const super::voice::s1_voice;
+    p.n_voices = 3;
+    p.prefix_cache = 0;
+    // SAFETY: a valid struct of at least struct_size bytes.
+    let (params, voices) = unsafe { params_and_voices_arg(&p) }.unwrap();
+    assert!(voices.is_empty());
+    assert!(params.prefix_cache);
+    // The new layout reads them: a foreign handle is refused, not dereferenced.
+    p.struct_size = std::mem::size_of::<s1_synth_params>() as u32;
+    let bogus = [16usize as *const super::voice::s1_voice];
+    p.voices = bogus.as_ptr();
+    p.n_voices = 1;
+    // SAFETY: as above; `voices` points to one readable handle value.
+    let r = unsafe { params_and_voices_arg(&p) };
+    assert!(matches!(r, Err(crate::Error::InvalidHandle { .. })));
+    // n_voices with a NULL array.
+    p.voices = ptr::null();
+    // SAFETY: as above.
+    let r = unsafe { params_and_voices_arg(&p) };
+    assert!(matches!(r, Err(crate::Error::NullPointer { .. })));
+}
+
+#[test]
+fn ffi_voice_calls_on_null_return_null_pointer() {
+    use super::voice::*;
+    let mut v = ptr::null_mut();
+    // SAFETY: NULL arguments are the point; out-pointers are valid.
+    unsafe {
+        assert_eq!(s1_voice_load(ptr::null(), &mut v), Status::NullPointer);
+        assert_eq!(s1_voice_save(ptr::null(), c"x".as_ptr()), Status::NullPointer);
+        assert_eq!(
+            s1_voice_create(ptr::null(), ptr::null(), 0, 1, 44_100, c"x".as_ptr(), &mut v),
+            Status::NullPointer
+        );
+        let mut n = 0usize;
+        assert_eq!(s1_voice_frames(ptr::null(), &mut n), Status::NullPointer);
+        assert_eq!(s1_voice_load(c"/nonexistent/voice.s1v".as_ptr(), &mut v), Status::Io);
+    }
+    assert!(v.is_null());
+    assert_eq!(s1_voice_free(ptr::null_mut()), Status::Ok);
+    assert_eq!(s1_voice_free(64 as *mut s1_voice), Status::InvalidHandle);
+}
