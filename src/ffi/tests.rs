@@ -264,7 +264,7 @@ fn ffi_synth_params_from_older_header_has_no_voices() {
     assert!(p.voices.is_null() && p.n_voices == 0 && p.prefix_cache == 1);
     // An old caller's struct ends before `voices`: whatever lies beyond is never read.
     p.struct_size = std::mem::offset_of!(s1_synth_params, voices) as u32;
-    p.voices = 8 as *const *const super::voice::s1_voice;
+    p.voices = std::ptr::dangling();
     p.n_voices = 3;
     p.prefix_cache = 0;
     // SAFETY: a valid struct of at least struct_size bytes.
