@@ -332,6 +332,19 @@ impl Engine {
         self.decode_codes(&codes)
     }
 
+    /// [`Engine::generate_codes_cancellable`] with voices.
+    pub fn generate_codes_with_voices_cancellable(
+        &self,
+        text: &str,
+        voices: &[Voice],
+        params: &SynthParams,
+        cancel: &CancelToken,
+    ) -> Result<Codes> {
+        let mut gen = self.inner.generator_with(text, voices, params)?;
+        let frames = generate::run_to_end(&mut gen, Some(cancel))?;
+        generate::frames_to_codes(&self.inner.info, &frames)
+    }
+
     /// [`Engine::generate_frames`] with voices (parity tests).
     pub fn generate_frames_with_voices(
         &self,

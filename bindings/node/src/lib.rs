@@ -217,22 +217,12 @@ impl Task for SynthTask {
         let run = || {
             let params = params?;
             // The cancellable form of `Engine::synthesize`: the same two steps, with the token.
-            if !self.voices.is_empty() {
-                // Cancellation is checked between frames of a stream.
-                let mut s = self.engine.stream_with_voices(&self.text, &self.voices, &params)?;
-                let token = s.cancel_token();
-                let mut pcm = Vec::new();
-                while let Some(c) = s.next_chunk()? {
-                    if self.cancel.is_cancelled() {
-                        token.cancel();
-                        return Err(s1_mini::Error::Cancelled);
-                    }
-                    pcm.extend(c.samples);
-                }
-                return Ok(pcm);
-            }
-            let codes =
-                self.engine.generate_codes_cancellable(&self.text, &params, &self.cancel)?;
+            let codes = self.engine.generate_codes_with_voices_cancellable(
+                &self.text,
+                &self.voices,
+                &params,
+                &self.cancel,
+            )?;
             Ok(self.engine.decode_codes(&codes)?.samples)
         };
         Ok(run())
