@@ -58,88 +58,6 @@
 
 
 /**
- * Highest input sample rate accepted for reference audio, Hz.
- */
-#define MAX_INPUT_SAMPLE_RATE_HZ 768000
-
-/**
- * Byte alignment of every tensor in the arena (16-byte vector loads need 16; 256 is what
- * cudaMalloc gives and keeps rows of different tensors in distinct cache lines).
- */
-#define ARENA_ALIGN 256
-
-/**
- * Output rows per GEMV block (8 warps, one row each).
- */
-#define GEMV_ROWS_PER_BLOCK 8
-
-/**
- * Threads of the sampling kernel.
- */
-#define SAMPLE_THREADS 1024
-
-/**
- * Warps per attention block.
- */
-#define ATTENTION_THREADS 128
-
-/**
- * Keys per split that make a split worth a block.
- */
-#define ATTENTION_KEYS_PER_SPLIT 256
-
-/**
- * Prefill positions per chunk (bounds the activation buffers).
- */
-#define PREFILL_CHUNK 256
-
-/**
- * Oldest architecture the kernels target (bf16 loads and 163 KiB of shared memory: sm_80).
- */
-#define MIN_COMPUTE_MAJOR 8
-
-/**
- * Version of the JSON report. Bumped when a field changes meaning or disappears; new fields may
- * be added without a bump.
- */
-#define SCHEMA_VERSION 1
-
-/**
- * Seconds of audio the default frame count stands for (and the latency figure is about).
- */
-#define DEFAULT_AUDIO_S 5.0
-
-/**
- * The manifest `format_version` this engine reads.
- */
-#define BUNDLE_FORMAT_VERSION 1
-
-/**
- * Output rate of the S1 codec; the engine's audio is always at this rate.
- */
-#define CODEC_SAMPLE_RATE_HZ 44100
-
-/**
- * Width of the repetition window, in frames (fish-speech `win_size`).
- */
-#define REPETITION_WINDOW_FRAMES 16
-
-/**
- * The file format version this library writes and reads.
- */
-#define VOICE_FORMAT_VERSION 1
-
-/**
- * Largest voice file accepted, in bytes (a 190 s reference at 10 codebooks is ≈ 82 KiB).
- */
-#define MAX_VOICE_FILE_BYTES (16 << 20)
-
-/**
- * Longest transcript stored, in bytes of UTF-8.
- */
-#define MAX_TRANSCRIPT_BYTES (1 << 20)
-
-/**
  * Stable status codes of the C ABI (`s1_status`).
  *
  * Groups: 0 ok; 1-99 caller; 100-199 bundle; 200-299 backend; 300-399 flow (not failures);
@@ -596,8 +514,6 @@ typedef struct s1_audio {
    */
   uint32_t sample_rate_hz;
 } s1_audio;
-
-
 
 #ifdef __cplusplus
 extern "C" {
