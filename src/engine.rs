@@ -192,28 +192,7 @@ impl Engine {
     pub fn decode_codes(&self, codes: &Codes) -> Result<Audio> {
         let codec = self.inner.codec()?;
         let info = &self.inner.info;
-        if codes.num_codebooks() != info.model.num_codebooks {
-            return Err(Error::arg(
-                "codes",
-                format!(
-                    "{} codebooks, the model has {}",
-                    codes.num_codebooks(),
-                    info.model.num_codebooks
-                ),
-            ));
-        }
-        for k in 0..codes.num_codebooks() {
-            let size = info.codec.codebook_sizes[k] as i64;
-            for f in 0..codes.frames().0 {
-                let c = codes.get(k, f);
-                if !(0..size).contains(&c) {
-                    return Err(Error::arg(
-                        "codes",
-                        format!("code {c} at codebook {k}, frame {f} is outside 0..{size}"),
-                    ));
-                }
-            }
-        }
+        Engine::check_codes_with(info, codes, "codes")?;
         let samples = generate::decode_range(codec.as_ref(), info, codes, 0, codes.frames().0)?;
         Ok(Audio { samples, sample_rate_hz: info.codec.sample_rate_hz })
     }
@@ -288,15 +267,17 @@ impl Engine {
     }
 
     fn check_voice_codes(&self, codes: &Codes) -> Result<()> {
-        Engine::check_codes_with(&self.inner.info, codes)
+        Engine::check_codes_with(&self.inner.info, codes, "voice")
     }
 
-    fn check_codes_with(info: &BundleInfo, codes: &Codes) -> Result<()> {
+    /// Codes the codec can decode: this model's codebook count and every code inside its
+    /// codebook. `name` is the argument the error names.
+    fn check_codes_with(info: &BundleInfo, codes: &Codes, name: &'static str) -> Result<()> {
         if codes.num_codebooks() != info.model.num_codebooks {
             return Err(Error::arg(
-                "voice",
+                name,
                 format!(
-                    "{} codebooks, this model has {} (a voice made for another model?)",
+                    "{} codebooks, this model has {} (made for another model?)",
                     codes.num_codebooks(),
                     info.model.num_codebooks
                 ),
@@ -308,7 +289,7 @@ impl Engine {
                 let c = codes.get(k, f);
                 if !(0..size).contains(&c) {
                     return Err(Error::arg(
-                        "voice",
+                        name,
                         format!("code {c} at codebook {k}, frame {f} is outside 0..{size}"),
                     ));
                 }
@@ -454,7 +435,7 @@ impl Inner {
             return FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt, params);
         }
         for v in voices {
-            Engine::check_codes_with(&self.info, v.codes())?;
+            Engine::check_codes_with(&self.info, v.codes(), "voice")?;
         }
         self.prompt(text)?; // text checks
         let refs = Inner::references(voices);
