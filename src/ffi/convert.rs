@@ -64,13 +64,23 @@ pub(crate) fn free_handle<T: Any + Send + Sync, C>(
     ptr: *mut C,
     what: &'static str,
 ) -> Result<(), Error> {
+    remove_slot(ptr, what, |slot| matches!(slot, Slot::Shared(obj) if obj.is::<T>()))
+}
+
+/// Removes the registry entry of `ptr` when `is_expected` accepts it; NULL is a no-op, anything
+/// else is an error and is not touched.
+fn remove_slot<C>(
+    ptr: *mut C,
+    what: &'static str,
+    is_expected: impl Fn(&Slot) -> bool,
+) -> Result<(), Error> {
     if ptr.is_null() {
         return Ok(());
     }
     let mut reg = registry();
     let key = ptr as usize;
     match reg.get(&key) {
-        Some(Slot::Shared(obj)) if obj.is::<T>() => {
+        Some(slot) if is_expected(slot) => {
             let removed = reg.remove(&key);
             // Drop outside the lock: dropping an engine may take a while (sessions, threads).
             drop(reg);
@@ -94,20 +104,7 @@ pub(crate) fn free_owned_ptr<T: Any + Send + Sync, C>(
     ptr: *mut C,
     what: &'static str,
 ) -> Result<(), Error> {
-    if ptr.is_null() {
-        return Ok(());
-    }
-    let mut reg = registry();
-    let key = ptr as usize;
-    match reg.get(&key) {
-        Some(Slot::Owned(obj)) if obj.is::<T>() => {
-            let removed = reg.remove(&key);
-            drop(reg);
-            drop(removed);
-            Ok(())
-        }
-        _ => Err(invalid(what)),
-    }
+    remove_slot(ptr, what, |slot| matches!(slot, Slot::Owned(obj) if obj.is::<T>()))
 }
 
 #[cold]
