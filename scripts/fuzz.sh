@@ -26,7 +26,7 @@ if [ -z "${ORT_DYLIB_PATH:-}" ]; then
   ORT_DYLIB_PATH=$("$root/scripts/fetch-ort.sh")
   export ORT_DYLIB_PATH
 fi
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
 nice_cmd=(nice -n "${NICE:-0}")
 
 # Build every target once, then run the binaries (cargo fuzz run would rebuild on each call).
