@@ -24,33 +24,7 @@ if [ -f "$lib" ] && [ -f "$dest/libonnxruntime_providers_cuda.so" ]; then
   echo "$lib"
   exit 0
 fi
-mkdir -p "$cache" "$dest"
-if ! ls "$cache"/onnxruntime_gpu-"$ORT_VERSION"-*.whl >/dev/null 2>&1; then
-  pip=""
-  for cand in "$root/.venv/bin/pip" pip3 pip; do
-    if command -v "$cand" >/dev/null 2>&1; then pip=$cand; break; fi
-  done
-  [ -n "$pip" ] || { echo "fetch-ort-gpu: pip not found" >&2; exit 1; }
-  echo "fetch-ort-gpu: downloading onnxruntime-gpu==$ORT_VERSION wheel from PyPI (~250 MB)" >&2
-  arch=$(uname -m)
-  "$pip" download -q --no-deps --only-binary=:all: --python-version 3.12 \
-    --platform "manylinux_2_27_$arch" --platform "manylinux_2_28_$arch" \
-    --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
-    -d "$cache" "onnxruntime-gpu==$ORT_VERSION" >&2
-fi
-whl=$(ls "$cache"/onnxruntime_gpu-"$ORT_VERSION"-*.whl | head -n 1)
-python3 - "$whl" "$dest" <<'PY'
-import sys, zipfile, os, shutil
-whl, dest = sys.argv[1:]
-with zipfile.ZipFile(whl) as z:
-    names = [n for n in z.namelist() if n.startswith("onnxruntime/capi/libonnxruntime")]
-    if not any("providers_cuda" in n for n in names):
-        sys.exit(f"fetch-ort-gpu: no CUDA provider library in {whl}")
-    for n in names:
-        out = os.path.join(dest, os.path.basename(n))
-        with z.open(n) as src, open(out + ".tmp", "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(out + ".tmp", out)
-PY
+"$root/scripts/fetch-wheel-libs.sh" "onnxruntime-gpu==$ORT_VERSION" "onnxruntime_gpu-$ORT_VERSION-*.whl" \
+  "$cache" "$dest" '^onnxruntime/capi/libonnxruntime' "libonnxruntime_providers_cuda.so"
 [ -f "$lib" ] || { echo "fetch-ort-gpu: $lib missing after extraction" >&2; exit 1; }
 echo "$lib"
