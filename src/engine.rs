@@ -366,17 +366,7 @@ impl Engine {
     /// Starts a streamed synthesis: audio comes in chunks while frames are generated. The
     /// stream holds the engine's internals and may outlive this handle.
     pub fn stream(&self, text: &str, params: &SynthParams) -> Result<Stream> {
-        self.inner.codec()?;
-        let gen = self.inner.generator(text, params)?;
-        Ok(Stream {
-            inner: self.inner.clone(),
-            gen,
-            params: params.clone(),
-            frames: Vec::new(),
-            emitted: 0,
-            cancel: CancelToken::new(),
-            done: false,
-        })
+        self.stream_with_voices(text, &[], params)
     }
 }
 
