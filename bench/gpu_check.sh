@@ -1,36 +1,52 @@
 #!/usr/bin/env bash
-# Device check of the native CUDA backend (docs/cuda.md): one prepared run on a GPU host.
+# Device checks of the GPU backends (docs/cuda.md, docs/gpu-onnx.md): one prepared run on a GPU
+# host, in stages, each step under its own timeout so that a stage fits one device call.
 #
-# Built here (CPU host):   cargo build --release --example cuda_check   (feature `cuda` is default)
-# Carried to the device:   target/release/examples/cuda_check, vendor/onnxruntime/lib (ORT CPU for
-#                          the reference side of the parity check); the tiny bundle, this script
-#                          and bench/torch_reference.py are tracked files.
-# Run there:               bench/gpu_check.sh [BIN]          (results under $OUT or out/gpu_check)
+#   bench/gpu_check.sh STAGE...        STAGE = native | torch | ort | all
 #
-# Steps (each under its own timeout, so the whole run fits one 10-minute device call):
-#   1. parity on tests/fixtures/tiny: prefill/fast logits max relative error vs ORT CPU, greedy
-#      frames identical to ORT CPU, on-device sampler vs the CPU sampler (same seed), device greedy
-#   2. benchmark, S1-mini shapes with random bf16 weights: frames/s of the captured frame graph
-#   3. the same with weight-only int8
-#   4. bench/torch_reference.py eager + compile on the same card, same run
-# The last lines are a table of every RESULT.
+#   native  cuda_check selftest (every kernel vs an f64 host reference), parity on the tiny bundle
+#           (logits vs ORT CPU with and without cuBLAS, greedy frames, device sampler, frame graph),
+#           bench of the frame graph at S1-mini shapes (random bf16 weights), the same in int8
+#   torch   bench/torch_reference.py eager + compile on the same card
+#   ort     onnx-cuda parity on the tiny bundle; an LLM-only random S1-mini bundle exported there
+#           (bench/llm_only_bundle.sh, fp16); transformer frames/s of onnx-cuda and of the native
+#           backend through the engine on it
+#
+# What it expects (built on a CPU host, carried into the ignored folder .device/):
+#   .device/bin/cuda_check          cargo build --release --example cuda_check
+#   .device/ort/libonnxruntime.so.1.31.1.xz, libonnxruntime_providers_shared.so
+#                                   the onnxruntime-gpu 1.31.1 wheel's main libraries (its CPU EP
+#                                   is the parity reference)
+#   .device/prov/libonnxruntime_providers_cuda.so.xz   (stage ort only; 52 MB: sm_90 code only,
+#                                   the other archs' cubins zeroed by bench/prune_fatbin.py;
+#                                   all three made by bench/prepare_device.sh)
+# NVRTC, cuBLAS, cuDNN and the CUDA runtime come from the image's Python wheels or toolkit.
+# Everything goes to one log, $OUT/gpu_check.log (the device tool returns at most 8 files); the
+# last lines printed are a table of every RESULT and FAIL.
 set -uo pipefail
-BIN=${1:-target/release/examples/cuda_check}
 OUT=${OUT:-out/gpu_check}
 mkdir -p "$OUT"
-export XDG_CACHE_HOME="$OUT/cache"   # NVRTC PTX cache: the first load compiles, later loads read it
+LOG="$OUT/gpu_check.log"
+BIN=.device/bin/cuda_check
+export XDG_CACHE_HOME=/tmp/s1-cache   # NVRTC PTX cache
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(all)
+want() { for s in "${stages[@]}"; do [ "$s" = "$1" ] || [ "$s" = all ] && return 0; done; return 1; }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"
-git rev-parse HEAD 2>/dev/null | tee "$OUT/commit.txt" || true
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm --format=csv
+  echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown) stages ${stages[*]}"
+} 2>&1 | tee -a "$LOG"
 
-# NVRTC (libnvrtc.so.13) and cuBLAS come from the image's Python wheels; libcuda from the driver.
+# Library folders: every folder of the image's nvidia-* wheels that holds a shared library,
+# then the toolkit's.
 libdirs=$(python3 - <<'PY'
 import glob, os, site, sys
-roots = list(site.getsitepackages()) + [site.getusersitepackages()] + sys.path
+roots = [r for r in dict.fromkeys(site.getsitepackages() + [site.getusersitepackages()] + sys.path) if os.path.isdir(r)]
 dirs = []
 for r in roots:
-    for d in glob.glob(os.path.join(r, "nvidia", "*", "lib")) + glob.glob(os.path.join(r, "nvidia", "cu*", "lib")):
-        if (glob.glob(os.path.join(d, "libnvrtc.so*")) or glob.glob(os.path.join(d, "libcublas*.so*"))) and d not in dirs:
+    for d in sorted(glob.glob(os.path.join(r, "nvidia", "**", "lib"), recursive=True)):
+        if glob.glob(os.path.join(d, "lib*.so*")) and d not in dirs:
             dirs.append(d)
 print(":".join(dirs))
 PY
@@ -39,30 +55,59 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d
 export LD_LIBRARY_PATH="${libdirs}:${LD_LIBRARY_PATH:-}"
 nvrtc_dir=$(IFS=:; for d in $libdirs; do [ -e "$d/libnvrtc.so.13" ] && { echo "$d"; break; }; done)
 [ -n "$nvrtc_dir" ] && export S1_NVRTC_PATH="$nvrtc_dir"
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee "$OUT/env.txt"
-echo "S1_NVRTC_PATH=${S1_NVRTC_PATH:-<none>}" | tee -a "$OUT/env.txt"
-ort=$(ls vendor/onnxruntime/lib/libonnxruntime.so.* 2>/dev/null | head -n 1)
-[ -n "$ort" ] && export ORT_DYLIB_PATH="$PWD/$ort"
+{
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "S1_NVRTC_PATH=${S1_NVRTC_PATH:-<none>}"
+  for l in libnvrtc.so.13 libcublas.so.13 libcublasLt.so.13 libcudart.so.13 libcudnn.so.9 libcurand.so.10 libcufft.so.12; do
+    f=$(IFS=:; for d in $LD_LIBRARY_PATH; do [ -e "$d/$l" ] && { echo "$d/$l"; break; }; done)
+    echo "  $l: ${f:-MISSING}"
+  done
+} 2>&1 | tee -a "$LOG"
+
+# ONNX Runtime (GPU package; its CPU EP serves onnx-cpu too).
+ortdir=/tmp/s1-ort
+mkdir -p "$ortdir"
+for z in .device/ort/*.xz .device/prov/*.xz; do
+  [ -f "$z" ] || continue
+  f="$ortdir/$(basename "$z" .xz)"
+  [ -f "$f" ] || python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$z" "$f"
+done
+cp -n .device/ort/*.so "$ortdir/" 2>/dev/null
+export ORT_DYLIB_PATH="$ortdir/libonnxruntime.so.1.31.1"
 
 status=0
 run() {  # run NAME TIMEOUT_S CMD...
   local name=$1 t=$2; shift 2
-  echo "=== $name (timeout ${t}s)"
+  echo "=== $name (timeout ${t}s): $*" | tee -a "$LOG"
   local t0=$SECONDS
-  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  tail -n 40 "$OUT/$name.log"
-  echo "=== $name rc=$rc wall=$((SECONDS - t0))s"
-  [ $rc -ne 0 ] && status=1
+  timeout "$t" "$@" 2>&1 | tee -a "$LOG" | tail -n 30
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name rc=$rc wall=$((SECONDS - t0))s" | tee -a "$LOG"
+  [ "$rc" -ne 0 ] && status=1
   return 0
 }
 
-run parity 150 "$BIN" parity tests/fixtures/tiny
-run bench_bf16 120 "$BIN" bench 256 500
-run bench_int8 120 env S1_CUDA_WEIGHTS=int8 "$BIN" bench --int8 256 500
-REF_FRAMES=300 REF_PROMPT_LEN=256 run torch_reference 240 python3 bench/torch_reference.py eager compile
+if want native; then
+  run selftest 90 "$BIN" selftest
+  run parity 150 "$BIN" parity tests/fixtures/tiny
+  run bench_bf16 120 "$BIN" bench 256 500
+  run bench_int8 120 "$BIN" bench --int8 256 500
+fi
+if want torch; then
+  REF_FRAMES=300 REF_PROMPT_LEN=256 run torch_reference 300 python3 bench/torch_reference.py eager compile
+fi
+if want ort; then
+  run ort_parity 120 "$BIN" ort-parity tests/fixtures/tiny
+  run export_s1mini 240 bench/llm_only_bundle.sh s1-mini fp16 /tmp/s1mini-llm-fp16
+  if [ -f /tmp/s1mini-llm-fp16/manifest.json ]; then
+    run t2s_onnx_cuda 150 "$BIN" t2s-bench /tmp/s1mini-llm-fp16 onnx-cuda 40 200
+    run t2s_cuda 120 "$BIN" t2s-bench /tmp/s1mini-llm-fp16 cuda 40 200
+  fi
+fi
 
-echo "=== summary ($(head -n 2 "$OUT/gpu.txt" | tail -n 1))"
-grep -h "^RESULT\|^FAIL" "$OUT"/parity.log "$OUT"/bench_bf16.log "$OUT"/bench_int8.log 2>/dev/null
-grep -h "frames_per_s" "$OUT"/torch_reference.log 2>/dev/null | cut -c1-200
+{
+  echo "=== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null))"
+  grep -h "^RESULT\|^FAIL\|^ok  \|rc=" "$LOG" | cut -c1-220
+  grep -h "frames_per_s\|\"error\"" "$LOG" | grep "^{" | cut -c1-260
+} | tee "$OUT/summary.txt"
 exit $status

@@ -3,6 +3,10 @@
 //!
 //!   cuda_check parity BUNDLE       greedy frames cuda == onnx-cpu, logits max relative error,
 //!                                  on-device sampler == CPU sampler (same seed)
+//!   cuda_check selftest            every kernel vs an f64 host reference on random inputs
+//!   cuda_check ort-parity BUNDLE   the same logits and greedy checks for onnx-cuda vs onnx-cpu
+//!   cuda_check t2s-bench BUNDLE BACKEND [WORDS] [FRAMES]
+//!                                  transformer frames/s of any backend through the engine
 //!   cuda_check bench [--int8] [PROMPT_LEN] [FRAMES]
 //!                                  S1-mini shapes, random weights, frame graph replays
 //!
@@ -37,54 +41,131 @@ fn max_rel(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs())) / scale
 }
 
-fn parity(dir: PathBuf) -> Result<bool, String> {
+/// Runs one step of the parity check; an error fails the step and the next one still runs.
+fn step(ok: &mut bool, name: &str, f: impl FnOnce() -> Result<bool, String>) {
+    match f() {
+        Ok(true) => {}
+        Ok(false) => {
+            println!("FAIL {name}");
+            *ok = false;
+        }
+        Err(e) => {
+            println!("FAIL {name}: {e}");
+            *ok = false;
+        }
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Prefill, then `decode` single-token slow steps and the fast steps of the first frame, on
+/// the CPU and the GPU side by side (the GPU fed the CPU's greedy choices, so errors do not
+/// compound). Prints the max relative errors; passes if every argmax agrees.
+fn logits_parity(
+    dir: &std::path::Path,
+    bundle: &Bundle,
+    kind: BackendKind,
+    label: &str,
+) -> Result<bool, String> {
+    let cfg = |k| EngineConfig::new(dir).with_backend(k);
+    let (ids, t) = prompt_ids(dir)?;
+    let cpu = backend::select(&cfg(BackendKind::OnnxCpu), bundle).map_err(err)?;
+    let gpu = backend::select(&cfg(kind), bundle).map_err(err)?;
+    if gpu.kind != kind {
+        return Err(format!("{kind:?} did not start: {:?}", gpu.skipped));
+    }
+    let (mut rc, mut rg) = (cpu.t2s.start().map_err(err)?, gpu.t2s.start().map_err(err)?);
+    let (oc, og) = (rc.slow(&ids, t).map_err(err)?, rg.slow(&ids, t).map_err(err)?);
     let mut ok = true;
-    let bundle = Bundle::load(&dir, false).map_err(|e| e.to_string())?;
-    let cfg = |k| EngineConfig::new(&dir).with_backend(k);
-    // 1. logits and hidden after the prompt, and every fast step of the first frame.
-    let (ids, t) = prompt_ids(&dir)?;
-    let cpu = backend::select(&cfg(BackendKind::OnnxCpu), &bundle).map_err(|e| e.to_string())?;
-    let gpu = backend::select(&cfg(BackendKind::Cuda), &bundle).map_err(|e| e.to_string())?;
-    let (mut rc, mut rg) =
-        (cpu.t2s.start().map_err(|e| e.to_string())?, gpu.t2s.start().map_err(|e| e.to_string())?);
-    let (oc, og) = (
-        rc.slow(&ids, t).map_err(|e| e.to_string())?,
-        rg.slow(&ids, t).map_err(|e| e.to_string())?,
-    );
-    let el = max_rel(&og.logits, &oc.logits);
-    let eh = max_rel(&og.hidden, &oc.hidden);
-    println!("RESULT prefill_logits_max_rel_err={el:.3e}");
-    println!("RESULT prefill_hidden_max_rel_err={eh:.3e}");
     let argmax = |v: &[f32]| s1_mini::sampling::argmax(v);
+    println!("RESULT {label}prefill_logits_max_rel_err={:.3e}", max_rel(&og.logits, &oc.logits));
+    println!("RESULT {label}prefill_hidden_max_rel_err={:.3e}", max_rel(&og.hidden, &oc.hidden));
     if argmax(&og.logits) != argmax(&oc.logits) {
-        println!("FAIL prefill argmax differs");
+        println!("FAIL {label}prefill argmax differs");
         ok = false;
     }
-    rc.fast_reset().map_err(|e| e.to_string())?;
-    rg.fast_reset().map_err(|e| e.to_string())?;
-    let mut ef = 0f64;
-    let mut code = 0i64;
-    for _pos in 0..bundle.info.model.num_codebooks {
-        let lc = rc.fast(&oc.hidden, code).map_err(|e| e.to_string())?;
-        let lg = rg.fast(&oc.hidden, code).map_err(|e| e.to_string())?;
-        ef = ef.max(max_rel(&lg, &lc));
-        code = argmax(&lc) as i64;
+    let k = bundle.info.model.num_codebooks;
+    let mut hidden = oc.hidden.clone();
+    let mut main = argmax(&oc.logits);
+    let (mut ef, mut es) = (0f64, 0f64);
+    for frame in 0..4 {
+        rc.fast_reset().map_err(err)?;
+        rg.fast_reset().map_err(err)?;
+        let mut codes = vec![main as i64];
+        let mut code = main as i64;
+        for _pos in 0..k {
+            let lc = rc.fast(&hidden, code).map_err(err)?;
+            let lg = rg.fast(&hidden, code).map_err(err)?;
+            ef = ef.max(max_rel(&lg, &lc));
+            if argmax(&lc) != argmax(&lg) {
+                ok = false;
+            }
+            code = argmax(&lc) as i64;
+            codes.push(code);
+        }
+        codes.pop();
+        if frame == 3 {
+            break;
+        }
+        // The next slow step's tokens: [1+K, 1] = (main id, c0..c(K-1)).
+        let mut step = vec![i64::from(bundle.info.tokens.semantic_begin) + main as i64];
+        step.extend_from_slice(&codes[..k]);
+        let (sc, sg) = (rc.slow(&step, 1).map_err(err)?, rg.slow(&step, 1).map_err(err)?);
+        es = es.max(max_rel(&sg.logits, &sc.logits)).max(max_rel(&sg.hidden, &sc.hidden));
+        if argmax(&sc.logits) != argmax(&sg.logits) {
+            ok = false;
+        }
+        hidden = sc.hidden;
+        main = argmax(&sc.logits);
     }
-    println!("RESULT fast_logits_max_rel_err={ef:.3e}");
+    println!("RESULT {label}fast_logits_max_rel_err={ef:.3e} (4 frames)");
+    println!("RESULT {label}decode_step_max_rel_err={es:.3e} (3 single-token slow steps)");
+    Ok(ok)
+}
+
+fn first_diff(a: &[Vec<i64>], b: &[Vec<i64>]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("first difference at frame {i}: {:?} vs {:?}", a[i], b[i]),
+        None if a.len() != b.len() => format!("lengths {} vs {}", a.len(), b.len()),
+        None => "identical".into(),
+    }
+}
+
+fn parity(dir: PathBuf) -> Result<bool, String> {
+    let mut ok = true;
+    let bundle = Bundle::load(&dir, false).map_err(err)?;
+    let cfg = |k| EngineConfig::new(&dir).with_backend(k);
+    // 1. logits of the prefill (cuBLAS), of single-token slow steps (split-K attention) and of
+    //    every fast step, against ORT CPU; then the prefill again through the GEMV kernels.
+    step(&mut ok, "logits parity", || logits_parity(&dir, &bundle, BackendKind::Cuda, ""));
+    std::env::set_var("S1_CUDA_NO_CUBLAS", "1");
+    step(&mut ok, "logits parity without cuBLAS", || {
+        logits_parity(&dir, &bundle, BackendKind::Cuda, "gemv_only_")
+    });
+    std::env::remove_var("S1_CUDA_NO_CUBLAS");
+    let text = bundle_text(&dir)?;
+    let (ids, t) = prompt_ids(&dir)?;
     // 2. greedy frames through the engine's frame loop (CPU sampling on GPU logits).
     let greedy = SynthParams::default()
         .with_temperature(0.0)
         .with_fish_speech_compat(true)
         .with_max_frames(30);
-    let e_cpu = s1_mini::Engine::new(cfg(BackendKind::OnnxCpu)).map_err(|e| e.to_string())?;
-    let e_gpu = s1_mini::Engine::new(cfg(BackendKind::Cuda)).map_err(|e| e.to_string())?;
-    let text = bundle_text(&dir)?;
-    let (fc, _) = e_cpu.generate_frames(&text, &greedy).map_err(|e| e.to_string())?;
-    let (fg, _) = e_gpu.generate_frames(&text, &greedy).map_err(|e| e.to_string())?;
-    let same = fc == fg;
-    println!("RESULT greedy_frames_identical={same} ({} frames)", fc.len());
-    ok &= same;
-    // 3. the on-device sampler against the CPU sampler, same seed (default mode, sampled).
+    let e_cpu = s1_mini::Engine::new(cfg(BackendKind::OnnxCpu)).map_err(err)?;
+    let (fc, _) = e_cpu.generate_frames(&text, &greedy).map_err(err)?;
+    step(&mut ok, "greedy frames through the engine", || {
+        let e_gpu = s1_mini::Engine::new(cfg(BackendKind::Cuda)).map_err(err)?;
+        let (fg, _) = e_gpu.generate_frames(&text, &greedy).map_err(err)?;
+        println!(
+            "RESULT greedy_frames_identical={} ({} frames; {})",
+            fc == fg,
+            fc.len(),
+            first_diff(&fc, &fg)
+        );
+        Ok(fc == fg)
+    });
+    // 3. the on-device sampler and frame graph against the CPU frame loop, same seed.
     let sp = SamplingParams { temperature: 0.8, top_p: 0.8, repetition_penalty: 1.1 };
     let sampled = SynthParams::default()
         .with_temperature(sp.temperature)
@@ -92,46 +173,125 @@ fn parity(dir: PathBuf) -> Result<bool, String> {
         .with_repetition_penalty(sp.repetition_penalty)
         .with_seed(1234)
         .with_max_frames(30);
-    let (fs, _) = e_cpu.generate_frames(&text, &sampled).map_err(|e| e.to_string())?;
-    let fd = cuda::generate_on_device(
-        &cfg(BackendKind::Cuda),
-        &bundle,
-        &ids,
-        t,
-        31,
-        sp,
-        1234,
-        false,
-        false,
-    )
-    .map_err(|e| e.to_string())?;
-    let agree = fs.iter().zip(&fd).take_while(|(a, b)| a == b).count();
-    println!(
-        "RESULT device_sampler_frames_agreeing={agree}/{} (cpu {} frames)",
-        fd.len(),
-        fs.len()
-    );
-    let gd = cuda::generate_on_device(
-        &cfg(BackendKind::Cuda),
-        &bundle,
-        &ids,
-        t,
-        31,
-        SamplingParams { temperature: 0.0, ..sp },
-        0,
-        true,
-        false,
-    )
-    .map_err(|e| e.to_string())?;
-    let n = gd.len().min(fc.len());
-    let gsame = n > 0 && gd[..n] == fc[..n];
-    println!(
-        "RESULT device_greedy_frames_identical={gsame} (first {n} frames; device {}, cpu {})",
-        gd.len(),
-        fc.len()
-    );
-    ok &= gsame;
+    step(&mut ok, "device sampler vs CPU sampler", || {
+        let (fs, _) = e_cpu.generate_frames(&text, &sampled).map_err(err)?;
+        let fd = cuda::generate_on_device(
+            &cfg(BackendKind::Cuda),
+            &bundle,
+            &ids,
+            t,
+            31,
+            sp,
+            1234,
+            false,
+            false,
+        )
+        .map_err(err)?;
+        let agree = fs.iter().zip(&fd).take_while(|(a, b)| a == b).count();
+        println!(
+            "RESULT device_sampler_frames_agreeing={agree}/{} (cpu {} frames; {})",
+            fd.len(),
+            fs.len(),
+            first_diff(&fs, &fd)
+        );
+        Ok(true)
+    });
+    step(&mut ok, "device greedy frames (frame graph)", || {
+        let gd = cuda::generate_on_device(
+            &cfg(BackendKind::Cuda),
+            &bundle,
+            &ids,
+            t,
+            31,
+            SamplingParams { temperature: 0.0, ..sp },
+            0,
+            true,
+            false,
+        )
+        .map_err(err)?;
+        let n = gd.len().min(fc.len());
+        let same = n > 0 && gd[..n] == fc[..n];
+        println!(
+            "RESULT device_greedy_frames_identical={same} (first {n} frames; device {}, cpu {}; {})",
+            gd.len(),
+            fc.len(),
+            first_diff(&fc[..n], &gd[..n])
+        );
+        Ok(same)
+    });
     Ok(ok)
+}
+
+/// onnx-cuda against onnx-cpu on a bundle: logits of prefill, decode and fast steps, then
+/// greedy frames through the engine.
+fn ort_parity(dir: PathBuf) -> Result<bool, String> {
+    let mut ok = true;
+    let bundle = Bundle::load(&dir, false).map_err(err)?;
+    step(&mut ok, "onnx-cuda logits parity", || {
+        logits_parity(&dir, &bundle, BackendKind::OnnxCuda, "onnx_cuda_")
+    });
+    let text = bundle_text(&dir)?;
+    let greedy = SynthParams::default()
+        .with_temperature(0.0)
+        .with_fish_speech_compat(true)
+        .with_max_frames(30);
+    step(&mut ok, "onnx-cuda greedy frames", || {
+        let cfg = |k| EngineConfig::new(&dir).with_backend(k);
+        let (fc, _) = s1_mini::Engine::new(cfg(BackendKind::OnnxCpu))
+            .map_err(err)?
+            .generate_frames(&text, &greedy)
+            .map_err(err)?;
+        let (fg, _) = s1_mini::Engine::new(cfg(BackendKind::OnnxCuda))
+            .map_err(err)?
+            .generate_frames(&text, &greedy)
+            .map_err(err)?;
+        println!(
+            "RESULT onnx_cuda_greedy_frames_identical={} ({} frames; {})",
+            fc == fg,
+            fc.len(),
+            first_diff(&fc, &fg)
+        );
+        Ok(fc == fg)
+    });
+    Ok(ok)
+}
+
+/// Transformer-only speed of any backend through the engine's frame loop (no codec, so it
+/// works on LLM-only bundles): one request of 1 frame and one of `frames` + 1 frames, sampled
+/// (0.8 / 0.8 / 1.1), `<|im_end|>` ignored. frames/s = frames / (t(frames+1) - t(1)).
+fn t2s_bench(args: &[String]) -> Result<bool, String> {
+    let dir = PathBuf::from(args.first().ok_or("t2s-bench BUNDLE BACKEND [WORDS] [FRAMES]")?);
+    let kind: BackendKind = args.get(1).ok_or("backend missing")?.parse().map_err(err)?;
+    let words: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(40);
+    let frames: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let t_load = std::time::Instant::now();
+    let engine = s1_mini::Engine::new(EngineConfig::new(&dir).with_backend(kind)).map_err(err)?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let text = vec!["speech"; words].join(" ");
+    let params = |n| {
+        SynthParams::default()
+            .with_temperature(0.8)
+            .with_top_p(0.8)
+            .with_repetition_penalty(1.1)
+            .with_seed(7)
+            .with_ignore_end(true)
+            .with_max_frames(n)
+    };
+    let time = |n: usize| -> Result<(f64, usize), String> {
+        let t0 = std::time::Instant::now();
+        let (f, _) = engine.generate_frames(&text, &params(n as u32)).map_err(err)?;
+        Ok((t0.elapsed().as_secs_f64(), f.len()))
+    };
+    time(4)?; // warm-up
+    let (t1, _) = time(1)?;
+    let (tn, n) = time(frames + 1)?;
+    let fps = (n.saturating_sub(1)) as f64 / (tn - t1);
+    let tag = format!("{kind}").replace('-', "_");
+    println!("RESULT t2s_{tag}_load_s={load_s:.2}");
+    println!("RESULT t2s_{tag}_prefill_plus_first_frame_ms={:.2} ({words} words)", t1 * 1e3);
+    println!("RESULT t2s_{tag}_frames_per_s={fps:.1} ({n} frames)");
+    println!("RESULT t2s_{tag}_x_real_time={:.2}", fps / 21.533);
+    Ok(true)
 }
 
 fn bundle_text(dir: &std::path::Path) -> Result<String, String> {
@@ -163,6 +323,19 @@ fn bench(args: &[String]) -> Result<bool, String> {
     Ok(true)
 }
 
+fn selftest() -> Result<bool, String> {
+    let checks = cuda::kernel_selftest(&EngineConfig::new(".")).map_err(|e| e.to_string())?;
+    let mut ok = true;
+    for c in &checks {
+        let tag = if c.passed { "ok  " } else { "FAIL" };
+        println!("{tag} {:<70} err={:.3e} tol={:.1e}", c.name, c.max_rel_err, c.tolerance);
+        ok &= c.passed;
+    }
+    let passed = checks.iter().filter(|c| c.passed).count();
+    println!("RESULT kernel_selftest_passed={passed}/{}", checks.len());
+    Ok(ok)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
@@ -170,7 +343,12 @@ fn main() -> ExitCode {
             args.get(1).cloned().unwrap_or_else(|| "tests/fixtures/tiny".into()),
         )),
         Some("bench") => bench(&args[1..]),
-        _ => Err("usage: cuda_check parity BUNDLE | bench [--int8] [PROMPT_LEN] [FRAMES]".into()),
+        Some("selftest") => selftest(),
+        Some("ort-parity") => ort_parity(PathBuf::from(
+            args.get(1).cloned().unwrap_or_else(|| "tests/fixtures/tiny".into()),
+        )),
+        Some("t2s-bench") => t2s_bench(&args[1..]),
+        _ => Err("usage: cuda_check selftest | parity BUNDLE | ort-parity BUNDLE | t2s-bench BUNDLE BACKEND [WORDS] [FRAMES] | bench [--int8] [PROMPT_LEN] [FRAMES]".into()),
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,

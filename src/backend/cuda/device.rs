@@ -16,6 +16,14 @@ use super::plan::Dims;
 use super::DeviceInfo;
 use crate::config::EngineConfig;
 
+/// Pointer to a kernel argument (the driver copies the value at launch/capture).
+macro_rules! args {
+    ($($a:expr),* $(,)?) => {
+        [$(&$a as *const _ as *mut std::ffi::c_void),*]
+    };
+}
+pub(super) use args;
+
 /// Oldest architecture the kernels target (bf16 loads and 163 KiB of shared memory: sm_80).
 pub const MIN_COMPUTE_MAJOR: i32 = 8;
 
@@ -228,7 +236,13 @@ impl Gpu {
             )
             .map_err(|e| drv("cuFuncSetAttribute(sample_f32)", e))?;
         }
-        let blas = Self::open_blas(&stream);
+        // S1_CUDA_NO_CUBLAS=1 runs the prefill through the GEMV kernels (a diagnostic: it
+        // separates a cuBLAS layout error from a kernel error).
+        let blas = if std::env::var("S1_CUDA_NO_CUBLAS").is_ok_and(|v| v == "1") {
+            None
+        } else {
+            Self::open_blas(&stream)
+        };
         Ok(Gpu { ctx, stream, funcs, _modules: modules, sm_count, blas, info })
     }
 

@@ -2,14 +2,13 @@
 //! device state), the slow pass (prefill by cuBLAS GEMMs in chunks, decode by GEMV kernels), the
 //! fast steps, on-device sampling, and the decode frame captured as one CUDA graph.
 
-use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaGraph};
 use parking_lot::Mutex;
 
-use super::device::{DevBuf, Gpu, PinnedBuf};
+use super::device::{args, DevBuf, Gpu, PinnedBuf};
 use super::layout::{self, ModelConfig, WeightPlan};
 use super::plan::{self, Dims};
 use crate::backend::{BackendPair, SlowOutput, T2sRequest, Text2Semantic};
@@ -24,13 +23,6 @@ const NAME: &str = "cuda";
 
 fn backend_err(op: &str, msg: impl Into<String>) -> Error {
     Error::Backend { backend: NAME, op: op.to_string(), message: msg.into() }
-}
-
-/// Pointer to a kernel argument (the driver copies the value at launch/capture).
-macro_rules! args {
-    ($($a:expr),* $(,)?) => {
-        [$(&$a as *const _ as *mut c_void),*]
-    };
 }
 
 /// A linear layer's weights on the device.

@@ -16,6 +16,8 @@ mod device;
 mod engine;
 #[cfg(feature = "cuda-base")]
 pub mod nvrtc;
+#[cfg(feature = "cuda-base")]
+mod selftest;
 
 use crate::bundle::Bundle;
 use crate::config::EngineConfig;
@@ -51,6 +53,33 @@ pub struct BenchResult {
     pub frames: usize,
     /// Kernel nodes in one frame graph.
     pub graph_nodes: usize,
+}
+
+/// One kernel check of [`kernel_selftest`].
+#[derive(Debug, Clone)]
+pub struct KernelCheck {
+    /// Kernel and case.
+    pub name: String,
+    /// max |gpu - reference| / max |reference| (or a count, where the name says so).
+    pub max_rel_err: f64,
+    /// Largest value that passes.
+    pub tolerance: f64,
+    /// `max_rel_err <= tolerance`.
+    pub passed: bool,
+}
+
+/// Runs every kernel once on random inputs and compares it with an f64 host reference (needs a
+/// GPU; see `cuda_check selftest`).
+pub fn kernel_selftest(config: &EngineConfig) -> Result<Vec<KernelCheck>> {
+    #[cfg(feature = "cuda-base")]
+    {
+        selftest::run(config).map_err(unavailable)
+    }
+    #[cfg(not(feature = "cuda-base"))]
+    {
+        let _ = config;
+        Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
+    }
 }
 
 /// Benchmarks the real shapes with random weights generated at load (no checkpoint needed):

@@ -1,0 +1,540 @@
+//! Kernel-by-kernel check on a GPU: every kernel (and the cuBLAS prefill GEMM) runs once on
+//! fresh random inputs and is compared with a plain f64 reference on the host. Run by
+//! `cuda_check selftest` (bench/gpu_check.sh) before the end-to-end parity checks, so that a
+//! wrong result there can be traced to one kernel.
+
+use super::device::{args, DevBuf, Gpu};
+use super::layout::{bf16_bits, bf16_to_f32, rope_table_bf16};
+use super::plan;
+use super::KernelCheck;
+use crate::config::EngineConfig;
+use crate::sampling::{self, SamplingParams};
+
+type R<T> = std::result::Result<T, String>;
+
+/// xorshift64: reproducible inputs without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f() * scale).collect()
+    }
+    fn bf16(&mut self, n: usize, scale: f32) -> Vec<u16> {
+        (0..n).map(|_| bf16_bits(self.f() * scale)).collect()
+    }
+}
+
+fn up<T: Copy>(g: &Gpu, v: &[T]) -> R<DevBuf> {
+    let b = g.alloc(std::mem::size_of_val(v))?;
+    g.upload(b.ptr(), v)?;
+    Ok(b)
+}
+
+fn down_f32(g: &Gpu, b: &DevBuf, n: usize) -> R<Vec<f32>> {
+    let mut v = vec![0f32; n];
+    g.download(&mut v, b.ptr())?;
+    Ok(v)
+}
+
+/// NaN-poisoned f32 buffer: an element the kernel should write but does not shows up as NaN.
+fn poisoned(g: &Gpu, n: usize) -> R<DevBuf> {
+    up(g, &vec![f32::NAN; n])
+}
+
+/// max |a - b| / max |b|; NaN anywhere gives infinity.
+fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
+    let mut e = 0f64;
+    for (x, y) in a.iter().zip(b) {
+        if x.is_nan() {
+            return f64::INFINITY;
+        }
+        e = e.max((f64::from(*x) - y).abs());
+    }
+    if a.len() != b.len() {
+        return f64::INFINITY;
+    }
+    e / scale
+}
+
+fn check(name: &str, err: f64, tol: f64) -> KernelCheck {
+    KernelCheck { name: name.to_string(), max_rel_err: err, tolerance: tol, passed: err <= tol }
+}
+
+const TOL: f64 = 2e-5;
+
+fn gemv(g: &Gpu, rng: &mut Rng, residual: bool) -> R<KernelCheck> {
+    let (n, k, t) = (1003usize, 1024usize, 5usize);
+    let w = rng.bf16(n * k, 0.05);
+    let x = rng.vec(t * k, 1.0);
+    let y0 = rng.vec(t * n, 1.0);
+    let (wb, xb, yb) = (up(g, &w)?, up(g, &x)?, up(g, &y0)?);
+    if !residual {
+        g.upload(yb.ptr(), &vec![f32::NAN; t * n])?;
+    }
+    let (wp, xp, yp) = (wb.ptr(), xb.ptr(), yb.ptr());
+    let res = if residual { yp } else { 0u64 };
+    let (ks, ns, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
+    // SAFETY: gemv_bf16(W [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T).
+    unsafe {
+        g.launch("gemv_bf16", plan::gemv(n), &mut args![wp, xp, ks, yp, ns, res, nn, kk, tt])?
+    };
+    let got = down_f32(g, &yb, t * n)?;
+    let mut want = vec![0f64; t * n];
+    for ti in 0..t {
+        for ni in 0..n {
+            let mut s = if residual { f64::from(y0[ti * n + ni]) } else { 0.0 };
+            for ki in 0..k {
+                s += f64::from(bf16_to_f32(w[ni * k + ki])) * f64::from(x[ti * k + ki]);
+            }
+            want[ti * n + ni] = s;
+        }
+    }
+    let name = if residual { "gemv_bf16 (+residual, N=1003 K=1024 T=5)" } else { "gemv_bf16" };
+    Ok(check(name, rel_err(&got, &want), TOL))
+}
+
+fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+fn swiglu(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
+    let (n, k, t) = (301usize, 512usize, 2usize);
+    let (w1, w3) = (rng.bf16(n * k, 0.1), rng.bf16(n * k, 0.1));
+    let x = rng.vec(t * k, 1.0);
+    let (b1, b3, xb, yb) = (up(g, &w1)?, up(g, &w3)?, up(g, &x)?, poisoned(g, t * n)?);
+    let (p1, p3, xp, yp) = (b1.ptr(), b3.ptr(), xb.ptr(), yb.ptr());
+    let (ks, ns, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
+    // SAFETY: gemv_swiglu_bf16(W1, W3 [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, N, K, T).
+    unsafe {
+        g.launch("gemv_swiglu_bf16", plan::gemv(n), &mut args![p1, p3, xp, ks, yp, ns, nn, kk, tt])?
+    };
+    let got = down_f32(g, &yb, t * n)?;
+    let mut want = vec![0f64; t * n];
+    for ti in 0..t {
+        for ni in 0..n {
+            let (mut a, mut b) = (0f64, 0f64);
+            for ki in 0..k {
+                let xv = f64::from(x[ti * k + ki]);
+                a += f64::from(bf16_to_f32(w1[ni * k + ki])) * xv;
+                b += f64::from(bf16_to_f32(w3[ni * k + ki])) * xv;
+            }
+            want[ti * n + ni] = silu(a) * b;
+        }
+    }
+    Ok(check("gemv_swiglu_bf16", rel_err(&got, &want), TOL))
+}
+
+/// quantize_i8_bf16 then gemv_i8: scales vs max|row|/127, output vs the host dot product of
+/// the downloaded int8 values.
+fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
+    let (n, k, t) = (257usize, 512usize, 3usize);
+    let w = rng.bf16(n * k, 0.05);
+    let x = rng.vec(t * k, 1.0);
+    let (wb, qb, sb) = (up(g, &w)?, g.alloc(n * k)?, poisoned(g, n)?);
+    let (wp, qp, sp, kk) = (wb.ptr(), qb.ptr(), sb.ptr(), k as i32);
+    // SAFETY: quantize_i8_bf16(W [N,K] bf16, q [N,K] int8, scale [N] f32, K), grid N.
+    unsafe { g.launch("quantize_i8_bf16", plan::per_row(n), &mut args![wp, qp, sp, kk])? };
+    let scale = down_f32(g, &sb, n)?;
+    let mut q = vec![0i8; n * k];
+    g.download(&mut q, qb.ptr())?;
+    let want_scale: Vec<f64> = (0..n)
+        .map(|r| {
+            w[r * k..(r + 1) * k].iter().fold(0f64, |m, &v| m.max(f64::from(bf16_to_f32(v)).abs()))
+                / 127.0
+        })
+        .collect();
+    let mut q_off = 0usize;
+    for r in 0..n {
+        for c in 0..k {
+            let want = (f64::from(bf16_to_f32(w[r * k + c])) / f64::from(scale[r])).round();
+            if (want - f64::from(q[r * k + c])).abs() > 1.0 {
+                q_off += 1;
+            }
+        }
+    }
+    let (xb, yb) = (up(g, &x)?, poisoned(g, t * n)?);
+    let (xp, yp) = (xb.ptr(), yb.ptr());
+    let (ks, ns, nn, tt, res) = (k as i32, n as i32, n as i32, t as i32, 0u64);
+    // SAFETY: gemv_i8(q, scale, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T).
+    unsafe {
+        g.launch("gemv_i8", plan::gemv(n), &mut args![qp, sp, xp, ks, yp, ns, res, nn, kk, tt])?
+    };
+    let got = down_f32(g, &yb, t * n)?;
+    let mut want = vec![0f64; t * n];
+    for ti in 0..t {
+        for ni in 0..n {
+            let s: f64 =
+                (0..k).map(|ki| f64::from(q[ni * k + ki]) * f64::from(x[ti * k + ki])).sum();
+            want[ti * n + ni] = s * f64::from(scale[ni]);
+        }
+    }
+    Ok(vec![
+        check("quantize_i8_bf16 (scales)", rel_err(&scale, &want_scale), 1e-6),
+        check("quantize_i8_bf16 (values off by > 1)", q_off as f64, 0.0),
+        check("gemv_i8", rel_err(&got, &want), TOL),
+    ])
+}
+
+fn rmsnorm(g: &Gpu, rng: &mut Rng, fused: bool) -> R<KernelCheck> {
+    let (rows, dim, eps) = (3usize, 1024usize, 1e-6f32);
+    let x = rng.vec(rows * dim, 2.0);
+    let d = rng.vec(rows * dim, 1.0);
+    let w = rng.bf16(dim, 1.0);
+    let (xb, db, wb, ob) = (up(g, &x)?, up(g, &d)?, up(g, &w)?, poisoned(g, rows * dim)?);
+    let (xp, dp, wp, op, dd) = (xb.ptr(), db.ptr(), wb.ptr(), ob.ptr(), dim as i32);
+    // SAFETY: rmsnorm_f32(x, w, out, dim, eps) / add_rmsnorm_f32(x, delta, w, out, dim, eps);
+    // x, delta, out [rows, dim] f32, w [dim] bf16.
+    unsafe {
+        if fused {
+            g.launch("add_rmsnorm_f32", plan::per_row(rows), &mut args![xp, dp, wp, op, dd, eps])?
+        } else {
+            g.launch("rmsnorm_f32", plan::per_row(rows), &mut args![xp, wp, op, dd, eps])?
+        }
+    };
+    let got = down_f32(g, &ob, rows * dim)?;
+    let mut want = vec![0f64; rows * dim];
+    let mut want_x = vec![0f64; rows * dim];
+    for r in 0..rows {
+        let row: Vec<f64> = (0..dim)
+            .map(|c| {
+                let i = r * dim + c;
+                f64::from(x[i]) + if fused { f64::from(d[i]) } else { 0.0 }
+            })
+            .collect();
+        let ms = row.iter().map(|v| v * v).sum::<f64>() / dim as f64;
+        let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+        for c in 0..dim {
+            want[r * dim + c] = row[c] * inv * f64::from(bf16_to_f32(w[c]));
+            want_x[r * dim + c] = row[c];
+        }
+    }
+    let mut err = rel_err(&got, &want);
+    if fused {
+        err = err.max(rel_err(&down_f32(g, &xb, rows * dim)?, &want_x));
+    }
+    Ok(check(if fused { "add_rmsnorm_f32 (out and residual)" } else { "rmsnorm_f32" }, err, TOL))
+}
+
+/// Host model of qk_rope_f32 for one head vector at position `pos`.
+fn rope_ref(x: &[f32], norm: Option<&[u16]>, eps: f32, table: &[u16], pos: usize) -> Vec<f64> {
+    let hd = x.len();
+    let mut v: Vec<f64> = x.iter().map(|&a| f64::from(a)).collect();
+    if let Some(w) = norm {
+        let ms = v.iter().map(|a| a * a).sum::<f64>() / hd as f64;
+        let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+        for (i, a) in v.iter_mut().enumerate() {
+            *a = *a * inv * f64::from(bf16_to_f32(w[i]));
+        }
+    }
+    let mut out = vec![0f64; hd];
+    for i in 0..hd / 2 {
+        let c = f64::from(bf16_to_f32(table[(pos * hd / 2 + i) * 2]));
+        let s = f64::from(bf16_to_f32(table[(pos * hd / 2 + i) * 2 + 1]));
+        out[2 * i] = v[2 * i] * c - v[2 * i + 1] * s;
+        out[2 * i + 1] = v[2 * i + 1] * c + v[2 * i] * s;
+    }
+    out
+}
+
+/// qk_rope_f32: q rotated in place, k (rotated) and v written to the bf16 caches.
+fn rope(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
+    let (t, nh, nkv, hd, max_pos, eps) = (3usize, 4usize, 2usize, 128usize, 64usize, 1e-6f32);
+    let (pos0, pos_add) = (40i32, 2i32);
+    let row_w = (nh + 2 * nkv) * hd;
+    let qkv = rng.vec(t * row_w, 1.0);
+    let (qn, kn) = (rng.bf16(hd, 1.0), rng.bf16(hd, 1.0));
+    let table = rope_table_bf16(1_000_000.0, hd, max_pos);
+    let cache = vec![0u16; nkv * max_pos * hd];
+    let (qb, pb, qnb, knb, tb) =
+        (up(g, &qkv)?, up(g, &[pos0])?, up(g, &qn)?, up(g, &kn)?, up(g, &table)?);
+    let (kcb, vcb) = (up(g, &cache)?, up(g, &cache)?);
+    let (qp, pp, qnp, knp, tp, kcp, vcp) =
+        (qb.ptr(), pb.ptr(), qnb.ptr(), knb.ptr(), tb.ptr(), kcb.ptr(), vcb.ptr());
+    let (tt, nhh, nkk, hdd, mp, use_qk) =
+        (t as i32, nh as i32, nkv as i32, hd as i32, max_pos as i32, 1i32);
+    // SAFETY: qk_rope_f32(qkv, T, pos_ptr, pos_add, q_norm, k_norm, use_qk_norm, rope, nh, nkv,
+    // hd, eps, kc, vc, max_pos); shapes as allocated above.
+    unsafe {
+        g.launch(
+            "qk_rope_f32",
+            plan::qk_rope(t, nh, nkv, hd),
+            &mut args![qp, tt, pp, pos_add, qnp, knp, use_qk, tp, nhh, nkk, hdd, eps, kcp, vcp, mp],
+        )?
+    };
+    let got_q = down_f32(g, &qb, t * row_w)?;
+    let mut kc = vec![0u16; cache.len()];
+    let mut vc = vec![0u16; cache.len()];
+    g.download(&mut kc, kcb.ptr())?;
+    g.download(&mut vc, vcb.ptr())?;
+    let (mut gq, mut wq, mut gk, mut wk, mut gv, mut wv) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for ti in 0..t {
+        let pos = (pos0 + pos_add) as usize + ti;
+        let row = &qkv[ti * row_w..(ti + 1) * row_w];
+        for h in 0..nh {
+            wq.extend(rope_ref(&row[h * hd..(h + 1) * hd], Some(&qn), eps, &table, pos));
+            gq.extend_from_slice(&got_q[ti * row_w + h * hd..ti * row_w + (h + 1) * hd]);
+        }
+        for h in 0..nkv {
+            let kx = &row[(nh + h) * hd..(nh + h + 1) * hd];
+            wk.extend(rope_ref(kx, Some(&kn), eps, &table, pos));
+            let vx = &row[(nh + nkv + h) * hd..(nh + nkv + h + 1) * hd];
+            wv.extend(vx.iter().map(|&a| f64::from(bf16_to_f32(bf16_bits(a)))));
+            let at = (h * max_pos + pos) * hd;
+            gk.extend(kc[at..at + hd].iter().map(|&b| bf16_to_f32(b)));
+            gv.extend(vc[at..at + hd].iter().map(|&b| bf16_to_f32(b)));
+        }
+    }
+    Ok(vec![
+        check("qk_rope_f32 (q, in place)", rel_err(&gq, &wq), TOL),
+        // k is rounded to bf16 in the cache: 2^-8 relative.
+        check("qk_rope_f32 (k cache, bf16)", rel_err(&gk, &wk), 8e-3),
+        check("qk_rope_f32 (v cache, bf16)", rel_err(&gv, &wv), 0.0),
+    ])
+}
+
+/// attention_f32 + attention_combine_f32 against softmax(q·k / √hd) v over keys 0..=pos.
+fn attention(g: &Gpu, rng: &mut Rng, splits: usize) -> R<KernelCheck> {
+    let (t, nh, nkv, hd, max_pos) = (3usize, 8usize, 2usize, 128usize, 700usize);
+    let (pos0, pos_add) = (600i32, 1i32);
+    let q_stride = (nh + 2 * nkv) * hd;
+    let q = rng.vec(t * q_stride, 1.0);
+    let kc = rng.bf16(nkv * max_pos * hd, 1.0);
+    let vc = rng.bf16(nkv * max_pos * hd, 1.0);
+    let (qb, kb, vb, pb) = (up(g, &q)?, up(g, &kc)?, up(g, &vc)?, up(g, &[pos0])?);
+    let (pob, pmb, ob) = (
+        poisoned(g, nh * t * splits * hd)?,
+        poisoned(g, nh * t * splits * 2)?,
+        poisoned(g, t * nh * hd)?,
+    );
+    let scale = 1.0f32 / (hd as f32).sqrt();
+    let (qp, kp, vp, pp, po, pm, op) =
+        (qb.ptr(), kb.ptr(), vb.ptr(), pb.ptr(), pob.ptr(), pmb.ptr(), ob.ptr());
+    let (qs, tt, nhh, nkk, hdd, mp, ns, os) = (
+        q_stride as i32,
+        t as i32,
+        nh as i32,
+        nkv as i32,
+        hd as i32,
+        max_pos as i32,
+        splits as i32,
+        (nh * hd) as i32,
+    );
+    // SAFETY: attention_f32(q, q_stride, kc, vc, T, pos_ptr, pos_add, nh, nkv, hd, max_pos, scale,
+    // n_split, part_o [nh*T*n_split*hd], part_ml [nh*T*n_split*2]); combine(part_o, part_ml,
+    // out [T, nh*hd], out_stride, T, nh, hd, n_split).
+    unsafe {
+        g.launch(
+            "attention_f32",
+            plan::attention(nh, t, splits),
+            &mut args![qp, qs, kp, vp, tt, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm],
+        )?;
+        g.launch(
+            "attention_combine_f32",
+            plan::attention_combine(nh, t),
+            &mut args![po, pm, op, os, tt, nhh, hdd, ns],
+        )?;
+    }
+    let got = down_f32(g, &ob, t * nh * hd)?;
+    let mut want = vec![0f64; t * nh * hd];
+    for ti in 0..t {
+        let len = (pos0 + pos_add) as usize + ti + 1;
+        for h in 0..nh {
+            let kvh = h / (nh / nkv);
+            let qv = &q[ti * q_stride + h * hd..ti * q_stride + (h + 1) * hd];
+            let s: Vec<f64> = (0..len)
+                .map(|j| {
+                    let kr = &kc[(kvh * max_pos + j) * hd..];
+                    (0..hd).map(|e| f64::from(qv[e]) * f64::from(bf16_to_f32(kr[e]))).sum::<f64>()
+                        * f64::from(scale)
+                })
+                .collect();
+            let m = s.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let l: f64 = p.iter().sum();
+            for e in 0..hd {
+                let o: f64 = (0..len)
+                    .map(|j| p[j] * f64::from(bf16_to_f32(vc[(kvh * max_pos + j) * hd + e])))
+                    .sum();
+                want[ti * nh * hd + h * hd + e] = o / l;
+            }
+        }
+    }
+    let name = format!("attention_f32 + combine ({splits} split(s), 601..603 keys)");
+    Ok(check(&name, rel_err(&got, &want), 1e-4))
+}
+
+/// embed_tokens_f32: a text token, a semantic token with codes, an out-of-range id (→ 0).
+fn embed(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
+    let (vocab, dim, k, cbs, sb, se) = (64usize, 256usize, 3usize, 16usize, 32i32, 47i32);
+    let emb = rng.bf16(vocab * dim, 1.0);
+    let cb = rng.bf16(k * cbs * dim, 1.0);
+    let t = 3usize;
+    // rows: main ids, then codes c0..c2 (row stride t).
+    let tokens: Vec<i64> = vec![5, 40, 999, 0, 3, 0, 0, 15, 0, 0, 7, 0];
+    let (tb, eb, cbb, ob) = (up(g, &tokens)?, up(g, &emb)?, up(g, &cb)?, poisoned(g, t * dim)?);
+    let scale_div = ((k + 1) as f32).sqrt();
+    let (tp, ep, cp, op) = (tb.ptr(), eb.ptr(), cbb.ptr(), ob.ptr());
+    let (ts, tt, dd, kk, cs, voc) =
+        (t as i32, t as i32, dim as i32, k as i32, cbs as i32, vocab as i32);
+    // SAFETY: embed_tokens_f32(tokens [1+K, tok_stride], tok_stride, T, emb, cb_emb, out [T, dim],
+    // dim, K, codebook_size, vocab, sem_begin, sem_end, scale_div).
+    unsafe {
+        g.launch(
+            "embed_tokens_f32",
+            plan::per_row(t),
+            &mut args![tp, ts, tt, ep, cp, op, dd, kk, cs, voc, sb, se, scale_div],
+        )?
+    };
+    let got = down_f32(g, &ob, t * dim)?;
+    let mut want = vec![0f64; t * dim];
+    for c in 0..dim {
+        want[c] = f64::from(bf16_to_f32(emb[5 * dim + c]));
+        let mut v = f64::from(bf16_to_f32(emb[40 * dim + c]));
+        for i in 0..k {
+            let code = tokens[(1 + i) * t + 1] as usize;
+            v += f64::from(bf16_to_f32(cb[(code + i * cbs) * dim + c]));
+        }
+        want[dim + c] = v / f64::from(scale_div);
+        want[2 * dim + c] = f64::from(bf16_to_f32(emb[c]));
+    }
+    Ok(check("embed_tokens_f32", rel_err(&got, &want), TOL))
+}
+
+/// cuBLAS GemmEx in the prefill layout: Y[t, n] = beta·Y + bf16(X)[t, :] · W[n, :].
+fn gemm(g: &Gpu, rng: &mut Rng, beta: f32) -> R<KernelCheck> {
+    if g.blas.is_none() {
+        return Ok(check("cublas gemm_bf16 (libcublas not found)", f64::INFINITY, 0.0));
+    }
+    let (n, k, t) = (96usize, 256usize, 7usize);
+    let w = rng.bf16(n * k, 0.1);
+    let xb16 = rng.bf16(t * k, 1.0);
+    let y0 = rng.vec(t * n, 1.0);
+    let (wb, xb, yb) = (up(g, &w)?, up(g, &xb16)?, up(g, &y0)?);
+    // SAFETY: w n·k bf16, xb t·k bf16, y t·n f32, all allocated above.
+    unsafe { g.gemm_bf16(wb.ptr(), xb.ptr(), yb.ptr(), n, k, t, beta)? };
+    let got = down_f32(g, &yb, t * n)?;
+    let mut want = vec![0f64; t * n];
+    for ti in 0..t {
+        for ni in 0..n {
+            let s: f64 = (0..k)
+                .map(|ki| {
+                    f64::from(bf16_to_f32(w[ni * k + ki]))
+                        * f64::from(bf16_to_f32(xb16[ti * k + ki]))
+                })
+                .sum();
+            want[ti * n + ni] = f64::from(beta) * f64::from(y0[ti * n + ni]) + s;
+        }
+    }
+    Ok(check(&format!("cublas gemm_bf16 (beta {beta})"), rel_err(&got, &want), 1e-4))
+}
+
+/// sample_f32 on random logits against `sampling::sample` (same seed, frame 0, no window).
+fn sample(g: &Gpu, rng: &mut Rng, slot: usize, temperature: f32) -> R<KernelCheck> {
+    let (n, k) = if slot == 0 { (4097usize, 10usize) } else { (1024usize, 10usize) };
+    let (sem_begin, im_end) = (151_678i32, 151_645i32);
+    let (trials, seed) = (8usize, 4321u64);
+    let p = SamplingParams { temperature, top_p: 0.8, repetition_penalty: 1.1 };
+    let hist = g.alloc_zeroed(16 * (k + 1) * 8)?;
+    let frame = g.alloc_zeroed((k + 1) * 8)?;
+    let mut mismatches = 0usize;
+    for trial in 0..trials {
+        let logits = rng.vec(n, 4.0 + trial as f32);
+        let lb = up(g, &logits)?;
+        let words: [u32; 16] = [
+            0,
+            0,
+            seed as u32,
+            (seed >> 32) as u32,
+            p.temperature.to_bits(),
+            p.top_p.to_bits(),
+            p.repetition_penalty.to_bits(),
+            0,
+            0,
+            16,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let stb = up(g, &words)?;
+        let (lp, nn, sl, pad, sp, hp, mh, kk) = (
+            lb.ptr(),
+            n as i32,
+            slot as i32,
+            plan::sample_pad(n) as i32,
+            stb.ptr(),
+            hist.ptr(),
+            16i32,
+            k as i32,
+        );
+        let (sb, se, ie, iei, sr, fp) =
+            (sem_begin, sem_begin + 4095, im_end, 4096i32, 4096i32, frame.ptr());
+        // SAFETY: sample_f32(logits [n], n, slot, n_pad, state, hist [16, K+1], max_hist, K,
+        // sem_begin, sem_end, im_end, im_end_index, semantic_rows, frame [K+1]); dynamic shared
+        // memory n_pad * 12 bytes (raised at load).
+        unsafe {
+            g.launch(
+                "sample_f32",
+                plan::sample(n),
+                &mut args![lp, nn, sl, pad, sp, hp, mh, kk, sb, se, ie, iei, sr, fp],
+            )?
+        };
+        let mut fr = vec![0i64; k + 1];
+        g.download(&mut fr, frame.ptr())?;
+        let got = match slot {
+            0 if fr[0] == i64::from(im_end) => 4096,
+            0 => fr[1],
+            _ => fr[slot + 1],
+        };
+        let mut l = logits.clone();
+        let want = sampling::sample(&mut l, &[], p, seed, 0, slot as u32) as i64;
+        if got != want {
+            mismatches += 1;
+        }
+    }
+    let name =
+        format!("sample_f32 (slot {slot}, temperature {temperature}, {trials} draws: mismatches)");
+    Ok(check(&name, mismatches as f64, 0.0))
+}
+
+/// Runs every check; an error in one (a launch failure) is reported as that check failing.
+pub(super) fn run(config: &EngineConfig) -> R<Vec<KernelCheck>> {
+    let g = Gpu::open(config)?;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::new();
+    let mut push = |name: &str, r: R<Vec<KernelCheck>>| match r {
+        Ok(v) => out.extend(v),
+        Err(e) => out.push(KernelCheck {
+            name: format!("{name}: {e}"),
+            max_rel_err: f64::INFINITY,
+            tolerance: 0.0,
+            passed: false,
+        }),
+    };
+    push("gemv_bf16", gemv(&g, &mut rng, false).map(|c| vec![c]));
+    push("gemv_bf16 residual", gemv(&g, &mut rng, true).map(|c| vec![c]));
+    push("gemv_swiglu_bf16", swiglu(&g, &mut rng).map(|c| vec![c]));
+    push("int8", int8(&g, &mut rng));
+    push("rmsnorm_f32", rmsnorm(&g, &mut rng, false).map(|c| vec![c]));
+    push("add_rmsnorm_f32", rmsnorm(&g, &mut rng, true).map(|c| vec![c]));
+    push("qk_rope_f32", rope(&g, &mut rng));
+    push("attention 1 split", attention(&g, &mut rng, 1).map(|c| vec![c]));
+    push("attention 5 splits", attention(&g, &mut rng, 5).map(|c| vec![c]));
+    push("embed_tokens_f32", embed(&g, &mut rng).map(|c| vec![c]));
+    push("gemm beta 0", gemm(&g, &mut rng, 0.0).map(|c| vec![c]));
+    push("gemm beta 1", gemm(&g, &mut rng, 1.0).map(|c| vec![c]));
+    for (slot, temp) in [(0usize, 0.0f32), (0, 0.8), (3, 0.8), (3, 0.0)] {
+        push("sample_f32", sample(&g, &mut rng, slot, temp).map(|c| vec![c]));
+    }
+    Ok(out)
+}
