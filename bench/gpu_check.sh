@@ -88,13 +88,13 @@ run() {  # run NAME TIMEOUT_S CMD...
 }
 
 if want native; then
-  run selftest 90 "$BIN" selftest
-  run parity 150 "$BIN" parity tests/fixtures/tiny
-  run bench_bf16 120 "$BIN" bench 256 500
-  run bench_int8 120 "$BIN" bench --int8 256 500
+  run selftest 60 "$BIN" selftest
+  run parity 120 "$BIN" parity tests/fixtures/tiny
+  run bench_bf16 90 "$BIN" bench 256 500
+  run bench_int8 90 "$BIN" bench --int8 256 500
 fi
 if want torch; then
-  REF_FRAMES=300 REF_PROMPT_LEN=256 run torch_reference 300 python3 bench/torch_reference.py eager compile
+  REF_FRAMES=300 REF_PROMPT_LEN=256 run torch_reference 220 python3 bench/torch_reference.py eager compile
 fi
 if want ort; then
   run ort_parity 120 "$BIN" ort-parity tests/fixtures/tiny
