@@ -30,7 +30,8 @@ m = json.load(open(p))
 k = m["model"]["num_codebooks"]
 m["codec"] = {
     "sample_rate_hz": 44100, "frame_samples": 2048, "num_codebooks": k,
-    "codebook_sizes": [m["model"]["codebook_size"]] * k,
+    # the semantic codebook, then the residual ones (what the fast head covers)
+    "codebook_sizes": [m["model"]["codebook_size"]] + [m["fast"]["logit_rows"]] * (k - 1),
     "receptive_field_frames": 24, "max_decode_frames": 512,
 }
 json.dump(m, open(p, "w"), indent=1)

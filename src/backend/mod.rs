@@ -158,9 +158,23 @@ fn build(kind: BackendKind, config: &EngineConfig, bundle: &Bundle) -> Result<Ba
         return Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() });
     }
     if kind == BackendKind::Cuda {
-        // The transformer on the native backend; the codec stays on ONNX Runtime (docs/cuda.md).
+        // The transformer on the native backend; the codec on ONNX Runtime, on the GPU through
+        // the CUDA execution provider when that starts, else on the CPU (fp32 bundles only).
         let (t2s, _) = cuda::build(config, bundle)?;
-        let (_, codec) = onnx::build_cpu(config, bundle)?;
+        let codec = match onnx::build_codec(config, bundle, onnx::Flavor::Cuda) {
+            Ok(c) => c,
+            Err(Error::BackendUnavailable { reason, .. }) => {
+                log::info!("cuda: codec on the CPU (onnx-cuda: {reason})");
+                onnx::build_codec(config, bundle, onnx::Flavor::Cpu).map_err(|e| match e {
+                    Error::BackendUnavailable { reason: cpu, .. } => Error::BackendUnavailable {
+                        backend: "cuda",
+                        reason: format!("no codec: onnx-cuda: {reason}; onnx-cpu: {cpu}"),
+                    },
+                    other => other,
+                })?
+            }
+            Err(e) => return Err(e),
+        };
         return Ok((t2s, codec));
     }
     match onnx_flavor(kind) {

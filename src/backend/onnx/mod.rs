@@ -222,27 +222,77 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
             fast_rows: info.fast_logit_rows,
         }),
     });
-    let codec: Option<Arc<dyn Codec>> = match info.graphs.get("codec_decode") {
-        Some(p) => {
-            let decode = open_session(&env, config, p, Flavor::Cpu, None)?;
-            let encode = match info.graphs.get("codec_encode") {
-                Some(p) => Some(Mutex::new(open_session(&env, config, p, Flavor::Cpu, None)?)),
-                None => None,
-            };
-            // Optional input (an overridable initializer, default 0) of newer exports.
-            let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
-            Some(Arc::new(OnnxCodec {
-                name: NAME,
-                float: Float::F32,
-                decode: Mutex::new(decode),
-                encode,
-                start_frame,
-                info: info.clone(),
-            }))
-        }
+    let codec = open_codec(info, NAME, Float::F32, |_, p| {
+        open_session(&env, config, p, Flavor::Cpu, None)
+    })?;
+    Ok((t2s, codec.map(|c| Arc::new(c) as Arc<dyn Codec>)))
+}
+
+/// The codec sessions of `info` (None when the bundle has no `codec_decode` graph), each opened
+/// by `open(role, path)`.
+fn open_codec(
+    info: &BundleInfo,
+    name: &'static str,
+    float: Float,
+    mut open: impl FnMut(&str, &Path) -> Result<Session>,
+) -> Result<Option<OnnxCodec>> {
+    let Some(p) = info.graphs.get("codec_decode") else {
+        return Ok(None);
+    };
+    let decode = open("codec_decode", p)?;
+    let encode = match info.graphs.get("codec_encode") {
+        Some(p) => Some(Mutex::new(open("codec_encode", p)?)),
         None => None,
     };
-    Ok((t2s, codec))
+    // Optional input (an overridable initializer, default 0) of newer exports.
+    let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
+    Ok(Some(OnnxCodec {
+        name,
+        float,
+        decode: Mutex::new(decode),
+        encode,
+        start_frame,
+        info: info.clone(),
+    }))
+}
+
+/// Only the codec of `bundle` on `flavor` (for the native CUDA backend, whose transformer is
+/// its own): onnx-cpu needs an fp32 bundle, the GPU flavours take fp32 or fp16. Warmed up by
+/// a one-frame decode. `None` when the bundle has no codec graphs.
+pub(crate) fn build_codec(
+    config: &EngineConfig,
+    bundle: &Bundle,
+    flavor: Flavor,
+) -> Result<Option<Arc<dyn Codec>>> {
+    let info = &bundle.info;
+    if !info.graphs.contains_key("codec_decode") {
+        return Ok(None);
+    }
+    let float = match (flavor, info.precision.as_str()) {
+        (_, "fp32") => Float::F32,
+        (Flavor::Cuda | Flavor::TensorRt, "fp16") => Float::F16,
+        (_, other) => {
+            return Err(unavailable(format!(
+                "{} cannot run the codec of a {other} bundle",
+                flavor.name()
+            )))
+        }
+    };
+    let env = environment(config).map_err(|e| renamed(e, flavor))?;
+    if flavor != Flavor::Cpu && !ep::compiled_in(flavor)? {
+        return Err(ep::not_compiled_in(flavor, &loaded_library().unwrap_or_default()));
+    }
+    let codec =
+        open_codec(info, flavor.name(), float, |_, p| open_session(&env, config, p, flavor, None))?;
+    if let Some(c) = &codec {
+        let k = info.model.num_codebooks;
+        let codes = Codes::new(k, Frames(1), vec![0; k])?;
+        c.decode_at(&codes, 0, &mut Vec::new()).map_err(|e| Error::BackendUnavailable {
+            backend: flavor.name(),
+            reason: format!("the codec warm-up on device {} failed: {e}", config.device_id),
+        })?;
+    }
+    Ok(codec.map(|c| Arc::new(c) as Arc<dyn Codec>))
 }
 
 /// The backend name in errors raised before the flavour is known (library loading).
@@ -370,26 +420,12 @@ pub(crate) fn build_gpu(
     let fast_profile = (flavor == Flavor::TensorRt).then(|| ep::fast_profile(&info.model));
     let slow = open("slow", info.graph("slow")?, slow_profile)?;
     let fast = open("fast", info.graph("fast")?, fast_profile)?;
-    let codec = match info.graphs.get("codec_decode") {
-        Some(p) => {
-            let profile = (flavor == Flavor::TensorRt).then(|| ep::codec_profile(info));
-            let decode = open("codec_decode", p, profile)?;
-            let encode = match info.graphs.get("codec_encode") {
-                Some(p) => Some(Mutex::new(open("codec_encode", p, None)?)),
-                None => None,
-            };
-            let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
-            Some(Arc::new(OnnxCodec {
-                name,
-                float,
-                decode: Mutex::new(decode),
-                encode,
-                start_frame,
-                info: info.clone(),
-            }))
-        }
-        None => None,
-    };
+    let codec = open_codec(info, name, float, |role, p| {
+        let profile =
+            (flavor == Flavor::TensorRt && role == "codec_decode").then(|| ep::codec_profile(info));
+        open(role, p, profile)
+    })?
+    .map(Arc::new);
     let (device, host) = DeviceShared::memory_infos(config.device_id)?;
     let t2s = Arc::new(DeviceT2s {
         shared: Arc::new(DeviceShared {

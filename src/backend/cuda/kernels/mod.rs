@@ -54,6 +54,7 @@ pub const MODULES: &[KernelModule] = &[
             "gemv_i8",
             "gemv_swiglu_i8",
             "quantize_i8_bf16",
+            "silu_mul_f32",
         ],
     },
     KernelModule {
@@ -109,6 +110,50 @@ mod tests {
                     m.body.lines().any(|l| l.contains("extern \"C\"") && l.contains(&needle))
                         || m.body.contains(&format!("\n{}", &needle[1..]));
                 assert!(found, "{}: entry {e} not declared extern \"C\"", m.name);
+            }
+        }
+    }
+
+    /// Kernel names in `launch("name"` calls of a launcher source.
+    fn launched(src: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(i) = rest.find("launch(") {
+            rest = &rest[i + 7..];
+            let t = rest.trim_start();
+            if let Some(q) = t.strip_prefix('"') {
+                if let Some(end) = q.find('"') {
+                    out.push(q[..end].to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kernels_every_launched_kernel_is_registered_and_every_kernel_launched() {
+        let launchers = [include_str!("../engine.rs"), include_str!("../selftest.rs")];
+        let names: Vec<String> = launchers.iter().flat_map(|s| launched(s)).collect();
+        assert!(names.len() > 15, "{names:?}");
+        let entries: Vec<&str> = all_entries().map(|(_, e)| e).collect();
+        for n in &names {
+            assert!(entries.contains(&n.as_str()), "kernel {n} is launched but not in MODULES");
+        }
+        for m in MODULES {
+            for decl in m.body.split("__global__ void").skip(1) {
+                let mut d = decl.trim_start();
+                if let Some(after) = d.strip_prefix("__launch_bounds__") {
+                    d = after.split_once(')').map(|x| x.1).unwrap_or_default().trim_start();
+                }
+                let name: String =
+                    d.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name = name.as_str();
+                assert!(m.entries.contains(&name), "{}: kernel {name} is not registered", m.name);
+                assert!(
+                    names.iter().any(|x| x == name),
+                    "{}: kernel {name} is never launched",
+                    m.name
+                );
             }
         }
     }
