@@ -6,7 +6,8 @@
 #
 #   native  cuda_check selftest (every kernel vs an f64 host reference), parity on the tiny bundle
 #           (logits vs ORT CPU with and without cuBLAS, greedy frames, device sampler, frame graph),
-#           bench of the frame graph at S1-mini shapes (random bf16 weights), the same in int8
+#           bench of the frame graph at S1-mini shapes (random bf16 weights), the same in int8,
+#           Nsight Compute's per-kernel times of one replayed frame
 #   torch   bench/torch_reference.py eager + compile on the same card
 #   ort     onnx-cuda parity on the tiny bundle; an LLM-only random S1-mini bundle exported there
 #           (bench/llm_only_bundle.sh, fp16); transformer frames/s of onnx-cuda and of the native
@@ -92,6 +93,13 @@ if want native; then
   run parity 120 "$BIN" parity tests/fixtures/tiny
   run bench_bf16 90 "$BIN" bench 256 500
   run bench_int8 90 "$BIN" bench --int8 256 500
+  # Per-kernel device time of one decode frame (kernel nodes of the replayed graph; the launch
+  # window skips the prefill and first frames of the warm-up request).
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+  if [ -n "$ncu" ]; then
+    run ncu_frame 150 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+      --launch-skip 2500 --launch-count 470 --print-summary per-kernel "$BIN" bench 64 30
+  fi
 fi
 if want torch; then
   REF_FRAMES=300 REF_PROMPT_LEN=256 run torch_reference 220 python3 bench/torch_reference.py eager compile

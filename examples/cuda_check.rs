@@ -147,7 +147,7 @@ fn parity(dir: PathBuf) -> Result<bool, String> {
     std::env::remove_var("S1_CUDA_NO_CUBLAS");
     let text = bundle_text(&dir)?;
     let (ids, t) = prompt_ids(&dir)?;
-    // 2. greedy frames through the engine's frame loop (CPU sampling on GPU logits).
+    // 2. greedy frames through the engine (the cuda backend makes whole frames on the device).
     let greedy = SynthParams::default()
         .with_temperature(0.0)
         .with_fish_speech_compat(true)
@@ -173,6 +173,18 @@ fn parity(dir: PathBuf) -> Result<bool, String> {
         .with_repetition_penalty(sp.repetition_penalty)
         .with_seed(1234)
         .with_max_frames(30);
+    step(&mut ok, "sampled frames through the engine (device sampling)", || {
+        let (fs, _) = e_cpu.generate_frames(&text, &sampled).map_err(err)?;
+        let e_gpu = s1_mini::Engine::new(cfg(BackendKind::Cuda)).map_err(err)?;
+        let (fg, _) = e_gpu.generate_frames(&text, &sampled).map_err(err)?;
+        let agree = fs.iter().zip(&fg).take_while(|(a, b)| a == b).count();
+        println!(
+            "RESULT engine_sampled_frames_agreeing={agree}/{} ({})",
+            fs.len(),
+            first_diff(&fs, &fg)
+        );
+        Ok(true)
+    });
     step(&mut ok, "device sampler vs CPU sampler", || {
         let (fs, _) = e_cpu.generate_frames(&text, &sampled).map_err(err)?;
         let fd = cuda::generate_on_device(

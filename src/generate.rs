@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Codec, KvSnapshot, T2sRequest, Text2Semantic};
+use crate::backend::{Codec, FrameSampling, KvSnapshot, T2sRequest, Text2Semantic};
 use crate::bundle::BundleInfo;
 use crate::codes::Codes;
 use crate::config::SynthParams;
@@ -50,7 +50,8 @@ pub struct StageTimes {
     /// The whole prefill frame: the prompt through the slow transformer, then frame 0's fast
     /// steps and sampling.
     pub prefill: Duration,
-    /// Slow-transformer calls of the decoded frames (one per frame).
+    /// Slow-transformer calls of the decoded frames (one per frame); on a backend that makes
+    /// whole frames on its device (`cuda`), the whole frame, fast steps and sampling included.
     pub slow: Duration,
     /// Fast-transformer calls of the decoded frames (reset + `num_codebooks` steps per frame).
     pub fast: Duration,
@@ -233,6 +234,15 @@ impl FrameGenerator {
         }
     }
 
+    fn frame_sampling(&self) -> FrameSampling {
+        FrameSampling {
+            params: self.sampling,
+            seed: self.seed,
+            fish_speech_compat: self.compat,
+            ignore_end: self.ignore_end,
+        }
+    }
+
     /// Samples the frame from the slow output: main token, then the fast codebooks.
     fn sample_frame(&mut self, slow: crate::backend::SlowOutput) -> Result<Frame> {
         let f = self.frame_index;
@@ -320,7 +330,10 @@ impl FrameGenerator {
             None => self.req.slow(&prompt.data, prompt.len)?,
         };
         self.prefill_logits = slow.logits.clone();
-        let frame = self.sample_frame(slow)?;
+        let frame = match self.req.device_frame(&self.frame_sampling()) {
+            Some(frame) => frame?,
+            None => self.sample_frame(slow)?,
+        };
         self.finish_frame(&frame);
         if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t0) {
             p.prefill += t0.elapsed();
@@ -340,11 +353,20 @@ impl FrameGenerator {
         let t_frame = self.stamp();
         let prev =
             self.last.clone().ok_or_else(|| Error::Internal("decode before prefill".into()))?;
-        // prev: [1+K] → tokens [1+K, 1]
         let t0 = self.stamp();
-        let slow = self.req.slow(&prev, 1)?;
-        self.charge(t0, Stage::Slow);
-        let frame = self.sample_frame(slow)?;
+        let frame = match self.req.device_frame(&self.frame_sampling()) {
+            Some(frame) => {
+                let frame = frame?;
+                self.charge(t0, Stage::Slow); // the whole frame, sampling included
+                frame
+            }
+            None => {
+                // prev: [1+K] → tokens [1+K, 1]
+                let slow = self.req.slow(&prev, 1)?;
+                self.charge(t0, Stage::Slow);
+                self.sample_frame(slow)?
+            }
+        };
         self.finish_frame(&frame);
         if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t_frame) {
             p.decode_total += t0.elapsed();

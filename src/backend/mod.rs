@@ -44,6 +44,16 @@ pub trait T2sRequest: Send {
     fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>>;
     /// Positions in the slow KV cache.
     fn kv_len(&self) -> usize;
+    /// Makes the next frame (`[main id, c0, .., c(K-1)]`) entirely on the backend's device:
+    /// the slow step on the previous frame, the fast steps and every sampling, by the algorithm
+    /// and RNG of `sampling.rs`. The first call after the prompt's [`T2sRequest::slow`] makes
+    /// the prefill frame from its logits. `None` (the default): the backend cannot, and the
+    /// engine's frame loop drives [`T2sRequest::slow`] and [`T2sRequest::fast`] with CPU
+    /// sampling. A backend answers the same way for every call of a request.
+    fn device_frame(&mut self, sampling: &FrameSampling) -> Option<Result<Vec<i64>>> {
+        let _ = sampling;
+        None
+    }
     /// A copy of the slow KV cache (positions `0..kv_len()`), to start other requests from
     /// (the voice prefix cache). Backends without it return [`Error::BackendUnavailable`] and
     /// the engine prefills the whole prompt instead.
@@ -62,6 +72,20 @@ pub trait T2sRequest: Send {
             reason: "this backend cannot restore a KV cache".into(),
         })
     }
+}
+
+/// What whole-frame sampling on a device needs ([`T2sRequest::device_frame`]); the same for
+/// every frame of a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameSampling {
+    /// Temperature, top-p and repetition penalty (already bf16-rounded in compat mode).
+    pub params: crate::sampling::SamplingParams,
+    /// RNG seed.
+    pub seed: u64,
+    /// fish-speech's main-token repetition window (`SynthParams::fish_speech_compat`).
+    pub fish_speech_compat: bool,
+    /// `<|im_end|>` is never sampled (`SynthParams::ignore_end`).
+    pub ignore_end: bool,
 }
 
 /// A copy of a slow KV cache: positions `0..len`, in a backend-specific layout.

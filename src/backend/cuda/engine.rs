@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use super::device::{args, DevBuf, Gpu, PinnedBuf};
 use super::layout::{self, ModelConfig, WeightPlan};
 use super::plan::{self, Dims};
-use crate::backend::{BackendPair, SlowOutput, T2sRequest, Text2Semantic};
+use crate::backend::{BackendPair, FrameSampling, SlowOutput, T2sRequest, Text2Semantic};
 use crate::bundle::Bundle;
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
@@ -294,6 +294,18 @@ impl Model {
         Ok(ws)
     }
 
+    /// Nodes of the captured frame graph, as the driver counts them.
+    fn graph_nodes(&self) -> std::result::Result<usize, String> {
+        let pool = self.pool.lock();
+        let g = pool.first().and_then(|ws| ws.graph.as_ref()).ok_or("no captured graph")?;
+        let mut n = 0usize;
+        // SAFETY: cuGraphGetNodes with a null array only writes the count; the graph is live.
+        unsafe { sys::cuGraphGetNodes(g.cu_graph(), std::ptr::null_mut(), &mut n) }
+            .result()
+            .map_err(|e| format!("cuGraphGetNodes: {e:?}"))?;
+        Ok(n)
+    }
+
     fn take_workspace(&self) -> std::result::Result<Workspace, String> {
         if let Some(ws) = self.pool.lock().pop() {
             return Ok(ws);
@@ -346,32 +358,20 @@ impl Model {
         }
     }
 
-    fn add_rmsnorm(
-        &self,
-        x: u64,
-        delta: u64,
-        w: u64,
-        out: u64,
-        rows: usize,
-    ) -> std::result::Result<(), String> {
-        let (dim, eps) = (self.cfg.dim as i32, self.cfg.norm_eps);
-        // SAFETY: add_rmsnorm_f32(float* x, const float* delta, const bf16* w, float* out,
-        // int dim, float eps); x/delta/out [rows, dim] f32.
-        unsafe {
-            self.gpu.launch(
-                "add_rmsnorm_f32",
-                plan::per_row(rows),
-                &mut args![x, delta, w, out, dim, eps],
-            )
-        }
+    /// Whether a T-row product goes through cuBLAS (prefill) rather than the GEMV kernels.
+    fn uses_blas(&self, w: Lin, t: usize) -> bool {
+        t > 1 && self.gpu.blas.is_some() && matches!(w, Lin::Bf16(_))
     }
 
-    /// y[t] = (res ? y[t] : 0) + W x[t] for t < T (GEMV kernels; cuBLAS for T > 1 when present).
+    /// y[t] = (residual ? y[t] : 0) + W xn[t] for t < T, xn = x or rmsnorm(x) · `norm`.
+    /// GEMV kernels (the norm fused in); cuBLAS for T > 1 when present (the norm written to
+    /// ws.h first). `norm` needs k = dim.
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
         ws: &Workspace,
         w: Lin,
+        norm: Option<u64>,
         x: u64,
         y: u64,
         n: usize,
@@ -379,10 +379,17 @@ impl Model {
         t: usize,
         residual: bool,
     ) -> std::result::Result<(), String> {
-        if t > 1 && self.gpu.blas.is_some() && matches!(w, Lin::Bf16(_)) {
-            self.cast_bf16(x, ws.xb.ptr(), t * k)?;
+        if self.uses_blas(w, t) {
+            let src = match norm {
+                Some(nw) => {
+                    self.rmsnorm(x, nw, ws.h.ptr(), t)?;
+                    ws.h.ptr()
+                }
+                None => x,
+            };
+            self.cast_bf16(src, ws.xb.ptr(), t * k)?;
             // SAFETY: W [n, k] bf16 in the arena, xb [t, k] bf16 (sized for the widest input),
-            // y [t, n] f32 dense.
+            // y [t, n] f32 dense (beta = 1 adds in place).
             return unsafe {
                 self.gpu.gemm_bf16(
                     w.bf16(),
@@ -397,47 +404,58 @@ impl Model {
         }
         let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
         let res = if residual { y } else { 0u64 };
+        let (nw, eps) = (norm.unwrap_or(0), self.cfg.norm_eps);
         match w {
             Lin::Bf16(wp) => {
+                let ks = plan::gemv_split(n, k, 8);
+                let kss = ks as i32;
                 // SAFETY: gemv_bf16(const bf16* W, const float* x, int x_stride, float* y,
-                // int y_stride, const float* res, int N, int K, int T); W [N, K], x [T, K],
-                // y/res [T, N]; K % 8 == 0 (ModelConfig::check).
+                // int y_stride, const float* res, int N, int K, int T, const bf16* norm_w,
+                // float eps, int ks); W [N, K], x [T, K], y/res [T, N], norm_w [K] or null;
+                // K % (8 ks) == 0 (gemv_split).
                 unsafe {
                     self.gpu.launch(
                         "gemv_bf16",
-                        plan::gemv(n),
-                        &mut args![wp, x, xs, y, ys, res, nn, kk, tt],
+                        plan::gemv(n, ks),
+                        &mut args![wp, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
                     )
                 }
             }
             Lin::I8 { q, scale, .. } => {
-                // SAFETY: gemv_i8(const int8* W, const float* scale, const float* x, int x_stride,
-                // float* y, int y_stride, const float* res, int N, int K, int T); K % 16 == 0.
+                let ks = plan::gemv_split(n, k, 16);
+                let kss = ks as i32;
+                // SAFETY: gemv_i8(const int8* W, const float* scale, const float* x,
+                // int x_stride, float* y, int y_stride, const float* res, int N, int K, int T,
+                // const bf16* norm_w, float eps, int ks); K % (16 ks) == 0.
                 unsafe {
                     self.gpu.launch(
                         "gemv_i8",
-                        plan::gemv(n),
-                        &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt],
+                        plan::gemv(n, ks),
+                        &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
                     )
                 }
             }
         }
     }
 
+    /// y = silu(W1 xn) · (W3 xn), xn = rmsnorm(x) · `norm` (one fused GEMV kernel; two
+    /// cuBLAS GEMMs and `silu_mul_f32` for prefill).
     #[allow(clippy::too_many_arguments)]
     fn swiglu(
         &self,
         ws: &Workspace,
         l: &LayerW,
+        norm: u64,
         x: u64,
         y: u64,
         n: usize,
         k: usize,
         t: usize,
     ) -> std::result::Result<(), String> {
-        if t > 1 && self.gpu.blas.is_some() && matches!(l.w1, Lin::Bf16(_)) {
-            self.linear(ws, l.w1, x, ws.ffa.ptr(), n, k, t, false)?;
-            self.linear(ws, l.w3, x, ws.ffb.ptr(), n, k, t, false)?;
+        if self.uses_blas(l.w1, t) {
+            self.rmsnorm(x, norm, ws.tmp.ptr(), t)?;
+            self.linear(ws, l.w1, None, ws.tmp.ptr(), ws.ffa.ptr(), n, k, t, false)?;
+            self.linear(ws, l.w3, None, ws.tmp.ptr(), ws.ffb.ptr(), n, k, t, false)?;
             let (a, b, cnt) = (ws.ffa.ptr(), ws.ffb.ptr(), (n * t) as i32);
             // SAFETY: silu_mul_f32(const float* a, const float* b, float* out, int n); all [t, n].
             return unsafe {
@@ -445,26 +463,33 @@ impl Model {
             };
         }
         let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
+        let eps = self.cfg.norm_eps;
         match (l.w1, l.w3) {
             (Lin::I8 { q: q1, scale: s1, .. }, Lin::I8 { q: q3, scale: s3, .. }) => {
-                // SAFETY: gemv_swiglu_i8(W1, s1, W3, s3, x, x_stride, y, y_stride, N, K, T).
+                let ks = plan::gemv_split(n, k, 16);
+                let kss = ks as i32;
+                // SAFETY: gemv_swiglu_i8(W1, s1, W3, s3, x, x_stride, y, y_stride, N, K, T,
+                // norm_w, eps, ks); K % (16 ks) == 0.
                 unsafe {
                     self.gpu.launch(
                         "gemv_swiglu_i8",
-                        plan::gemv(n),
-                        &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt],
+                        plan::gemv(n, ks),
+                        &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
                     )
                 }
             }
             (w1, w3) => {
                 let (p1, p3) = (w1.bf16(), w3.bf16());
+                let ks = plan::gemv_split(n, k, 8);
+                let kss = ks as i32;
                 // SAFETY: gemv_swiglu_bf16(const bf16* W1, const bf16* W3, const float* x,
-                // int x_stride, float* y, int y_stride, int N, int K, int T).
+                // int x_stride, float* y, int y_stride, int N, int K, int T,
+                // const bf16* norm_w, float eps, int ks); K % (8 ks) == 0.
                 unsafe {
                     self.gpu.launch(
                         "gemv_swiglu_bf16",
-                        plan::gemv(n),
-                        &mut args![p1, p3, x, xs, y, ys, nn, kk, tt],
+                        plan::gemv(n, ks),
+                        &mut args![p1, p3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
                     )
                 }
             }
@@ -537,18 +562,24 @@ impl Model {
             (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, st.max_pos as i32);
         let scale = 1.0f32 / (st.head_dim as f32).sqrt();
         let (ns, po, pml) = (splits as i32, ws.part_o.ptr(), ws.part_ml.ptr());
+        let (out, os) = (ws.att.ptr(), st.q_w() as i32);
         // SAFETY: attention_f32(const float* q, int q_stride, const bf16* kc, const bf16* vc,
         // int T, const int* pos_ptr, int pos_add, int nh, int nkv, int hd, int max_pos,
-        // float scale, int n_split, float* part_o, float* part_ml); part buffers hold
-        // nh*T*n_split*(hd | 2) floats (sized for the largest use in new_workspace).
+        // float scale, int n_split, float* part_o, float* part_ml, float* out, int out_stride);
+        // part buffers hold nh*T*n_split*(hd | 2) floats (sized for the largest use in
+        // new_workspace), out [T, nh*hd].
         unsafe {
             self.gpu.launch(
                 "attention_f32",
                 plan::attention(st.n_head, t, splits),
-                &mut args![q, qs, kc, vc, tt, pos_ptr, pa, nh, nkv, hd, mp, scale, ns, po, pml],
+                &mut args![
+                    q, qs, kc, vc, tt, pos_ptr, pa, nh, nkv, hd, mp, scale, ns, po, pml, out, os
+                ],
             )?;
         }
-        let (out, os) = (ws.att.ptr(), st.q_w() as i32);
+        if splits == 1 {
+            return Ok(()); // pass 1 wrote the normalised output
+        }
         // SAFETY: attention_combine_f32(const float* part_o, const float* part_ml, float* out,
         // int out_stride, int T, int nh, int hd, int n_split); out [T, nh*hd].
         unsafe {
@@ -580,19 +611,13 @@ impl Model {
         let layer_bytes = st.kv_layer_elems() * 2;
         for (i, l) in layers.iter().enumerate() {
             let (kc, vc) = (kk.at(i * layer_bytes), vv.at(i * layer_bytes));
-            self.rmsnorm(ws.x.ptr(), l.attn_norm, ws.h.ptr(), t)?;
-            self.linear(ws, l.wqkv, ws.h.ptr(), ws.qkv.ptr(), st.qkv_w(), dim, t, false)?;
-            self.rope(st, l, ws.qkv.ptr(), t, pos_ptr, pos_add, rope, kc, vc)?;
+            let (x, qkv, att, ffa) = (ws.x.ptr(), ws.qkv.ptr(), ws.att.ptr(), ws.ffa.ptr());
+            self.linear(ws, l.wqkv, Some(l.attn_norm), x, qkv, st.qkv_w(), dim, t, false)?;
+            self.rope(st, l, qkv, t, pos_ptr, pos_add, rope, kc, vc)?;
             self.attention(ws, st, t, pos_ptr, pos_add, kc, vc, splits)?;
-            if t > 1 && self.gpu.blas.is_some() {
-                self.linear(ws, l.wo, ws.att.ptr(), ws.tmp.ptr(), dim, st.q_w(), t, false)?;
-                self.add_rmsnorm(ws.x.ptr(), ws.tmp.ptr(), l.ffn_norm, ws.h.ptr(), t)?;
-            } else {
-                self.linear(ws, l.wo, ws.att.ptr(), ws.x.ptr(), dim, st.q_w(), t, true)?;
-                self.rmsnorm(ws.x.ptr(), l.ffn_norm, ws.h.ptr(), t)?;
-            }
-            self.swiglu(ws, l, ws.h.ptr(), ws.ffa.ptr(), st.inter, dim, t)?;
-            self.linear(ws, l.w2, ws.ffa.ptr(), ws.x.ptr(), dim, st.inter, t, true)?;
+            self.linear(ws, l.wo, None, att, x, dim, st.q_w(), t, true)?;
+            self.swiglu(ws, l, l.ffn_norm, x, ffa, st.inter, dim, t)?;
+            self.linear(ws, l.w2, None, ffa, x, dim, st.inter, t, true)?;
         }
         Ok(())
     }
@@ -613,17 +638,8 @@ impl Model {
         self.layers(ws, false, t, pos_ptr, 0, splits)?;
         let last = ws.x.at((t - 1) * c.dim * 4);
         self.copy(last, ws.hidden.ptr(), c.dim)?;
-        self.rmsnorm(last, self.w.norm, ws.h.ptr(), 1)?;
-        self.linear(
-            ws,
-            Lin::Bf16(self.w.head),
-            ws.h.ptr(),
-            ws.logits.ptr(),
-            c.head_rows(),
-            c.dim,
-            1,
-            false,
-        )?;
+        let (head, norm, logits) = (Lin::Bf16(self.w.head), Some(self.w.norm), ws.logits.ptr());
+        self.linear(ws, head, norm, last, logits, c.head_rows(), c.dim, 1, false)?;
         let (stp, tt) = (ws.state.ptr(), t as i32);
         // SAFETY: advance_pos(S1State* st, int T).
         unsafe {
@@ -657,17 +673,9 @@ impl Model {
             )?
         };
         self.layers(ws, true, 1, ws.zero_i32.ptr(), pos, 1)?;
-        self.rmsnorm(ws.x.ptr(), self.w.fast_norm, ws.h.ptr(), 1)?;
-        self.linear(
-            ws,
-            Lin::Bf16(self.w.fast_head),
-            ws.h.ptr(),
-            ws.flogits.ptr(),
-            c.fast_logit_rows,
-            c.dim,
-            1,
-            false,
-        )
+        let (head, norm) = (Lin::Bf16(self.w.fast_head), Some(self.w.fast_norm));
+        let (x, logits) = (ws.x.ptr(), ws.flogits.ptr());
+        self.linear(ws, head, norm, x, logits, c.fast_logit_rows, c.dim, 1, false)
     }
 
     fn sample(&self, ws: &Workspace, slot: usize) -> std::result::Result<(), String> {
@@ -872,8 +880,14 @@ impl CudaT2s {
         let _g = m.op_lock.lock();
         m.bind()?;
         let ws = m.take_workspace().map_err(|e| backend_err("start", e))?;
-        let mut r =
-            CudaRequest { model: m.clone(), ws: Some(ws), kv_len: 0, fast_pos: 0, frame: 0 };
+        let mut r = CudaRequest {
+            model: m.clone(),
+            ws: Some(ws),
+            kv_len: 0,
+            fast_pos: 0,
+            frame: 0,
+            written: None,
+        };
         r.reset().map_err(|e| backend_err("start", e))?;
         Ok(r)
     }
@@ -886,6 +900,8 @@ pub(super) struct CudaRequest {
     kv_len: usize,
     fast_pos: usize,
     frame: u32,
+    /// The sampling last written to the device state (the frame graph reads it there).
+    written: Option<FrameSampling>,
 }
 
 impl Drop for CudaRequest {
@@ -913,6 +929,7 @@ impl CudaRequest {
         self.kv_len = 0;
         self.fast_pos = 0;
         self.frame = 0;
+        self.written = None;
         self.write_state(
             SamplingParams { temperature: 0.0, top_p: 1.0, repetition_penalty: 1.0 },
             0,
@@ -963,58 +980,75 @@ impl CudaRequest {
         m.gpu.upload(self.ws()?.state.ptr(), &words)
     }
 
-    /// Runs whole frames on the device (GPU sampling, the captured graph for decoded frames):
-    /// the prompt (if `prompt` is given) then frames until `n` frames or `<|im_end|>`.
-    /// Returns the frames (main id, c0..c(K-1)).
-    #[allow(clippy::too_many_arguments)]
+    /// The next frame on the device: frame 0 from the prefill's logits (eager launches), every
+    /// later one by one replay of the captured frame graph. The only host sync is the copy of
+    /// the frame's 1+K codes (needed for the stop rule and streaming).
+    fn next_device_frame(&mut self, s: &FrameSampling) -> Result<Vec<i64>> {
+        let m = self.model.clone();
+        let _g = m.op_lock.lock();
+        m.bind()?;
+        if self.kv_len == 0 {
+            return Err(Error::Internal("device frame before the prompt".into()));
+        }
+        if self.written != Some(*s) {
+            self.write_state(s.params, s.seed, s.fish_speech_compat, s.ignore_end)
+                .map_err(|e| backend_err("state", e))?;
+            self.written = Some(*s);
+        }
+        // The device advances its own counters; these mirror them (an error part-way leaves
+        // the request unusable, as any failed device call does).
+        let (mut kv_len, frame) = (self.kv_len, self.frame);
+        let ws = self.ws().map_err(|e| backend_err("frame", e))?;
+        if frame == 0 {
+            m.fast_and_sample(ws).map_err(|e| backend_err("first frame", e))?;
+        } else {
+            if kv_len >= m.cfg.max_seq_len {
+                return Err(Error::arg("max_frames", "the model's context is full"));
+            }
+            let g = ws.graph.as_ref().ok_or_else(|| backend_err("frame", "no graph"))?;
+            g.launch().map_err(|e| backend_err("cuGraphLaunch", format!("{e:?}")))?;
+            kv_len += 1;
+        }
+        let k1 = m.cfg.num_codebooks + 1;
+        m.gpu
+            .download_async(&ws.pinned, ws.frame.ptr(), k1 * 8)
+            .map_err(|e| backend_err("frame copy", e))?;
+        m.gpu.sync().map_err(|e| backend_err("frame", e))?;
+        let out = ws.pinned.as_i64()[..k1].to_vec();
+        self.kv_len = kv_len;
+        self.frame = frame + 1;
+        Ok(out)
+    }
+
+    /// Runs the prompt (if given) and then frames on the device until `n` frames or
+    /// `<|im_end|>` (unless `s.ignore_end`), calling `on_frame` after each.
     pub(super) fn generate_on_device(
         &mut self,
         prompt: Option<(&[i64], usize)>,
         n: usize,
-        p: SamplingParams,
-        seed: u64,
-        compat: bool,
-        ignore_end: bool,
+        s: &FrameSampling,
         mut on_frame: impl FnMut(&[i64]),
     ) -> Result<Vec<Vec<i64>>> {
-        let m = self.model.clone();
-        let _g = m.op_lock.lock();
-        m.bind()?;
-        let k1 = m.cfg.num_codebooks + 1;
-        let mut frames = Vec::new();
         if let Some((tokens, t)) = prompt {
+            let m = self.model.clone();
+            let _g = m.op_lock.lock();
+            m.bind()?;
             self.slow_upload(tokens, t)?;
         }
-        self.write_state(p, seed, compat, ignore_end).map_err(|e| backend_err("state", e))?;
-        // Counters mirror the device state; an error leaves the request unusable.
-        let (mut kv_len, mut frame) = (self.kv_len, self.frame);
-        let ws = self.ws().map_err(|e| backend_err("frame", e))?;
-        for i in 0..n {
-            if i == 0 && frame == 0 {
-                m.fast_and_sample(ws).map_err(|e| backend_err("first frame", e))?;
-            } else {
-                if kv_len >= m.cfg.max_seq_len {
-                    break;
-                }
-                let g = ws.graph.as_ref().ok_or_else(|| backend_err("frame", "no graph"))?;
-                g.launch().map_err(|e| backend_err("cuGraphLaunch", format!("{e:?}")))?;
-                kv_len += 1;
+        let im_end = self.model.cfg.im_end as i64;
+        let mut frames = Vec::new();
+        for _ in 0..n {
+            if self.frame > 0 && self.kv_len >= self.model.cfg.max_seq_len {
+                break;
             }
-            frame += 1;
-            m.gpu
-                .download_async(&ws.pinned, ws.frame.ptr(), k1 * 8)
-                .map_err(|e| backend_err("frame copy", e))?;
-            m.gpu.sync().map_err(|e| backend_err("frame", e))?;
-            let f = ws.pinned.as_i64()[..k1].to_vec();
+            let f = self.next_device_frame(s)?;
             on_frame(&f);
-            let end = f[0] == m.cfg.im_end as i64;
+            let end = f[0] == im_end;
             frames.push(f);
-            if end && !ignore_end {
+            if end && !s.ignore_end {
                 break;
             }
         }
-        self.kv_len = kv_len;
-        self.frame = frame;
         Ok(frames)
     }
 
@@ -1093,6 +1127,10 @@ impl T2sRequest for CudaRequest {
     fn kv_len(&self) -> usize {
         self.kv_len
     }
+
+    fn device_frame(&mut self, sampling: &FrameSampling) -> Option<Result<Vec<i64>>> {
+        Some(self.next_device_frame(sampling))
+    }
 }
 
 /// See [`super::generate_on_device`].
@@ -1119,8 +1157,13 @@ pub(super) fn generate_on_device(
     .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
     let t2s = CudaT2s { model: Arc::new(model) };
     let mut req = t2s.start_cuda()?;
-    let p = if compat { params.rounded_to_bf16() } else { params };
-    req.generate_on_device(Some((prompt, t)), max_frames, p, seed, compat, ignore_end, |_| {})
+    let s = FrameSampling {
+        params: if compat { params.rounded_to_bf16() } else { params },
+        seed,
+        fish_speech_compat: compat,
+        ignore_end,
+    };
+    req.generate_on_device(Some((prompt, t)), max_frames, &s, |_| {})
 }
 
 /// Benchmarks the real shapes with random weights (no checkpoint): `frames` decoded frames after
@@ -1145,20 +1188,24 @@ pub(super) fn bench_random(
     for (i, v) in prompt.iter_mut().take(prompt_len).enumerate() {
         *v = (i * 7919 % 150_000) as i64;
     }
-    let p = SamplingParams { temperature: 0.8, top_p: 0.8, repetition_penalty: 1.1 };
+    let s = FrameSampling {
+        params: SamplingParams { temperature: 0.8, top_p: 0.8, repetition_penalty: 1.1 },
+        seed: 1234,
+        fish_speech_compat: false,
+        ignore_end: true,
+    };
     let run = |n: usize| -> Result<(f64, f64, usize)> {
         let mut req = t2s.start_cuda()?;
         let r = &mut req;
         let t0 = std::time::Instant::now();
         let mut first_ms = 0.0;
         let mut count = 0usize;
-        let out =
-            r.generate_on_device(Some((&prompt, prompt_len)), n, p, 1234, false, true, |_| {
-                count += 1;
-                if count == 1 {
-                    first_ms = t0.elapsed().as_secs_f64() * 1e3;
-                }
-            })?;
+        let out = r.generate_on_device(Some((&prompt, prompt_len)), n, &s, |_| {
+            count += 1;
+            if count == 1 {
+                first_ms = t0.elapsed().as_secs_f64() * 1e3;
+            }
+        })?;
         let total = t0.elapsed().as_secs_f64();
         Ok((total, first_ms, out.len()))
     };
@@ -1174,6 +1221,6 @@ pub(super) fn bench_random(
         weight_bytes: model.w.bytes,
         used_device_bytes: total_mem - free,
         frames: n,
-        graph_nodes: plan::frame_nodes(&cfg).len(),
+        graph_nodes: model.graph_nodes().map_err(|e| backend_err("graph", e))?,
     })
 }

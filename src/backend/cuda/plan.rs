@@ -33,9 +33,24 @@ pub const ATTENTION_KEYS_PER_SPLIT: usize = 256;
 /// Prefill positions per chunk (bounds the activation buffers).
 pub const PREFILL_CHUNK: usize = 256;
 
-/// `gemv_*`: N output rows.
-pub fn gemv(n: usize) -> Dims {
-    d1(u(n.div_ceil(GEMV_ROWS_PER_BLOCK)), 256)
+/// Warps in flight that a GEMV aims for (≈ 32 per SM on a 132-SM Hopper).
+pub const GEMV_TARGET_WARPS: usize = 4096;
+
+/// K parts per GEMV row (`ks`, a power of two ≤ 8): enough warps for `n` rows to keep the
+/// memory system busy, with every part a whole number of `chunk`-element weight vectors
+/// (8 for bf16, 16 for int8).
+pub fn gemv_split(n: usize, k: usize, chunk: usize) -> usize {
+    let mut ks = 1;
+    while ks < GEMV_ROWS_PER_BLOCK && n * ks < GEMV_TARGET_WARPS && k.is_multiple_of(2 * ks * chunk)
+    {
+        ks *= 2;
+    }
+    ks
+}
+
+/// `gemv_*`: N output rows, `ks` warps per row (8 / ks rows per block).
+pub fn gemv(n: usize, ks: usize) -> Dims {
+    d1(u(n.div_ceil(GEMV_ROWS_PER_BLOCK / ks)), 256)
 }
 
 /// `rmsnorm_f32`, `add_rmsnorm_f32`, `embed_tokens_f32`: one block per row.
@@ -87,9 +102,7 @@ pub fn elementwise(n: usize) -> Dims {
 pub enum Node {
     /// Slow embedding of the previous frame (`embed_tokens_f32`).
     Embed,
-    /// RMSNorm (`rmsnorm_f32`).
-    Norm,
-    /// A bf16 or int8 GEMV (`gemv_*`), with the fused residual or not.
+    /// A bf16 or int8 GEMV (`gemv_*`), with the fused RMSNorm prologue and residual or not.
     Gemv,
     /// Fused w1/w3 + SwiGLU (`gemv_swiglu_*`).
     Swiglu,
@@ -111,27 +124,31 @@ pub enum Node {
     Finish,
 }
 
-fn layer_nodes(out: &mut Vec<Node>) {
+/// One transformer layer of a decode step; the combine pass only when attention is split.
+fn layer_nodes(out: &mut Vec<Node>, split_attention: bool) {
     out.extend([
-        Node::Norm,
-        Node::Gemv, // wqkv
+        Node::Gemv, // attention_norm + wqkv
         Node::Rope,
         Node::Attention,
-        Node::Combine,
-        Node::Gemv, // wo (+ residual)
-        Node::Norm,
-        Node::Swiglu,
-        Node::Gemv, // w2 (+ residual)
+    ]);
+    if split_attention {
+        out.push(Node::Combine);
+    }
+    out.extend([
+        Node::Gemv,   // wo (+ residual)
+        Node::Swiglu, // ffn_norm + w1/w3 + SwiGLU
+        Node::Gemv,   // w2 (+ residual)
     ]);
 }
 
-/// The slow half of a decode frame: embed, layers, hidden copy, final norm, head, advance.
-pub fn slow_step_nodes(c: &ModelConfig) -> Vec<Node> {
+/// The slow half of a decode frame: embed, layers, hidden copy, norm + head, advance.
+/// `splits` = attention splits of the slow stack ([`attention_splits`]).
+pub fn slow_step_nodes(c: &ModelConfig, splits: usize) -> Vec<Node> {
     let mut v = vec![Node::Embed];
     for _ in 0..c.n_layer {
-        layer_nodes(&mut v);
+        layer_nodes(&mut v, splits > 1);
     }
-    v.extend([Node::Copy, Node::Norm, Node::Gemv, Node::Advance]);
+    v.extend([Node::Copy, Node::Gemv, Node::Advance]);
     v
 }
 
@@ -142,10 +159,10 @@ pub fn fast_and_sample_nodes(c: &ModelConfig) -> Vec<Node> {
     for pos in 0..c.num_codebooks {
         v.push(Node::FastInput);
         for _ in 0..c.n_fast_layer {
-            layer_nodes(&mut v);
+            layer_nodes(&mut v, false);
         }
         if pos > 0 {
-            v.extend([Node::Norm, Node::Gemv, Node::Sample]);
+            v.extend([Node::Gemv, Node::Sample]); // fast_norm + fast head, sampling
         }
     }
     v.push(Node::Finish);
@@ -153,8 +170,8 @@ pub fn fast_and_sample_nodes(c: &ModelConfig) -> Vec<Node> {
 }
 
 /// Every node of one decode frame (the captured graph).
-pub fn frame_nodes(c: &ModelConfig) -> Vec<Node> {
-    let mut v = slow_step_nodes(c);
+pub fn frame_nodes(c: &ModelConfig, splits: usize) -> Vec<Node> {
+    let mut v = slow_step_nodes(c, splits);
     v.extend(fast_and_sample_nodes(c));
     v
 }
@@ -190,10 +207,31 @@ mod tests {
     #[test]
     fn plan_gemv_covers_every_row() {
         for n in [1, 7, 8, 9, 4097, 3072] {
-            let d = gemv(n);
-            assert!(d.grid.0 as usize * GEMV_ROWS_PER_BLOCK >= n);
-            assert!((d.grid.0 as usize - 1) * GEMV_ROWS_PER_BLOCK < n);
-            assert_eq!(d.block as usize, GEMV_ROWS_PER_BLOCK * 32);
+            for ks in [1, 2, 4, 8] {
+                let rows = GEMV_ROWS_PER_BLOCK / ks;
+                let d = gemv(n, ks);
+                assert!(d.grid.0 as usize * rows >= n);
+                assert!((d.grid.0 as usize - 1) * rows < n);
+                assert_eq!(d.block as usize, GEMV_ROWS_PER_BLOCK * 32);
+            }
+        }
+    }
+
+    #[test]
+    fn plan_gemv_split_fills_small_gemvs_with_whole_vectors() {
+        assert_eq!(gemv_split(4097, 1024, 8), 1); // slow head
+        assert_eq!(gemv_split(4096, 1024, 8), 1); // slow wqkv
+        assert_eq!(gemv_split(3072, 1024, 8), 2); // w1/w3
+        assert_eq!(gemv_split(1024, 3072, 8), 4); // w2
+        assert_eq!(gemv_split(1024, 2048, 8), 4); // slow wo
+        assert_eq!(gemv_split(2048, 1024, 8), 2); // fast wqkv
+        assert_eq!(gemv_split(64, 1024, 8), 8);
+        assert_eq!(gemv_split(64, 24, 8), 1); // 24 = 3 vectors: no even split
+        assert_eq!(gemv_split(64, 32, 16), 2); // two 16-weight int8 vectors
+        for (n, k, c) in [(100, 1024, 8), (1024, 3072, 16), (7, 48, 8), (5, 64, 16)] {
+            let ks = gemv_split(n, k, c);
+            assert_eq!(k % (ks * c), 0, "{n} {k} {c}");
+            assert!(ks.is_power_of_two() && ks <= GEMV_ROWS_PER_BLOCK);
         }
     }
 
@@ -226,14 +264,17 @@ mod tests {
     #[test]
     fn plan_frame_graph_node_counts_for_s1_mini() {
         let c = ModelConfig::s1_mini();
-        let slow = slow_step_nodes(&c);
-        assert_eq!(slow.len(), 1 + 28 * 9 + 4);
+        let slow = slow_step_nodes(&c, 17);
+        assert_eq!(slow.len(), 1 + 28 * 7 + 3);
+        assert_eq!(slow_step_nodes(&c, 1).len(), 1 + 28 * 6 + 3);
         let fast = fast_and_sample_nodes(&c);
         let samples = fast.iter().filter(|n| **n == Node::Sample).count();
         assert_eq!(samples, 10); // slow head + codebooks 1..9
         assert_eq!(fast.iter().filter(|n| **n == Node::FastInput).count(), 10);
-        assert_eq!(fast.len(), 1 + 10 * (1 + 4 * 9) + 9 * 3 + 1);
-        assert_eq!(frame_nodes(&c).len(), slow.len() + fast.len());
+        assert_eq!(fast.iter().filter(|n| **n == Node::Combine).count(), 0);
+        assert_eq!(fast.len(), 1 + 10 * (1 + 4 * 6) + 9 * 2 + 1);
+        assert_eq!(frame_nodes(&c, 17).len(), slow.len() + fast.len());
+        assert_eq!(frame_nodes(&c, 17).len(), 470);
     }
 
     #[test]

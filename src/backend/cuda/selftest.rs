@@ -69,35 +69,75 @@ fn check(name: &str, err: f64, tol: f64) -> KernelCheck {
 
 const TOL: f64 = 2e-5;
 
-fn gemv(g: &Gpu, rng: &mut Rng, residual: bool) -> R<KernelCheck> {
-    let (n, k, t) = (1003usize, 1024usize, 5usize);
+/// Host model of the GEMV's RMSNorm prologue: the activations times 1/rms of their row and
+/// the norm weight (unchanged without a norm).
+fn normed(x: &[f32], rows: usize, k: usize, norm: Option<&[u16]>, eps: f32) -> Vec<f64> {
+    let mut out: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    if let Some(w) = norm {
+        for r in 0..rows {
+            let row = &mut out[r * k..(r + 1) * k];
+            let ms = row.iter().map(|v| v * v).sum::<f64>() / k as f64;
+            let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+            for (c, v) in row.iter_mut().enumerate() {
+                *v *= inv * f64::from(bf16_to_f32(w[c]));
+            }
+        }
+    }
+    out
+}
+
+/// gemv_bf16 with `ks` K-parts, with or without the residual and the RMSNorm prologue.
+#[allow(clippy::too_many_arguments)]
+fn gemv(
+    g: &Gpu,
+    rng: &mut Rng,
+    n: usize,
+    k: usize,
+    t: usize,
+    ks: usize,
+    residual: bool,
+    norm: bool,
+) -> R<KernelCheck> {
+    let eps = 1e-6f32;
     let w = rng.bf16(n * k, 0.05);
     let x = rng.vec(t * k, 1.0);
     let y0 = rng.vec(t * n, 1.0);
-    let (wb, xb, yb) = (up(g, &w)?, up(g, &x)?, up(g, &y0)?);
+    let nw = rng.bf16(k, 1.0);
+    let (wb, xb, yb, nb) = (up(g, &w)?, up(g, &x)?, up(g, &y0)?, up(g, &nw)?);
     if !residual {
         g.upload(yb.ptr(), &vec![f32::NAN; t * n])?;
     }
     let (wp, xp, yp) = (wb.ptr(), xb.ptr(), yb.ptr());
     let res = if residual { yp } else { 0u64 };
-    let (ks, ns, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
-    // SAFETY: gemv_bf16(W [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T).
+    let np = if norm { nb.ptr() } else { 0u64 };
+    let (xs, ys, nn, kk, tt, kss) = (k as i32, n as i32, n as i32, k as i32, t as i32, ks as i32);
+    // SAFETY: gemv_bf16(W [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T,
+    // norm_w [k] or null, eps, ks); k % (8 ks) == 0 for every case run.
     unsafe {
-        g.launch("gemv_bf16", plan::gemv(n), &mut args![wp, xp, ks, yp, ns, res, nn, kk, tt])?
+        g.launch(
+            "gemv_bf16",
+            plan::gemv(n, ks),
+            &mut args![wp, xp, xs, yp, ys, res, nn, kk, tt, np, eps, kss],
+        )?
     };
     let got = down_f32(g, &yb, t * n)?;
+    let xn = normed(&x, t, k, norm.then_some(&nw[..]), eps);
     let mut want = vec![0f64; t * n];
     for ti in 0..t {
         for ni in 0..n {
             let mut s = if residual { f64::from(y0[ti * n + ni]) } else { 0.0 };
             for ki in 0..k {
-                s += f64::from(bf16_to_f32(w[ni * k + ki])) * f64::from(x[ti * k + ki]);
+                s += f64::from(bf16_to_f32(w[ni * k + ki])) * xn[ti * k + ki];
             }
             want[ti * n + ni] = s;
         }
     }
-    let name = if residual { "gemv_bf16 (+residual, N=1003 K=1024 T=5)" } else { "gemv_bf16" };
-    Ok(check(name, rel_err(&got, &want), TOL))
+    let name = format!(
+        "gemv_bf16 (N={n} K={k} T={t} ks={ks}{}{})",
+        if residual { " +residual" } else { "" },
+        if norm { " +norm" } else { "" }
+    );
+    Ok(check(&name, rel_err(&got, &want), TOL))
 }
 
 fn silu(x: f64) -> f64 {
@@ -110,25 +150,39 @@ fn swiglu(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     let x = rng.vec(t * k, 1.0);
     let (b1, b3, xb, yb) = (up(g, &w1)?, up(g, &w3)?, up(g, &x)?, poisoned(g, t * n)?);
     let (p1, p3, xp, yp) = (b1.ptr(), b3.ptr(), xb.ptr(), yb.ptr());
-    let (ks, ns, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
-    // SAFETY: gemv_swiglu_bf16(W1, W3 [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, N, K, T).
+    let (eps, ks) = (1e-6f32, plan::gemv_split(n, k, 8));
+    let nw = rng.bf16(k, 1.0);
+    let nb = up(g, &nw)?;
+    let np = nb.ptr();
+    let (xs, ys, nn, kk, tt, kss) = (k as i32, n as i32, n as i32, k as i32, t as i32, ks as i32);
+    // SAFETY: gemv_swiglu_bf16(W1, W3 [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, N, K, T,
+    // norm_w [k], eps, ks).
     unsafe {
-        g.launch("gemv_swiglu_bf16", plan::gemv(n), &mut args![p1, p3, xp, ks, yp, ns, nn, kk, tt])?
+        g.launch(
+            "gemv_swiglu_bf16",
+            plan::gemv(n, ks),
+            &mut args![p1, p3, xp, xs, yp, ys, nn, kk, tt, np, eps, kss],
+        )?
     };
     let got = down_f32(g, &yb, t * n)?;
+    let xn = normed(&x, t, k, Some(&nw), eps);
     let mut want = vec![0f64; t * n];
     for ti in 0..t {
         for ni in 0..n {
             let (mut a, mut b) = (0f64, 0f64);
             for ki in 0..k {
-                let xv = f64::from(x[ti * k + ki]);
+                let xv = xn[ti * k + ki];
                 a += f64::from(bf16_to_f32(w1[ni * k + ki])) * xv;
                 b += f64::from(bf16_to_f32(w3[ni * k + ki])) * xv;
             }
             want[ti * n + ni] = silu(a) * b;
         }
     }
-    Ok(check("gemv_swiglu_bf16", rel_err(&got, &want), TOL))
+    Ok(check(
+        &format!("gemv_swiglu_bf16 (+norm, N={n} K={k} T={t} ks={ks})"),
+        rel_err(&got, &want),
+        TOL,
+    ))
 }
 
 /// quantize_i8_bf16 then gemv_i8: scales vs max|row|/127, output vs the host dot product of
@@ -161,65 +215,46 @@ fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
     }
     let (xb, yb) = (up(g, &x)?, poisoned(g, t * n)?);
     let (xp, yp) = (xb.ptr(), yb.ptr());
-    let (ks, ns, nn, tt, res) = (k as i32, n as i32, n as i32, t as i32, 0u64);
-    // SAFETY: gemv_i8(q, scale, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T).
+    let (eps, ks) = (1e-6f32, plan::gemv_split(n, k, 16));
+    let nw = rng.bf16(k, 1.0);
+    let nb = up(g, &nw)?;
+    let np = nb.ptr();
+    let (xs, ys, nn, tt, res, kss) = (k as i32, n as i32, n as i32, t as i32, 0u64, ks as i32);
+    // SAFETY: gemv_i8(q, scale, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T, norm_w,
+    // eps, ks).
     unsafe {
-        g.launch("gemv_i8", plan::gemv(n), &mut args![qp, sp, xp, ks, yp, ns, res, nn, kk, tt])?
+        g.launch(
+            "gemv_i8",
+            plan::gemv(n, ks),
+            &mut args![qp, sp, xp, xs, yp, ys, res, nn, kk, tt, np, eps, kss],
+        )?
     };
     let got = down_f32(g, &yb, t * n)?;
+    let xn = normed(&x, t, k, Some(&nw), eps);
     let mut want = vec![0f64; t * n];
     for ti in 0..t {
         for ni in 0..n {
-            let s: f64 =
-                (0..k).map(|ki| f64::from(q[ni * k + ki]) * f64::from(x[ti * k + ki])).sum();
+            let s: f64 = (0..k).map(|ki| f64::from(q[ni * k + ki]) * xn[ti * k + ki]).sum();
             want[ti * n + ni] = s * f64::from(scale[ni]);
         }
     }
     Ok(vec![
         check("quantize_i8_bf16 (scales)", rel_err(&scale, &want_scale), 1e-6),
         check("quantize_i8_bf16 (values off by > 1)", q_off as f64, 0.0),
-        check("gemv_i8", rel_err(&got, &want), TOL),
+        check(&format!("gemv_i8 (+norm, N={n} K={k} T={t} ks={ks})"), rel_err(&got, &want), TOL),
     ])
 }
 
-fn rmsnorm(g: &Gpu, rng: &mut Rng, fused: bool) -> R<KernelCheck> {
+fn rmsnorm(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     let (rows, dim, eps) = (3usize, 1024usize, 1e-6f32);
     let x = rng.vec(rows * dim, 2.0);
-    let d = rng.vec(rows * dim, 1.0);
     let w = rng.bf16(dim, 1.0);
-    let (xb, db, wb, ob) = (up(g, &x)?, up(g, &d)?, up(g, &w)?, poisoned(g, rows * dim)?);
-    let (xp, dp, wp, op, dd) = (xb.ptr(), db.ptr(), wb.ptr(), ob.ptr(), dim as i32);
-    // SAFETY: rmsnorm_f32(x, w, out, dim, eps) / add_rmsnorm_f32(x, delta, w, out, dim, eps);
-    // x, delta, out [rows, dim] f32, w [dim] bf16.
-    unsafe {
-        if fused {
-            g.launch("add_rmsnorm_f32", plan::per_row(rows), &mut args![xp, dp, wp, op, dd, eps])?
-        } else {
-            g.launch("rmsnorm_f32", plan::per_row(rows), &mut args![xp, wp, op, dd, eps])?
-        }
-    };
+    let (xb, wb, ob) = (up(g, &x)?, up(g, &w)?, poisoned(g, rows * dim)?);
+    let (xp, wp, op, dd) = (xb.ptr(), wb.ptr(), ob.ptr(), dim as i32);
+    // SAFETY: rmsnorm_f32(x, w, out, dim, eps); x, out [rows, dim] f32, w [dim] bf16.
+    unsafe { g.launch("rmsnorm_f32", plan::per_row(rows), &mut args![xp, wp, op, dd, eps])? };
     let got = down_f32(g, &ob, rows * dim)?;
-    let mut want = vec![0f64; rows * dim];
-    let mut want_x = vec![0f64; rows * dim];
-    for r in 0..rows {
-        let row: Vec<f64> = (0..dim)
-            .map(|c| {
-                let i = r * dim + c;
-                f64::from(x[i]) + if fused { f64::from(d[i]) } else { 0.0 }
-            })
-            .collect();
-        let ms = row.iter().map(|v| v * v).sum::<f64>() / dim as f64;
-        let inv = 1.0 / (ms + f64::from(eps)).sqrt();
-        for c in 0..dim {
-            want[r * dim + c] = row[c] * inv * f64::from(bf16_to_f32(w[c]));
-            want_x[r * dim + c] = row[c];
-        }
-    }
-    let mut err = rel_err(&got, &want);
-    if fused {
-        err = err.max(rel_err(&down_f32(g, &xb, rows * dim)?, &want_x));
-    }
-    Ok(check(if fused { "add_rmsnorm_f32 (out and residual)" } else { "rmsnorm_f32" }, err, TOL))
+    Ok(check("rmsnorm_f32", rel_err(&got, &normed(&x, rows, dim, Some(&w), eps)), TOL))
 }
 
 /// Host model of qk_rope_f32 for one head vector at position `pos`.
@@ -328,19 +363,23 @@ fn attention(g: &Gpu, rng: &mut Rng, splits: usize) -> R<KernelCheck> {
         (nh * hd) as i32,
     );
     // SAFETY: attention_f32(q, q_stride, kc, vc, T, pos_ptr, pos_add, nh, nkv, hd, max_pos, scale,
-    // n_split, part_o [nh*T*n_split*hd], part_ml [nh*T*n_split*2]); combine(part_o, part_ml,
-    // out [T, nh*hd], out_stride, T, nh, hd, n_split).
+    // n_split, part_o [nh*T*n_split*hd], part_ml [nh*T*n_split*2], out [T, nh*hd], out_stride);
+    // combine(part_o, part_ml, out, out_stride, T, nh, hd, n_split) when split.
     unsafe {
         g.launch(
             "attention_f32",
             plan::attention(nh, t, splits),
-            &mut args![qp, qs, kp, vp, tt, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm],
+            &mut args![
+                qp, qs, kp, vp, tt, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm, op, os
+            ],
         )?;
-        g.launch(
-            "attention_combine_f32",
-            plan::attention_combine(nh, t),
-            &mut args![po, pm, op, os, tt, nhh, hdd, ns],
-        )?;
+        if splits > 1 {
+            g.launch(
+                "attention_combine_f32",
+                plan::attention_combine(nh, t),
+                &mut args![po, pm, op, os, tt, nhh, hdd, ns],
+            )?;
+        }
     }
     let got = down_f32(g, &ob, t * nh * hd)?;
     let mut want = vec![0f64; t * nh * hd];
@@ -521,12 +560,20 @@ pub(super) fn run(config: &EngineConfig) -> R<Vec<KernelCheck>> {
             passed: false,
         }),
     };
-    push("gemv_bf16", gemv(&g, &mut rng, false).map(|c| vec![c]));
-    push("gemv_bf16 residual", gemv(&g, &mut rng, true).map(|c| vec![c]));
+    // (N, K, T, ks, residual, norm): one warp per row, split K, activation rows > GEMV_TT.
+    for (n, k, t, ks, residual, norm) in [
+        (1003, 1024, 1, 1, false, false),
+        (1003, 1024, 5, 1, true, false),
+        (1024, 3072, 1, 4, true, false),
+        (4097, 1024, 1, 1, false, true),
+        (1000, 1024, 2, 4, false, true),
+        (77, 2048, 6, 8, true, true),
+    ] {
+        push("gemv_bf16", gemv(&g, &mut rng, n, k, t, ks, residual, norm).map(|c| vec![c]));
+    }
     push("gemv_swiglu_bf16", swiglu(&g, &mut rng).map(|c| vec![c]));
     push("int8", int8(&g, &mut rng));
-    push("rmsnorm_f32", rmsnorm(&g, &mut rng, false).map(|c| vec![c]));
-    push("add_rmsnorm_f32", rmsnorm(&g, &mut rng, true).map(|c| vec![c]));
+    push("rmsnorm_f32", rmsnorm(&g, &mut rng).map(|c| vec![c]));
     push("qk_rope_f32", rope(&g, &mut rng));
     push("attention 1 split", attention(&g, &mut rng, 1).map(|c| vec![c]));
     push("attention 5 splits", attention(&g, &mut rng, 5).map(|c| vec![c]));

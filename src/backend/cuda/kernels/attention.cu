@@ -6,6 +6,7 @@
 // contiguous key range and writes its un-normalised partial (m, l, o[hd]).
 // Pass 2 `attention_combine_f32`: grid (nh, T), block 128; merges the splits into out
 // ([T, nh*hd] f32, row stride out_stride). hd <= 128.
+// With n_split == 1 pass 1 writes the normalised output itself and pass 2 is not launched.
 
 #define ATT_WARPS 4
 #define ATT_MAX_EPL 4  // hd / 32, hd <= 128
@@ -14,7 +15,8 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
                                          const bf16_t* __restrict__ kc, const bf16_t* __restrict__ vc,
                                          int T, const int* __restrict__ pos_ptr, int pos_add, int nh, int nkv,
                                          int hd, int max_pos, float scale, int n_split,
-                                         float* __restrict__ part_o, float* __restrict__ part_ml) {
+                                         float* __restrict__ part_o, float* __restrict__ part_ml,
+                                         float* __restrict__ out, int out_stride) {
     __shared__ float sq[128];
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float so[ATT_WARPS][128];
@@ -67,6 +69,19 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     __syncthreads();
     float M = S1_NEG_INF;
     for (int w = 0; w < ATT_WARPS; ++w) M = fmaxf(M, sm[w]);
+    if (n_split == 1) {
+        float L = 0.0f;
+        for (int w = 0; w < ATT_WARPS; ++w)
+            if (sm[w] != S1_NEG_INF) L += sl[w] * expf(sm[w] - M);
+        const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+        for (int e = threadIdx.x; e < hd; e += blockDim.x) {
+            float o = 0.0f;
+            for (int w = 0; w < ATT_WARPS; ++w)
+                if (sm[w] != S1_NEG_INF) o += so[w][e] * expf(sm[w] - M);
+            out[(size_t)t * out_stride + (size_t)h * hd + e] = o * inv;
+        }
+        return;
+    }
     const size_t idx = ((size_t)h * T + t) * n_split + split;
     if (threadIdx.x == 0) {
         float L = 0.0f;

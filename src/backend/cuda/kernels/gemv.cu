@@ -1,93 +1,213 @@
 // Mat-vec (and small-batch mat-mat) with bf16 or int8 weights and f32 activations, for decode.
 // W: [N, K] row-major (torch Linear layout), x: [T, K] f32 (row stride x_stride), y: [T, N] f32
-// (row stride y_stride). One warp per output row n; each lane streams 16-byte weight vectors.
-// K must be a multiple of 8 (bf16) or 16 (int8); the launcher checks it.
-// grid (ceil(N / 8)), block 256 (8 warps).
+// (row stride y_stride).
+//
+// A block is 8 warps = (8 / ks) output rows x ks parts of K: warp w computes row
+// blockIdx.x * (8 / ks) + w / ks over the K range of part w % ks, and the parts are summed in
+// shared memory. Splitting K keeps enough loads in flight when N is small (1024 rows would
+// otherwise be 1024 warps on 132 SMs). Each lane streams 16-byte weight vectors, GEMV_UNROLL
+// of them issued before the first is used. The launcher picks ks (plan::gemv_split) so that
+// K / ks is a multiple of 8 (bf16) or 16 (int8).
+//
+// Optional RMSNorm prologue (norm_w != 0): the product is taken with rmsnorm(x[t]) * norm_w
+// without writing it out: y = r_t * (W . (x[t] * norm_w)), r_t = rsqrt(mean(x[t]^2) + eps).
+// The norm runs over the whole row, so x rows then hold exactly K values.
+// grid (ceil(N / (8 / ks))), block 256.
 
-#define GEMV_TT 4  // activation rows per pass
+#define GEMV_TT 4      // activation rows per pass
+#define GEMV_UNROLL 4  // 16-byte weight loads in flight per lane
 
-__device__ __forceinline__ void fma8_bf16(float* acc, uint4 w, const float* x) {
+// r_t of each of the tn rows (1 without the norm); every lane of the warp gets them.
+__device__ __forceinline__ void row_rms(const float* x, int x_stride, int K, int tn, const bf16_t* norm_w,
+                                        float eps, float* r) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int t = 0; t < GEMV_TT; ++t) {
+        r[t] = 1.0f;
+        if (norm_w != 0 && t < tn) {
+            const float* xr = x + (size_t)t * x_stride;
+            float ss = 0.0f;
+            for (int k = lane * 4; k < K; k += 128) {
+                const float4 v = *reinterpret_cast<const float4*>(xr + k);
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            }
+            r[t] = rsqrtf(warp_sum(ss) / (float)K + eps);
+        }
+    }
+}
+
+// Activations k..k+7 of one row, times the norm weight when there is one.
+__device__ __forceinline__ void load_x8(const float* x, const bf16_t* nw, float* v) {
     const float4 a = *reinterpret_cast<const float4*>(x);
     const float4 b = *reinterpret_cast<const float4*>(x + 4);
-    acc[0] += bf16_lo(w.x) * a.x + bf16_hi(w.x) * a.y + bf16_lo(w.y) * a.z + bf16_hi(w.y) * a.w
-            + bf16_lo(w.z) * b.x + bf16_hi(w.z) * b.y + bf16_lo(w.w) * b.z + bf16_hi(w.w) * b.w;
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    if (nw != 0) {
+        const uint4 g = *reinterpret_cast<const uint4*>(nw);
+        v[0] *= bf16_lo(g.x); v[1] *= bf16_hi(g.x); v[2] *= bf16_lo(g.y); v[3] *= bf16_hi(g.y);
+        v[4] *= bf16_lo(g.z); v[5] *= bf16_hi(g.z); v[6] *= bf16_lo(g.w); v[7] *= bf16_hi(g.w);
+    }
 }
 
-// Dot products of weight row `wrow` (bf16) with up to GEMV_TT activation rows.
+__device__ __forceinline__ float dot8_bf16(uint4 w, const float* v) {
+    return bf16_lo(w.x) * v[0] + bf16_hi(w.x) * v[1] + bf16_lo(w.y) * v[2] + bf16_hi(w.y) * v[3]
+         + bf16_lo(w.z) * v[4] + bf16_hi(w.z) * v[5] + bf16_lo(w.w) * v[6] + bf16_hi(w.w) * v[7];
+}
+
+__device__ __forceinline__ float dot4_i8(int w, const float* v) {
+    return (float)(signed char)(w & 0xff) * v[0] + (float)(signed char)((w >> 8) & 0xff) * v[1]
+         + (float)(signed char)((w >> 16) & 0xff) * v[2] + (float)(signed char)((w >> 24) & 0xff) * v[3];
+}
+
+// Partial dot products of weight row `wrow` over [kb, ke) with up to GEMV_TT activation rows
+// (lane-local; the caller reduces). bf16: 8 weights per 16-byte load.
 __device__ __forceinline__ void dot_rows_bf16(const bf16_t* __restrict__ wrow, const float* x, int x_stride,
-                                              int K, int tn, float* acc) {
+                                              const bf16_t* nw, int kb, int ke, int tn, float* acc) {
     const int lane = threadIdx.x & 31;
-    for (int k = lane * 8; k < K; k += 256) {
-        const uint4 w = __ldg(reinterpret_cast<const uint4*>(wrow + k));
+    for (int k0 = kb + lane * 8; k0 < ke; k0 += 256 * GEMV_UNROLL) {
+        uint4 w[GEMV_UNROLL];
 #pragma unroll
-        for (int t = 0; t < GEMV_TT; ++t)
-            if (t < tn) fma8_bf16(acc + t, w, x + (size_t)t * x_stride + k);
-    }
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const int k = k0 + u * 256;
+            w[u] = k < ke ? __ldg(reinterpret_cast<const uint4*>(wrow + k)) : make_uint4(0u, 0u, 0u, 0u);
+        }
 #pragma unroll
-    for (int t = 0; t < GEMV_TT; ++t) acc[t] = warp_sum(acc[t]);
-}
-
-__device__ __forceinline__ float dot16_i8(int4 w, const float* x) {
-    float s = 0.0f;
-    const int words[4] = {w.x, w.y, w.z, w.w};
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const int k = k0 + u * 256;
+            if (k < ke) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const float4 a = *reinterpret_cast<const float4*>(x + 4 * j);
-        const int v = words[j];
-        s += (float)(signed char)(v & 0xff) * a.x + (float)(signed char)((v >> 8) & 0xff) * a.y
-           + (float)(signed char)((v >> 16) & 0xff) * a.z + (float)(signed char)((v >> 24) & 0xff) * a.w;
-    }
-    return s;
-}
-
-__device__ __forceinline__ void dot_rows_i8(const signed char* __restrict__ wrow, const float* x, int x_stride,
-                                            int K, int tn, float* acc) {
-    const int lane = threadIdx.x & 31;
-    for (int k = lane * 16; k < K; k += 512) {
-        const int4 w = __ldg(reinterpret_cast<const int4*>(wrow + k));
-#pragma unroll
-        for (int t = 0; t < GEMV_TT; ++t)
-            if (t < tn) acc[t] += dot16_i8(w, x + (size_t)t * x_stride + k);
-    }
-#pragma unroll
-    for (int t = 0; t < GEMV_TT; ++t) acc[t] = warp_sum(acc[t]);
-}
-
-// y[t, n] = (res ? res[t, n] : 0) + W[n, :] . x[t, :]. `res` may alias `y` (in-place residual).
-extern "C" __global__ void gemv_bf16(const bf16_t* __restrict__ W, const float* x, int x_stride, float* y,
-                                     int y_stride, const float* res, int N, int K, int T) {
-    const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (n >= N) return;
-    const bf16_t* wrow = W + (size_t)n * K;
-    for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
-        const int tn = min(GEMV_TT, T - t0);
-        float acc[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        dot_rows_bf16(wrow, x + (size_t)t0 * x_stride, x_stride, K, tn, acc);
-        if ((threadIdx.x & 31) == 0) {
-            for (int t = 0; t < tn; ++t) {
-                const size_t o = (size_t)(t0 + t) * y_stride + n;
-                y[o] = (res ? res[o] : 0.0f) + acc[t];
+                for (int t = 0; t < GEMV_TT; ++t) {
+                    if (t < tn) {
+                        float v[8];
+                        load_x8(x + (size_t)t * x_stride + k, nw != 0 ? nw + k : nw, v);
+                        acc[t] += dot8_bf16(w[u], v);
+                    }
+                }
             }
         }
     }
 }
 
-// y[t, n] = silu(W1[n] . x[t]) * (W3[n] . x[t])   (fish-speech FeedForward before w2).
-extern "C" __global__ void gemv_swiglu_bf16(const bf16_t* __restrict__ W1, const bf16_t* __restrict__ W3,
-                                            const float* x, int x_stride, float* y, int y_stride, int N,
-                                            int K, int T) {
-    const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (n >= N) return;
+// int8: 16 weights per 16-byte load.
+__device__ __forceinline__ void dot_rows_i8(const signed char* __restrict__ wrow, const float* x, int x_stride,
+                                            const bf16_t* nw, int kb, int ke, int tn, float* acc) {
+    const int lane = threadIdx.x & 31;
+    for (int k0 = kb + lane * 16; k0 < ke; k0 += 512 * GEMV_UNROLL) {
+        int4 w[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const int k = k0 + u * 512;
+            w[u] = k < ke ? __ldg(reinterpret_cast<const int4*>(wrow + k)) : make_int4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+            const int k = k0 + u * 512;
+            if (k < ke) {
+#pragma unroll
+                for (int t = 0; t < GEMV_TT; ++t) {
+                    if (t < tn) {
+                        const float* xr = x + (size_t)t * x_stride + k;
+                        float v[8];
+                        load_x8(xr, nw != 0 ? nw + k : nw, v);
+                        float s = dot4_i8(w[u].x, v) + dot4_i8(w[u].y, v + 4);
+                        load_x8(xr + 8, nw != 0 ? nw + k + 8 : nw, v);
+                        s += dot4_i8(w[u].z, v) + dot4_i8(w[u].w, v + 4);
+                        acc[t] += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Warp sums, then the sum over the ks K-parts of each row (through shared memory). Every thread
+// of the block must call it; the totals end up in the lanes of each row's part-0 warp.
+__device__ __forceinline__ void reduce_parts(float* acc, int ks, float (*red)[GEMV_TT]) {
+#pragma unroll
+    for (int t = 0; t < GEMV_TT; ++t) acc[t] = warp_sum(acc[t]);
+    if (ks == 1) return;
+    const int warp = threadIdx.x >> 5;
+    __syncthreads();  // `red` may still be read from the previous pass
+    if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+        for (int t = 0; t < GEMV_TT; ++t) red[warp][t] = acc[t];
+    }
+    __syncthreads();
+    if (warp % ks == 0) {
+#pragma unroll
+        for (int t = 0; t < GEMV_TT; ++t) {
+            float s = 0.0f;
+            for (int p = 0; p < ks; ++p) s += red[warp + p][t];
+            acc[t] = s;
+        }
+    }
+}
+
+// Which row and K range this warp computes.
+struct GemvSlot {
+    int n, kb, ke;
+    bool live, writer;  // writer: lane 0 of the row's part-0 warp
+};
+
+__device__ __forceinline__ GemvSlot gemv_slot(int N, int K, int ks) {
+    const int warp = threadIdx.x >> 5;
+    GemvSlot s;
+    s.n = blockIdx.x * (8 / ks) + warp / ks;
+    const int kp = K / ks, part = warp % ks;
+    s.kb = part * kp;
+    s.ke = s.kb + kp;
+    s.live = s.n < N;
+    s.writer = s.live && part == 0 && (threadIdx.x & 31) == 0;
+    return s;
+}
+
+// y[t, n] = (res ? res[t, n] : 0) + W[n, :] . xn[t, :]   (xn = x, or its RMSNorm with norm_w).
+// `res` may alias `y` (in-place residual).
+extern "C" __global__ void gemv_bf16(const bf16_t* __restrict__ W, const float* x, int x_stride, float* y,
+                                     int y_stride, const float* res, int N, int K, int T,
+                                     const bf16_t* norm_w, float eps, int ks) {
+    __shared__ float red[8][GEMV_TT];
+    const GemvSlot s = gemv_slot(N, K, ks);
     for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
         const int tn = min(GEMV_TT, T - t0);
+        const float* xt = x + (size_t)t0 * x_stride;
+        float acc[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (s.live) dot_rows_bf16(W + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, acc);
+        reduce_parts(acc, ks, red);
+        float r[GEMV_TT];
+        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
+        if (s.writer) {
+            for (int t = 0; t < tn; ++t) {
+                const size_t o = (size_t)(t0 + t) * y_stride + s.n;
+                y[o] = (res ? res[o] : 0.0f) + acc[t] * r[t];
+            }
+        }
+    }
+}
+
+// y[t, n] = silu(W1[n] . xn[t]) * (W3[n] . xn[t])   (fish-speech FeedForward before w2).
+extern "C" __global__ void gemv_swiglu_bf16(const bf16_t* __restrict__ W1, const bf16_t* __restrict__ W3,
+                                            const float* x, int x_stride, float* y, int y_stride, int N,
+                                            int K, int T, const bf16_t* norm_w, float eps, int ks) {
+    __shared__ float red[8][GEMV_TT];
+    const GemvSlot s = gemv_slot(N, K, ks);
+    for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
+        const int tn = min(GEMV_TT, T - t0);
+        const float* xt = x + (size_t)t0 * x_stride;
         float a[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
         float b[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        dot_rows_bf16(W1 + (size_t)n * K, x + (size_t)t0 * x_stride, x_stride, K, tn, a);
-        dot_rows_bf16(W3 + (size_t)n * K, x + (size_t)t0 * x_stride, x_stride, K, tn, b);
-        if ((threadIdx.x & 31) == 0) {
+        if (s.live) {
+            dot_rows_bf16(W1 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, a);
+            dot_rows_bf16(W3 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, b);
+        }
+        reduce_parts(a, ks, red);
+        reduce_parts(b, ks, red);
+        float r[GEMV_TT];
+        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
+        if (s.writer) {
             for (int t = 0; t < tn; ++t) {
-                const float g = a[t] / (1.0f + expf(-a[t]));
-                y[(size_t)(t0 + t) * y_stride + n] = g * b[t];
+                const float g = a[t] * r[t];
+                y[(size_t)(t0 + t) * y_stride + s.n] = (g / (1.0f + expf(-g))) * (b[t] * r[t]);
             }
         }
     }
@@ -96,19 +216,22 @@ extern "C" __global__ void gemv_swiglu_bf16(const bf16_t* __restrict__ W1, const
 // int8 weight-only variants: W[n, k] = q[n, k] * scale[n].
 extern "C" __global__ void gemv_i8(const signed char* __restrict__ W, const float* __restrict__ scale,
                                    const float* x, int x_stride, float* y, int y_stride, const float* res,
-                                   int N, int K, int T) {
-    const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (n >= N) return;
-    const signed char* wrow = W + (size_t)n * K;
-    const float s = scale[n];
+                                   int N, int K, int T, const bf16_t* norm_w, float eps, int ks) {
+    __shared__ float red[8][GEMV_TT];
+    const GemvSlot s = gemv_slot(N, K, ks);
     for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
         const int tn = min(GEMV_TT, T - t0);
+        const float* xt = x + (size_t)t0 * x_stride;
         float acc[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        dot_rows_i8(wrow, x + (size_t)t0 * x_stride, x_stride, K, tn, acc);
-        if ((threadIdx.x & 31) == 0) {
+        if (s.live) dot_rows_i8(W + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, acc);
+        reduce_parts(acc, ks, red);
+        float r[GEMV_TT];
+        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
+        if (s.writer) {
+            const float sc = scale[s.n];
             for (int t = 0; t < tn; ++t) {
-                const size_t o = (size_t)(t0 + t) * y_stride + n;
-                y[o] = (res ? res[o] : 0.0f) + acc[t] * s;
+                const size_t o = (size_t)(t0 + t) * y_stride + s.n;
+                y[o] = (res ? res[o] : 0.0f) + acc[t] * sc * r[t];
             }
         }
     }
@@ -117,19 +240,26 @@ extern "C" __global__ void gemv_i8(const signed char* __restrict__ W, const floa
 extern "C" __global__ void gemv_swiglu_i8(const signed char* __restrict__ W1, const float* __restrict__ s1,
                                           const signed char* __restrict__ W3, const float* __restrict__ s3,
                                           const float* x, int x_stride, float* y, int y_stride, int N, int K,
-                                          int T) {
-    const int n = blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (n >= N) return;
+                                          int T, const bf16_t* norm_w, float eps, int ks) {
+    __shared__ float red[8][GEMV_TT];
+    const GemvSlot s = gemv_slot(N, K, ks);
     for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
         const int tn = min(GEMV_TT, T - t0);
+        const float* xt = x + (size_t)t0 * x_stride;
         float a[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
         float b[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        dot_rows_i8(W1 + (size_t)n * K, x + (size_t)t0 * x_stride, x_stride, K, tn, a);
-        dot_rows_i8(W3 + (size_t)n * K, x + (size_t)t0 * x_stride, x_stride, K, tn, b);
-        if ((threadIdx.x & 31) == 0) {
+        if (s.live) {
+            dot_rows_i8(W1 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, a);
+            dot_rows_i8(W3 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, b);
+        }
+        reduce_parts(a, ks, red);
+        reduce_parts(b, ks, red);
+        float r[GEMV_TT];
+        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
+        if (s.writer) {
             for (int t = 0; t < tn; ++t) {
-                const float av = a[t] * s1[n], bv = b[t] * s3[n];
-                y[(size_t)(t0 + t) * y_stride + n] = (av / (1.0f + expf(-av))) * bv;
+                const float av = a[t] * s1[s.n] * r[t], bv = b[t] * s3[s.n] * r[t];
+                y[(size_t)(t0 + t) * y_stride + s.n] = (av / (1.0f + expf(-av))) * bv;
             }
         }
     }

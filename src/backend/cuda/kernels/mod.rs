@@ -39,11 +39,7 @@ pub const MODULES: &[KernelModule] = &[
         body: include_str!("embed.cu"),
         entries: &["embed_tokens_f32", "fast_input_f32", "cast_bf16_f32", "copy_f32"],
     },
-    KernelModule {
-        name: "rmsnorm",
-        body: include_str!("rmsnorm.cu"),
-        entries: &["rmsnorm_f32", "add_rmsnorm_f32"],
-    },
+    KernelModule { name: "rmsnorm", body: include_str!("rmsnorm.cu"), entries: &["rmsnorm_f32"] },
     KernelModule { name: "rope", body: include_str!("rope.cu"), entries: &["qk_rope_f32"] },
     KernelModule {
         name: "gemv",

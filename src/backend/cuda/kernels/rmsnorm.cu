@@ -1,6 +1,7 @@
 // RMSNorm as fish-speech (llama.py L892-903): computed in f32, then multiplied by the weight.
 //   out = (x * rsqrt(mean(x^2) + eps)) * w
-// x, out: [rows, dim] f32; w: [dim] bf16. grid (rows), block 256.
+// x, out: [rows, dim] f32; w: [dim] bf16. grid (rows), block 256. (Prefill only: decode fuses the
+// norm into the next GEMV, gemv.cu.)
 extern "C" __global__ void rmsnorm_f32(const float* __restrict__ x, const bf16_t* __restrict__ w,
                                        float* __restrict__ out, int dim, float eps) {
     __shared__ float scratch[32];
@@ -8,26 +9,6 @@ extern "C" __global__ void rmsnorm_f32(const float* __restrict__ x, const bf16_t
     float* orow = out + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) ss += xr[c] * xr[c];
-    ss = block_sum(ss, scratch);
-    const float r = rsqrtf(ss / (float)dim + eps);
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) orow[c] = (xr[c] * r) * bf16_to_f32(w[c]);
-}
-
-// Fused residual + RMSNorm: x += delta (in place, the residual stream), out = rmsnorm(x) * w.
-// x, delta, out: [rows, dim] f32. grid (rows), block 256.
-extern "C" __global__ void add_rmsnorm_f32(float* __restrict__ x, const float* __restrict__ delta,
-                                           const bf16_t* __restrict__ w, float* __restrict__ out,
-                                           int dim, float eps) {
-    __shared__ float scratch[32];
-    float* xr = x + (size_t)blockIdx.x * dim;
-    const float* dr = delta + (size_t)blockIdx.x * dim;
-    float* orow = out + (size_t)blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        const float v = xr[c] + dr[c];
-        xr[c] = v;
-        ss += v * v;
-    }
     ss = block_sum(ss, scratch);
     const float r = rsqrtf(ss / (float)dim + eps);
     for (int c = threadIdx.x; c < dim; c += blockDim.x) orow[c] = (xr[c] * r) * bf16_to_f32(w[c]);
