@@ -98,7 +98,7 @@ if want native; then
   ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
   if [ -n "$ncu" ]; then
     run ncu_frame 150 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
-      --launch-skip 2500 --launch-count 470 --print-summary per-kernel "$BIN" bench 64 30
+      --launch-skip 2500 --launch-count 442 --print-summary per-kernel "$BIN" bench 64 30
   fi
 fi
 if want torch; then

@@ -53,6 +53,51 @@ struct LayerW {
     w3: Lin,
 }
 
+/// How the transformer rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Numerics {
+    /// fp32 bundles: f32 KV caches and the prefill through the GEMV kernels in f32, so the
+    /// numbers follow the onnx-cpu backend's fp32 graphs (≈ 1e-6) and greedy frames agree.
+    Exact,
+    /// fp16 bundles and benchmarks: bf16 KV caches (fish-speech's own cache type, half the
+    /// memory) and the prefill through cuBLAS with bf16 activations.
+    Fast,
+}
+
+impl Numerics {
+    /// The mode for a bundle of `precision` (`fp32`, `fp16`).
+    pub(super) fn for_precision(precision: &str) -> Numerics {
+        if precision == "fp32" {
+            Numerics::Exact
+        } else {
+            Numerics::Fast
+        }
+    }
+}
+
+/// What [`Model::load`] does besides loading: weight-only int8, and the rounding mode.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LoadOptions {
+    /// Quantise every layer matrix to int8 with per-row scales.
+    pub int8: bool,
+    /// KV-cache type and prefill path.
+    pub numerics: Numerics,
+}
+
+impl LoadOptions {
+    /// The options for a bundle: `S1_CUDA_WEIGHTS=int8`, and the numerics of the bundle's
+    /// precision unless `S1_CUDA_NUMERICS=fast|exact` overrides them (a diagnostic: it runs an
+    /// fp32 bundle through the bf16-cache path that fp16 bundles take).
+    fn for_bundle(bundle: &Bundle) -> LoadOptions {
+        let numerics = match std::env::var("S1_CUDA_NUMERICS").as_deref() {
+            Ok("fast") => Numerics::Fast,
+            Ok("exact") => Numerics::Exact,
+            _ => Numerics::for_precision(&bundle.info.precision),
+        };
+        LoadOptions { int8: std::env::var("S1_CUDA_WEIGHTS").is_ok_and(|v| v == "int8"), numerics }
+    }
+}
+
 /// Shapes of one transformer (slow or fast).
 #[derive(Debug, Clone, Copy)]
 struct Stack {
@@ -62,6 +107,8 @@ struct Stack {
     inter: usize,
     qk_norm: bool,
     max_pos: usize,
+    /// Bytes per KV-cache element: 2 (bf16) or 4 (f32, [`Numerics::Exact`]).
+    kv_bytes: usize,
 }
 
 impl Stack {
@@ -71,8 +118,9 @@ impl Stack {
     fn q_w(&self) -> usize {
         self.n_head * self.head_dim
     }
-    fn kv_layer_elems(&self) -> usize {
-        self.n_kv * self.max_pos * self.head_dim
+    /// Bytes of one layer's K (or V) cache.
+    fn kv_layer_bytes(&self) -> usize {
+        self.n_kv * self.max_pos * self.head_dim * self.kv_bytes
     }
 }
 
@@ -132,6 +180,8 @@ struct Workspace {
     xb: DevBuf,
     part_o: DevBuf,
     part_ml: DevBuf,
+    /// Split-attention completion counters, [n_head, T] u32, zero between launches.
+    att_count: DevBuf,
     logits: DevBuf,
     flogits: DevBuf,
     hidden: DevBuf,
@@ -150,6 +200,7 @@ struct Model {
     fast: Stack,
     w: Weights,
     slow_splits: usize,
+    numerics: Numerics,
     pool: Mutex<Vec<Workspace>>,
     /// Serialises device work of concurrent requests (one stream, one cuBLAS handle, and graph
     /// capture must not see another thread's launches).
@@ -176,9 +227,9 @@ pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPai
     }
     let header = layout::read_safetensors_header(&weights_path)?;
     let plan = WeightPlan::new(&cfg, &header)?;
-    let int8 = std::env::var("S1_CUDA_WEIGHTS").map(|v| v == "int8").unwrap_or(false);
+    let opts = LoadOptions::for_bundle(bundle);
     let source = WeightSource::File { path: weights_path, header };
-    let model = catch_unwind(AssertUnwindSafe(|| Model::load(config, cfg, &plan, source, int8)))
+    let model = catch_unwind(AssertUnwindSafe(|| Model::load(config, cfg, &plan, source, opts)))
         .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
     let t2s: Arc<dyn Text2Semantic> = Arc::new(CudaT2s { model: Arc::new(model) });
     Ok((t2s, None))
@@ -205,9 +256,10 @@ impl Model {
         cfg: ModelConfig,
         plan: &WeightPlan,
         src: WeightSource,
-        int8: bool,
+        opts: LoadOptions,
     ) -> Result<Model> {
         let gpu = Gpu::open(config).map_err(unavailable_or)?;
+        let kv_bytes = if opts.numerics == Numerics::Exact { 4 } else { 2 };
         let slow = Stack {
             n_head: cfg.n_head,
             n_kv: cfg.n_local_heads,
@@ -215,6 +267,7 @@ impl Model {
             inter: cfg.intermediate_size,
             qk_norm: cfg.qk_norm,
             max_pos: cfg.max_seq_len,
+            kv_bytes,
         };
         let fast = Stack {
             n_head: cfg.fast_n_head,
@@ -223,14 +276,15 @@ impl Model {
             inter: cfg.fast_intermediate_size,
             qk_norm: cfg.fast_qk_norm,
             max_pos: cfg.num_codebooks,
+            kv_bytes,
         };
-        if int8 && !cfg.int8_compatible() {
+        if opts.int8 && !cfg.int8_compatible() {
             return Err(Error::arg(
                 "S1_CUDA_WEIGHTS",
                 "int8 needs every reduction width to be a multiple of 16",
             ));
         }
-        let w = load_weights(&gpu, &cfg, plan, src, int8)
+        let w = load_weights(&gpu, &cfg, plan, src, opts.int8)
             .map_err(|e| backend_err("load weights", e))?;
         let slow_splits = plan::attention_splits(cfg.max_seq_len, cfg.n_head, gpu.sm_count);
         let model = Model {
@@ -240,6 +294,7 @@ impl Model {
             fast,
             w,
             slow_splits,
+            numerics: opts.numerics,
             pool: Mutex::new(Vec::new()),
             op_lock: Mutex::new(()),
         };
@@ -263,10 +318,11 @@ impl Model {
         let widest = c.dim.max(s.inter).max(s.q_w()).max(s.qkv_w()).max(f.qkv_w()).max(f.inter);
         let part_rows = (s.n_head * tmax).max(s.n_head * self.slow_splits).max(f.n_head);
         let mut ws = Workspace {
-            kv_k: g.alloc_zeroed(c.n_layer * s.kv_layer_elems() * 2)?,
-            kv_v: g.alloc_zeroed(c.n_layer * s.kv_layer_elems() * 2)?,
-            fkv_k: g.alloc_zeroed(c.n_fast_layer * f.kv_layer_elems() * 2)?,
-            fkv_v: g.alloc_zeroed(c.n_fast_layer * f.kv_layer_elems() * 2)?,
+            kv_k: g.alloc_zeroed(c.n_layer * s.kv_layer_bytes())?,
+            kv_v: g.alloc_zeroed(c.n_layer * s.kv_layer_bytes())?,
+            fkv_k: g.alloc_zeroed(c.n_fast_layer * f.kv_layer_bytes())?,
+            fkv_v: g.alloc_zeroed(c.n_fast_layer * f.kv_layer_bytes())?,
+            att_count: g.alloc_zeroed(s.n_head.max(f.n_head) * tmax * 4)?,
             hist: g.alloc_zeroed(c.max_seq_len * k1 * 8)?,
             state: g.alloc_zeroed(std::mem::size_of::<DeviceState>())?,
             zero_i32: g.alloc_zeroed(4)?,
@@ -360,7 +416,10 @@ impl Model {
 
     /// Whether a T-row product goes through cuBLAS (prefill) rather than the GEMV kernels.
     fn uses_blas(&self, w: Lin, t: usize) -> bool {
-        t > 1 && self.gpu.blas.is_some() && matches!(w, Lin::Bf16(_))
+        t > 1
+            && self.numerics == Numerics::Fast
+            && self.gpu.blas.is_some()
+            && matches!(w, Lin::Bf16(_))
     }
 
     /// y[t] = (residual ? y[t] : 0) + W xn[t] for t < T, xn = x or rmsnorm(x) · `norm`.
@@ -530,16 +589,18 @@ impl Model {
             self.cfg.norm_eps,
             st.max_pos as i32,
         );
+        let kv32 = i32::from(st.kv_bytes == 4);
         // SAFETY: qk_rope_f32(float* qkv, int T, const int* pos_ptr, int pos_add,
         // const bf16* q_norm, const bf16* k_norm, int use_qk_norm, const bf16* rope, int nh,
-        // int nkv, int hd, float eps, bf16* kc, bf16* vc, int max_pos); qkv [T, (nh+2nkv)hd],
-        // rope [max_pos, hd/2, 2], kc/vc [nkv, max_pos, hd] of this layer.
+        // int nkv, int hd, float eps, void* kc, void* vc, int max_pos, int kv_f32);
+        // qkv [T, (nh+2nkv)hd], rope [max_pos, hd/2, 2], kc/vc [nkv, max_pos, hd] of this layer
+        // in the stack's KV type.
         unsafe {
             self.gpu.launch(
                 "qk_rope_f32",
                 plan::qk_rope(t, st.n_head, st.n_kv, st.head_dim),
                 &mut args![
-                    qkv, tt, pos_ptr, pa, qn, kn, use_qk, rope, nh, nkv, hd, eps, kc, vc, mp
+                    qkv, tt, pos_ptr, pa, qn, kn, use_qk, rope, nh, nkv, hd, eps, kc, vc, mp, kv32
                 ],
             )
         }
@@ -561,32 +622,23 @@ impl Model {
         let (nh, nkv, hd, mp) =
             (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, st.max_pos as i32);
         let scale = 1.0f32 / (st.head_dim as f32).sqrt();
-        let (ns, po, pml) = (splits as i32, ws.part_o.ptr(), ws.part_ml.ptr());
-        let (out, os) = (ws.att.ptr(), st.q_w() as i32);
-        // SAFETY: attention_f32(const float* q, int q_stride, const bf16* kc, const bf16* vc,
-        // int T, const int* pos_ptr, int pos_add, int nh, int nkv, int hd, int max_pos,
-        // float scale, int n_split, float* part_o, float* part_ml, float* out, int out_stride);
-        // part buffers hold nh*T*n_split*(hd | 2) floats (sized for the largest use in
+        let (ns, po, pml, cnt) =
+            (splits as i32, ws.part_o.ptr(), ws.part_ml.ptr(), ws.att_count.ptr());
+        let (out, os, kv32) = (ws.att.ptr(), st.q_w() as i32, i32::from(st.kv_bytes == 4));
+        // SAFETY: attention_f32(const float* q, int q_stride, const void* kc, const void* vc,
+        // int kv_f32, int T, const int* pos_ptr, int pos_add, int nh, int nkv, int hd,
+        // int max_pos, float scale, int n_split, float* part_o, float* part_ml,
+        // unsigned* counters, float* out, int out_stride); part buffers hold
+        // nh*T*n_split*(hd | 2) floats and the counters nh*T (sized for the largest use in
         // new_workspace), out [T, nh*hd].
         unsafe {
             self.gpu.launch(
                 "attention_f32",
                 plan::attention(st.n_head, t, splits),
                 &mut args![
-                    q, qs, kc, vc, tt, pos_ptr, pa, nh, nkv, hd, mp, scale, ns, po, pml, out, os
+                    q, qs, kc, vc, kv32, tt, pos_ptr, pa, nh, nkv, hd, mp, scale, ns, po, pml, cnt,
+                    out, os
                 ],
-            )?;
-        }
-        if splits == 1 {
-            return Ok(()); // pass 1 wrote the normalised output
-        }
-        // SAFETY: attention_combine_f32(const float* part_o, const float* part_ml, float* out,
-        // int out_stride, int T, int nh, int hd, int n_split); out [T, nh*hd].
-        unsafe {
-            self.gpu.launch(
-                "attention_combine_f32",
-                plan::attention_combine(st.n_head, t),
-                &mut args![po, pml, out, os, tt, nh, hd, ns],
             )
         }
     }
@@ -608,7 +660,7 @@ impl Model {
             (&self.slow, &self.w.layers, self.w.rope_slow.ptr(), &ws.kv_k, &ws.kv_v)
         };
         let dim = self.cfg.dim;
-        let layer_bytes = st.kv_layer_elems() * 2;
+        let layer_bytes = st.kv_layer_bytes();
         for (i, l) in layers.iter().enumerate() {
             let (kc, vc) = (kk.at(i * layer_bytes), vv.at(i * layer_bytes));
             let (x, qkv, att, ffa) = (ws.x.ptr(), ws.qkv.ptr(), ws.att.ptr(), ws.ffa.ptr());
@@ -1133,39 +1185,6 @@ impl T2sRequest for CudaRequest {
     }
 }
 
-/// See [`super::generate_on_device`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn generate_on_device(
-    config: &EngineConfig,
-    bundle: &Bundle,
-    prompt: &[i64],
-    t: usize,
-    max_frames: usize,
-    params: SamplingParams,
-    seed: u64,
-    compat: bool,
-    ignore_end: bool,
-) -> Result<Vec<Vec<i64>>> {
-    let cfg = ModelConfig::from_bundle_dir(&bundle.info.dir)?;
-    let path = bundle.info.dir.join(&cfg.weights_file);
-    let header = layout::read_safetensors_header(&path)?;
-    let plan = WeightPlan::new(&cfg, &header)?;
-    let int8 = std::env::var("S1_CUDA_WEIGHTS").map(|v| v == "int8").unwrap_or(false);
-    let model = catch_unwind(AssertUnwindSafe(|| {
-        Model::load(config, cfg, &plan, WeightSource::File { path, header }, int8)
-    }))
-    .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
-    let t2s = CudaT2s { model: Arc::new(model) };
-    let mut req = t2s.start_cuda()?;
-    let s = FrameSampling {
-        params: if compat { params.rounded_to_bf16() } else { params },
-        seed,
-        fish_speech_compat: compat,
-        ignore_end,
-    };
-    req.generate_on_device(Some((prompt, t)), max_frames, &s, |_| {})
-}
-
 /// Benchmarks the real shapes with random weights (no checkpoint): `frames` decoded frames after
 /// a `prompt_len` prefill. Returns (frames/s, first-frame ms, weight bytes, device name).
 #[allow(clippy::too_many_arguments)]
@@ -1178,7 +1197,8 @@ pub(super) fn bench_random(
 ) -> Result<BenchResult> {
     let plan = WeightPlan::for_config(&cfg);
     let model = catch_unwind(AssertUnwindSafe(|| {
-        Model::load(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, int8)
+        let opts = LoadOptions { int8, numerics: Numerics::Fast };
+        Model::load(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, opts)
     }))
     .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
     let model = Arc::new(model);

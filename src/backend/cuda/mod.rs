@@ -104,44 +104,6 @@ pub fn bench_random(
     }
 }
 
-/// Runs `prompt` (`[1+K, t]` ids, row-major) and `max_frames` frames entirely on the device:
-/// GPU sampling (the algorithm and RNG of `sampling.rs`), the captured frame graph for every
-/// decoded frame. Stops after a `<|im_end|>` frame unless `ignore_end`. For parity checks of
-/// the on-device sampler against the CPU frame loop.
-#[allow(clippy::too_many_arguments)]
-pub fn generate_on_device(
-    config: &EngineConfig,
-    bundle: &Bundle,
-    prompt: &[i64],
-    t: usize,
-    max_frames: usize,
-    params: crate::sampling::SamplingParams,
-    seed: u64,
-    fish_speech_compat: bool,
-    ignore_end: bool,
-) -> Result<Vec<Vec<i64>>> {
-    #[cfg(feature = "cuda-base")]
-    {
-        engine::generate_on_device(
-            config,
-            bundle,
-            prompt,
-            t,
-            max_frames,
-            params,
-            seed,
-            fish_speech_compat,
-            ignore_end,
-        )
-    }
-    #[cfg(not(feature = "cuda-base"))]
-    {
-        let _ =
-            (config, bundle, prompt, t, max_frames, params, seed, fish_speech_compat, ignore_end);
-        Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
-    }
-}
-
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: "cuda", reason: reason.into() }
 }

@@ -77,11 +77,6 @@ pub fn attention(nh: usize, t: usize, splits: usize) -> Dims {
     Dims { grid: (u(nh), u(t), u(splits)), block: ATTENTION_THREADS, shared_bytes: 0 }
 }
 
-/// `attention_combine_f32`: heads × T.
-pub fn attention_combine(nh: usize, t: usize) -> Dims {
-    Dims { grid: (u(nh), u(t), 1), block: ATTENTION_THREADS, shared_bytes: 0 }
-}
-
 /// Padded sort width of the sampling kernel for n logits: a power of two ≥ max(n, 1024).
 pub fn sample_pad(n: usize) -> usize {
     n.max(SAMPLE_THREADS).next_power_of_two()
@@ -108,10 +103,8 @@ pub enum Node {
     Swiglu,
     /// qk-norm + RoPE + KV write (`qk_rope_f32`).
     Rope,
-    /// Attention pass 1 (`attention_f32`).
+    /// Attention (`attention_f32`; split-K with the merge in its last block).
     Attention,
-    /// Attention pass 2 (`attention_combine_f32`).
-    Combine,
     /// kv_pos += 1 (`advance_pos`).
     Advance,
     /// Fast input (`fast_input_f32`).
@@ -124,17 +117,12 @@ pub enum Node {
     Finish,
 }
 
-/// One transformer layer of a decode step; the combine pass only when attention is split.
-fn layer_nodes(out: &mut Vec<Node>, split_attention: bool) {
+/// One transformer layer of a decode step.
+fn layer_nodes(out: &mut Vec<Node>) {
     out.extend([
         Node::Gemv, // attention_norm + wqkv
         Node::Rope,
         Node::Attention,
-    ]);
-    if split_attention {
-        out.push(Node::Combine);
-    }
-    out.extend([
         Node::Gemv,   // wo (+ residual)
         Node::Swiglu, // ffn_norm + w1/w3 + SwiGLU
         Node::Gemv,   // w2 (+ residual)
@@ -142,11 +130,10 @@ fn layer_nodes(out: &mut Vec<Node>, split_attention: bool) {
 }
 
 /// The slow half of a decode frame: embed, layers, hidden copy, norm + head, advance.
-/// `splits` = attention splits of the slow stack ([`attention_splits`]).
-pub fn slow_step_nodes(c: &ModelConfig, splits: usize) -> Vec<Node> {
+pub fn slow_step_nodes(c: &ModelConfig) -> Vec<Node> {
     let mut v = vec![Node::Embed];
     for _ in 0..c.n_layer {
-        layer_nodes(&mut v, splits > 1);
+        layer_nodes(&mut v);
     }
     v.extend([Node::Copy, Node::Gemv, Node::Advance]);
     v
@@ -159,7 +146,7 @@ pub fn fast_and_sample_nodes(c: &ModelConfig) -> Vec<Node> {
     for pos in 0..c.num_codebooks {
         v.push(Node::FastInput);
         for _ in 0..c.n_fast_layer {
-            layer_nodes(&mut v, false);
+            layer_nodes(&mut v);
         }
         if pos > 0 {
             v.extend([Node::Gemv, Node::Sample]); // fast_norm + fast head, sampling
@@ -170,8 +157,8 @@ pub fn fast_and_sample_nodes(c: &ModelConfig) -> Vec<Node> {
 }
 
 /// Every node of one decode frame (the captured graph).
-pub fn frame_nodes(c: &ModelConfig, splits: usize) -> Vec<Node> {
-    let mut v = slow_step_nodes(c, splits);
+pub fn frame_nodes(c: &ModelConfig) -> Vec<Node> {
+    let mut v = slow_step_nodes(c);
     v.extend(fast_and_sample_nodes(c));
     v
 }
@@ -264,17 +251,15 @@ mod tests {
     #[test]
     fn plan_frame_graph_node_counts_for_s1_mini() {
         let c = ModelConfig::s1_mini();
-        let slow = slow_step_nodes(&c, 17);
-        assert_eq!(slow.len(), 1 + 28 * 7 + 3);
-        assert_eq!(slow_step_nodes(&c, 1).len(), 1 + 28 * 6 + 3);
+        let slow = slow_step_nodes(&c);
+        assert_eq!(slow.len(), 1 + 28 * 6 + 3);
         let fast = fast_and_sample_nodes(&c);
         let samples = fast.iter().filter(|n| **n == Node::Sample).count();
         assert_eq!(samples, 10); // slow head + codebooks 1..9
         assert_eq!(fast.iter().filter(|n| **n == Node::FastInput).count(), 10);
-        assert_eq!(fast.iter().filter(|n| **n == Node::Combine).count(), 0);
         assert_eq!(fast.len(), 1 + 10 * (1 + 4 * 6) + 9 * 2 + 1);
-        assert_eq!(frame_nodes(&c, 17).len(), slow.len() + fast.len());
-        assert_eq!(frame_nodes(&c, 17).len(), 470);
+        assert_eq!(frame_nodes(&c).len(), slow.len() + fast.len());
+        assert_eq!(frame_nodes(&c).len(), 442);
     }
 
     #[test]

@@ -278,36 +278,79 @@ fn rope_ref(x: &[f32], norm: Option<&[u16]>, eps: f32, table: &[u16], pos: usize
     out
 }
 
-/// qk_rope_f32: q rotated in place, k (rotated) and v written to the bf16 caches.
-fn rope(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
+/// A KV cache on the host: bf16 bits or f32 values, as the kernels store them.
+enum HostKv {
+    Bf16(Vec<u16>),
+    F32(Vec<f32>),
+}
+
+impl HostKv {
+    fn random(rng: &mut Rng, n: usize, f32: bool) -> HostKv {
+        if f32 {
+            HostKv::F32(rng.vec(n, 1.0))
+        } else {
+            HostKv::Bf16(rng.bf16(n, 1.0))
+        }
+    }
+    fn zeros(n: usize, f32: bool) -> HostKv {
+        if f32 {
+            HostKv::F32(vec![0.0; n])
+        } else {
+            HostKv::Bf16(vec![0; n])
+        }
+    }
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            HostKv::Bf16(v) => f64::from(bf16_to_f32(v[i])),
+            HostKv::F32(v) => f64::from(v[i]),
+        }
+    }
+    fn upload(&self, g: &Gpu) -> R<DevBuf> {
+        match self {
+            HostKv::Bf16(v) => up(g, v),
+            HostKv::F32(v) => up(g, v),
+        }
+    }
+    fn download(&mut self, g: &Gpu, b: &DevBuf) -> R<()> {
+        match self {
+            HostKv::Bf16(v) => g.download(v, b.ptr()),
+            HostKv::F32(v) => g.download(v, b.ptr()),
+        }
+    }
+}
+
+/// qk_rope_f32: q rotated in place, k (rotated) and v written to the caches (bf16 or f32).
+fn rope(g: &Gpu, rng: &mut Rng, kv_f32: bool) -> R<Vec<KernelCheck>> {
     let (t, nh, nkv, hd, max_pos, eps) = (3usize, 4usize, 2usize, 128usize, 64usize, 1e-6f32);
     let (pos0, pos_add) = (40i32, 2i32);
     let row_w = (nh + 2 * nkv) * hd;
     let qkv = rng.vec(t * row_w, 1.0);
     let (qn, kn) = (rng.bf16(hd, 1.0), rng.bf16(hd, 1.0));
     let table = rope_table_bf16(1_000_000.0, hd, max_pos);
-    let cache = vec![0u16; nkv * max_pos * hd];
+    let (mut kc, mut vc) =
+        (HostKv::zeros(nkv * max_pos * hd, kv_f32), HostKv::zeros(nkv * max_pos * hd, kv_f32));
     let (qb, pb, qnb, knb, tb) =
         (up(g, &qkv)?, up(g, &[pos0])?, up(g, &qn)?, up(g, &kn)?, up(g, &table)?);
-    let (kcb, vcb) = (up(g, &cache)?, up(g, &cache)?);
+    let (kcb, vcb) = (kc.upload(g)?, vc.upload(g)?);
     let (qp, pp, qnp, knp, tp, kcp, vcp) =
         (qb.ptr(), pb.ptr(), qnb.ptr(), knb.ptr(), tb.ptr(), kcb.ptr(), vcb.ptr());
-    let (tt, nhh, nkk, hdd, mp, use_qk) =
-        (t as i32, nh as i32, nkv as i32, hd as i32, max_pos as i32, 1i32);
+    let (tt, nhh, nkk, hdd, mp, use_qk, kv32) =
+        (t as i32, nh as i32, nkv as i32, hd as i32, max_pos as i32, 1i32, i32::from(kv_f32));
     // SAFETY: qk_rope_f32(qkv, T, pos_ptr, pos_add, q_norm, k_norm, use_qk_norm, rope, nh, nkv,
-    // hd, eps, kc, vc, max_pos); shapes as allocated above.
+    // hd, eps, kc, vc, max_pos, kv_f32); shapes as allocated above.
     unsafe {
         g.launch(
             "qk_rope_f32",
             plan::qk_rope(t, nh, nkv, hd),
-            &mut args![qp, tt, pp, pos_add, qnp, knp, use_qk, tp, nhh, nkk, hdd, eps, kcp, vcp, mp],
+            &mut args![
+                qp, tt, pp, pos_add, qnp, knp, use_qk, tp, nhh, nkk, hdd, eps, kcp, vcp, mp, kv32
+            ],
         )?
     };
     let got_q = down_f32(g, &qb, t * row_w)?;
-    let mut kc = vec![0u16; cache.len()];
-    let mut vc = vec![0u16; cache.len()];
-    g.download(&mut kc, kcb.ptr())?;
-    g.download(&mut vc, vcb.ptr())?;
+    kc.download(g, &kcb)?;
+    vc.download(g, &vcb)?;
+    let round = |a: f64| if kv_f32 { a } else { f64::from(bf16_to_f32(bf16_bits(a as f32))) };
     let (mut gq, mut wq, mut gk, mut wk, mut gv, mut wv) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for ti in 0..t {
@@ -321,38 +364,39 @@ fn rope(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
             let kx = &row[(nh + h) * hd..(nh + h + 1) * hd];
             wk.extend(rope_ref(kx, Some(&kn), eps, &table, pos));
             let vx = &row[(nh + nkv + h) * hd..(nh + nkv + h + 1) * hd];
-            wv.extend(vx.iter().map(|&a| f64::from(bf16_to_f32(bf16_bits(a)))));
+            wv.extend(vx.iter().map(|&a| round(f64::from(a))));
             let at = (h * max_pos + pos) * hd;
-            gk.extend(kc[at..at + hd].iter().map(|&b| bf16_to_f32(b)));
-            gv.extend(vc[at..at + hd].iter().map(|&b| bf16_to_f32(b)));
+            gk.extend((at..at + hd).map(|i| kc.get(i) as f32));
+            gv.extend((at..at + hd).map(|i| vc.get(i) as f32));
         }
     }
+    let ty = if kv_f32 { "f32" } else { "bf16" };
+    // k is rounded to the cache type: 2^-8 relative for bf16.
+    let k_tol = if kv_f32 { TOL } else { 8e-3 };
     Ok(vec![
         check("qk_rope_f32 (q, in place)", rel_err(&gq, &wq), TOL),
-        // k is rounded to bf16 in the cache: 2^-8 relative.
-        check("qk_rope_f32 (k cache, bf16)", rel_err(&gk, &wk), 8e-3),
-        check("qk_rope_f32 (v cache, bf16)", rel_err(&gv, &wv), 0.0),
+        check(&format!("qk_rope_f32 (k cache, {ty})"), rel_err(&gk, &wk), k_tol),
+        check(&format!("qk_rope_f32 (v cache, {ty})"), rel_err(&gv, &wv), 0.0),
     ])
 }
 
-/// attention_f32 + attention_combine_f32 against softmax(q·k / √hd) v over keys 0..=pos.
-fn attention(g: &Gpu, rng: &mut Rng, splits: usize) -> R<KernelCheck> {
+/// attention_f32 against softmax(q·k / √hd) v over keys 0..=pos, launched twice (the split
+/// counters must be back at zero for the second launch, as in a replayed graph).
+fn attention(g: &Gpu, rng: &mut Rng, splits: usize, kv_f32: bool) -> R<KernelCheck> {
     let (t, nh, nkv, hd, max_pos) = (3usize, 8usize, 2usize, 128usize, 700usize);
     let (pos0, pos_add) = (600i32, 1i32);
     let q_stride = (nh + 2 * nkv) * hd;
     let q = rng.vec(t * q_stride, 1.0);
-    let kc = rng.bf16(nkv * max_pos * hd, 1.0);
-    let vc = rng.bf16(nkv * max_pos * hd, 1.0);
-    let (qb, kb, vb, pb) = (up(g, &q)?, up(g, &kc)?, up(g, &vc)?, up(g, &[pos0])?);
-    let (pob, pmb, ob) = (
+    let kc = HostKv::random(rng, nkv * max_pos * hd, kv_f32);
+    let vc = HostKv::random(rng, nkv * max_pos * hd, kv_f32);
+    let (qb, kb, vb, pb) = (up(g, &q)?, kc.upload(g)?, vc.upload(g)?, up(g, &[pos0])?);
+    let (pob, pmb, cb) = (
         poisoned(g, nh * t * splits * hd)?,
         poisoned(g, nh * t * splits * 2)?,
-        poisoned(g, t * nh * hd)?,
+        up(g, &vec![0u32; nh * t])?,
     );
     let scale = 1.0f32 / (hd as f32).sqrt();
-    let (qp, kp, vp, pp, po, pm, op) =
-        (qb.ptr(), kb.ptr(), vb.ptr(), pb.ptr(), pob.ptr(), pmb.ptr(), ob.ptr());
-    let (qs, tt, nhh, nkk, hdd, mp, ns, os) = (
+    let (qs, tt, nhh, nkk, hdd, mp, ns, os, kv32) = (
         q_stride as i32,
         t as i32,
         nh as i32,
@@ -361,27 +405,8 @@ fn attention(g: &Gpu, rng: &mut Rng, splits: usize) -> R<KernelCheck> {
         max_pos as i32,
         splits as i32,
         (nh * hd) as i32,
+        i32::from(kv_f32),
     );
-    // SAFETY: attention_f32(q, q_stride, kc, vc, T, pos_ptr, pos_add, nh, nkv, hd, max_pos, scale,
-    // n_split, part_o [nh*T*n_split*hd], part_ml [nh*T*n_split*2], out [T, nh*hd], out_stride);
-    // combine(part_o, part_ml, out, out_stride, T, nh, hd, n_split) when split.
-    unsafe {
-        g.launch(
-            "attention_f32",
-            plan::attention(nh, t, splits),
-            &mut args![
-                qp, qs, kp, vp, tt, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm, op, os
-            ],
-        )?;
-        if splits > 1 {
-            g.launch(
-                "attention_combine_f32",
-                plan::attention_combine(nh, t),
-                &mut args![po, pm, op, os, tt, nhh, hdd, ns],
-            )?;
-        }
-    }
-    let got = down_f32(g, &ob, t * nh * hd)?;
     let mut want = vec![0f64; t * nh * hd];
     for ti in 0..t {
         let len = (pos0 + pos_add) as usize + ti + 1;
@@ -390,8 +415,8 @@ fn attention(g: &Gpu, rng: &mut Rng, splits: usize) -> R<KernelCheck> {
             let qv = &q[ti * q_stride + h * hd..ti * q_stride + (h + 1) * hd];
             let s: Vec<f64> = (0..len)
                 .map(|j| {
-                    let kr = &kc[(kvh * max_pos + j) * hd..];
-                    (0..hd).map(|e| f64::from(qv[e]) * f64::from(bf16_to_f32(kr[e]))).sum::<f64>()
+                    let base = (kvh * max_pos + j) * hd;
+                    (0..hd).map(|e| f64::from(qv[e]) * kc.get(base + e)).sum::<f64>()
                         * f64::from(scale)
                 })
                 .collect();
@@ -399,15 +424,34 @@ fn attention(g: &Gpu, rng: &mut Rng, splits: usize) -> R<KernelCheck> {
             let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
             let l: f64 = p.iter().sum();
             for e in 0..hd {
-                let o: f64 = (0..len)
-                    .map(|j| p[j] * f64::from(bf16_to_f32(vc[(kvh * max_pos + j) * hd + e])))
-                    .sum();
+                let o: f64 = (0..len).map(|j| p[j] * vc.get((kvh * max_pos + j) * hd + e)).sum();
                 want[ti * nh * hd + h * hd + e] = o / l;
             }
         }
     }
-    let name = format!("attention_f32 + combine ({splits} split(s), 601..603 keys)");
-    Ok(check(&name, rel_err(&got, &want), 1e-4))
+    let mut err = 0f64;
+    for _launch in 0..2 {
+        let ob = poisoned(g, t * nh * hd)?;
+        let (qp, kp, vp, pp, po, pm, cp, op) =
+            (qb.ptr(), kb.ptr(), vb.ptr(), pb.ptr(), pob.ptr(), pmb.ptr(), cb.ptr(), ob.ptr());
+        // SAFETY: attention_f32(q, q_stride, kc, vc, kv_f32, T, pos_ptr, pos_add, nh, nkv, hd,
+        // max_pos, scale, n_split, part_o [nh*T*n_split*hd], part_ml [nh*T*n_split*2],
+        // counters [nh*T], out [T, nh*hd], out_stride).
+        unsafe {
+            g.launch(
+                "attention_f32",
+                plan::attention(nh, t, splits),
+                &mut args![
+                    qp, qs, kp, vp, kv32, tt, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm,
+                    cp, op, os
+                ],
+            )?;
+        }
+        err = err.max(rel_err(&down_f32(g, &ob, t * nh * hd)?, &want));
+    }
+    let ty = if kv_f32 { "f32" } else { "bf16" };
+    let name = format!("attention_f32 ({splits} split(s), {ty} KV, 601..603 keys, 2 launches)");
+    Ok(check(&name, err, 1e-4))
 }
 
 /// embed_tokens_f32: a text token, a semantic token with codes, an out-of-range id (→ 0).
@@ -475,16 +519,18 @@ fn gemm(g: &Gpu, rng: &mut Rng, beta: f32) -> R<KernelCheck> {
     Ok(check(&format!("cublas gemm_bf16 (beta {beta})"), rel_err(&got, &want), 1e-4))
 }
 
-/// sample_f32 on random logits against `sampling::sample` (same seed, frame 0, no window).
+/// sample_f32 on random logits against `sampling::sample` (same seed, frame 0, no window;
+/// top-p 0.8, 0.95 and 0.5 in turn, logits ever wider).
 fn sample(g: &Gpu, rng: &mut Rng, slot: usize, temperature: f32) -> R<KernelCheck> {
     let (n, k) = if slot == 0 { (4097usize, 10usize) } else { (1024usize, 10usize) };
     let (sem_begin, im_end) = (151_678i32, 151_645i32);
-    let (trials, seed) = (8usize, 4321u64);
-    let p = SamplingParams { temperature, top_p: 0.8, repetition_penalty: 1.1 };
+    let (trials, seed) = (24usize, 4321u64);
     let hist = g.alloc_zeroed(16 * (k + 1) * 8)?;
     let frame = g.alloc_zeroed((k + 1) * 8)?;
     let mut mismatches = 0usize;
     for trial in 0..trials {
+        let top_p = [0.8, 0.95, 0.5][trial % 3];
+        let p = SamplingParams { temperature, top_p, repetition_penalty: 1.1 };
         let logits = rng.vec(n, 4.0 + trial as f32);
         let lb = up(g, &logits)?;
         let words: [u32; 16] = [
@@ -574,9 +620,12 @@ pub(super) fn run(config: &EngineConfig) -> R<Vec<KernelCheck>> {
     push("gemv_swiglu_bf16", swiglu(&g, &mut rng).map(|c| vec![c]));
     push("int8", int8(&g, &mut rng));
     push("rmsnorm_f32", rmsnorm(&g, &mut rng).map(|c| vec![c]));
-    push("qk_rope_f32", rope(&g, &mut rng));
-    push("attention 1 split", attention(&g, &mut rng, 1).map(|c| vec![c]));
-    push("attention 5 splits", attention(&g, &mut rng, 5).map(|c| vec![c]));
+    for kv_f32 in [false, true] {
+        push("qk_rope_f32", rope(&g, &mut rng, kv_f32));
+        for splits in [1, 5] {
+            push("attention_f32", attention(&g, &mut rng, splits, kv_f32).map(|c| vec![c]));
+        }
+    }
     push("embed_tokens_f32", embed(&g, &mut rng).map(|c| vec![c]));
     push("gemm beta 0", gemm(&g, &mut rng, 0.0).map(|c| vec![c]));
     push("gemm beta 1", gemm(&g, &mut rng, 1.0).map(|c| vec![c]));

@@ -26,6 +26,23 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return (bf16_t)(u >> 16);
 }
 
+// KV-cache elements: bf16, or f32 in exact mode (kv_f32 != 0; the same for a whole launch).
+__device__ __forceinline__ void kv_store2(void* cache, size_t i, float a, float b, int kv_f32) {
+    if (kv_f32) {
+        float* c = static_cast<float*>(cache);
+        c[i] = a;
+        c[i + 1] = b;
+    } else {
+        bf16_t* c = static_cast<bf16_t*>(cache);
+        c[i] = f32_to_bf16(a);
+        c[i + 1] = f32_to_bf16(b);
+    }
+}
+
+__device__ __forceinline__ float kv_load(const void* cache, size_t i, int kv_f32) {
+    return kv_f32 ? static_cast<const float*>(cache)[i] : bf16_to_f32(static_cast<const bf16_t*>(cache)[i]);
+}
+
 // Two bf16 packed in one 32-bit word: low half is the element with the lower address.
 __device__ __forceinline__ float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }

@@ -28,7 +28,7 @@ __device__ __forceinline__ void row_rms(const float* x, int x_stride, int K, int
             const float* xr = x + (size_t)t * x_stride;
             float ss = 0.0f;
             for (int k = lane * 4; k < K; k += 128) {
-                const float4 v = *reinterpret_cast<const float4*>(xr + k);
+                const float4 v = __ldg(reinterpret_cast<const float4*>(xr + k));
                 ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             }
             r[t] = rsqrtf(warp_sum(ss) / (float)K + eps);
@@ -38,20 +38,15 @@ __device__ __forceinline__ void row_rms(const float* x, int x_stride, int K, int
 
 // Activations k..k+7 of one row, times the norm weight when there is one.
 __device__ __forceinline__ void load_x8(const float* x, const bf16_t* nw, float* v) {
-    const float4 a = *reinterpret_cast<const float4*>(x);
-    const float4 b = *reinterpret_cast<const float4*>(x + 4);
+    const float4 a = __ldg(reinterpret_cast<const float4*>(x));
+    const float4 b = __ldg(reinterpret_cast<const float4*>(x + 4));
     v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
     v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
     if (nw != 0) {
-        const uint4 g = *reinterpret_cast<const uint4*>(nw);
+        const uint4 g = __ldg(reinterpret_cast<const uint4*>(nw));
         v[0] *= bf16_lo(g.x); v[1] *= bf16_hi(g.x); v[2] *= bf16_lo(g.y); v[3] *= bf16_hi(g.y);
         v[4] *= bf16_lo(g.z); v[5] *= bf16_hi(g.z); v[6] *= bf16_lo(g.w); v[7] *= bf16_hi(g.w);
     }
-}
-
-__device__ __forceinline__ float dot8_bf16(uint4 w, const float* v) {
-    return bf16_lo(w.x) * v[0] + bf16_hi(w.x) * v[1] + bf16_lo(w.y) * v[2] + bf16_hi(w.y) * v[3]
-         + bf16_lo(w.z) * v[4] + bf16_hi(w.z) * v[5] + bf16_lo(w.w) * v[6] + bf16_hi(w.w) * v[7];
 }
 
 __device__ __forceinline__ float dot4_i8(int w, const float* v) {
@@ -59,65 +54,88 @@ __device__ __forceinline__ float dot4_i8(int w, const float* v) {
          + (float)(signed char)((w >> 16) & 0xff) * v[2] + (float)(signed char)((w >> 24) & 0xff) * v[3];
 }
 
-// Partial dot products of weight row `wrow` over [kb, ke) with up to GEMV_TT activation rows
-// (lane-local; the caller reduces). bf16: 8 weights per 16-byte load.
-__device__ __forceinline__ void dot_rows_bf16(const bf16_t* __restrict__ wrow, const float* x, int x_stride,
-                                              const bf16_t* nw, int kb, int ke, int tn, float* acc) {
-    const int lane = threadIdx.x & 31;
-    for (int k0 = kb + lane * 8; k0 < ke; k0 += 256 * GEMV_UNROLL) {
-        uint4 w[GEMV_UNROLL];
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; ++u) {
-            const int k = k0 + u * 256;
-            w[u] = k < ke ? __ldg(reinterpret_cast<const uint4*>(wrow + k)) : make_uint4(0u, 0u, 0u, 0u);
-        }
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; ++u) {
-            const int k = k0 + u * 256;
-            if (k < ke) {
-#pragma unroll
-                for (int t = 0; t < GEMV_TT; ++t) {
-                    if (t < tn) {
-                        float v[8];
-                        load_x8(x + (size_t)t * x_stride + k, nw != 0 ? nw + k : nw, v);
-                        acc[t] += dot8_bf16(w[u], v);
-                    }
-                }
-            }
-        }
-    }
-}
+// One 16-byte weight vector per lane: 8 bf16 or 16 int8 weights, and its dot product with the
+// activations at the same k (times the norm weight when there is one).
+template <typename W> struct WVec;
 
-// int8: 16 weights per 16-byte load.
-__device__ __forceinline__ void dot_rows_i8(const signed char* __restrict__ wrow, const float* x, int x_stride,
-                                            const bf16_t* nw, int kb, int ke, int tn, float* acc) {
-    const int lane = threadIdx.x & 31;
-    for (int k0 = kb + lane * 16; k0 < ke; k0 += 512 * GEMV_UNROLL) {
-        int4 w[GEMV_UNROLL];
+template <> struct WVec<bf16_t> {
+    typedef uint4 V;
+    static constexpr int PER = 8;
+    static __device__ __forceinline__ V load(const bf16_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+    static __device__ __forceinline__ V zero() { return make_uint4(0u, 0u, 0u, 0u); }
+    static __device__ __forceinline__ float dot(V w, const float* x, const bf16_t* nw) {
+        float v[8];
+        load_x8(x, nw, v);
+        return bf16_lo(w.x) * v[0] + bf16_hi(w.x) * v[1] + bf16_lo(w.y) * v[2] + bf16_hi(w.y) * v[3]
+             + bf16_lo(w.z) * v[4] + bf16_hi(w.z) * v[5] + bf16_lo(w.w) * v[6] + bf16_hi(w.w) * v[7];
+    }
+};
+
+template <> struct WVec<signed char> {
+    typedef int4 V;
+    static constexpr int PER = 16;
+    static __device__ __forceinline__ V load(const signed char* p) { return __ldg(reinterpret_cast<const int4*>(p)); }
+    static __device__ __forceinline__ V zero() { return make_int4(0, 0, 0, 0); }
+    static __device__ __forceinline__ float dot(V w, const float* x, const bf16_t* nw) {
+        float v[8];
+        load_x8(x, nw, v);
+        float s = dot4_i8(w.x, v) + dot4_i8(w.y, v + 4);
+        load_x8(x + 8, nw != 0 ? nw + 8 : nw, v);
+        return s + dot4_i8(w.z, v) + dot4_i8(w.w, v + 4);
+    }
+};
+
+// One warp's partial products of NR weight rows with xn[t] (t < tn) over [kb, ke), already
+// multiplied by r_t; lane-local (the caller reduces). The first GEMV_UNROLL weight vectors of
+// every row are requested before the RMS of x is computed, so the DRAM latency of the weights
+// and the L2 latency of the activations overlap (with S1-mini's shapes that is every vector).
+template <typename W, int NR>
+__device__ __forceinline__ void gemv_part(const W* const* wrows, const float* x, int x_stride, int K,
+                                          const bf16_t* nw, float eps, int kb, int ke, int tn,
+                                          float (*acc)[GEMV_TT]) {
+    typedef WVec<W> Vec;
+    const int span = 32 * Vec::PER;  // elements per warp-wide step
+    const int k0 = kb + (threadIdx.x & 31) * Vec::PER;
+    typename Vec::V w[NR][GEMV_UNROLL];
+#pragma unroll
+    for (int j = 0; j < NR; ++j)
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; ++u) {
-            const int k = k0 + u * 512;
-            w[u] = k < ke ? __ldg(reinterpret_cast<const int4*>(wrow + k)) : make_int4(0, 0, 0, 0);
+            const int k = k0 + u * span;
+            w[j][u] = k < ke ? Vec::load(wrows[j] + k) : Vec::zero();
+        }
+    float r[GEMV_TT];
+    row_rms(x, x_stride, K, tn, nw, eps, r);
+    for (int k1 = k0; k1 < ke; k1 += span * GEMV_UNROLL) {
+        if (k1 != k0) {  // rows longer than GEMV_UNROLL vectors per lane: the next batch
+#pragma unroll
+            for (int j = 0; j < NR; ++j)
+#pragma unroll
+                for (int u = 0; u < GEMV_UNROLL; ++u) {
+                    const int k = k1 + u * span;
+                    w[j][u] = k < ke ? Vec::load(wrows[j] + k) : Vec::zero();
+                }
         }
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; ++u) {
-            const int k = k0 + u * 512;
+            const int k = k1 + u * span;
             if (k < ke) {
 #pragma unroll
                 for (int t = 0; t < GEMV_TT; ++t) {
                     if (t < tn) {
-                        const float* xr = x + (size_t)t * x_stride + k;
-                        float v[8];
-                        load_x8(xr, nw != 0 ? nw + k : nw, v);
-                        float s = dot4_i8(w[u].x, v) + dot4_i8(w[u].y, v + 4);
-                        load_x8(xr + 8, nw != 0 ? nw + k + 8 : nw, v);
-                        s += dot4_i8(w[u].z, v) + dot4_i8(w[u].w, v + 4);
-                        acc[t] += s;
+                        const float* xk = x + (size_t)t * x_stride + k;
+                        const bf16_t* nk = nw != 0 ? nw + k : nw;
+#pragma unroll
+                        for (int j = 0; j < NR; ++j) acc[j][t] += Vec::dot(w[j][u], xk, nk);
                     }
                 }
             }
         }
     }
+#pragma unroll
+    for (int j = 0; j < NR; ++j)
+#pragma unroll
+        for (int t = 0; t < GEMV_TT; ++t) acc[j][t] *= r[t];
 }
 
 // Warp sums, then the sum over the ks K-parts of each row (through shared memory). Every thread
@@ -161,108 +179,81 @@ __device__ __forceinline__ GemvSlot gemv_slot(int N, int K, int ks) {
     return s;
 }
 
-// y[t, n] = (res ? res[t, n] : 0) + W[n, :] . xn[t, :]   (xn = x, or its RMSNorm with norm_w).
+// y[t, n] = (res ? res[t, n] : 0) + scale[n] * (W[n, :] . xn[t, :]), scale = 1 for bf16.
 // `res` may alias `y` (in-place residual).
-extern "C" __global__ void gemv_bf16(const bf16_t* __restrict__ W, const float* x, int x_stride, float* y,
-                                     int y_stride, const float* res, int N, int K, int T,
-                                     const bf16_t* norm_w, float eps, int ks) {
+template <typename W>
+__device__ __forceinline__ void gemv_body(const W* W0, const float* scale, const float* x, int x_stride, float* y,
+                                          int y_stride, const float* res, int N, int K, int T,
+                                          const bf16_t* norm_w, float eps, int ks) {
     __shared__ float red[8][GEMV_TT];
     const GemvSlot s = gemv_slot(N, K, ks);
+    const W* rows[1] = {W0 + (size_t)(s.live ? s.n : 0) * K};
     for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
         const int tn = min(GEMV_TT, T - t0);
         const float* xt = x + (size_t)t0 * x_stride;
-        float acc[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (s.live) dot_rows_bf16(W + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, acc);
-        reduce_parts(acc, ks, red);
-        float r[GEMV_TT];
-        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
+        float acc[1][GEMV_TT] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+        if (s.live) gemv_part<W, 1>(rows, xt, x_stride, K, norm_w, eps, s.kb, s.ke, tn, acc);
+        reduce_parts(acc[0], ks, red);
         if (s.writer) {
+            const float sc = scale ? scale[s.n] : 1.0f;
             for (int t = 0; t < tn; ++t) {
                 const size_t o = (size_t)(t0 + t) * y_stride + s.n;
-                y[o] = (res ? res[o] : 0.0f) + acc[t] * r[t];
+                y[o] = (res ? res[o] : 0.0f) + acc[0][t] * sc;
             }
         }
     }
 }
 
-// y[t, n] = silu(W1[n] . xn[t]) * (W3[n] . xn[t])   (fish-speech FeedForward before w2).
-extern "C" __global__ void gemv_swiglu_bf16(const bf16_t* __restrict__ W1, const bf16_t* __restrict__ W3,
-                                            const float* x, int x_stride, float* y, int y_stride, int N,
-                                            int K, int T, const bf16_t* norm_w, float eps, int ks) {
+// y[t, n] = silu(s1[n] W1[n] . xn[t]) * (s3[n] W3[n] . xn[t])  (fish-speech FeedForward before w2).
+template <typename W>
+__device__ __forceinline__ void swiglu_body(const W* W1, const float* s1, const W* W3, const float* s3,
+                                            const float* x, int x_stride, float* y, int y_stride, int N, int K,
+                                            int T, const bf16_t* norm_w, float eps, int ks) {
     __shared__ float red[8][GEMV_TT];
     const GemvSlot s = gemv_slot(N, K, ks);
+    const size_t off = (size_t)(s.live ? s.n : 0) * K;
+    const W* rows[2] = {W1 + off, W3 + off};
     for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
         const int tn = min(GEMV_TT, T - t0);
         const float* xt = x + (size_t)t0 * x_stride;
-        float a[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        float b[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (s.live) {
-            dot_rows_bf16(W1 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, a);
-            dot_rows_bf16(W3 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, b);
-        }
-        reduce_parts(a, ks, red);
-        reduce_parts(b, ks, red);
-        float r[GEMV_TT];
-        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
+        float acc[2][GEMV_TT] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        if (s.live) gemv_part<W, 2>(rows, xt, x_stride, K, norm_w, eps, s.kb, s.ke, tn, acc);
+        reduce_parts(acc[0], ks, red);
+        reduce_parts(acc[1], ks, red);
         if (s.writer) {
+            const float a1 = s1 ? s1[s.n] : 1.0f, a3 = s3 ? s3[s.n] : 1.0f;
             for (int t = 0; t < tn; ++t) {
-                const float g = a[t] * r[t];
-                y[(size_t)(t0 + t) * y_stride + s.n] = (g / (1.0f + expf(-g))) * (b[t] * r[t]);
+                const float g = acc[0][t] * a1;
+                y[(size_t)(t0 + t) * y_stride + s.n] = (g / (1.0f + expf(-g))) * (acc[1][t] * a3);
             }
         }
     }
+}
+
+extern "C" __global__ void gemv_bf16(const bf16_t* __restrict__ W, const float* x, int x_stride, float* y,
+                                     int y_stride, const float* res, int N, int K, int T,
+                                     const bf16_t* norm_w, float eps, int ks) {
+    gemv_body<bf16_t>(W, 0, x, x_stride, y, y_stride, res, N, K, T, norm_w, eps, ks);
+}
+
+extern "C" __global__ void gemv_swiglu_bf16(const bf16_t* __restrict__ W1, const bf16_t* __restrict__ W3,
+                                            const float* x, int x_stride, float* y, int y_stride, int N,
+                                            int K, int T, const bf16_t* norm_w, float eps, int ks) {
+    swiglu_body<bf16_t>(W1, 0, W3, 0, x, x_stride, y, y_stride, N, K, T, norm_w, eps, ks);
 }
 
 // int8 weight-only variants: W[n, k] = q[n, k] * scale[n].
 extern "C" __global__ void gemv_i8(const signed char* __restrict__ W, const float* __restrict__ scale,
                                    const float* x, int x_stride, float* y, int y_stride, const float* res,
                                    int N, int K, int T, const bf16_t* norm_w, float eps, int ks) {
-    __shared__ float red[8][GEMV_TT];
-    const GemvSlot s = gemv_slot(N, K, ks);
-    for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
-        const int tn = min(GEMV_TT, T - t0);
-        const float* xt = x + (size_t)t0 * x_stride;
-        float acc[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (s.live) dot_rows_i8(W + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, acc);
-        reduce_parts(acc, ks, red);
-        float r[GEMV_TT];
-        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
-        if (s.writer) {
-            const float sc = scale[s.n];
-            for (int t = 0; t < tn; ++t) {
-                const size_t o = (size_t)(t0 + t) * y_stride + s.n;
-                y[o] = (res ? res[o] : 0.0f) + acc[t] * sc * r[t];
-            }
-        }
-    }
+    gemv_body<signed char>(W, scale, x, x_stride, y, y_stride, res, N, K, T, norm_w, eps, ks);
 }
 
 extern "C" __global__ void gemv_swiglu_i8(const signed char* __restrict__ W1, const float* __restrict__ s1,
                                           const signed char* __restrict__ W3, const float* __restrict__ s3,
                                           const float* x, int x_stride, float* y, int y_stride, int N, int K,
                                           int T, const bf16_t* norm_w, float eps, int ks) {
-    __shared__ float red[8][GEMV_TT];
-    const GemvSlot s = gemv_slot(N, K, ks);
-    for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
-        const int tn = min(GEMV_TT, T - t0);
-        const float* xt = x + (size_t)t0 * x_stride;
-        float a[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        float b[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (s.live) {
-            dot_rows_i8(W1 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, a);
-            dot_rows_i8(W3 + (size_t)s.n * K, xt, x_stride, norm_w, s.kb, s.ke, tn, b);
-        }
-        reduce_parts(a, ks, red);
-        reduce_parts(b, ks, red);
-        float r[GEMV_TT];
-        if (s.live && s.kb == 0) row_rms(xt, x_stride, K, tn, norm_w, eps, r);
-        if (s.writer) {
-            for (int t = 0; t < tn; ++t) {
-                const float av = a[t] * s1[s.n] * r[t], bv = b[t] * s3[s.n] * r[t];
-                y[(size_t)(t0 + t) * y_stride + s.n] = (av / (1.0f + expf(-av))) * bv;
-            }
-        }
-    }
+    swiglu_body<signed char>(W1, s1, W3, s3, x, x_stride, y, y_stride, N, K, T, norm_w, eps, ks);
 }
 
 // Per-output-channel symmetric int8 quantisation at load: scale[n] = max|W[n,:]| / 127.

@@ -56,7 +56,7 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "attention",
         body: include_str!("attention.cu"),
-        entries: &["attention_f32", "attention_combine_f32"],
+        entries: &["attention_f32"],
     },
     KernelModule {
         name: "sampling",

@@ -4,15 +4,16 @@
 // qk-norm (use_qk_norm != 0): RMSNorm(hd) per head with q_norm / k_norm weights, before RoPE.
 // RoPE (llama.py L928-940): adjacent pairs (x0, x1) -> (x0*c - x1*s, x1*c + x0*s) with the
 // bf16-rounded table rope[pos][i] = (cos, sin) as bf16 bits, [max_pos, hd/2, 2].
-// q is rotated in place; k (rotated) and v go to the caches kc/vc: [nkv, max_pos, hd] bf16.
+// q is rotated in place; k (rotated) and v go to the caches kc/vc: [nkv, max_pos, hd], bf16
+// (rounded to nearest even), or f32 when kv_f32 != 0 (exact mode, fp32 bundles).
 // grid (T, nh + 2*nkv), block = hd/2 rounded up to a multiple of 32 (one pair per thread; the
 // extra lanes take part in the reduction only).
 extern "C" __global__ void qk_rope_f32(float* __restrict__ qkv, int T, const int* __restrict__ pos_ptr,
                                        int pos_add, const bf16_t* __restrict__ q_norm,
                                        const bf16_t* __restrict__ k_norm, int use_qk_norm,
                                        const bf16_t* __restrict__ rope, int nh, int nkv, int hd,
-                                       float eps, bf16_t* __restrict__ kc, bf16_t* __restrict__ vc,
-                                       int max_pos) {
+                                       float eps, void* __restrict__ kc, void* __restrict__ vc,
+                                       int max_pos, int kv_f32) {
     __shared__ float scratch[32];
     const int t = blockIdx.x, head = blockIdx.y, i = threadIdx.x;
     const int row_w = (nh + 2 * nkv) * hd;
@@ -26,11 +27,7 @@ extern "C" __global__ void qk_rope_f32(float* __restrict__ qkv, int T, const int
         if (!active) return;
         // v: copied to the cache as is.
         const int vh = head - nh - nkv;
-        if (pos < max_pos) {
-            bf16_t* dst = vc + ((size_t)vh * max_pos + pos) * hd;
-            dst[2 * i] = f32_to_bf16(x0);
-            dst[2 * i + 1] = f32_to_bf16(x1);
-        }
+        if (pos < max_pos) kv_store2(vc, ((size_t)vh * max_pos + pos) * hd + 2 * i, x0, x1, kv_f32);
         return;
     }
     if (use_qk_norm) {
@@ -52,9 +49,6 @@ extern "C" __global__ void qk_rope_f32(float* __restrict__ qkv, int T, const int
         x[2 * i] = y0;
         x[2 * i + 1] = y1;
     } else if (pos < max_pos) {
-        const int kh = head - nh;
-        bf16_t* dst = kc + ((size_t)kh * max_pos + pos) * hd;
-        dst[2 * i] = f32_to_bf16(y0);
-        dst[2 * i + 1] = f32_to_bf16(y1);
+        kv_store2(kc, ((size_t)(head - nh) * max_pos + pos) * hd + 2 * i, y0, y1, kv_f32);
     }
 }

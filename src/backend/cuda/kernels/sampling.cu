@@ -65,6 +65,43 @@ __device__ __forceinline__ int block_argmax(float v, int i, float* sv, int* si) 
     return r;
 }
 
+// Sorts n_pad (a power of two, a multiple of SAMPLE_THREADS) unique keys in shared memory,
+// descending (bitonic network). Exchanges across 32 or more slots go through shared memory, one
+// barrier each; the strides below 32 that end every stage run in registers with warp shuffles
+// (slot i is held by lane i % 32 of its warp), one barrier for all of them.
+__device__ __forceinline__ void bitonic_sort_desc(unsigned long long* keys, int n_pad) {
+    const int tid = threadIdx.x;
+    for (int size = 2; size <= n_pad; size <<= 1) {
+        int stride = size >> 1;
+        for (; stride >= 32; stride >>= 1) {
+            for (int i = tid; i < n_pad; i += SAMPLE_THREADS) {
+                const int j = i ^ stride;
+                if (j > i) {
+                    const unsigned long long a = keys[i], b = keys[j];
+                    const bool desc = (i & size) == 0;
+                    if (desc ? (a < b) : (a > b)) {
+                        keys[i] = b;
+                        keys[j] = a;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+        for (int i = tid; i < n_pad; i += SAMPLE_THREADS) {
+            unsigned long long v = keys[i];
+            const bool desc = (i & size) == 0;
+            for (int st = stride; st > 0; st >>= 1) {
+                const unsigned long long other = __shfl_xor_sync(0xffffffffu, v, st);
+                // The lower slot of a pair keeps the larger key in a descending run.
+                const bool keep_max = ((i & st) == 0) == desc;
+                v = keep_max ? (v > other ? v : other) : (v < other ? v : other);
+            }
+            keys[i] = v;
+        }
+        __syncthreads();
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample_f32(const float* __restrict__ logits, int n, int slot, int n_pad, const S1State* __restrict__ st,
            const i64_t* __restrict__ hist, int max_hist, int K, int sem_begin, int sem_end, int im_end,
@@ -144,22 +181,7 @@ sample_f32(const float* __restrict__ logits, int n, int slot, int n_pad, const S
         for (int i = tid; i < n_pad; i += SAMPLE_THREADS)
             keys[i] = i < n ? (((unsigned long long)order_key(vals[i]) << 32) | (0xffffffffu - (unsigned int)i)) : 0ull;
         __syncthreads();
-        for (int size = 2; size <= n_pad; size <<= 1) {
-            for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                for (int i = tid; i < n_pad; i += SAMPLE_THREADS) {
-                    const int j = i ^ stride;
-                    if (j > i) {
-                        const unsigned long long a = keys[i], b = keys[j];
-                        const bool desc = (i & size) == 0;
-                        if (desc ? (a < b) : (a > b)) {
-                            keys[i] = b;
-                            keys[j] = a;
-                        }
-                    }
-                }
-                __syncthreads();
-            }
-        }
+        bitonic_sort_desc(keys, n_pad);
         const int top = (int)(0xffffffffu - (unsigned int)(keys[0] & 0xffffffffu));
         const float m = vals[top];
         if (m == S1_NEG_INF || m != m) {
