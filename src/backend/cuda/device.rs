@@ -12,7 +12,7 @@ use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStr
 
 use super::kernels;
 use super::nvrtc;
-use super::plan::Dims;
+use super::plan::{self, Dims};
 use super::DeviceInfo;
 use crate::config::EngineConfig;
 
@@ -228,13 +228,23 @@ impl Gpu {
             }
             modules.push(module);
         }
-        // The sampling kernel sorts up to 8192 logits in 96 KiB of dynamic shared memory.
-        if let Some(f) = funcs.get("sample_f32") {
-            f.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                8192 * 12,
-            )
-            .map_err(|e| drv("cuFuncSetAttribute(sample_f32)", e))?;
+        // Opt-ins above the default 48 KiB of dynamic shared memory: the sampler sorts up to
+        // 8192 logits in 96 KiB; a GEMV pass stages up to 48 KiB of activations.
+        let opt_in = [
+            ("sample_f32", 8192 * 12),
+            ("gemv_bf16", plan::GEMV_MAX_SHARED_BYTES),
+            ("gemv_swiglu_bf16", plan::GEMV_MAX_SHARED_BYTES),
+            ("gemv_i8", plan::GEMV_MAX_SHARED_BYTES),
+            ("gemv_swiglu_i8", plan::GEMV_MAX_SHARED_BYTES),
+        ];
+        for (name, bytes) in opt_in {
+            if let Some(f) = funcs.get(name) {
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes as i32,
+                )
+                .map_err(|e| drv(&format!("cuFuncSetAttribute({name})"), e))?;
+            }
         }
         // S1_CUDA_NO_CUBLAS=1 runs the prefill through the GEMV kernels (a diagnostic: it
         // separates a cuBLAS layout error from a kernel error).

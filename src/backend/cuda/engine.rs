@@ -399,7 +399,7 @@ impl Model {
         unsafe {
             self.gpu.launch(
                 "embed_tokens_f32",
-                plan::per_row(t),
+                plan::embed(t, c.dim),
                 &mut args![tokens, ts, tt, emb, cb, out, dim, k, cbs, voc, sb, se, scale],
             )
         }
@@ -475,7 +475,7 @@ impl Model {
                 unsafe {
                     self.gpu.launch(
                         "gemv_bf16",
-                        plan::gemv(n, ks),
+                        plan::gemv(n, ks, k, t),
                         &mut args![wp, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
                     )
                 }
@@ -489,7 +489,7 @@ impl Model {
                 unsafe {
                     self.gpu.launch(
                         "gemv_i8",
-                        plan::gemv(n, ks),
+                        plan::gemv(n, ks, k, t),
                         &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
                     )
                 }
@@ -532,7 +532,7 @@ impl Model {
                 unsafe {
                     self.gpu.launch(
                         "gemv_swiglu_i8",
-                        plan::gemv(n, ks),
+                        plan::gemv(n, ks, k, t),
                         &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
                     )
                 }
@@ -547,7 +547,7 @@ impl Model {
                 unsafe {
                     self.gpu.launch(
                         "gemv_swiglu_bf16",
-                        plan::gemv(n, ks),
+                        plan::gemv(n, ks, k, t),
                         &mut args![p1, p3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
                     )
                 }

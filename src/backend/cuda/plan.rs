@@ -48,14 +48,31 @@ pub fn gemv_split(n: usize, k: usize, chunk: usize) -> usize {
     ks
 }
 
-/// `gemv_*`: N output rows, `ks` warps per row (8 / ks rows per block).
-pub fn gemv(n: usize, ks: usize) -> Dims {
-    d1(u(n.div_ceil(GEMV_ROWS_PER_BLOCK / ks)), 256)
+/// Activation rows of one GEMV pass (`GEMV_TT` in gemv.cu).
+pub const GEMV_ROWS_PER_PASS: usize = 4;
+
+/// Dynamic shared memory the GEMV kernels may be given (opted in at load): one pass of
+/// S1-mini's widest input, 4 rows × 3072 f32 = 48 KiB, plus room.
+pub const GEMV_MAX_SHARED_BYTES: usize = 64 * 1024;
+
+/// `gemv_*`: N output rows, `ks` warps per row (8 / ks rows per block), K inputs, T rows:
+/// the block stages one pass of activations (min(T, 4) × K f32) in shared memory.
+pub fn gemv(n: usize, ks: usize, k: usize, t: usize) -> Dims {
+    Dims {
+        grid: (u(n.div_ceil(GEMV_ROWS_PER_BLOCK / ks)), 1, 1),
+        block: 256,
+        shared_bytes: u(t.clamp(1, GEMV_ROWS_PER_PASS) * k * 4),
+    }
 }
 
-/// `rmsnorm_f32`, `add_rmsnorm_f32`, `embed_tokens_f32`: one block per row.
+/// `rmsnorm_f32`, `quantize_i8_bf16`: one block per row.
 pub fn per_row(rows: usize) -> Dims {
     d1(u(rows), 256)
+}
+
+/// `embed_tokens_f32`: T rows × dim values, one thread each.
+pub fn embed(t: usize, dim: usize) -> Dims {
+    Dims { grid: (u(t), u(dim.div_ceil(256)), 1), block: 256, shared_bytes: 0 }
 }
 
 /// `qk_rope_f32`: T rows × (nh + 2 nkv) heads, hd/2 lanes rounded up to a warp.
@@ -196,12 +213,24 @@ mod tests {
         for n in [1, 7, 8, 9, 4097, 3072] {
             for ks in [1, 2, 4, 8] {
                 let rows = GEMV_ROWS_PER_BLOCK / ks;
-                let d = gemv(n, ks);
+                let d = gemv(n, ks, 1024, 7);
+                assert_eq!(d.shared_bytes as usize, 4 * 1024 * 4);
                 assert!(d.grid.0 as usize * rows >= n);
                 assert!((d.grid.0 as usize - 1) * rows < n);
                 assert_eq!(d.block as usize, GEMV_ROWS_PER_BLOCK * 32);
             }
         }
+    }
+
+    #[test]
+    fn plan_gemv_shared_memory_fits_the_opt_in() {
+        let c = ModelConfig::s1_mini();
+        for k in [c.dim, c.intermediate_size, c.n_head * c.head_dim, c.fast_intermediate_size] {
+            for t in [1, 3, 4, 256] {
+                assert!(gemv(1024, 1, k, t).shared_bytes as usize <= GEMV_MAX_SHARED_BYTES);
+            }
+        }
+        assert_eq!(gemv(1024, 1, 3072, 1).shared_bytes, 3072 * 4);
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn gemv(
     unsafe {
         g.launch(
             "gemv_bf16",
-            plan::gemv(n, ks),
+            plan::gemv(n, ks, k, t),
             &mut args![wp, xp, xs, yp, ys, res, nn, kk, tt, np, eps, kss],
         )?
     };
@@ -160,7 +160,7 @@ fn swiglu(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     unsafe {
         g.launch(
             "gemv_swiglu_bf16",
-            plan::gemv(n, ks),
+            plan::gemv(n, ks, k, t),
             &mut args![p1, p3, xp, xs, yp, ys, nn, kk, tt, np, eps, kss],
         )?
     };
@@ -225,7 +225,7 @@ fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
     unsafe {
         g.launch(
             "gemv_i8",
-            plan::gemv(n, ks),
+            plan::gemv(n, ks, k, t),
             &mut args![qp, sp, xp, xs, yp, ys, res, nn, kk, tt, np, eps, kss],
         )?
     };
@@ -382,9 +382,12 @@ fn rope(g: &Gpu, rng: &mut Rng, kv_f32: bool) -> R<Vec<KernelCheck>> {
 
 /// attention_f32 against softmax(q·k / √hd) v over keys 0..=pos, launched twice (the split
 /// counters must be back at zero for the second launch, as in a replayed graph).
-fn attention(g: &Gpu, rng: &mut Rng, splits: usize, kv_f32: bool) -> R<KernelCheck> {
-    let (t, nh, nkv, hd, max_pos) = (3usize, 8usize, 2usize, 128usize, 700usize);
-    let (pos0, pos_add) = (600i32, 1i32);
+/// `pos0` + 1 + t keys for query t: 601..603 keys use one or three blocks of ≥ 256 keys, 2001..2003
+/// all seven of seven splits.
+fn attention(g: &Gpu, rng: &mut Rng, splits: usize, kv_f32: bool, pos0: i32) -> R<KernelCheck> {
+    let (t, nh, nkv, hd) = (3usize, 8usize, 2usize, 128usize);
+    let max_pos = pos0 as usize + 100;
+    let pos_add = 1i32;
     let q_stride = (nh + 2 * nkv) * hd;
     let q = rng.vec(t * q_stride, 1.0);
     let kc = HostKv::random(rng, nkv * max_pos * hd, kv_f32);
@@ -450,7 +453,8 @@ fn attention(g: &Gpu, rng: &mut Rng, splits: usize, kv_f32: bool) -> R<KernelChe
         err = err.max(rel_err(&down_f32(g, &ob, t * nh * hd)?, &want));
     }
     let ty = if kv_f32 { "f32" } else { "bf16" };
-    let name = format!("attention_f32 ({splits} split(s), {ty} KV, 601..603 keys, 2 launches)");
+    let keys = pos0 + 2;
+    let name = format!("attention_f32 ({splits} split(s), {ty} KV, {keys}.. keys, 2 launches)");
     Ok(check(&name, err, 1e-4))
 }
 
@@ -472,7 +476,7 @@ fn embed(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     unsafe {
         g.launch(
             "embed_tokens_f32",
-            plan::per_row(t),
+            plan::embed(t, dim),
             &mut args![tp, ts, tt, ep, cp, op, dd, kk, cs, voc, sb, se, scale_div],
         )?
     };
@@ -622,8 +626,8 @@ pub(super) fn run(config: &EngineConfig) -> R<Vec<KernelCheck>> {
     push("rmsnorm_f32", rmsnorm(&g, &mut rng).map(|c| vec![c]));
     for kv_f32 in [false, true] {
         push("qk_rope_f32", rope(&g, &mut rng, kv_f32));
-        for splits in [1, 5] {
-            push("attention_f32", attention(&g, &mut rng, splits, kv_f32).map(|c| vec![c]));
+        for (splits, pos0) in [(1, 600), (5, 600), (7, 2000)] {
+            push("attention_f32", attention(&g, &mut rng, splits, kv_f32, pos0).map(|c| vec![c]));
         }
     }
     push("embed_tokens_f32", embed(&g, &mut rng).map(|c| vec![c]));

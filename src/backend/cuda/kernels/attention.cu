@@ -2,15 +2,18 @@
 // q: [T, *] f32 with row stride q_stride, head h at q[t*q_stride + h*hd]; query t sits at absolute
 // position p = *pos_ptr + pos_add + t and sees keys 0..=p. kc/vc: [nkv, max_pos, hd], bf16 or
 // f32 (kv_f32 != 0). Query head h reads kv head h / (nh / nkv) (fish-speech repeat_interleave).
-// grid (nh, T, n_split), block 128 (4 warps); each block handles a contiguous key range.
-// n_split == 1: the block writes the normalised output ([T, nh*hd] f32, row stride out_stride).
-// n_split > 1: each block writes its un-normalised partial (m, l, o[hd]) to part_ml/part_o and
-// counts itself in counters[h*T + t] ([nh * T] u32, zero between launches); the last block of
-// (h, t) to finish merges the partials into out and puts the counter back to zero, so the
-// kernel can be replayed in a graph. hd <= 128.
+// grid (nh, T, n_split), block 128 (4 warps); each block handles a contiguous key range of at
+// least ATT_MIN_KEYS keys, so a short context uses fewer than n_split blocks (the split count is
+// fixed when the frame graph is captured, the context length is not); the others exit at once.
+// One active block writes the normalised output ([T, nh*hd] f32, row stride out_stride).
+// Several: each writes its un-normalised partial (m, l, o[hd]) to part_ml/part_o and counts
+// itself in counters[h*T + t] ([nh * T] u32, zero between launches); the last of (h, t) to
+// finish merges the partials into out and puts the counter back to zero, so the kernel can be
+// replayed in a graph. hd <= 128.
 
 #define ATT_WARPS 4
-#define ATT_MAX_EPL 4  // hd / 32, hd <= 128
+#define ATT_MAX_EPL 4      // hd / 32, hd <= 128
+#define ATT_MIN_KEYS 256   // keys that make a block worth its merge
 
 extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stride, const void* __restrict__ kc,
                                          const void* __restrict__ vc, int kv_f32, int T,
@@ -26,7 +29,9 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     const int kvh = h / (nh / nkv);
     int len = *pos_ptr + pos_add + t + 1;
     if (len > max_pos) len = max_pos;
-    const int chunk = (len + n_split - 1) / n_split;
+    const int chunk = max((len + n_split - 1) / n_split, ATT_MIN_KEYS);
+    const int active = (len + chunk - 1) / chunk;
+    if (split >= active) return;  // the whole block: no key of this context is ours
     const int begin = split * chunk;
     const int end = min(len, begin + chunk);
 
@@ -72,7 +77,7 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     for (int w = 0; w < ATT_WARPS; ++w)
         if (sm[w] != S1_NEG_INF) L += sl[w] * expf(sm[w] - M);
     float* orow = out + (size_t)t * out_stride + (size_t)h * hd;
-    if (n_split == 1) {
+    if (active == 1) {
         const float inv = L > 0.0f ? 1.0f / L : 0.0f;
         for (int e = threadIdx.x; e < hd; e += blockDim.x) {
             float o = 0.0f;
@@ -99,7 +104,7 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     __syncthreads();
     if (threadIdx.x == 0) {
         unsigned int* c = counters + (size_t)h * T + t;
-        is_last = atomicAdd(c, 1u) == (unsigned int)n_split - 1u;
+        is_last = atomicAdd(c, 1u) == (unsigned int)active - 1u;
         if (is_last) *c = 0u;  // every block of (h, t) has counted: ready for the next launch
     }
     __syncthreads();
@@ -107,16 +112,16 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     __threadfence();
     // The merge reads other blocks' partials from L2 (__ldcg: not through this SM's L1).
     float MM = S1_NEG_INF;
-    for (int s = 0; s < n_split; ++s) MM = fmaxf(MM, __ldcg(part_ml + (base + s) * 2));
+    for (int s = 0; s < active; ++s) MM = fmaxf(MM, __ldcg(part_ml + (base + s) * 2));
     float LL = 0.0f;
-    for (int s = 0; s < n_split; ++s) {
+    for (int s = 0; s < active; ++s) {
         const float ms = __ldcg(part_ml + (base + s) * 2);
         if (ms != S1_NEG_INF) LL += __ldcg(part_ml + (base + s) * 2 + 1) * expf(ms - MM);
     }
     const float inv = LL > 0.0f ? 1.0f / LL : 0.0f;
     for (int e = threadIdx.x; e < hd; e += blockDim.x) {
         float o = 0.0f;
-        for (int s = 0; s < n_split; ++s) {
+        for (int s = 0; s < active; ++s) {
             const float ms = __ldcg(part_ml + (base + s) * 2);
             if (ms != S1_NEG_INF) o += __ldcg(part_o + (base + s) * hd + e) * expf(ms - MM);
         }

@@ -2,7 +2,7 @@
 //   vq = sum_{i<K} codebook_embeddings[tokens[1+i] + i*codebook_size]   (only at semantic positions)
 //   x  = embeddings[tokens[0]] + vq;  x /= sqrt(K+1) at semantic positions when scaling is on.
 // tokens: [1+K, T] i64 row-major (row stride `tok_stride`); out: [T, dim] f32.
-// grid (T), block 256.
+// grid (T, ceil(dim / 256)), block 256: one thread per output value.
 extern "C" __global__ void embed_tokens_f32(const i64_t* __restrict__ tokens, int tok_stride, int T,
                                             const bf16_t* __restrict__ emb,
                                             const bf16_t* __restrict__ cb_emb, float* __restrict__ out,
@@ -14,7 +14,8 @@ extern "C" __global__ void embed_tokens_f32(const i64_t* __restrict__ tokens, in
     if (tok < 0 || tok >= vocab) tok = 0;
     const bool semantic = tok >= sem_begin && tok <= sem_end;
     const bf16_t* erow = emb + (size_t)tok * dim;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    const int c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c < dim) {
         float x = bf16_to_f32(erow[c]);
         if (semantic) {
             float vq = 0.0f;

@@ -9,53 +9,28 @@
 // of them issued before the first is used. The launcher picks ks (plan::gemv_split) so that
 // K / ks is a multiple of 8 (bf16) or 16 (int8).
 //
+// The block stages the activations of a pass (up to GEMV_TT rows) in shared memory once, so
+// the eight warps read them from there rather than each from L2.
+//
 // Optional RMSNorm prologue (norm_w != 0): the product is taken with rmsnorm(x[t]) * norm_w
 // without writing it out: y = r_t * (W . (x[t] * norm_w)), r_t = rsqrt(mean(x[t]^2) + eps).
 // The norm runs over the whole row, so x rows then hold exactly K values.
-// grid (ceil(N / (8 / ks))), block 256.
+// grid (ceil(N / (8 / ks))), block 256, dynamic shared memory min(T, GEMV_TT) * K * 4 bytes.
 
 #define GEMV_TT 4      // activation rows per pass
 #define GEMV_UNROLL 4  // 16-byte weight loads in flight per lane
 
-// r_t of each of the tn rows (1 without the norm); every lane of the warp gets them.
-__device__ __forceinline__ void row_rms(const float* x, int x_stride, int K, int tn, const bf16_t* norm_w,
-                                        float eps, float* r) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int t = 0; t < GEMV_TT; ++t) {
-        r[t] = 1.0f;
-        if (norm_w != 0 && t < tn) {
-            const float* xr = x + (size_t)t * x_stride;
-            float ss = 0.0f;
-            for (int k = lane * 4; k < K; k += 128) {
-                const float4 v = __ldg(reinterpret_cast<const float4*>(xr + k));
-                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-            }
-            r[t] = rsqrtf(warp_sum(ss) / (float)K + eps);
-        }
-    }
+// Activations of the pass, staged once per block: gemv_x[t * K + k] = x[t, k] (times the norm
+// weight). Dynamic shared memory, min(T, GEMV_TT) * K floats (plan::gemv).
+extern __shared__ float gemv_x[];
+
+__device__ __forceinline__ float dot4_i8(int w, float4 v) {
+    return (float)(signed char)(w & 0xff) * v.x + (float)(signed char)((w >> 8) & 0xff) * v.y
+         + (float)(signed char)((w >> 16) & 0xff) * v.z + (float)(signed char)((w >> 24) & 0xff) * v.w;
 }
 
-// Activations k..k+7 of one row, times the norm weight when there is one.
-__device__ __forceinline__ void load_x8(const float* x, const bf16_t* nw, float* v) {
-    const float4 a = __ldg(reinterpret_cast<const float4*>(x));
-    const float4 b = __ldg(reinterpret_cast<const float4*>(x + 4));
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-    if (nw != 0) {
-        const uint4 g = __ldg(reinterpret_cast<const uint4*>(nw));
-        v[0] *= bf16_lo(g.x); v[1] *= bf16_hi(g.x); v[2] *= bf16_lo(g.y); v[3] *= bf16_hi(g.y);
-        v[4] *= bf16_lo(g.z); v[5] *= bf16_hi(g.z); v[6] *= bf16_lo(g.w); v[7] *= bf16_hi(g.w);
-    }
-}
-
-__device__ __forceinline__ float dot4_i8(int w, const float* v) {
-    return (float)(signed char)(w & 0xff) * v[0] + (float)(signed char)((w >> 8) & 0xff) * v[1]
-         + (float)(signed char)((w >> 16) & 0xff) * v[2] + (float)(signed char)((w >> 24) & 0xff) * v[3];
-}
-
-// One 16-byte weight vector per lane: 8 bf16 or 16 int8 weights, and its dot product with the
-// activations at the same k (times the norm weight when there is one).
+// One 16-byte weight vector per lane (8 bf16 or 16 int8 weights) and its dot product with the
+// staged activations at the same k.
 template <typename W> struct WVec;
 
 template <> struct WVec<bf16_t> {
@@ -63,11 +38,11 @@ template <> struct WVec<bf16_t> {
     static constexpr int PER = 8;
     static __device__ __forceinline__ V load(const bf16_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
     static __device__ __forceinline__ V zero() { return make_uint4(0u, 0u, 0u, 0u); }
-    static __device__ __forceinline__ float dot(V w, const float* x, const bf16_t* nw) {
-        float v[8];
-        load_x8(x, nw, v);
-        return bf16_lo(w.x) * v[0] + bf16_hi(w.x) * v[1] + bf16_lo(w.y) * v[2] + bf16_hi(w.y) * v[3]
-             + bf16_lo(w.z) * v[4] + bf16_hi(w.z) * v[5] + bf16_lo(w.w) * v[6] + bf16_hi(w.w) * v[7];
+    static __device__ __forceinline__ float dot(V w, const float* xs) {
+        const float4 a = *reinterpret_cast<const float4*>(xs);
+        const float4 b = *reinterpret_cast<const float4*>(xs + 4);
+        return bf16_lo(w.x) * a.x + bf16_hi(w.x) * a.y + bf16_lo(w.y) * a.z + bf16_hi(w.y) * a.w
+             + bf16_lo(w.z) * b.x + bf16_hi(w.z) * b.y + bf16_lo(w.w) * b.z + bf16_hi(w.w) * b.w;
     }
 };
 
@@ -76,21 +51,59 @@ template <> struct WVec<signed char> {
     static constexpr int PER = 16;
     static __device__ __forceinline__ V load(const signed char* p) { return __ldg(reinterpret_cast<const int4*>(p)); }
     static __device__ __forceinline__ V zero() { return make_int4(0, 0, 0, 0); }
-    static __device__ __forceinline__ float dot(V w, const float* x, const bf16_t* nw) {
-        float v[8];
-        load_x8(x, nw, v);
-        float s = dot4_i8(w.x, v) + dot4_i8(w.y, v + 4);
-        load_x8(x + 8, nw != 0 ? nw + 8 : nw, v);
-        return s + dot4_i8(w.z, v) + dot4_i8(w.w, v + 4);
+    static __device__ __forceinline__ float dot(V w, const float* xs) {
+        const float4* v = reinterpret_cast<const float4*>(xs);
+        return dot4_i8(w.x, v[0]) + dot4_i8(w.y, v[1]) + dot4_i8(w.z, v[2]) + dot4_i8(w.w, v[3]);
     }
 };
 
-// One warp's partial products of NR weight rows with xn[t] (t < tn) over [kb, ke), already
-// multiplied by r_t; lane-local (the caller reduces). The first GEMV_UNROLL weight vectors of
-// every row are requested before the RMS of x is computed, so the DRAM latency of the weights
-// and the L2 latency of the activations overlap (with S1-mini's shapes that is every vector).
+// Stages tn activation rows (times norm_w when given) in gemv_x and returns r_t, the RMSNorm
+// factor of each row (1 without the norm), to every thread. Every thread of the block calls it.
+__device__ __forceinline__ void stage_x(const float* x, int x_stride, int K, int tn, const bf16_t* norm_w,
+                                        float eps, float* r) {
+    __shared__ float red_ss[8][GEMV_TT];
+    float ss[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
+    __syncthreads();  // the previous pass has finished reading gemv_x and red_ss
+    for (int i = threadIdx.x * 4; i < tn * K; i += blockDim.x * 4) {
+        const int t = i / K, k = i - t * K;
+        float4 v = __ldg(reinterpret_cast<const float4*>(x + (size_t)t * x_stride + k));
+        if (norm_w != 0) {
+#pragma unroll
+            for (int u = 0; u < GEMV_TT; ++u)
+                if (u == t) ss[u] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            const uint2 g = __ldg(reinterpret_cast<const uint2*>(norm_w + k));
+            v.x *= bf16_lo(g.x);
+            v.y *= bf16_hi(g.x);
+            v.z *= bf16_lo(g.y);
+            v.w *= bf16_hi(g.y);
+        }
+        *reinterpret_cast<float4*>(gemv_x + i) = v;
+    }
+    if (norm_w != 0) {
+#pragma unroll
+        for (int t = 0; t < GEMV_TT; ++t) {
+            ss[t] = warp_sum(ss[t]);
+            if ((threadIdx.x & 31) == 0) red_ss[threadIdx.x >> 5][t] = ss[t];
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < GEMV_TT; ++t) {
+        r[t] = 1.0f;
+        if (norm_w != 0 && t < tn) {
+            float tot = 0.0f;
+            for (int w = 0; w < 8; ++w) tot += red_ss[w][t];
+            r[t] = rsqrtf(tot / (float)K + eps);
+        }
+    }
+}
+
+// The products of NR weight rows with the tn staged rows over [kb, ke), lane-local (the caller
+// reduces). This warp's first GEMV_UNROLL weight vectors per row are requested before the
+// activations are staged, so their DRAM latency overlaps the staging (with S1-mini's shapes
+// that is every vector of the row).
 template <typename W, int NR>
-__device__ __forceinline__ void gemv_part(const W* const* wrows, const float* x, int x_stride, int K,
+__device__ __forceinline__ void gemv_pass(const W* const* wrows, bool live, const float* x, int x_stride, int K,
                                           const bf16_t* nw, float eps, int kb, int ke, int tn,
                                           float (*acc)[GEMV_TT]) {
     typedef WVec<W> Vec;
@@ -102,10 +115,11 @@ __device__ __forceinline__ void gemv_part(const W* const* wrows, const float* x,
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; ++u) {
             const int k = k0 + u * span;
-            w[j][u] = k < ke ? Vec::load(wrows[j] + k) : Vec::zero();
+            w[j][u] = live && k < ke ? Vec::load(wrows[j] + k) : Vec::zero();
         }
     float r[GEMV_TT];
-    row_rms(x, x_stride, K, tn, nw, eps, r);
+    stage_x(x, x_stride, K, tn, nw, eps, r);
+    if (!live) return;
     for (int k1 = k0; k1 < ke; k1 += span * GEMV_UNROLL) {
         if (k1 != k0) {  // rows longer than GEMV_UNROLL vectors per lane: the next batch
 #pragma unroll
@@ -123,10 +137,8 @@ __device__ __forceinline__ void gemv_part(const W* const* wrows, const float* x,
 #pragma unroll
                 for (int t = 0; t < GEMV_TT; ++t) {
                     if (t < tn) {
-                        const float* xk = x + (size_t)t * x_stride + k;
-                        const bf16_t* nk = nw != 0 ? nw + k : nw;
 #pragma unroll
-                        for (int j = 0; j < NR; ++j) acc[j][t] += Vec::dot(w[j][u], xk, nk);
+                        for (int j = 0; j < NR; ++j) acc[j][t] += Vec::dot(w[j][u], gemv_x + t * K + k);
                     }
                 }
             }
@@ -190,9 +202,8 @@ __device__ __forceinline__ void gemv_body(const W* W0, const float* scale, const
     const W* rows[1] = {W0 + (size_t)(s.live ? s.n : 0) * K};
     for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
         const int tn = min(GEMV_TT, T - t0);
-        const float* xt = x + (size_t)t0 * x_stride;
         float acc[1][GEMV_TT] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-        if (s.live) gemv_part<W, 1>(rows, xt, x_stride, K, norm_w, eps, s.kb, s.ke, tn, acc);
+        gemv_pass<W, 1>(rows, s.live, x + (size_t)t0 * x_stride, x_stride, K, norm_w, eps, s.kb, s.ke, tn, acc);
         reduce_parts(acc[0], ks, red);
         if (s.writer) {
             const float sc = scale ? scale[s.n] : 1.0f;
@@ -215,9 +226,8 @@ __device__ __forceinline__ void swiglu_body(const W* W1, const float* s1, const 
     const W* rows[2] = {W1 + off, W3 + off};
     for (int t0 = 0; t0 < T; t0 += GEMV_TT) {
         const int tn = min(GEMV_TT, T - t0);
-        const float* xt = x + (size_t)t0 * x_stride;
         float acc[2][GEMV_TT] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-        if (s.live) gemv_part<W, 2>(rows, xt, x_stride, K, norm_w, eps, s.kb, s.ke, tn, acc);
+        gemv_pass<W, 2>(rows, s.live, x + (size_t)t0 * x_stride, x_stride, K, norm_w, eps, s.kb, s.ke, tn, acc);
         reduce_parts(acc[0], ks, red);
         reduce_parts(acc[1], ks, red);
         if (s.writer) {
