@@ -255,8 +255,8 @@ impl ModelConfig {
             ("head_dim", self.head_dim, self.n_head, self.n_local_heads),
             ("fast_head_dim", self.fast_head_dim, self.fast_n_head, self.fast_n_local_heads),
         ] {
-            if hd == 0 || hd % 2 != 0 || hd > 128 {
-                return Err(unsupported(name, "must be even and at most 128"));
+            if hd == 0 || !hd.is_multiple_of(8) || hd > 128 {
+                return Err(unsupported(name, "must be a multiple of 8 and at most 128"));
             }
             if nkv == 0 || nh % nkv != 0 {
                 return Err(unsupported(name, "query heads must be a multiple of KV heads"));

@@ -5,6 +5,10 @@
 // grid (nh, T, n_split), block 128 (4 warps); each block handles a contiguous key range of at
 // least ATT_MIN_KEYS keys, so a short context uses fewer than n_split blocks (the split count is
 // fixed when the frame graph is captured, the context length is not); the others exit at once.
+// A warp takes 32 keys at a time, one per lane: each lane scores its key (q from shared memory,
+// its K row in 16-byte loads), the warp updates the online softmax once per tile, and the V rows
+// are summed with the lanes across the head dimension — two memory round trips per 32 keys
+// rather than per key. hd is a multiple of 8.
 // One active block writes the normalised output ([T, nh*hd] f32, row stride out_stride).
 // Several: each writes its un-normalised partial (m, l, o[hd]) to part_ml/part_o and counts
 // itself in counters[h*T + t] ([nh * T] u32, zero between launches); the last of (h, t) to
@@ -13,7 +17,7 @@
 
 #define ATT_WARPS 4
 #define ATT_MAX_EPL 4      // hd / 32, hd <= 128
-#define ATT_MIN_KEYS 256   // keys that make a block worth its merge
+#define ATT_MIN_KEYS 128   // one 32-key tile per warp: fewer keys per block only add merge work
 
 extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stride, const void* __restrict__ kc,
                                          const void* __restrict__ vc, int kv_f32, int T,
@@ -41,23 +45,43 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     float m = S1_NEG_INF, l = 0.0f;
     float acc[ATT_MAX_EPL] = {0.0f, 0.0f, 0.0f, 0.0f};
     const size_t head_base = (size_t)kvh * max_pos * hd;
-    for (int j = begin + warp; j < end; j += ATT_WARPS) {
-        const size_t row = head_base + (size_t)j * hd;
-        float s = 0.0f;
+    for (int j0 = begin + warp * 32; j0 < end; j0 += ATT_WARPS * 32) {
+        const int j = j0 + lane;
+        float s = S1_NEG_INF;
+        if (j < end) {
+            const size_t row = head_base + (size_t)j * hd;
+            float d = 0.0f;
+            // 64 elements per round trip: the eight loads of a group are issued together.
+            for (int e0 = 0; e0 < hd; e0 += 64) {
+                float kv[8][8];
 #pragma unroll
-        for (int r = 0; r < ATT_MAX_EPL; ++r) {
-            const int e = lane + 32 * r;
-            if (e < hd) s += sq[e] * kv_load(kc, row + e, kv_f32);
+                for (int c = 0; c < 8; ++c)
+                    if (e0 + 8 * c < hd) kv_load8(kc, row + e0 + 8 * c, kv_f32, kv[c]);
+#pragma unroll
+                for (int c = 0; c < 8; ++c)
+                    if (e0 + 8 * c < hd) {
+#pragma unroll
+                        for (int i = 0; i < 8; ++i) d += sq[e0 + 8 * c + i] * kv[c][i];
+                    }
+            }
+            s = d * scale;
         }
-        s = warp_sum(s) * scale;
-        const float m_new = fmaxf(m, s);
-        const float corr = expf(m - m_new);  // m = -inf on the first key: corr = 0
-        const float pj = expf(s - m_new);
-        l = l * corr + pj;
+        const float m_new = fmaxf(m, warp_max(s));
+        const float corr = expf(m - m_new);  // m = -inf on the first tile: corr = 0
+        const float p = j < end ? expf(s - m_new) : 0.0f;
+        l = l * corr + warp_sum(p);
 #pragma unroll
-        for (int r = 0; r < ATT_MAX_EPL; ++r) {
-            const int e = lane + 32 * r;
-            acc[r] = acc[r] * corr + (e < hd ? pj * kv_load(vc, row + e, kv_f32) : 0.0f);
+        for (int r = 0; r < ATT_MAX_EPL; ++r) acc[r] *= corr;
+        const int nk = min(32, end - j0);
+#pragma unroll 8
+        for (int i = 0; i < nk; ++i) {
+            const float pi = __shfl_sync(0xffffffffu, p, i);
+            const size_t row = head_base + (size_t)(j0 + i) * hd;
+#pragma unroll
+            for (int r = 0; r < ATT_MAX_EPL; ++r) {
+                const int e = lane + 32 * r;
+                if (e < hd) acc[r] += pi * kv_load(vc, row + e, kv_f32);
+            }
         }
         m = m_new;
     }

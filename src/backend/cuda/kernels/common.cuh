@@ -43,6 +43,22 @@ __device__ __forceinline__ float kv_load(const void* cache, size_t i, int kv_f32
     return kv_f32 ? static_cast<const float*>(cache)[i] : bf16_to_f32(static_cast<const bf16_t*>(cache)[i]);
 }
 
+// Elements i..i+7 of a KV cache (i a multiple of 8: one 16-byte load for bf16, two for f32).
+__device__ __forceinline__ void kv_load8(const void* cache, size_t i, int kv_f32, float* out) {
+    if (kv_f32) {
+        const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(cache) + i);
+        const float4 a = p[0], b = p[1];
+        out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+        out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+    } else {
+        const uint4 w = *reinterpret_cast<const uint4*>(static_cast<const bf16_t*>(cache) + i);
+        out[0] = __uint_as_float(w.x << 16); out[1] = __uint_as_float(w.x & 0xffff0000u);
+        out[2] = __uint_as_float(w.y << 16); out[3] = __uint_as_float(w.y & 0xffff0000u);
+        out[4] = __uint_as_float(w.z << 16); out[5] = __uint_as_float(w.z & 0xffff0000u);
+        out[6] = __uint_as_float(w.w << 16); out[7] = __uint_as_float(w.w & 0xffff0000u);
+    }
+}
+
 // Two bf16 packed in one 32-bit word: low half is the element with the lower address.
 __device__ __forceinline__ float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }
