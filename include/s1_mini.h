@@ -290,6 +290,31 @@ typedef int32_t s1_cudnn_conv_algo_search;
 #endif // __cplusplus
 
 /**
+ * Weight type of the native CUDA backend (`s1_engine_config.cuda_weights`).
+ */
+enum s1_cuda_weights
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The bundle's bf16 weights (the default).
+   */
+  S1_CUDA_WEIGHTS_BF16 = 0,
+  /**
+   * Layer matrices quantised to int8 at load, one scale per output row.
+   */
+  S1_CUDA_WEIGHTS_INT8 = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum s1_cuda_weights s1_cuda_weights;
+#else
+typedef int32_t s1_cuda_weights;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A loaded model bundle on one backend. Opaque.
  *
  * Thread safety: an engine may be shared by any number of threads; calls on it are safe to make
@@ -396,6 +421,11 @@ typedef struct s1_engine_config {
    * in `cache_dir`. NULL = none (required with INT8, refused with FP16).
    */
   const char *tensorrt_int8_calibration_file;
+  /**
+   * Weight type of the native "cuda" backend's transformer layers: an `s1_cuda_weights`
+   * value (default `S1_CUDA_WEIGHTS_BF16`).
+   */
+  int32_t cuda_weights;
 } s1_engine_config;
 
 /**

@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 mod gpu;
 pub(crate) use gpu::option_path;
 pub use gpu::{
-    prepare_cache_dir, read_calibration_sentences, CudnnConvAlgoSearch, GraphOptimization,
-    PromptProfile, TensorRtPrecision,
+    prepare_cache_dir, read_calibration_sentences, CudaWeights, CudnnConvAlgoSearch,
+    GraphOptimization, PromptProfile, TensorRtPrecision,
 };
 
 /// Which backend runs the model.
@@ -100,6 +100,9 @@ pub struct EngineConfig {
     /// cuDNN convolution algorithm search of the CUDA execution provider (`onnx-cuda`).
     /// Default [`CudnnConvAlgoSearch::Exhaustive`].
     pub cudnn_conv_algo_search: CudnnConvAlgoSearch,
+    /// Weight type of the native `cuda` backend's transformer layers. Default
+    /// [`CudaWeights::Bf16`].
+    pub cuda_weights: CudaWeights,
     /// Precision of the TensorRT engines (`tensorrt`). Default [`TensorRtPrecision::Fp16`].
     pub tensorrt_precision: TensorRtPrecision,
     /// TensorRT builder workspace limit, in bytes; 0 = TensorRT's default (the device's memory).
@@ -131,6 +134,7 @@ impl Default for EngineConfig {
             graph_optimization: GraphOptimization::Layout,
             device_id: 0,
             cudnn_conv_algo_search: CudnnConvAlgoSearch::Exhaustive,
+            cuda_weights: CudaWeights::Bf16,
             tensorrt_precision: TensorRtPrecision::Fp16,
             tensorrt_workspace_bytes: 0,
             tensorrt_profile: PromptProfile::default(),
@@ -213,6 +217,13 @@ impl EngineConfig {
     #[must_use]
     pub fn with_tensorrt_precision(mut self, precision: TensorRtPrecision) -> Self {
         self.tensorrt_precision = precision;
+        self
+    }
+
+    /// Sets [`EngineConfig::cuda_weights`].
+    #[must_use]
+    pub fn with_cuda_weights(mut self, weights: CudaWeights) -> Self {
+        self.cuda_weights = weights;
         self
     }
 

@@ -106,6 +106,9 @@ struct GpuArgs {
     /// cuDNN convolution algorithm search (onnx-cuda): exhaustive, heuristic, default.
     #[arg(long, default_value = "exhaustive")]
     cudnn_conv_algo_search: String,
+    /// Native cuda backend weights: bf16, int8 (layer matrices quantised at load).
+    #[arg(long, default_value = "bf16")]
+    cuda_weights: String,
     /// TensorRT precision: fp16, int8 (int8 needs --cache-dir and --int8-calibration-file).
     #[arg(long, default_value = "fp16")]
     trt_precision: String,
@@ -133,6 +136,7 @@ impl GpuArgs {
             .with_inter_op_threads(self.inter_threads)
             .with_graph_optimization(self.graph_optimization.parse()?)
             .with_cudnn_conv_algo_search(self.cudnn_conv_algo_search.parse()?)
+            .with_cuda_weights(self.cuda_weights.parse()?)
             .with_tensorrt_precision(self.trt_precision.parse()?)
             .with_tensorrt_workspace_bytes(self.trt_workspace_bytes)
             .with_tensorrt_profile(s1_mini::config::PromptProfile {

@@ -34,6 +34,17 @@ pub enum TensorRtPrecision {
     Int8,
 }
 
+/// Weight type of the native `cuda` backend's transformer layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CudaWeights {
+    /// The bundle's bf16 weights as they are. The default.
+    #[default]
+    Bf16,
+    /// Every layer matrix quantised at load to int8 with one f32 scale per output row (the
+    /// embeddings, norms and heads stay bf16). On an H200 it was slower than bf16 (docs/cuda.md).
+    Int8,
+}
+
 /// How cuDNN picks convolution algorithms in the CUDA execution provider
 /// (`cudnn_conv_algo_search`). Only the codec has convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -134,6 +145,7 @@ macro_rules! named_enum {
 named_enum!(GraphOptimization, "graph_optimization",
     Disable => "disable", Basic => "basic", Extended => "extended", Layout => "layout", All => "all");
 named_enum!(TensorRtPrecision, "tensorrt_precision", Fp16 => "fp16", Int8 => "int8");
+named_enum!(CudaWeights, "cuda_weights", Bf16 => "bf16", Int8 => "int8");
 named_enum!(CudnnConvAlgoSearch, "cudnn_conv_algo_search",
     Exhaustive => "exhaustive", Heuristic => "heuristic", Default => "default");
 
@@ -222,6 +234,13 @@ mod tests {
         for c in CudnnConvAlgoSearch::ALL {
             assert_eq!(c.name().parse::<CudnnConvAlgoSearch>().unwrap(), *c);
         }
+        for w in CudaWeights::ALL {
+            assert_eq!(w.name().parse::<CudaWeights>().unwrap(), *w);
+        }
+        assert!(matches!(
+            "int4".parse::<CudaWeights>(),
+            Err(Error::InvalidArgument { name: "cuda_weights", .. })
+        ));
         match "fp8".parse::<TensorRtPrecision>() {
             Err(Error::InvalidArgument { name, reason }) => {
                 assert_eq!(name, "tensorrt_precision");

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::convert::{self, flag};
 use super::guard;
-use crate::config::{CudnnConvAlgoSearch, GraphOptimization, PromptProfile, TensorRtPrecision};
+use crate::config::{
+    CudaWeights, CudnnConvAlgoSearch, GraphOptimization, PromptProfile, TensorRtPrecision,
+};
 use crate::{Engine, EngineConfig, Error, Status};
 
 /// A loaded model bundle on one backend. Opaque.
@@ -67,6 +69,9 @@ pub struct s1_engine_config {
     /// INT8 only: file of sample sentences (UTF-8, one per line) naming the calibration table
     /// in `cache_dir`. NULL = none (required with INT8, refused with FP16).
     pub tensorrt_int8_calibration_file: *const c_char,
+    /// Weight type of the native "cuda" backend's transformer layers: an `s1_cuda_weights`
+    /// value (default `S1_CUDA_WEIGHTS_BF16`).
+    pub cuda_weights: i32,
 }
 
 /// Graph optimisation level of the ONNX Runtime sessions (`s1_engine_config.graph_optimization`).
@@ -92,6 +97,16 @@ pub enum s1_tensorrt_precision {
     /// FP16 (the default).
     Fp16 = 0,
     /// INT8 with FP16 fallback; needs a calibration table (docs/gpu-onnx.md).
+    Int8 = 1,
+}
+
+/// Weight type of the native CUDA backend (`s1_engine_config.cuda_weights`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum s1_cuda_weights {
+    /// The bundle's bf16 weights (the default).
+    Bf16 = 0,
+    /// Layer matrices quantised to int8 at load, one scale per output row.
     Int8 = 1,
 }
 
@@ -176,6 +191,24 @@ fn conv_search_rust(v: i32) -> Result<CudnnConvAlgoSearch, Error> {
     }
 }
 
+fn cuda_weights_c(v: CudaWeights) -> i32 {
+    (match v {
+        CudaWeights::Bf16 => s1_cuda_weights::Bf16,
+        CudaWeights::Int8 => s1_cuda_weights::Int8,
+    }) as i32
+}
+
+fn cuda_weights_rust(v: i32) -> Result<CudaWeights, Error> {
+    match v {
+        0 => Ok(CudaWeights::Bf16),
+        1 => Ok(CudaWeights::Int8),
+        other => Err(Error::arg(
+            "config.cuda_weights",
+            format!("{other} is not an s1_cuda_weights value (0 = BF16, 1 = INT8)"),
+        )),
+    }
+}
+
 impl s1_engine_config {
     fn from_rust(c: &EngineConfig) -> Self {
         s1_engine_config {
@@ -195,6 +228,7 @@ impl s1_engine_config {
             tensorrt_profile_max_tokens: c.tensorrt_profile.max_tokens,
             cache_dir: std::ptr::null(),
             tensorrt_int8_calibration_file: std::ptr::null(),
+            cuda_weights: cuda_weights_c(c.cuda_weights),
         }
     }
 }
@@ -265,6 +299,7 @@ pub unsafe extern "C" fn s1_engine_new(
         rc.graph_optimization = graph_optimization_rust(c.graph_optimization)?;
         rc.tensorrt_precision = precision_rust(c.tensorrt_precision)?;
         rc.cudnn_conv_algo_search = conv_search_rust(c.cudnn_conv_algo_search)?;
+        rc.cuda_weights = cuda_weights_rust(c.cuda_weights)?;
         rc.tensorrt_workspace_bytes = c.tensorrt_workspace_bytes;
         rc.tensorrt_profile = PromptProfile {
             opt_tokens: c.tensorrt_profile_opt_tokens,

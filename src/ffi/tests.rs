@@ -216,6 +216,7 @@ fn ffi_engine_config_defaults_match_rust() {
     assert_eq!(cfg.tensorrt_profile_opt_tokens, rust.tensorrt_profile.opt_tokens);
     assert_eq!(cfg.tensorrt_profile_max_tokens, 0);
     assert!(cfg.cache_dir.is_null() && cfg.tensorrt_int8_calibration_file.is_null());
+    assert_eq!(cfg.cuda_weights, s1_cuda_weights::Bf16 as i32);
 }
 
 #[test]
@@ -225,6 +226,7 @@ fn ffi_engine_config_out_of_range_enums_are_invalid_argument() {
         ("graph_optimization", (|c: &mut s1_engine_config| c.graph_optimization = 5) as fn(&mut _)),
         ("tensorrt_precision", |c: &mut s1_engine_config| c.tensorrt_precision = -1),
         ("cudnn_conv_algo_search", |c: &mut s1_engine_config| c.cudnn_conv_algo_search = 3),
+        ("cuda_weights", |c: &mut s1_engine_config| c.cuda_weights = 2),
     ] {
         let mut cfg = default_engine_config();
         cfg.bundle_dir = c"/nonexistent/s1".as_ptr();
@@ -252,6 +254,22 @@ fn ffi_engine_config_from_older_header_ignores_new_fields() {
     cfg.struct_size = std::mem::offset_of!(s1_engine_config, verify_hashes) as u32;
     // SAFETY: as above.
     assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
+}
+
+#[test]
+fn ffi_engine_config_from_the_gpu_options_header_ignores_cuda_weights() {
+    // The header before `cuda_weights` ended after `tensorrt_int8_calibration_file`.
+    let mut cfg = default_engine_config();
+    cfg.struct_size = std::mem::offset_of!(s1_engine_config, cuda_weights) as u32;
+    cfg.cuda_weights = 99;
+    cfg.bundle_dir = c"/nonexistent/s1".as_ptr();
+    let mut engine = ptr::null_mut();
+    // SAFETY: valid config and out-pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::BundleNotFound);
+    cfg.struct_size = std::mem::size_of::<s1_engine_config>() as u32;
+    // SAFETY: as above.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
+    assert!(last_error().contains("cuda_weights"), "{}", last_error());
 }
 
 #[test]

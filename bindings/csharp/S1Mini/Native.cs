@@ -75,6 +75,7 @@ namespace S1Mini
             public uint tensorrt_profile_max_tokens;
             public IntPtr cache_dir;
             public IntPtr tensorrt_int8_calibration_file;
+            public int cuda_weights;
         }
 
         [StructLayout(LayoutKind.Sequential)]

@@ -13,7 +13,7 @@ use super::layout::{self, ModelConfig, WeightPlan};
 use super::plan::{self, Dims};
 use crate::backend::{BackendPair, FrameSampling, SlowOutput, T2sRequest, Text2Semantic};
 use crate::bundle::Bundle;
-use crate::config::EngineConfig;
+use crate::config::{CudaWeights, EngineConfig};
 use crate::error::{Error, Result};
 use crate::sampling::SamplingParams;
 
@@ -85,16 +85,16 @@ pub(super) struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// The options for a bundle: `S1_CUDA_WEIGHTS=int8`, and the numerics of the bundle's
-    /// precision unless `S1_CUDA_NUMERICS=fast|exact` overrides them (a diagnostic: it runs an
-    /// fp32 bundle through the bf16-cache path that fp16 bundles take).
-    fn for_bundle(bundle: &Bundle) -> LoadOptions {
+    /// The options for a bundle: [`EngineConfig::cuda_weights`], and the numerics of the
+    /// bundle's precision unless `S1_CUDA_NUMERICS=fast|exact` overrides them (a diagnostic: it
+    /// runs an fp32 bundle through the bf16-cache path that fp16 bundles take).
+    fn for_bundle(config: &EngineConfig, bundle: &Bundle) -> LoadOptions {
         let numerics = match std::env::var("S1_CUDA_NUMERICS").as_deref() {
             Ok("fast") => Numerics::Fast,
             Ok("exact") => Numerics::Exact,
             _ => Numerics::for_precision(&bundle.info.precision),
         };
-        LoadOptions { int8: std::env::var("S1_CUDA_WEIGHTS").is_ok_and(|v| v == "int8"), numerics }
+        LoadOptions { int8: config.cuda_weights == CudaWeights::Int8, numerics }
     }
 }
 
@@ -227,7 +227,7 @@ pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPai
     }
     let header = layout::read_safetensors_header(&weights_path)?;
     let plan = WeightPlan::new(&cfg, &header)?;
-    let opts = LoadOptions::for_bundle(bundle);
+    let opts = LoadOptions::for_bundle(config, bundle);
     let source = WeightSource::File { path: weights_path, header };
     let model = catch_unwind(AssertUnwindSafe(|| Model::load(config, cfg, &plan, source, opts)))
         .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
@@ -280,8 +280,8 @@ impl Model {
         };
         if opts.int8 && !cfg.int8_compatible() {
             return Err(Error::arg(
-                "S1_CUDA_WEIGHTS",
-                "int8 needs every reduction width to be a multiple of 16",
+                "cuda_weights",
+                "int8 needs every reduction width of the model to be a multiple of 16",
             ));
         }
         let w = load_weights(&gpu, &cfg, plan, src, opts.int8)
