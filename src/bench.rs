@@ -374,7 +374,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
             }
         }
         let weight_bytes = weight_bytes_per_frame(&info);
-        let memory = peak_memory(engine.backend(), reset);
+        let memory = peak_memory(engine.backend(), opts.config.device_id, reset);
         results.push(summarise(name, load_s, &runs, frames_5s, weight_bytes, memory, opts.profile));
     }
     let workload = workload.unwrap_or(Workload {
@@ -598,16 +598,19 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Peak memory of `kind`: RSS for the CPU backend; GPU backends report device memory here once
-/// they exist (the hook: they have no memory query yet, so `null`).
-fn peak_memory(kind: BackendKind, reset: bool) -> Memory {
+/// Memory of `kind`: the peak RSS for the CPU backend; for the GPU backends the device memory in
+/// use on card `device_id` after the runs (the driver keeps no per-process peak, and the figure
+/// counts every process on the card), `null` where the driver cannot be asked.
+fn peak_memory(kind: BackendKind, device_id: u32, reset: bool) -> Memory {
     match kind {
         BackendKind::OnnxCpu | BackendKind::Auto => {
             Memory { kind: "rss", peak_bytes: peak_rss_bytes(), reset }
         }
-        BackendKind::Cuda | BackendKind::TensorRt | BackendKind::OnnxCuda => {
-            Memory { kind: "device", peak_bytes: None, reset: false }
-        }
+        BackendKind::Cuda | BackendKind::TensorRt | BackendKind::OnnxCuda => Memory {
+            kind: "device",
+            peak_bytes: crate::backend::cuda::device_memory_in_use(device_id),
+            reset: false,
+        },
     }
 }
 

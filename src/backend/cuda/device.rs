@@ -63,6 +63,19 @@ fn info_of(ctx: &Arc<CudaContext>) -> Result<DeviceInfo, String> {
     Ok(DeviceInfo { name, compute_capability: cc, total_memory_bytes: total })
 }
 
+/// Bytes in use on the device (total − free), through the device's primary context (the one
+/// the engine and ONNX Runtime use, so asking costs no new context).
+pub(super) fn memory_in_use(ordinal: usize) -> Option<u64> {
+    let ctx = open_context(ordinal).ok()?;
+    catch_unwind(AssertUnwindSafe(|| {
+        ctx.bind_to_thread().ok()?;
+        let (free, total) = result::mem_get_info().ok()?;
+        Some(total.saturating_sub(free) as u64)
+    }))
+    .ok()
+    .flatten()
+}
+
 /// What `environment()` reports: driver, device, architecture and NVRTC.
 pub(super) fn probe(config: &EngineConfig) -> Result<DeviceInfo, String> {
     let ctx = open_context(config.device_id as usize)?;

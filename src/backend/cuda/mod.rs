@@ -104,6 +104,20 @@ pub fn bench_random(
     }
 }
 
+/// Device memory in use on card `device_id`, in bytes (total − free, every process), or `None`
+/// without a driver or device. For `s1-mini bench`'s memory figure.
+pub fn device_memory_in_use(device_id: u32) -> Option<u64> {
+    #[cfg(feature = "cuda-base")]
+    {
+        device::memory_in_use(device_id as usize)
+    }
+    #[cfg(not(feature = "cuda-base"))]
+    {
+        let _ = device_id;
+        None
+    }
+}
+
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: "cuda", reason: reason.into() }
 }
@@ -178,6 +192,7 @@ mod tests {
             bench_random(&EngineConfig::new(tiny()), layout::ModelConfig::s1_mini(), 8, 8, false)
                 .unwrap_err();
         assert!(matches!(e, Error::BackendUnavailable { .. }), "{e}");
+        assert_eq!(device_memory_in_use(0), None);
     }
 
     #[test]
