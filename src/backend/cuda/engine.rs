@@ -25,7 +25,9 @@ fn backend_err(op: &str, msg: impl Into<String>) -> Error {
     Error::Backend { backend: NAME, op: op.to_string(), message: msg.into() }
 }
 
-/// A linear layer's weights on the device.
+/// A linear layer's weights on the device. An int8 layer keeps the address of its bf16 original
+/// (still in the weight arena); today only the bf16 GEMM path could read it, and the prefill of an
+/// int8 model goes through the int8 GEMV kernels instead (docs/cuda.md).
 #[derive(Debug, Clone, Copy)]
 enum Lin {
     Bf16(u64),
