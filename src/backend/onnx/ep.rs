@@ -158,32 +158,68 @@ fn hex16(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Name of the int8 calibration table for a file of sample sentences:
-/// `int8-calibration-<sha256 of the sentences, 16 hex>.flatbuffers`, looked up in the cache dir.
-pub(crate) fn calibration_table_name(sentences: &[String]) -> String {
-    format!("int8-calibration-{}.flatbuffers", hex16(sentences.join("\n").as_bytes()))
+/// Name of the int8 calibration table of graph `role` (`slow` or `fast`) of the bundle with id
+/// `bundle` ([`bundle_id`]) for a file of sample sentences, looked up in the cache dir:
+/// `int8-calibration-<role>-<bundle id>-<sentences>.flatbuffers`, `<sentences>` = first 16 hex
+/// of sha256 of the sentences joined by `"\n"`. The table's keys are tensor names, and the two
+/// graphs share some (`/Add_output_0`), as do an fp32 and an fp16 export with different meanings
+/// (`Cast_3`): hence one table per graph and bundle. `tools/export/s1mini_export/calibrate.py`
+/// writes both under these names.
+pub(crate) fn calibration_table_name(role: &str, bundle: &str, sentences: &[String]) -> String {
+    let sentences = hex16(sentences.join("\n").as_bytes());
+    format!("int8-calibration-{role}-{bundle}-{sentences}.flatbuffers")
 }
 
-/// The int8 calibration table path for `config`, checked to exist. s1-mini does not compute
-/// the table (see `docs/gpu-onnx.md`); a missing table is an error that says what to produce.
-pub(crate) fn calibration_table(config: &EngineConfig, cache_dir: &Path) -> Result<String> {
+/// `path` as one shell word: as is when it holds only safe characters, else single-quoted.
+fn shell_word(path: &Path) -> String {
+    let s = path.display().to_string();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command, run from the s1-mini checkout, that writes the int8 tables of `bundle` for the
+/// sentences in `sentences` into `cache_dir` (absolute paths where they resolve).
+fn calibrate_command(bundle: &Path, sentences: &Path, cache_dir: &Path) -> String {
+    let abs = |p: &Path| shell_word(&p.canonicalize().unwrap_or_else(|_| p.to_path_buf()));
+    format!(
+        "PYTHONPATH=tools/export .venv/bin/python -m s1mini_export.calibrate --bundle {} \
+         --sentences {} --cache-dir {}",
+        abs(bundle),
+        abs(sentences),
+        abs(cache_dir)
+    )
+}
+
+/// The int8 calibration table of graph `role` for `config` and the bundle `info`, checked to
+/// exist in `cache_dir`; returns its file name. A missing table is an error that gives the
+/// command producing it (see `docs/gpu-onnx.md`).
+pub(crate) fn calibration_table(
+    config: &EngineConfig,
+    info: &BundleInfo,
+    cache_dir: &Path,
+    role: &str,
+) -> Result<String> {
     let file = config.tensorrt_int8_calibration_file.as_deref().ok_or_else(|| {
         Error::arg("tensorrt_int8_calibration_file", "int8 needs a file of sample sentences")
     })?;
     let sentences = read_calibration_sentences(file)?;
-    let name = calibration_table_name(&sentences);
+    let name = calibration_table_name(role, &bundle_id(info)?, &sentences);
     let path = cache_dir.join(&name);
     if !path.is_file() {
         return Err(Error::BackendUnavailable {
             backend: "tensorrt",
             reason: format!(
-                "int8 calibration table {} does not exist; s1-mini does not compute it: run \
-                 onnxruntime's calibrator (onnxruntime.quantization.calibrate, see \
-                 docs/gpu-onnx.md) on slow.onnx with the prompts of the {} sentences in {} and \
-                 write its calibration.flatbuffers to that path, or use tensorrt_precision fp16",
+                "int8 calibration table {} (graph {role} of this bundle, {} sentences of {}) \
+                 does not exist; write it and the other graph's with this command, run from the \
+                 s1-mini checkout: {}; or use tensorrt_precision fp16 (docs/gpu-onnx.md)",
                 path.display(),
                 sentences.len(),
-                file.display()
+                file.display(),
+                calibrate_command(&info.dir, file, cache_dir)
             ),
         });
     }
@@ -585,12 +621,81 @@ mod tests {
     }
 
     #[test]
-    fn calibration_table_name_depends_on_sentences() {
-        let a = calibration_table_name(&["Hello.".into()]);
-        let b = calibration_table_name(&["Hello!".into()]);
-        assert_ne!(a, b);
-        assert!(a.starts_with("int8-calibration-") && a.ends_with(".flatbuffers"), "{a}");
-        assert_eq!(a.len(), "int8-calibration-".len() + 16 + ".flatbuffers".len());
+    fn calibration_table_name_depends_on_role_bundle_and_sentences() {
+        let a = calibration_table_name("slow", "0123456789abcdef", &["Hello.".into()]);
+        assert_ne!(a, calibration_table_name("slow", "0123456789abcdef", &["Hello!".into()]));
+        assert_ne!(a, calibration_table_name("fast", "0123456789abcdef", &["Hello.".into()]));
+        assert_ne!(a, calibration_table_name("slow", "fedcba9876543210", &["Hello.".into()]));
+        assert!(a.starts_with("int8-calibration-slow-0123456789abcdef-"), "{a}");
+        assert!(a.ends_with(".flatbuffers"), "{a}");
+        assert_eq!(a.len(), "int8-calibration-slow-".len() + 16 + 1 + 16 + ".flatbuffers".len());
+    }
+
+    /// The same file and names as tools/export/tests/test_calibrate.py
+    /// (`test_table_names_match_the_engine`): the Python calibrator reads sentences and names
+    /// tables exactly as the engine does (Rust's trim strips U+3000 and U+00A0 but not U+001F).
+    #[test]
+    fn calibration_table_names_match_the_python_calibrator() {
+        let dir = std::env::temp_dir().join(format!("s1-calib-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sentences.txt");
+        let text = "  Hello there.\r\n\n\u{3000}General Kenobi.\u{a0}\n\u{1f}x\u{1f}\n\t\n";
+        std::fs::write(&file, text).unwrap();
+        let sentences = read_calibration_sentences(&file).unwrap();
+        assert_eq!(sentences, ["Hello there.", "General Kenobi.", "\u{1f}x\u{1f}"]);
+        let bundle = "0123456789abcdef";
+        assert_eq!(
+            calibration_table_name("slow", bundle, &sentences),
+            "int8-calibration-slow-0123456789abcdef-f0a00020040baf51.flatbuffers"
+        );
+        assert_eq!(
+            calibration_table_name("fast", bundle, &sentences),
+            "int8-calibration-fast-0123456789abcdef-f0a00020040baf51.flatbuffers"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn calibration_table_is_looked_up_per_graph_and_bundle() {
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+        let info = crate::bundle::Bundle::load(&tiny, false).unwrap().info;
+        let dir = std::env::temp_dir().join(format!("s1-calib-lookup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sentences.txt");
+        std::fs::write(&file, "Hello.\n").unwrap();
+        let config = EngineConfig::new(&tiny)
+            .with_tensorrt_precision(TensorRtPrecision::Int8)
+            .with_tensorrt_int8_calibration_file(&file);
+        match calibration_table(&config, &info, &dir, "slow") {
+            Err(Error::BackendUnavailable { reason, .. }) => {
+                assert!(reason.contains(&calibrate_command(&tiny, &file, &dir)), "{reason}");
+                assert!(reason.contains("(graph slow of this bundle, 1 sentences of"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let name = calibration_table_name("slow", &bundle_id(&info).unwrap(), &["Hello.".into()]);
+        std::fs::write(dir.join(&name), b"table").unwrap();
+        assert_eq!(calibration_table(&config, &info, &dir, "slow").unwrap(), name);
+        assert!(calibration_table(&config, &info, &dir, "fast").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_calibration_table_gives_the_calibrate_command() {
+        let dir = std::env::temp_dir().join(format!("s1-calib-cmd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sentences = dir.join("my sentences.txt");
+        std::fs::write(&sentences, "Hello.\n").unwrap();
+        let cmd = calibrate_command(Path::new("/nonexistent/bundle"), &sentences, &dir);
+        let abs = dir.canonicalize().unwrap();
+        assert!(cmd.starts_with(
+            "PYTHONPATH=tools/export .venv/bin/python -m s1mini_export.calibrate --bundle \
+             /nonexistent/bundle --sentences '"
+        ));
+        assert!(cmd.contains(&format!("'{}/my sentences.txt'", abs.display())), "{cmd}");
+        assert!(cmd.ends_with(&format!("--cache-dir {}", abs.display())), "{cmd}");
+        assert_eq!(shell_word(Path::new("it's")), r"'it'\''s'");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

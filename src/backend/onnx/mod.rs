@@ -337,7 +337,7 @@ fn trt_options_for(
     // int8 covers the transformer; the codec (convolutions, audio quality) stays fp16.
     let int8 = config.tensorrt_precision == TensorRtPrecision::Int8 && role != "codec_decode";
     let table = match (&cache, int8) {
-        (Some(c), true) => Some(ep::calibration_table(config, &c.dir)?),
+        (Some(c), true) => Some(ep::calibration_table(config, info, &c.dir, role)?),
         (None, true) => {
             return Err(Error::arg("cache_dir", "tensorrt_precision int8 needs cache_dir"));
         }
