@@ -111,10 +111,11 @@ pub struct EngineConfig {
     /// TensorRT optimisation profile of the slow transformer (prompt lengths; decode calls are
     /// one token). Default opt 256, max = the model's context.
     pub tensorrt_profile: PromptProfile,
-    /// File of sample sentences (UTF-8, one per line) that names the int8 calibration table
-    /// `int8-calibration-<sha256 prefix>.flatbuffers` in [`EngineConfig::cache_dir`]. s1-mini
-    /// does not compute the table itself (`docs/gpu-onnx.md` says what does). Required with
-    /// [`TensorRtPrecision::Int8`], refused otherwise. Default `None`.
+    /// File of sample sentences (UTF-8, one per line) that, with the bundle, names the int8
+    /// calibration tables `int8-calibration-{slow,fast}-<bundle id>-<sentences hash>.flatbuffers`
+    /// in [`EngineConfig::cache_dir`], written by `python -m s1mini_export.calibrate`
+    /// (`docs/gpu-onnx.md`). Required with [`TensorRtPrecision::Int8`], refused otherwise.
+    /// Default `None`.
     pub tensorrt_int8_calibration_file: Option<PathBuf>,
     /// Directory for TensorRT's engine cache and timing cache (and the int8 calibration table);
     /// created if missing, and an error if it cannot be written. `None` = no caches: TensorRT
