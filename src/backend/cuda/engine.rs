@@ -40,6 +40,17 @@ impl Lin {
             Lin::Bf16(p) | Lin::I8 { bf16: p, .. } => p,
         }
     }
+
+    /// Launch geometry of a GEMV over this layer ([N, K] weights, T activation rows) and its
+    /// `ks` argument: K is split in whole 16-byte weight vectors, 8 bf16 or 16 int8 values.
+    fn gemv_launch(self, n: usize, k: usize, t: usize) -> (Dims, i32) {
+        let vector = match self {
+            Lin::Bf16(_) => 8,
+            Lin::I8 { .. } => 16,
+        };
+        let ks = plan::gemv_split(n, k, vector);
+        (plan::gemv(n, ks, k, t), ks as i32)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -468,8 +479,7 @@ impl Model {
         let (nw, eps) = (norm.unwrap_or(0), self.cfg.norm_eps);
         match w {
             Lin::Bf16(wp) => {
-                let ks = plan::gemv_split(n, k, 8);
-                let kss = ks as i32;
+                let (dims, kss) = w.gemv_launch(n, k, t);
                 // SAFETY: gemv_bf16(const bf16* W, const float* x, int x_stride, float* y,
                 // int y_stride, const float* res, int N, int K, int T, const bf16* norm_w,
                 // float eps, int ks); W [N, K], x [T, K], y/res [T, N], norm_w [K] or null;
@@ -477,21 +487,20 @@ impl Model {
                 unsafe {
                     self.gpu.launch(
                         "gemv_bf16",
-                        plan::gemv(n, ks, k, t),
+                        dims,
                         &mut args![wp, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
                     )
                 }
             }
             Lin::I8 { q, scale, .. } => {
-                let ks = plan::gemv_split(n, k, 16);
-                let kss = ks as i32;
+                let (dims, kss) = w.gemv_launch(n, k, t);
                 // SAFETY: gemv_i8(const int8* W, const float* scale, const float* x,
                 // int x_stride, float* y, int y_stride, const float* res, int N, int K, int T,
                 // const bf16* norm_w, float eps, int ks); K % (16 ks) == 0.
                 unsafe {
                     self.gpu.launch(
                         "gemv_i8",
-                        plan::gemv(n, ks, k, t),
+                        dims,
                         &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
                     )
                 }
@@ -525,31 +534,28 @@ impl Model {
         }
         let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
         let eps = self.cfg.norm_eps;
+        let (dims, kss) = l.w1.gemv_launch(n, k, t);
         match (l.w1, l.w3) {
             (Lin::I8 { q: q1, scale: s1, .. }, Lin::I8 { q: q3, scale: s3, .. }) => {
-                let ks = plan::gemv_split(n, k, 16);
-                let kss = ks as i32;
                 // SAFETY: gemv_swiglu_i8(W1, s1, W3, s3, x, x_stride, y, y_stride, N, K, T,
                 // norm_w, eps, ks); K % (16 ks) == 0.
                 unsafe {
                     self.gpu.launch(
                         "gemv_swiglu_i8",
-                        plan::gemv(n, ks, k, t),
+                        dims,
                         &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
                     )
                 }
             }
             (w1, w3) => {
                 let (p1, p3) = (w1.bf16(), w3.bf16());
-                let ks = plan::gemv_split(n, k, 8);
-                let kss = ks as i32;
                 // SAFETY: gemv_swiglu_bf16(const bf16* W1, const bf16* W3, const float* x,
                 // int x_stride, float* y, int y_stride, int N, int K, int T,
                 // const bf16* norm_w, float eps, int ks); K % (8 ks) == 0.
                 unsafe {
                     self.gpu.launch(
                         "gemv_swiglu_bf16",
-                        plan::gemv(n, ks, k, t),
+                        dims,
                         &mut args![p1, p3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
                     )
                 }

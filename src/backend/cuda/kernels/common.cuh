@@ -63,29 +63,40 @@ __device__ __forceinline__ void kv_load8(const void* cache, size_t i, int kv_f32
 __device__ __forceinline__ float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }
 
-__device__ __forceinline__ float warp_sum(float v) {
+// Reductions by an associative operation with an identity element (sum, max).
+struct SumOp {
+    static __device__ __forceinline__ float identity() { return 0.0f; }
+    static __device__ __forceinline__ float apply(float a, float b) { return a + b; }
+};
+
+// fmaxf ignores NaN.
+struct MaxOp {
+    static __device__ __forceinline__ float identity() { return S1_NEG_INF; }
+    static __device__ __forceinline__ float apply(float a, float b) { return fmaxf(a, b); }
+};
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1) v = Op::apply(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce<SumOp>(v); }
+__device__ __forceinline__ float warp_max(float v) { return warp_reduce<MaxOp>(v); }
 
-// Block-wide sum; `scratch` holds >= 32 floats. All threads get the result.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Block-wide reduction; `scratch` holds >= 32 floats. All threads get the result.
+template <typename Op>
+__device__ __forceinline__ float block_reduce(float v, float* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int nwarps = (blockDim.x + 31) >> 5;
-    v = warp_sum(v);
+    v = warp_reduce<Op>(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float r = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : 0.0f;
+    float r = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : Op::identity();
     if (warp == 0) {
-        r = warp_sum(r);
+        r = warp_reduce<Op>(r);
         if (lane == 0) scratch[0] = r;
     }
     __syncthreads();
@@ -94,24 +105,8 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return r;
 }
 
-// Block-wide max (NaN ignored as fmaxf does). All threads get the result.
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int nwarps = (blockDim.x + 31) >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float r = (threadIdx.x < nwarps) ? scratch[threadIdx.x] : S1_NEG_INF;
-    if (warp == 0) {
-        r = warp_max(r);
-        if (lane == 0) scratch[0] = r;
-    }
-    __syncthreads();
-    r = scratch[0];
-    __syncthreads();
-    return r;
-}
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<SumOp>(v, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<MaxOp>(v, scratch); }
 
 // Device-resident state of one request, read by the captured frame graph (layout mirrored by
 // `DeviceState` in engine.rs; 16 words).

@@ -27,9 +27,8 @@ __device__ __forceinline__ int head_index(i64_t id, int sem_begin, int sem_end, 
     return -1;
 }
 
-// Lowest-index argmax of (v, i) pairs across the block; NaN never wins. All threads get it.
-__device__ __forceinline__ int block_argmax(float v, int i, float* sv, int* si) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// Lowest-index argmax of (v, i) pairs across the warp, left in every lane.
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, v, o);
@@ -39,6 +38,12 @@ __device__ __forceinline__ int block_argmax(float v, int i, float* sv, int* si) 
             i = oi;
         }
     }
+}
+
+// Lowest-index argmax of (v, i) pairs across the block; NaN never wins. All threads get it.
+__device__ __forceinline__ int block_argmax(float v, int i, float* sv, int* si) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    warp_argmax(v, i);
     __syncthreads();
     if (lane == 0) {
         sv[warp] = v;
@@ -48,15 +53,7 @@ __device__ __forceinline__ int block_argmax(float v, int i, float* sv, int* si) 
     if (warp == 0) {
         v = sv[lane];
         i = si[lane];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-            const int oi = __shfl_xor_sync(0xffffffffu, i, o);
-            if (ov > v || (ov == v && oi < i)) {
-                v = ov;
-                i = oi;
-            }
-        }
+        warp_argmax(v, i);
         if (lane == 0) si[0] = i;
     }
     __syncthreads();
