@@ -62,6 +62,26 @@ pub struct ModelDims {
     pub max_seq_len: usize,
 }
 
+#[cfg(test)]
+impl ModelDims {
+    /// S1-mini's slow transformer and context (the fast head dim set to 128): the dims the
+    /// ONNX GPU-path unit tests share.
+    pub(crate) fn s1_mini_for_tests() -> ModelDims {
+        ModelDims {
+            dim: 1024,
+            fast_dim: 1024,
+            n_layer: 28,
+            n_local_heads: 8,
+            head_dim: 128,
+            n_fast_layer: 4,
+            fast_n_local_heads: 8,
+            fast_head_dim: 128,
+            num_codebooks: 10,
+            max_seq_len: 8192,
+        }
+    }
+}
+
 /// Codec rates and limits (from the manifest's `codec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodecInfo {

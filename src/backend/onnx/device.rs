@@ -365,18 +365,7 @@ mod tests {
 
     #[test]
     fn bytes_per_frame_are_small_for_s1_mini() {
-        let d = ModelDims {
-            dim: 1024,
-            fast_dim: 1024,
-            n_layer: 28,
-            n_local_heads: 8,
-            head_dim: 128,
-            n_fast_layer: 4,
-            fast_n_local_heads: 8,
-            fast_head_dim: 128,
-            num_codebooks: 10,
-            max_seq_len: 8192,
-        };
+        let d = ModelDims::s1_mini_for_tests();
         // S1-mini: 4097 head rows, 4096 fast logit rows (codebook size), fp16.
         let (up, down) = bytes_per_frame(&d, 4097, 4096, 2);
         // ids + hidden + codes up (≈ 2.2 KB); logits (slow + 10 fast) + hidden down (≈ 92 KB).

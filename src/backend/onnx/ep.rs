@@ -536,18 +536,7 @@ mod tests {
     use super::*;
 
     fn dims() -> ModelDims {
-        ModelDims {
-            dim: 1024,
-            fast_dim: 1024,
-            n_layer: 28,
-            n_local_heads: 8,
-            head_dim: 128,
-            n_fast_layer: 4,
-            fast_n_local_heads: 8,
-            fast_head_dim: 128,
-            num_codebooks: 10,
-            max_seq_len: 8192,
-        }
+        ModelDims::s1_mini_for_tests()
     }
 
     #[test]
