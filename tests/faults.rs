@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::ffi::{c_void, CString};
+use std::ffi::c_void;
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use common::*;
 use s1_mini::bundle::Bundle;
-use s1_mini::ffi::engine::{s1_engine_config_default, s1_engine_free, s1_engine_new};
+use s1_mini::ffi::engine::s1_engine_free;
 use s1_mini::ffi::stream::{
     s1_chunk, s1_stream_free, s1_stream_next, s1_stream_run, s1_stream_start,
 };
@@ -176,18 +176,7 @@ unsafe extern "C" fn panicking_callback(_chunk: *const s1_chunk, user_data: *mut
 
 #[test]
 fn ffi_push_callback_panic_caught_in_callback_cancels_stream() {
-    let dir = CString::new(tiny_dir().to_string_lossy().into_owned()).unwrap();
-    let ort = CString::new(ort_library().to_string_lossy().into_owned()).unwrap();
-    let mut cfg = std::mem::MaybeUninit::uninit();
-    // SAFETY: writable struct.
-    assert_eq!(unsafe { s1_engine_config_default(cfg.as_mut_ptr()) }, Status::Ok);
-    // SAFETY: initialised above.
-    let mut cfg = unsafe { cfg.assume_init() };
-    cfg.bundle_dir = dir.as_ptr();
-    cfg.ort_library_path = ort.as_ptr();
-    let mut engine = std::ptr::null_mut();
-    // SAFETY: valid config and out pointer.
-    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::Ok);
+    let engine = c_tiny_engine(true);
     let mut stream = std::ptr::null_mut();
     // SAFETY: live engine, NUL-terminated text, NULL params = defaults.
     let st = unsafe { s1_stream_start(engine, c"Hello.".as_ptr(), std::ptr::null(), &mut stream) };

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use s1_mini::ffi::engine::{s1_engine, s1_engine_config_default, s1_engine_free, s1_engine_new};
+use s1_mini::ffi::engine::{s1_engine, s1_engine_free};
 use s1_mini::ffi::synth::{s1_audio_free, s1_synthesize};
 use s1_mini::generate::Frame;
 use s1_mini::{CancelToken, Codes, Engine, Error, Status, SynthParams, Voice};
@@ -71,20 +71,7 @@ unsafe impl Send for Handle {}
 unsafe impl Sync for Handle {}
 
 fn c_engine() -> Handle {
-    let dir = CString::new(tiny_dir().to_string_lossy().into_owned()).unwrap();
-    let ort = CString::new(ort_library().to_string_lossy().into_owned()).unwrap();
-    let mut cfg = std::mem::MaybeUninit::uninit();
-    // SAFETY: writable struct.
-    assert_eq!(unsafe { s1_engine_config_default(cfg.as_mut_ptr()) }, Status::Ok);
-    // SAFETY: initialised above.
-    let mut cfg = unsafe { cfg.assume_init() };
-    cfg.bundle_dir = dir.as_ptr();
-    cfg.ort_library_path = ort.as_ptr();
-    cfg.verify_hashes = 0;
-    let mut e = std::ptr::null_mut();
-    // SAFETY: valid config and out pointer.
-    assert_eq!(unsafe { s1_engine_new(&cfg, &mut e) }, Status::Ok);
-    Handle(e)
+    Handle(c_tiny_engine(false))
 }
 
 fn c_synthesize(h: &Handle, text: &str, p: &SynthParams) -> Vec<f32> {

@@ -42,6 +42,28 @@ pub fn tiny_engine() -> Engine {
     Engine::new(config(&tiny_dir())).expect("tiny engine")
 }
 
+/// An engine on the tiny bundle created through the C ABI (`s1_engine_new` with the defaults of
+/// `s1_engine_config_default`, this bundle and library); `verify_hashes` as given.
+pub fn c_tiny_engine(verify_hashes: bool) -> *mut s1_mini::ffi::engine::s1_engine {
+    use s1_mini::ffi::engine::{s1_engine_config_default, s1_engine_new};
+    use s1_mini::Status;
+    use std::ffi::CString;
+    let dir = CString::new(tiny_dir().to_string_lossy().into_owned()).unwrap();
+    let ort = CString::new(ort_library().to_string_lossy().into_owned()).unwrap();
+    let mut cfg = std::mem::MaybeUninit::uninit();
+    // SAFETY: writable struct.
+    assert_eq!(unsafe { s1_engine_config_default(cfg.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: initialised above.
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.bundle_dir = dir.as_ptr();
+    cfg.ort_library_path = ort.as_ptr();
+    cfg.verify_hashes = u8::from(verify_hashes);
+    let mut engine = std::ptr::null_mut();
+    // SAFETY: valid config (its strings outlive the call) and out pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::Ok);
+    engine
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("parse json")
 }
