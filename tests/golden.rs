@@ -31,16 +31,9 @@ fn golden_prompt(name: &str) -> (String, Vec<Reference>, Vec<i64>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            let rows: Vec<Vec<i64>> = r["codes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
-                .collect();
-            let t = rows[0].len();
-            let codes = Codes::new(rows.len(), Frames(t), rows.concat()).unwrap();
-            Reference { text: r["text"].as_str().unwrap().to_string(), codes }
+        .map(|r| Reference {
+            text: r["text"].as_str().unwrap().to_string(),
+            codes: json_codes(&r["codes"]),
         })
         .collect();
     let ids: Vec<i64> = g["ids"]

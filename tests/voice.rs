@@ -111,14 +111,7 @@ fn voice_save_load_round_trip_identical() {
 fn golden_voice(engine: &s1_mini::Engine) -> Voice {
     let g = read_json(&golden("prompt_ref1.json"));
     let r = &g["references"][0];
-    let rows: Vec<Vec<i64>> = r["codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
-        .collect();
-    let codes = Codes::new(rows.len(), Frames(rows[0].len()), rows.concat()).unwrap();
-    engine.voice_from_codes(codes, r["text"].as_str().unwrap()).unwrap()
+    engine.voice_from_codes(json_codes(&r["codes"]), r["text"].as_str().unwrap()).unwrap()
 }
 
 fn greedy_ref1_params() -> SynthParams {

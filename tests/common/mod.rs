@@ -64,6 +64,17 @@ pub fn c_tiny_engine(verify_hashes: bool) -> *mut s1_mini::ffi::engine::s1_engin
     engine
 }
 
+/// A golden reference's `codes` (a JSON array of K rows of frame values) as [`s1_mini::Codes`].
+pub fn json_codes(rows: &serde_json::Value) -> s1_mini::Codes {
+    let rows: Vec<Vec<i64>> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
+        .collect();
+    s1_mini::Codes::new(rows.len(), s1_mini::Frames(rows[0].len()), rows.concat()).unwrap()
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("parse json")
 }
