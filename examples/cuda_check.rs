@@ -135,7 +135,6 @@ fn first_diff(a: &[Vec<i64>], b: &[Vec<i64>]) -> String {
 fn parity(dir: PathBuf) -> Result<bool, String> {
     let mut ok = true;
     let bundle = Bundle::load(&dir, false).map_err(err)?;
-    let cfg = |k| EngineConfig::new(&dir).with_backend(k);
     // 1. logits of the prefill, of single-token slow steps (split-K attention) and of every fast
     //    step, against ORT CPU: exact mode (an fp32 bundle: f32 KV caches) must agree to f32
     //    rounding; fast mode (bf16 KV caches, cuBLAS prefill: what fp16 bundles run) is reported.
@@ -150,50 +149,72 @@ fn parity(dir: PathBuf) -> Result<bool, String> {
     let text = bundle_text(&dir)?;
     // 2. greedy and seeded sampled frames through the engine (the cuda backend makes whole frames
     //    on the device: frame graph, GPU sampling) against the onnx-cpu engine.
-    let greedy = SynthParams::default()
-        .with_temperature(0.0)
-        .with_fish_speech_compat(true)
-        .with_max_frames(30);
-    let sampled = SynthParams::default()
-        .with_temperature(0.8)
-        .with_top_p(0.8)
-        .with_repetition_penalty(1.1)
-        .with_seed(1234)
-        .with_max_frames(30);
-    let e_cpu = s1_mini::Engine::new(cfg(BackendKind::OnnxCpu)).map_err(err)?;
-    for (label, params) in [("greedy", &greedy), ("sampled", &sampled)] {
+    let runs = [("greedy", greedy_params()), ("sampled", sampled_params())];
+    let mut cpu = Vec::new();
+    for (_, params) in &runs {
+        cpu.push(frames_on(&dir, BackendKind::OnnxCpu, &text, params)?);
+    }
+    for ((label, params), fc) in runs.iter().zip(&cpu) {
         step(&mut ok, &format!("{label} frames through the engine"), || {
-            let (fc, _) = e_cpu.generate_frames(&text, params).map_err(err)?;
-            let e_gpu = s1_mini::Engine::new(cfg(BackendKind::Cuda)).map_err(err)?;
-            let (fg, _) = e_gpu.generate_frames(&text, params).map_err(err)?;
-            let agree = fc.iter().zip(&fg).take_while(|(a, b)| a == b).count();
+            let fg = frames_on(&dir, BackendKind::Cuda, &text, params)?;
             println!(
-                "RESULT {label}_frames_identical={} ({agree}/{} frames agree; {})",
-                fc == fg,
+                "RESULT {label}_frames_identical={} ({}/{} frames agree; {})",
+                *fc == fg,
+                agreeing(fc, &fg),
                 fc.len(),
-                first_diff(&fc, &fg)
+                first_diff(fc, &fg)
             );
-            Ok(fc == fg)
+            Ok(*fc == fg)
         });
     }
     // 3. the same in fast mode, reported only (bf16 rounding may flip a near-tie).
     std::env::set_var("S1_CUDA_NUMERICS", "fast");
-    for (label, params) in [("greedy", &greedy), ("sampled", &sampled)] {
-        let r = (|| -> Result<(), String> {
-            let (fc, _) = e_cpu.generate_frames(&text, params).map_err(err)?;
-            let e_gpu = s1_mini::Engine::new(cfg(BackendKind::Cuda)).map_err(err)?;
-            let (fg, _) = e_gpu.generate_frames(&text, params).map_err(err)?;
-            let agree = fc.iter().zip(&fg).take_while(|(a, b)| a == b).count();
-            println!("RESULT fast_mode_{label}_frames_agreeing={agree}/{}", fc.len());
-            Ok(())
-        })();
-        if let Err(e) = r {
-            println!("FAIL fast mode {label} frames: {e}");
-            ok = false;
+    for ((label, params), fc) in runs.iter().zip(&cpu) {
+        match frames_on(&dir, BackendKind::Cuda, &text, params) {
+            Ok(fg) => println!(
+                "RESULT fast_mode_{label}_frames_agreeing={}/{}",
+                agreeing(fc, &fg),
+                fc.len()
+            ),
+            Err(e) => {
+                println!("FAIL fast mode {label} frames: {e}");
+                ok = false;
+            }
         }
     }
     std::env::remove_var("S1_CUDA_NUMERICS");
     Ok(ok)
+}
+
+/// Greedy, fish-speech compat, 30 frames (the golden files' setting).
+fn greedy_params() -> SynthParams {
+    SynthParams::default().with_temperature(0.0).with_fish_speech_compat(true).with_max_frames(30)
+}
+
+/// fish-speech's default sampling with seed 1234, 30 frames.
+fn sampled_params() -> SynthParams {
+    SynthParams::default()
+        .with_temperature(0.8)
+        .with_top_p(0.8)
+        .with_repetition_penalty(1.1)
+        .with_seed(1234)
+        .with_max_frames(30)
+}
+
+/// The frames of `text` through an engine on `kind`.
+fn frames_on(
+    dir: &std::path::Path,
+    kind: BackendKind,
+    text: &str,
+    params: &SynthParams,
+) -> Result<Vec<Vec<i64>>, String> {
+    let engine = s1_mini::Engine::new(EngineConfig::new(dir).with_backend(kind)).map_err(err)?;
+    Ok(engine.generate_frames(text, params).map_err(err)?.0)
+}
+
+/// Frames equal from the start.
+fn agreeing(a: &[Vec<i64>], b: &[Vec<i64>]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// onnx-cuda against onnx-cpu on a bundle: logits of prefill, decode and fast steps, then
@@ -205,20 +226,9 @@ fn ort_parity(dir: PathBuf) -> Result<bool, String> {
         logits_parity(&dir, &bundle, BackendKind::OnnxCuda, "onnx_cuda_")
     });
     let text = bundle_text(&dir)?;
-    let greedy = SynthParams::default()
-        .with_temperature(0.0)
-        .with_fish_speech_compat(true)
-        .with_max_frames(30);
     step(&mut ok, "onnx-cuda greedy frames", || {
-        let cfg = |k| EngineConfig::new(&dir).with_backend(k);
-        let (fc, _) = s1_mini::Engine::new(cfg(BackendKind::OnnxCpu))
-            .map_err(err)?
-            .generate_frames(&text, &greedy)
-            .map_err(err)?;
-        let (fg, _) = s1_mini::Engine::new(cfg(BackendKind::OnnxCuda))
-            .map_err(err)?
-            .generate_frames(&text, &greedy)
-            .map_err(err)?;
+        let fc = frames_on(&dir, BackendKind::OnnxCpu, &text, &greedy_params())?;
+        let fg = frames_on(&dir, BackendKind::OnnxCuda, &text, &greedy_params())?;
         println!(
             "RESULT onnx_cuda_greedy_frames_identical={} ({} frames; {})",
             fc == fg,
