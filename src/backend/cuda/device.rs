@@ -187,8 +187,22 @@ pub struct Gpu {
     pub sm_count: usize,
     /// cuBLAS, when libcublas could be opened (prefill falls back to GEMV kernels otherwise).
     pub blas: Option<Blas>,
+    /// Programmatic dependent launch ([`pdl_requested`] on sm_90 or newer): every kernel is
+    /// launched with the programmatic-stream-serialization attribute, so its blocks may start
+    /// (and the GEMVs request their weights) while the previous kernel finishes; each kernel
+    /// waits for its predecessor in `pdl_enter` (common.cuh).
+    pub pdl: bool,
     /// What the device is.
     pub info: DeviceInfo,
+}
+
+/// The environment variable that turns on programmatic dependent launch.
+pub const PDL_ENV: &str = "S1_CUDA_PDL";
+
+/// Whether `S1_CUDA_PDL=1` asks for programmatic dependent launch. Off by default until it has
+/// been measured and checked for parity on a GPU (docs/cuda.md).
+pub fn pdl_requested() -> bool {
+    std::env::var(PDL_ENV).is_ok_and(|v| v == "1")
 }
 
 /// NVRTC's PTX cache: `cache_dir/cuda-ptx`, else `$XDG_CACHE_HOME` or `~/.cache` `/s1-mini/ptx`.
@@ -266,7 +280,13 @@ impl Gpu {
         } else {
             Self::open_blas(&stream)
         };
-        Ok(Gpu { ctx, stream, funcs, _modules: modules, sm_count, blas, info })
+        let pdl = pdl_requested() && major >= 9;
+        if pdl {
+            log::info!("cuda: programmatic dependent launch on ({PDL_ENV}=1)");
+        } else if pdl_requested() {
+            log::warn!("cuda: {PDL_ENV}=1 ignored: programmatic dependent launch needs sm_90+");
+        }
+        Ok(Gpu { ctx, stream, funcs, _modules: modules, sm_count, blas, pdl, info })
     }
 
     fn open_blas(stream: &Arc<CudaStream>) -> Option<Blas> {
@@ -373,6 +393,38 @@ impl Gpu {
         args: &mut [*mut c_void],
     ) -> Result<(), String> {
         let f = self.funcs.get(name).ok_or_else(|| format!("kernel {name} not loaded"))?;
+        if self.pdl {
+            // SAFETY: the attribute union is plain data (zero is a valid value of every member).
+            let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+            attr.id =
+                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let cfg = sys::CUlaunchConfig {
+                gridDimX: dims.grid.0,
+                gridDimY: dims.grid.1,
+                gridDimZ: dims.grid.2,
+                blockDimX: dims.block,
+                blockDimY: 1,
+                blockDimZ: 1,
+                sharedMemBytes: dims.shared_bytes,
+                hStream: self.stream.cu_stream(),
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            // SAFETY: the caller's contract above for `args`; `cfg` and `attr` outlive the call
+            // (the driver copies them); every kernel starts with pdl_enter (checked in the PTX by
+            // `kernels_every_kernel_waits_before_it_writes`).
+            return unsafe {
+                sys::cuLaunchKernelEx(
+                    &cfg,
+                    f.cu_function(),
+                    args.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            }
+            .result()
+            .map_err(|e| drv(&format!("launch {name} (PDL)"), e));
+        }
         // SAFETY: forwarded to the caller's contract above.
         unsafe {
             result::launch_kernel(

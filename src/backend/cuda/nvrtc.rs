@@ -174,6 +174,55 @@ mod tests {
         }
     }
 
+    /// The PTX text of each `.entry` (NVRTC inlines every device function into its kernel).
+    fn entry_bodies(ptx: &str) -> Vec<(String, String)> {
+        ptx.split(".entry ")
+            .skip(1)
+            .map(|b| {
+                let name: String =
+                    b.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                (name, b.to_string())
+            })
+            .collect()
+    }
+
+    /// Programmatic dependent launch is only sound if every kernel waits for its predecessor
+    /// before it writes global memory or reads anything but weights (common.cuh, pdl_enter):
+    /// in the sm_90 PTX of every kernel, `griddepcontrol.wait` comes before the first global
+    /// store or atomic, and only the GEMVs load before it, through the read-only path
+    /// (`ld.global.nc`: their weights, by __ldg). The sm_80 PTX must not contain the instruction at all.
+    #[test]
+    fn kernels_every_kernel_waits_before_it_writes() {
+        nvrtc_for_tests();
+        let mut kernels = 0;
+        for m in kernels::MODULES {
+            let ptx = compile(m, "compute_90").unwrap_or_else(|e| panic!("{e}"));
+            for (name, body) in entry_bodies(&ptx) {
+                kernels += 1;
+                let wait = body
+                    .find("griddepcontrol.wait")
+                    .unwrap_or_else(|| panic!("{name}: no griddepcontrol.wait"));
+                assert!(body.contains("griddepcontrol.launch_dependents"), "{name}: no trigger");
+                let before = &body[..wait];
+                for op in ["\tst.global", "\tatom.", "\tred.", "\tld.volatile"] {
+                    assert!(!before.contains(op), "{name}: `{op}` before griddepcontrol.wait");
+                }
+                // Only the GEMVs prefetch (their weights, through __ldg); no other kernel reads
+                // global memory before it waits.
+                for line in before.lines().filter(|l| l.contains("ld.global")) {
+                    assert!(
+                        name.starts_with("gemv_") && line.contains("ld.global.nc"),
+                        "{name}: a load that is not a weight prefetch before the wait: {line}"
+                    );
+                }
+            }
+            let ptx80 = compile(m, "compute_80").unwrap_or_else(|e| panic!("{e}"));
+            assert!(!ptx80.contains("griddepcontrol"), "{}.cu: griddepcontrol on sm_80", m.name);
+        }
+        let entries: usize = kernels::MODULES.iter().map(|m| m.entries.len()).sum();
+        assert_eq!(kernels, entries, "every registered kernel was checked");
+    }
+
     #[test]
     fn kernels_ptx_cache_round_trips() {
         nvrtc_for_tests();

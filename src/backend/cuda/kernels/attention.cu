@@ -24,6 +24,7 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
                                          const int* __restrict__ pos_ptr, int pos_add, int nh, int nkv, int hd,
                                          int max_pos, float scale, int n_split, float* part_o, float* part_ml,
                                          unsigned int* counters, float* __restrict__ out, int out_stride) {
+    pdl_enter();
     __shared__ float sq[128];
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float so[ATT_WARPS][128];

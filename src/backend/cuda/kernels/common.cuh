@@ -59,6 +59,21 @@ __device__ __forceinline__ void kv_load8(const void* cache, size_t i, int kv_f32
     }
 }
 
+// Programmatic dependent launch (sm_90+, `S1_CUDA_PDL=1`). A kernel launched with the PDL
+// attribute may start while the kernel before it in the stream is still running; pdl_enter()
+// waits until that kernel has finished and its writes are visible, then lets the next kernel
+// start launching. Every kernel calls it in every thread before it reads anything an earlier
+// kernel wrote and before it writes anything; only weights, which no kernel writes after load,
+// may be read before it (the GEMVs request their first weight vectors first). Since each
+// kernel waits for its predecessor, which waited for its own, a kernel also sees the writes of
+// all earlier ones. Without the attribute, and below sm_90, both instructions do nothing.
+__device__ __forceinline__ void pdl_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Two bf16 packed in one 32-bit word: low half is the element with the lower address.
 __device__ __forceinline__ float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }

@@ -8,6 +8,7 @@ extern "C" __global__ void embed_tokens_f32(const i64_t* __restrict__ tokens, in
                                             const bf16_t* __restrict__ cb_emb, float* __restrict__ out,
                                             int dim, int K, int codebook_size, int vocab,
                                             int sem_begin, int sem_end, float scale_div) {
+    pdl_enter();
     const int t = blockIdx.x;
     if (t >= T) return;
     i64_t tok = tokens[t];
@@ -39,6 +40,7 @@ extern "C" __global__ void fast_input_f32(const float* __restrict__ hidden,
                                           const i64_t* __restrict__ code, int pos,
                                           const bf16_t* __restrict__ fast_emb, int codebook_size,
                                           float* __restrict__ out, int dim) {
+    pdl_enter();
     if (pos == 0) {
         for (int c = threadIdx.x; c < dim; c += blockDim.x) out[c] = hidden[c];
         return;
@@ -52,12 +54,14 @@ extern "C" __global__ void fast_input_f32(const float* __restrict__ hidden,
 
 // out[i] = bf16(x[i]) (prefill activations for cuBLAS). grid-stride.
 extern "C" __global__ void cast_bf16_f32(const float* __restrict__ x, bf16_t* __restrict__ out, int n) {
+    pdl_enter();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         out[i] = f32_to_bf16(x[i]);
 }
 
 // dst[i] = src[i] (copies the last prefill row etc. inside a graph). grid-stride.
 extern "C" __global__ void copy_f32(const float* __restrict__ src, float* __restrict__ dst, int n) {
+    pdl_enter();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         dst[i] = src[i];
 }

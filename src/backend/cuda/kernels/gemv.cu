@@ -58,11 +58,13 @@ template <> struct WVec<signed char> {
 };
 
 // Stages tn activation rows (times norm_w when given) in gemv_x and returns r_t, the RMSNorm
-// factor of each row (1 without the norm), to every thread. Every thread of the block calls it.
+// factor of each row (1 without the norm), to every thread. Every thread of the block calls it,
+// and this is where a GEMV waits for the kernel before it (pdl_enter, common.cuh).
 __device__ __forceinline__ void stage_x(const float* x, int x_stride, int K, int tn, const bf16_t* norm_w,
                                         float eps, float* r) {
     __shared__ float red_ss[8][GEMV_TT];
     float ss[GEMV_TT] = {0.0f, 0.0f, 0.0f, 0.0f};
+    pdl_enter();      // x comes from the previous kernel (the weight loads before this may not wait)
     __syncthreads();  // the previous pass has finished reading gemv_x and red_ss
     for (int i = threadIdx.x * 4; i < tn * K; i += blockDim.x * 4) {
         const int t = i / K, k = i - t * K;
@@ -270,6 +272,7 @@ extern "C" __global__ void gemv_swiglu_i8(const signed char* __restrict__ W1, co
 // grid (N), block 256.
 extern "C" __global__ void quantize_i8_bf16(const bf16_t* __restrict__ W, signed char* __restrict__ q,
                                             float* __restrict__ scale, int K) {
+    pdl_enter();
     __shared__ float scratch[32];
     const bf16_t* row = W + (size_t)blockIdx.x * K;
     float m = 0.0f;
@@ -284,9 +287,20 @@ extern "C" __global__ void quantize_i8_bf16(const bf16_t* __restrict__ W, signed
     }
 }
 
+// W[n, k] = bf16(q[n, k] * scale[n]): an int8 layer as bf16 for the prefill's cuBLAS GEMMs (an
+// int8 model keeps no bf16 originals; one scratch matrix is refilled per product). count = N * K.
+// grid-stride.
+extern "C" __global__ void dequantize_i8_bf16(const signed char* __restrict__ q, const float* __restrict__ scale,
+                                              bf16_t* __restrict__ W, int K, int count) {
+    pdl_enter();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += gridDim.x * blockDim.x)
+        W[i] = f32_to_bf16((float)q[i] * scale[i / K]);
+}
+
 // out[i] = silu(a[i]) * b[i] (prefill SwiGLU after two cuBLAS GEMMs). grid-stride.
 extern "C" __global__ void silu_mul_f32(const float* __restrict__ a, const float* __restrict__ b,
                                         float* __restrict__ out, int n) {
+    pdl_enter();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const float x = a[i];
         out[i] = (x / (1.0f + expf(-x))) * b[i];

@@ -50,6 +50,7 @@ pub const MODULES: &[KernelModule] = &[
             "gemv_i8",
             "gemv_swiglu_i8",
             "quantize_i8_bf16",
+            "dequantize_i8_bf16",
             "silu_mul_f32",
         ],
     },

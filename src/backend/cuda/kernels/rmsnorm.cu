@@ -4,6 +4,7 @@
 // norm into the next GEMV, gemv.cu.)
 extern "C" __global__ void rmsnorm_f32(const float* __restrict__ x, const bf16_t* __restrict__ w,
                                        float* __restrict__ out, int dim, float eps) {
+    pdl_enter();
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * dim;
     float* orow = out + (size_t)blockIdx.x * dim;

@@ -14,6 +14,7 @@ extern "C" __global__ void qk_rope_f32(float* __restrict__ qkv, int T, const int
                                        const bf16_t* __restrict__ rope, int nh, int nkv, int hd,
                                        float eps, void* __restrict__ kc, void* __restrict__ vc,
                                        int max_pos, int kv_f32) {
+    pdl_enter();
     __shared__ float scratch[32];
     const int t = blockIdx.x, head = blockIdx.y, i = threadIdx.x;
     const int row_w = (nh + 2 * nkv) * hd;

@@ -103,6 +103,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample_f32(const float* __restrict__ logits, int n, int slot, int n_pad, const S1State* __restrict__ st,
            const i64_t* __restrict__ hist, int max_hist, int K, int sem_begin, int sem_end, int im_end,
            int im_end_index, int semantic_rows, i64_t* __restrict__ frame) {
+    pdl_enter();
     extern __shared__ unsigned long long smem_u64[];
     unsigned long long* keys = smem_u64;                      // [n_pad]
     float* vals = reinterpret_cast<float*>(keys + n_pad);     // [n_pad]
@@ -286,6 +287,7 @@ sample_f32(const float* __restrict__ logits, int n, int slot, int n_pad, const S
 // grid (1), block 32.
 extern "C" __global__ void frame_finish(S1State* st, const i64_t* __restrict__ frame, i64_t* __restrict__ hist,
                                         int max_hist, int K) {
+    pdl_enter();
     const unsigned int f = st->frame;
     if (f > 0 && (int)(f - 1) < max_hist) {
         for (int r = threadIdx.x; r <= K; r += blockDim.x) hist[(size_t)(f - 1) * (K + 1) + r] = frame[r];
@@ -296,5 +298,6 @@ extern "C" __global__ void frame_finish(S1State* st, const i64_t* __restrict__ f
 
 // After a slow pass over T positions: kv_pos += T. grid (1), block 1.
 extern "C" __global__ void advance_pos(S1State* st, int T) {
+    pdl_enter();
     st->kv_pos += T;
 }
