@@ -5,9 +5,10 @@
 #   bench/gpu_check.sh STAGE...        STAGE = native | torch | ort | all
 #
 #   native  cuda_check selftest (every kernel vs an f64 host reference), parity on the tiny bundle
-#           (logits vs ORT CPU with and without cuBLAS, greedy frames, device sampler, frame graph),
-#           bench of the frame graph at S1-mini shapes (random bf16 weights), the same in int8,
-#           Nsight Compute's per-kernel times of one replayed frame
+#           (logits vs ORT CPU with and without cuBLAS, the int8 prefill both ways, greedy frames,
+#           device sampler, frame graph), bench of the frame graph at S1-mini shapes (random bf16
+#           weights), the same in int8; all of it again with S1_CUDA_PDL=1; Nsight Compute's
+#           per-kernel times of one replayed frame
 #   torch   bench/torch_reference.py eager + compile on the same card
 #   ort     onnx-cuda parity on the tiny bundle; an LLM-only random S1-mini bundle exported there
 #           (bench/llm_only_bundle.sh, fp16); transformer frames/s of onnx-cuda and of the native
@@ -93,6 +94,12 @@ if want native; then
   run parity 120 "$BIN" parity tests/fixtures/tiny
   run bench_bf16 90 "$BIN" bench 256 500
   run bench_int8 90 "$BIN" bench --int8 256 500
+  # The same with programmatic dependent launch (S1_CUDA_PDL=1, off by default until this has
+  # passed): every kernel's blocks may start while the previous kernel finishes.
+  S1_CUDA_PDL=1 run selftest_pdl 60 "$BIN" selftest
+  S1_CUDA_PDL=1 run parity_pdl 150 "$BIN" parity tests/fixtures/tiny
+  S1_CUDA_PDL=1 run bench_bf16_pdl 90 "$BIN" bench 256 500
+  S1_CUDA_PDL=1 run bench_int8_pdl 90 "$BIN" bench --int8 256 500
   # Per-kernel device time of one decode frame (kernel nodes of the replayed graph; the launch
   # window skips the prefill and first frames of the warm-up request).
   ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)

@@ -124,6 +124,35 @@ fn logits_parity(
     Ok(ok)
 }
 
+/// An int8 model's prefill both ways, fast numerics: through cuBLAS on the dequantised
+/// matrices (`dequantize_i8_bf16`, bf16 activations) and through the int8 GEMV kernels (f32
+/// activations, `S1_CUDA_NO_CUBLAS=1`). They differ by bf16 rounding only.
+fn int8_prefill_paths(dir: &std::path::Path, bundle: &Bundle) -> Result<bool, String> {
+    let (ids, t) = prompt_ids(dir)?;
+    let cfg = EngineConfig::new(dir)
+        .with_backend(BackendKind::Cuda)
+        .with_cuda_weights(s1_mini::config::CudaWeights::Int8);
+    let logits = || -> Result<Vec<f32>, String> {
+        let sel = backend::select(&cfg, bundle).map_err(err)?;
+        if sel.kind != BackendKind::Cuda {
+            return Err(format!("cuda did not start: {:?}", sel.skipped));
+        }
+        let mut r = sel.t2s.start().map_err(err)?;
+        Ok(r.slow(&ids, t).map_err(err)?.logits)
+    };
+    std::env::set_var("S1_CUDA_NUMERICS", "fast");
+    let blas = logits();
+    std::env::set_var("S1_CUDA_NO_CUBLAS", "1");
+    let gemv = logits();
+    std::env::remove_var("S1_CUDA_NO_CUBLAS");
+    std::env::remove_var("S1_CUDA_NUMERICS");
+    let (blas, gemv) = (blas?, gemv?);
+    let e = max_rel(&blas, &gemv);
+    let same_argmax = s1_mini::sampling::argmax(&blas) == s1_mini::sampling::argmax(&gemv);
+    println!("RESULT int8_prefill_cublas_vs_gemv_max_rel_err={e:.3e} argmax_equal={same_argmax}");
+    Ok(e < 5e-2 && same_argmax)
+}
+
 fn first_diff(a: &[Vec<i64>], b: &[Vec<i64>]) -> String {
     match a.iter().zip(b).position(|(x, y)| x != y) {
         Some(i) => format!("first difference at frame {i}: {:?} vs {:?}", a[i], b[i]),
@@ -146,6 +175,9 @@ fn parity(dir: PathBuf) -> Result<bool, String> {
         ok = false;
     }
     std::env::remove_var("S1_CUDA_NUMERICS");
+    step(&mut ok, "int8 prefill: cuBLAS on dequantised weights vs int8 GEMV", || {
+        int8_prefill_paths(&dir, &bundle)
+    });
     let text = bundle_text(&dir)?;
     // 2. greedy and seeded sampled frames through the engine (the cuda backend makes whole frames
     //    on the device: frame graph, GPU sampling) against the onnx-cpu engine.
@@ -237,6 +269,26 @@ fn ort_parity(dir: PathBuf) -> Result<bool, String> {
         );
         Ok(fc == fg)
     });
+    // The codec on the GPU (CUDA execution provider) against onnx-cpu, on the same codes: the
+    // onnx-cuda engine's codec, and the cuda engine's (which opens only the codec sessions).
+    step(&mut ok, "codec on the GPU: PCM vs onnx-cpu", || {
+        let engine = |k| s1_mini::Engine::new(EngineConfig::new(&dir).with_backend(k)).map_err(err);
+        let cpu = engine(BackendKind::OnnxCpu)?;
+        let codes = cpu.generate_codes(&text, &greedy_params()).map_err(err)?;
+        let want = cpu.decode_codes(&codes).map_err(err)?.samples;
+        let mut pass = true;
+        for (label, kind) in [("onnx_cuda", BackendKind::OnnxCuda), ("cuda", BackendKind::Cuda)] {
+            let got = engine(kind)?.decode_codes(&codes).map_err(err)?.samples;
+            let e = if got.len() == want.len() { max_rel(&got, &want) } else { f64::INFINITY };
+            println!(
+                "RESULT {label}_codec_pcm_max_rel_err={e:.3e} ({} samples vs {})",
+                got.len(),
+                want.len()
+            );
+            pass &= e < 1e-2;
+        }
+        Ok(pass)
+    });
     Ok(ok)
 }
 
@@ -295,7 +347,7 @@ fn bench(args: &[String]) -> Result<bool, String> {
     let floor = cuda::plan::weight_bytes_per_frame(&cfg, if int8 { 1.0 } else { 2.0 });
     let r = cuda::bench_random(&EngineConfig::new("."), cfg, prompt, frames, int8)
         .map_err(|e| e.to_string())?;
-    let tag = if int8 { "int8" } else { "bf16" };
+    let tag = format!("{}{}", if int8 { "int8" } else { "bf16" }, if r.pdl { "_pdl" } else { "" });
     println!("RESULT device={}", r.device);
     println!("RESULT {tag}_frames_per_s={:.1}", r.frames_per_s);
     println!("RESULT {tag}_x_real_time={:.2}", r.frames_per_s / 21.533);

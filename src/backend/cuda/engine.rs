@@ -25,22 +25,16 @@ fn backend_err(op: &str, msg: impl Into<String>) -> Error {
     Error::Backend { backend: NAME, op: op.to_string(), message: msg.into() }
 }
 
-/// A linear layer's weights on the device. An int8 layer keeps the address of its bf16 original
-/// (still in the weight arena); today only the bf16 GEMM path could read it, and the prefill of an
-/// int8 model goes through the int8 GEMV kernels instead (docs/cuda.md).
+/// A linear layer's weights on the device: bf16 in the weight arena, or int8 with one f32
+/// scale per output row (an int8 model keeps no bf16 copy; the cuBLAS prefill dequantises
+/// each matrix into a scratch buffer, [`Model::gemm_operand`]).
 #[derive(Debug, Clone, Copy)]
 enum Lin {
     Bf16(u64),
-    I8 { q: u64, scale: u64, bf16: u64 },
+    I8 { q: u64, scale: u64 },
 }
 
 impl Lin {
-    fn bf16(self) -> u64 {
-        match self {
-            Lin::Bf16(p) | Lin::I8 { bf16: p, .. } => p,
-        }
-    }
-
     /// Launch geometry of a GEMV over this layer ([N, K] weights, T activation rows) and its
     /// `ks` argument: K is split in whole 16-byte weight vectors, 8 bf16 or 16 int8 values.
     fn gemv_launch(self, n: usize, k: usize, t: usize) -> (Dims, i32) {
@@ -140,6 +134,9 @@ impl Stack {
 struct Weights {
     _arena: DevBuf,
     _i8: Option<(DevBuf, DevBuf)>,
+    /// bf16 scratch for one layer matrix: an int8 model's prefill GEMM operand (fast
+    /// numerics with cuBLAS only).
+    dequant: Option<DevBuf>,
     rope_slow: DevBuf,
     rope_fast: DevBuf,
     emb: u64,
@@ -297,7 +294,9 @@ impl Model {
                 "int8 needs every reduction width of the model to be a multiple of 16",
             ));
         }
-        let w = load_weights(&gpu, &cfg, plan, src, opts.int8)
+        // An int8 model's cuBLAS prefill reads each matrix dequantised into one scratch buffer.
+        let keep_scratch = opts.int8 && opts.numerics == Numerics::Fast && gpu.blas.is_some();
+        let w = load_weights(&gpu, &cfg, plan, src, opts.int8, keep_scratch)
             .map_err(|e| backend_err("load weights", e))?;
         let slow_splits = plan::attention_splits(cfg.max_seq_len, cfg.n_head, gpu.sm_count);
         let model = Model {
@@ -432,7 +431,32 @@ impl Model {
         t > 1
             && self.numerics == Numerics::Fast
             && self.gpu.blas.is_some()
-            && matches!(w, Lin::Bf16(_))
+            && (matches!(w, Lin::Bf16(_)) || self.w.dequant.is_some())
+    }
+
+    /// The bf16 [n, k] matrix cuBLAS reads for `w`: the arena's, or for an int8 layer the
+    /// scratch refilled with its dequantisation (stream order keeps the previous GEMM's reads
+    /// before the refill).
+    fn gemm_operand(&self, w: Lin, n: usize, k: usize) -> std::result::Result<u64, String> {
+        match w {
+            Lin::Bf16(p) => Ok(p),
+            Lin::I8 { q, scale } => {
+                let scratch = self.w.dequant.as_ref().ok_or("no dequantisation scratch")?;
+                let (out, kk, cnt) = (scratch.ptr(), k as i32, (n * k) as i32);
+                debug_assert!(n * k * 2 <= scratch.bytes());
+                // SAFETY: dequantize_i8_bf16(const int8* q, const float* scale, bf16* W, int K,
+                // int count); q [n, k] and scale [n] of this layer, W the scratch, sized at
+                // load for the largest layer matrix.
+                unsafe {
+                    self.gpu.launch(
+                        "dequantize_i8_bf16",
+                        plan::elementwise(n * k),
+                        &mut args![q, scale, out, kk, cnt],
+                    )?
+                };
+                Ok(out)
+            }
+        }
     }
 
     /// y[t] = (residual ? y[t] : 0) + W xn[t] for t < T, xn = x or rmsnorm(x) · `norm`.
@@ -459,19 +483,12 @@ impl Model {
                 }
                 None => x,
             };
+            let wb = self.gemm_operand(w, n, k)?;
             self.cast_bf16(src, ws.xb.ptr(), t * k)?;
-            // SAFETY: W [n, k] bf16 in the arena, xb [t, k] bf16 (sized for the widest input),
-            // y [t, n] f32 dense (beta = 1 adds in place).
+            // SAFETY: W [n, k] bf16 (arena or dequantisation scratch), xb [t, k] bf16 (sized
+            // for the widest input), y [t, n] f32 dense (beta = 1 adds in place).
             return unsafe {
-                self.gpu.gemm_bf16(
-                    w.bf16(),
-                    ws.xb.ptr(),
-                    y,
-                    n,
-                    k,
-                    t,
-                    if residual { 1.0 } else { 0.0 },
-                )
+                self.gpu.gemm_bf16(wb, ws.xb.ptr(), y, n, k, t, if residual { 1.0 } else { 0.0 })
             };
         }
         let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
@@ -547,8 +564,7 @@ impl Model {
                     )
                 }
             }
-            (w1, w3) => {
-                let (p1, p3) = (w1.bf16(), w3.bf16());
+            (Lin::Bf16(p1), Lin::Bf16(p3)) => {
                 // SAFETY: gemv_swiglu_bf16(const bf16* W1, const bf16* W3, const float* x,
                 // int x_stride, float* y, int y_stride, int N, int K, int T,
                 // const bf16* norm_w, float eps, int ks); K % (8 ks) == 0.
@@ -560,6 +576,7 @@ impl Model {
                     )
                 }
             }
+            _ => Err("w1 and w3 must have the same weight type".into()),
         }
     }
 
@@ -808,74 +825,107 @@ impl Model {
     }
 }
 
+/// xorshift64 bf16 values for benchmarks without a checkpoint, drawn tensor after tensor in
+/// plan order (the same values whether or not the layer matrices are quantised).
+struct RandomWeights(u64);
+
+impl RandomWeights {
+    fn fill(&mut self, p: &layout::Placement, out: &mut [u8]) {
+        // Small values keep activations finite through 28 layers (norm weights ≈ 1).
+        let one_d = p.shape.len() == 1;
+        for v in out.chunks_exact_mut(2) {
+            let s = &mut self.0;
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            let u = ((*s >> 40) as f32) / (1u64 << 24) as f32 - 0.5;
+            let b = layout::bf16_bits(if one_d { 1.0 + 0.1 * u } else { 0.06 * u });
+            v.copy_from_slice(&b.to_le_bytes());
+        }
+    }
+}
+
+/// Loads the weights: everything bf16 into one arena, or with `int8` the layer matrices
+/// quantised one at a time through a bf16 staging buffer (kept as the prefill's dequantisation
+/// scratch when `keep_scratch`) and the rest into a smaller bf16 arena.
 fn load_weights(
     gpu: &Gpu,
     cfg: &ModelConfig,
     plan: &WeightPlan,
     src: WeightSource,
     int8: bool,
+    keep_scratch: bool,
 ) -> std::result::Result<Weights, String> {
-    let arena = gpu.alloc(plan.arena_bytes)?;
-    match src {
+    let quantised = |p: &layout::Placement| int8 && p.is_layer_matrix();
+    let resident = plan.without(quantised);
+    let arena = gpu.alloc(resident.arena_bytes)?;
+    // int8 arenas: values [n, k] and scales [n] per quantised matrix, 256-byte aligned.
+    let mut i8_at = std::collections::HashMap::new();
+    let (mut i8_bytes, mut s_bytes, mut staging_bytes) = (0usize, 0usize, 0usize);
+    for p in plan.placements.iter().filter(|p| quantised(p)) {
+        let (n, k) = (p.shape[0], p.shape[1]);
+        i8_at.insert(p.name.clone(), (i8_bytes, s_bytes));
+        i8_bytes += (n * k).div_ceil(256) * 256;
+        s_bytes += (n * 4).div_ceil(256) * 256;
+        staging_bytes = staging_bytes.max(p.bytes);
+    }
+    let i8_bufs = if int8 { Some((gpu.alloc(i8_bytes)?, gpu.alloc(s_bytes)?)) } else { None };
+    let staging = if int8 { Some(gpu.alloc(staging_bytes)?) } else { None };
+
+    let mut file = None;
+    let mut random = None;
+    match &src {
         WeightSource::File { path, header } => {
-            let img = plan.read_host_image(&path, &header).map_err(|e| e.to_string())?;
-            gpu.upload(arena.ptr(), &img)?;
+            file = Some(layout::TensorFile::open(path, header).map_err(|e| e.to_string())?)
         }
-        WeightSource::Random { seed } => {
-            // Small values keep activations finite through 28 layers (norm weights ≈ 1).
-            let mut img = vec![0u16; plan.arena_bytes / 2];
-            let mut s = seed | 1;
-            for p in &plan.placements {
-                let one_d = p.shape.len() == 1;
-                for v in &mut img[p.offset / 2..(p.offset + p.bytes) / 2] {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    let u = ((s >> 40) as f32) / (1u64 << 24) as f32 - 0.5;
-                    *v = layout::bf16_bits(if one_d { 1.0 + 0.1 * u } else { 0.06 * u });
-                }
+        WeightSource::Random { seed } => random = Some(RandomWeights(seed | 1)),
+    }
+    let mut read = |p: &layout::Placement, out: &mut [u8]| -> std::result::Result<(), String> {
+        match (&mut file, &mut random) {
+            (Some(f), _) => f.read_into(p, out).map_err(|e| e.to_string()),
+            (None, Some(r)) => {
+                r.fill(p, out);
+                Ok(())
             }
-            gpu.upload(arena.ptr(), &img)?;
+            (None, None) => Err("no weight source".into()),
+        }
+    };
+    let mut img = vec![0u8; resident.arena_bytes];
+    let mut one = Vec::new();
+    for p in &plan.placements {
+        if let (Some((qb, sb)), Some(st), Some(&(qo, so))) =
+            (&i8_bufs, &staging, i8_at.get(&p.name))
+        {
+            one.resize(p.bytes, 0);
+            read(p, &mut one)?;
+            gpu.upload(st.ptr(), &one)?;
+            let (w, q, s, kk) = (st.ptr(), qb.at(qo), sb.at(so), p.shape[1] as i32);
+            // SAFETY: quantize_i8_bf16(const bf16* W, int8* q, float* scale, int K), grid N:
+            // W [N, K] bf16 in the staging buffer, q [N, K] int8 and scale [N] f32 in the int8
+            // arenas. The next upload into the staging buffer is stream-ordered after it.
+            unsafe {
+                gpu.launch("quantize_i8_bf16", plan::per_row(p.shape[0]), &mut args![w, q, s, kk])?
+            };
+        } else if let Some(r) = resident.get(&p.name) {
+            read(p, &mut img[r.offset..r.offset + r.bytes])?;
         }
     }
+    gpu.upload(arena.ptr(), &img)?;
+    drop(img);
     let at = |name: &str| -> std::result::Result<u64, String> {
-        plan.get(name)
+        resident
+            .get(name)
             .map(|p| arena.at(p.offset))
             .ok_or_else(|| format!("{name} not in the weight plan"))
     };
-    // int8: quantise every layer matrix into a second arena (bf16 kept for cuBLAS prefill).
-    let mut i8_bytes = 0usize;
-    let mut s_bytes = 0usize;
-    let mut quant: Vec<(String, usize, usize, usize, usize)> = Vec::new(); // name, n, k, q_off, s_off
-    if int8 {
-        for p in &plan.placements {
-            let is_layer_matrix = p.shape.len() == 2
-                && (p.name.starts_with("layers.") || p.name.starts_with("fast_layers."));
-            if is_layer_matrix {
-                let (n, k) = (p.shape[0], p.shape[1]);
-                quant.push((p.name.clone(), n, k, i8_bytes, s_bytes));
-                i8_bytes += (n * k).div_ceil(256) * 256;
-                s_bytes += (n * 4).div_ceil(256) * 256;
-            }
-        }
-    }
-    let i8_bufs = if int8 { Some((gpu.alloc(i8_bytes)?, gpu.alloc(s_bytes)?)) } else { None };
-    if let Some((qb, sb)) = &i8_bufs {
-        for (name, n, k, qo, so) in &quant {
-            let (w, q, s, kk) = (at(name)?, qb.at(*qo), sb.at(*so), *k as i32);
-            // SAFETY: quantize_i8_bf16(const bf16* W, int8* q, float* scale, int K), grid N:
-            // W [N, K] bf16 in the arena, q [N, K] int8 and scale [N] f32 in the int8 arenas.
-            unsafe { gpu.launch("quantize_i8_bf16", plan::per_row(*n), &mut args![w, q, s, kk])? };
-        }
-        gpu.sync()?;
-    }
     let lin = |name: String| -> std::result::Result<Lin, String> {
-        let p = at(&name)?;
-        if let (Some((qb, sb)), Some(e)) = (&i8_bufs, quant.iter().find(|e| e.0 == name)) {
-            return Ok(Lin::I8 { q: qb.at(e.3), scale: sb.at(e.4), bf16: p });
+        if let (Some((qb, sb)), Some(&(qo, so))) = (&i8_bufs, i8_at.get(&name)) {
+            return Ok(Lin::I8 { q: qb.at(qo), scale: sb.at(so) });
         }
-        Ok(Lin::Bf16(p))
+        at(&name).map(Lin::Bf16)
     };
+    let dequant = if keep_scratch { staging } else { None };
+    let scratch_bytes = dequant.as_ref().map_or(0, DevBuf::bytes);
     let layer = |prefix: String, qk: bool| -> std::result::Result<LayerW, String> {
         Ok(LayerW {
             attn_norm: at(&format!("{prefix}attention_norm.weight"))?,
@@ -911,8 +961,9 @@ fn load_weights(
         fast_head: at("fast_output.weight")?,
         layers,
         fast_layers,
-        bytes: plan.arena_bytes + i8_bytes + s_bytes,
+        bytes: resident.arena_bytes + i8_bytes + s_bytes + scratch_bytes,
         _i8: i8_bufs,
+        dequant,
         _arena: arena,
         rope_slow,
         rope_fast,
@@ -1250,5 +1301,6 @@ pub(super) fn bench_random(
         used_device_bytes: total_mem - free,
         frames: n,
         graph_nodes: model.graph_nodes().map_err(|e| backend_err("graph", e))?,
+        pdl: model.gpu.pdl,
     })
 }

@@ -399,6 +399,15 @@ pub struct Placement {
     pub bytes: usize,
 }
 
+impl Placement {
+    /// A transformer layer's projection matrix (wqkv, wo, w1, w2, w3 of the slow or fast
+    /// stack): what `cuda_weights = int8` quantises. Embeddings, norms and heads stay bf16.
+    pub fn is_layer_matrix(&self) -> bool {
+        self.shape.len() == 2
+            && (self.name.starts_with("layers.") || self.name.starts_with("fast_layers."))
+    }
+}
+
 /// All weights of the model in one device arena.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightPlan {
@@ -507,6 +516,18 @@ impl WeightPlan {
         Ok(Self::for_config(c))
     }
 
+    /// The plan without the placements `drop` selects, the others laid out again in order
+    /// (an int8 model's bf16 arena holds no layer matrices).
+    pub fn without(&self, drop: impl Fn(&Placement) -> bool) -> Self {
+        let mut placements = Vec::new();
+        let mut off = 0usize;
+        for p in self.placements.iter().filter(|p| !drop(p)) {
+            placements.push(Placement { offset: off, ..p.clone() });
+            off = align(off + p.bytes);
+        }
+        WeightPlan { placements, arena_bytes: off }
+    }
+
     /// Placement of a checkpoint key.
     pub fn get(&self, name: &str) -> Option<&Placement> {
         self.placements.iter().find(|p| p.name == name)
@@ -533,22 +554,52 @@ impl WeightPlan {
         path: &Path,
         header: &BTreeMap<String, TensorInfo>,
     ) -> Result<Vec<u8>> {
-        let io = |e| Error::Io { path: path.to_path_buf(), source: e };
-        let mut f = std::fs::File::open(path).map_err(io)?;
+        let mut file = TensorFile::open(path, header)?;
         let mut img = vec![0u8; self.arena_bytes];
         for p in &self.placements {
-            let t = header
-                .get(&p.name)
-                .ok_or_else(|| Error::bundle(&path.to_string_lossy(), &p.name, "tensor missing"))?;
-            let mut at = p.offset;
-            for (off, len) in Self::source_ranges(p, t) {
-                f.seek(SeekFrom::Start(off)).map_err(io)?;
-                f.read_exact(&mut img[at..at + len]).map_err(io)?;
-                at += len;
-            }
-            debug_assert_eq!(at, p.offset + p.bytes);
+            file.read_into(p, &mut img[p.offset..p.offset + p.bytes])?;
         }
         Ok(img)
+    }
+}
+
+/// The bundle's safetensors file, read one placement at a time (an int8 load quantises each
+/// layer matrix on the device without holding the whole bf16 model in device memory).
+pub struct TensorFile<'a> {
+    file: std::fs::File,
+    path: &'a Path,
+    header: &'a BTreeMap<String, TensorInfo>,
+}
+
+impl<'a> TensorFile<'a> {
+    /// Opens `path`, whose tensors `header` describes.
+    pub fn open(path: &'a Path, header: &'a BTreeMap<String, TensorInfo>) -> Result<Self> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        Ok(TensorFile { file, path, header })
+    }
+
+    /// Fills `out` (exactly `p.bytes` long) with the placement's device bytes.
+    pub fn read_into(&mut self, p: &Placement, out: &mut [u8]) -> Result<()> {
+        let io = |e| Error::Io { path: self.path.to_path_buf(), source: e };
+        let t = self.header.get(&p.name).ok_or_else(|| {
+            Error::bundle(&self.path.to_string_lossy(), &p.name, "tensor missing")
+        })?;
+        if out.len() != p.bytes {
+            return Err(Error::bundle(
+                &self.path.to_string_lossy(),
+                &p.name,
+                "placement size does not match",
+            ));
+        }
+        let mut at = 0usize;
+        for (off, len) in WeightPlan::source_ranges(p, t) {
+            self.file.seek(SeekFrom::Start(off)).map_err(io)?;
+            self.file.read_exact(&mut out[at..at + len]).map_err(io)?;
+            at += len;
+        }
+        debug_assert_eq!(at, p.bytes);
+        Ok(())
     }
 }
 
@@ -681,6 +732,48 @@ mod tests {
         let plan = WeightPlan::for_config(&ModelConfig::s1_mini());
         let gb = plan.arena_bytes as f64 / 1e9;
         assert!((1.38..1.42).contains(&gb), "{gb}");
+    }
+
+    #[test]
+    fn layout_int8_resident_arena_drops_the_layer_matrices() {
+        let c = ModelConfig::s1_mini();
+        let plan = WeightPlan::for_config(&c);
+        let resident = plan.without(Placement::is_layer_matrix);
+        let matrices = plan.placements.iter().filter(|p| p.is_layer_matrix()).count();
+        assert_eq!(matrices, 5 * (c.n_layer + c.n_fast_layer));
+        assert_eq!(resident.placements.len(), plan.placements.len() - matrices);
+        assert!(resident.get("layers.0.attention.wqkv.weight").is_none());
+        assert!(resident.get("layers.0.attention_norm.weight").is_some());
+        assert!(resident.get("output.weight").is_some());
+        let mut end = 0;
+        for p in &resident.placements {
+            assert_eq!(p.offset % ARENA_ALIGN, 0);
+            assert!(p.offset >= end, "{} overlaps the tensor before it", p.name);
+            end = p.offset + p.bytes;
+        }
+        assert!(resident.arena_bytes >= end);
+        // S1-mini: 1.40 GB in all; what stays bf16 is mostly the token embeddings (0.32 GB)
+        // and the codebook embeddings (0.08 GB).
+        let gb = resident.arena_bytes as f64 / 1e9;
+        assert!((0.40..0.44).contains(&gb), "{gb}");
+    }
+
+    #[test]
+    fn layout_tensor_file_reads_each_placement_as_the_host_image_holds_it() {
+        let c = ModelConfig::from_bundle_dir(&tiny()).unwrap();
+        let path = tiny().join(&c.weights_file);
+        let h = read_safetensors_header(&path).unwrap();
+        let plan = WeightPlan::new(&c, &h).unwrap();
+        let img = plan.read_host_image(&path, &h).unwrap();
+        let mut f = TensorFile::open(&path, &h).unwrap();
+        for p in &plan.placements {
+            let mut one = vec![0u8; p.bytes];
+            f.read_into(p, &mut one).unwrap();
+            assert_eq!(one, img[p.offset..p.offset + p.bytes], "{}", p.name);
+        }
+        let p = &plan.placements[0];
+        let mut short = vec![0u8; p.bytes - 2];
+        assert!(matches!(f.read_into(p, &mut short), Err(Error::BundleInvalid { .. })));
     }
 
     #[test]

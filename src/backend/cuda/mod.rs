@@ -53,6 +53,8 @@ pub struct BenchResult {
     pub frames: usize,
     /// Kernel nodes in one frame graph.
     pub graph_nodes: usize,
+    /// Whether the kernels were launched with programmatic dependent launch (`S1_CUDA_PDL=1`).
+    pub pdl: bool,
 }
 
 /// One kernel check of [`kernel_selftest`].

@@ -238,8 +238,21 @@ fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
             want[ti * n + ni] = s * f64::from(scale[ni]);
         }
     }
+    // dequantize_i8_bf16 (the int8 prefill's cuBLAS operand): bf16(q * scale), bit for bit.
+    let db = g.alloc(n * k * 2)?;
+    g.memset0(db.ptr(), n * k * 2)?;
+    let (dp, cnt) = (db.ptr(), (n * k) as i32);
+    // SAFETY: dequantize_i8_bf16(q [N,K] int8, scale [N] f32, W [N,K] bf16, K, count = N*K).
+    unsafe {
+        g.launch("dequantize_i8_bf16", plan::elementwise(n * k), &mut args![qp, sp, dp, kk, cnt])?
+    };
+    let mut deq = vec![0u16; n * k];
+    g.download(&mut deq, db.ptr())?;
+    let deq_off =
+        (0..n * k).filter(|&i| deq[i] != bf16_bits(f32::from(q[i]) * scale[i / k])).count();
     Ok(vec![
         check("quantize_i8_bf16 (scales)", rel_err(&scale, &want_scale), 1e-6),
+        check("dequantize_i8_bf16 (values not bf16(q * scale))", deq_off as f64, 0.0),
         check("quantize_i8_bf16 (values off by > 1)", q_off as f64, 0.0),
         check(&format!("gemv_i8 (+norm, N={n} K={k} T={t} ks={ks})"), rel_err(&got, &want), TOL),
     ])
