@@ -20,6 +20,13 @@ S1_NVRTC_PATH=$(scripts/fetch-nvrtc.sh)
 export S1_NVRTC_PATH
 echo "S1_NVRTC_PATH=$S1_NVRTC_PATH"
 
+# The kernel emulator test compiles the CUDA kernels as C++ for the CPU (src/backend/cuda/emulator.rs).
+if ! command -v c++ >/dev/null; then
+  step "setup: installing g++"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+fi
+
 run "rust: cargo fmt --check" cargo fmt --all -- --check
 run "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
 run "rust: cargo test" cargo test --workspace --quiet

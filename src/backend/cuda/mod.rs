@@ -18,6 +18,9 @@ mod engine;
 pub mod nvrtc;
 #[cfg(feature = "cuda-base")]
 mod selftest;
+// The kernels compiled for the CPU, so that the self-test's checks run in CI.
+#[cfg(all(test, feature = "cuda-base"))]
+mod emulator;
 
 use crate::bundle::Bundle;
 use crate::config::EngineConfig;
