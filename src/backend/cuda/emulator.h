@@ -2,7 +2,10 @@
 // module with the host C++ compiler and this header in front). Not a CUDA implementation: just
 // what the kernels in kernels/*.cu use, so that their logic can be checked where there is no GPU.
 //
-// - One launch runs its blocks one after another. The threads of a block are fibers
+// - One launch runs its blocks one after another, in a shuffled order (a fixed sequence of
+//   permutations, the same on every run), so a block that reads what another block of the same
+//   launch writes, without waiting for it, sees the wrong value in some launches as it would on
+//   a GPU. The threads of a block are fibers
 //   (ucontext) on this one OS thread: a fiber runs until it reaches __syncthreads() or a warp
 //   shuffle, then the next one runs. A barrier opens when every thread of the block (of the warp,
 //   for shuffles) that has not returned is waiting at it, as on sm_70+ where exited threads no
@@ -240,16 +243,25 @@ inline int launch(void (*kernel)(A...), unsigned int gx, unsigned int gy, unsign
     launch_state = &L;
     gridDim = dim3{gx, gy, gz};
     blockDim = dim3{bx, 1, 1};
-    for (unsigned int z = 0; z < gz; ++z)
-        for (unsigned int y = 0; y < gy; ++y)
-            for (unsigned int x = 0; x < gx; ++x) {
-                blockIdx = dim3{x, y, z};
-                if (!run_block(L)) {
-                    std::snprintf(err, err_len, "deadlock in block (%u, %u, %u)", x, y, z);
-                    launch_state = nullptr;
-                    return 1;
-                }
-            }
+    const unsigned long long blocks = (unsigned long long)gx * gy * gz;
+    std::vector<unsigned long long> order(blocks);
+    for (unsigned long long b = 0; b < blocks; ++b) order[b] = b;
+    static unsigned long long seed = 0x9E3779B97F4A7C15ull;  // advances with every launch
+    for (unsigned long long b = blocks; b > 1; --b) {       // Fisher-Yates, xorshift64
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::swap(order[b - 1], order[seed % b]);
+    }
+    for (unsigned long long b : order) {
+        const unsigned int x = (unsigned int)(b % gx), y = (unsigned int)(b / gx % gy), z = (unsigned int)(b / gx / gy);
+        blockIdx = dim3{x, y, z};
+        if (!run_block(L)) {
+            std::snprintf(err, err_len, "deadlock in block (%u, %u, %u)", x, y, z);
+            launch_state = nullptr;
+            return 1;
+        }
+    }
     launch_state = nullptr;
     return 0;
 }

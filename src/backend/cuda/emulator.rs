@@ -3,8 +3,9 @@
 //! shuffles and shared memory emulated), loaded as a shared library, and driven through the same
 //! [`KernelDevice`] interface as the GPU, so the self-test's kernel checks run in CI. It checks
 //! what the kernels compute (indexing, reductions, barriers, the split-attention merge, the
-//! sampler), not their speed, and not the GPU's memory model (programmatic dependent launch,
-//! caches).
+//! sampler), with blocks in shuffled orders and threads in two orders so that missing
+//! synchronisation shows; not their speed, and not the GPU's memory model (blocks never run at
+//! the same time; programmatic dependent launch and caches are not modelled).
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::ffi::{c_char, c_void};

@@ -631,6 +631,8 @@ impl Model {
         }
     }
 
+    /// Attention of T queries; `rope` = Some((layer, table)) for decode (T = 1) does the
+    /// qk-norm, RoPE and KV write of the new position in the same launch (no `rope` launch).
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -642,7 +644,15 @@ impl Model {
         kc: u64,
         vc: u64,
         splits: usize,
+        rope: Option<(&LayerW, u64)>,
     ) -> std::result::Result<(), String> {
+        debug_assert!(rope.is_none() || t == 1);
+        let (table, qn, kn) = match rope {
+            Some((l, table)) if st.qk_norm => (table, l.q_norm, l.k_norm),
+            Some((_, table)) => (table, 0u64, 0u64),
+            None => (0u64, 0u64, 0u64),
+        };
+        let eps = self.cfg.norm_eps;
         let (q, qs, tt, pa) = (ws.qkv.ptr(), st.qkv_w() as i32, t as i32, pos_add as i32);
         let (nh, nkv, hd, mp) =
             (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, st.max_pos as i32);
@@ -650,19 +660,20 @@ impl Model {
         let (ns, po, pml, cnt) =
             (splits as i32, ws.part_o.ptr(), ws.part_ml.ptr(), ws.att_count.ptr());
         let (out, os, kv32) = (ws.att.ptr(), st.q_w() as i32, i32::from(st.kv_bytes == 4));
-        // SAFETY: attention_f32(const float* q, int q_stride, const void* kc, const void* vc,
-        // int kv_f32, int T, const int* pos_ptr, int pos_add, int nh, int nkv, int hd,
-        // int max_pos, float scale, int n_split, float* part_o, float* part_ml,
-        // unsigned* counters, float* out, int out_stride); part buffers hold
+        // SAFETY: attention_f32(const float* q, int q_stride, void* kc, void* vc, int kv_f32,
+        // int T, const int* pos_ptr, int pos_add, int nh, int nkv, int hd, int max_pos,
+        // float scale, int n_split, float* part_o, float* part_ml, unsigned* counters,
+        // float* out, int out_stride, const bf16* rope, const bf16* q_norm, const bf16* k_norm,
+        // float eps); q is the qkv row ([T, (nh+2nkv)hd]), part buffers hold
         // nh*T*n_split*(hd | 2) floats and the counters nh*T (sized for the largest use in
-        // new_workspace), out [T, nh*hd].
+        // new_workspace), out [T, nh*hd]; rope [max_pos, hd/2, 2] or null (then T may be > 1).
         unsafe {
             self.gpu.launch(
                 "attention_f32",
                 plan::attention(st.n_head, t, splits),
                 &mut args![
                     q, qs, kc, vc, kv32, tt, pos_ptr, pa, nh, nkv, hd, mp, scale, ns, po, pml, cnt,
-                    out, os
+                    out, os, table, qn, kn, eps
                 ],
             )
         }
@@ -690,8 +701,14 @@ impl Model {
             let (kc, vc) = (kk.at(i * layer_bytes), vv.at(i * layer_bytes));
             let (x, qkv, att, ffa) = (ws.x.ptr(), ws.qkv.ptr(), ws.att.ptr(), ws.ffa.ptr());
             self.linear(ws, l.wqkv, Some(l.attn_norm), x, qkv, st.qkv_w(), dim, t, false)?;
-            self.rope(st, l, qkv, t, pos_ptr, pos_add, rope, kc, vc)?;
-            self.attention(ws, st, t, pos_ptr, pos_add, kc, vc, splits)?;
+            if t == 1 {
+                // Decode: RoPE and the KV write happen in the attention launch.
+                let fused = Some((l, rope));
+                self.attention(ws, st, t, pos_ptr, pos_add, kc, vc, splits, fused)?;
+            } else {
+                self.rope(st, l, qkv, t, pos_ptr, pos_add, rope, kc, vc)?;
+                self.attention(ws, st, t, pos_ptr, pos_add, kc, vc, splits, None)?;
+            }
             self.linear(ws, l.wo, None, att, x, dim, st.q_w(), t, true)?;
             self.swiglu(ws, l, l.ffn_norm, x, ffa, st.inter, dim, t)?;
             self.linear(ws, l.w2, None, ffa, x, dim, st.inter, t, true)?;

@@ -118,9 +118,8 @@ pub enum Node {
     Gemv,
     /// Fused w1/w3 + SwiGLU (`gemv_swiglu_*`).
     Swiglu,
-    /// qk-norm + RoPE + KV write (`qk_rope_f32`).
-    Rope,
-    /// Attention (`attention_f32`; split-K with the merge in its last block).
+    /// qk-norm, RoPE and the KV write of the new position, then attention (`attention_f32`
+    /// with its RoPE prologue; split-K with the merge in its last block).
     Attention,
     /// kv_pos += 1 (`advance_pos`).
     Advance,
@@ -137,12 +136,11 @@ pub enum Node {
 /// One transformer layer of a decode step.
 fn layer_nodes(out: &mut Vec<Node>) {
     out.extend([
-        Node::Gemv, // attention_norm + wqkv
-        Node::Rope,
-        Node::Attention,
-        Node::Gemv,   // wo (+ residual)
-        Node::Swiglu, // ffn_norm + w1/w3 + SwiGLU
-        Node::Gemv,   // w2 (+ residual)
+        Node::Gemv,      // attention_norm + wqkv
+        Node::Attention, // qk-norm + RoPE + KV write + attention
+        Node::Gemv,      // wo (+ residual)
+        Node::Swiglu,    // ffn_norm + w1/w3 + SwiGLU
+        Node::Gemv,      // w2 (+ residual)
     ]);
 }
 
@@ -281,14 +279,15 @@ mod tests {
     fn plan_frame_graph_node_counts_for_s1_mini() {
         let c = ModelConfig::s1_mini();
         let slow = slow_step_nodes(&c);
-        assert_eq!(slow.len(), 1 + 28 * 6 + 3);
+        // Per layer: norm + wqkv, RoPE + attention, wo, norm + w1/w3, w2.
+        assert_eq!(slow.len(), 1 + 28 * 5 + 3);
         let fast = fast_and_sample_nodes(&c);
         let samples = fast.iter().filter(|n| **n == Node::Sample).count();
         assert_eq!(samples, 10); // slow head + codebooks 1..9
         assert_eq!(fast.iter().filter(|n| **n == Node::FastInput).count(), 10);
-        assert_eq!(fast.len(), 1 + 10 * (1 + 4 * 6) + 9 * 2 + 1);
+        assert_eq!(fast.len(), 1 + 10 * (1 + 4 * 5) + 9 * 2 + 1);
         assert_eq!(frame_nodes(&c).len(), slow.len() + fast.len());
-        assert_eq!(frame_nodes(&c).len(), 442);
+        assert_eq!(frame_nodes(&c).len(), 374);
     }
 
     #[test]

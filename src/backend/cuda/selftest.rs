@@ -379,6 +379,12 @@ enum HostKv {
 }
 
 impl HostKv {
+    fn clone_zeroed(&self) -> HostKv {
+        match self {
+            HostKv::Bf16(v) => HostKv::Bf16(vec![0; v.len()]),
+            HostKv::F32(v) => HostKv::F32(vec![0.0; v.len()]),
+        }
+    }
     fn random(rng: &mut Rng, n: usize, f32: bool) -> HostKv {
         if f32 {
             HostKv::F32(rng.vec(n, 1.0))
@@ -539,14 +545,16 @@ fn attention<D: KernelDevice>(
             (qb.ptr(), kb.ptr(), vb.ptr(), pb.ptr(), pob.ptr(), pmb.ptr(), cb.ptr(), ob.ptr());
         // SAFETY: attention_f32(q, q_stride, kc, vc, kv_f32, T, pos_ptr, pos_add, nh, nkv, hd,
         // max_pos, scale, n_split, part_o [nh*T*n_split*hd], part_ml [nh*T*n_split*2],
-        // counters [nh*T], out [T, nh*hd], out_stride).
+        // counters [nh*T], out [T, nh*hd], out_stride, rope (null: q is rotated), q_norm,
+        // k_norm, eps).
+        let (no_rope, eps) = (0u64, 1e-6f32);
         unsafe {
             g.launch(
                 "attention_f32",
                 plan::attention(nh, t, splits),
                 &mut args![
                     qp, qs, kp, vp, kv32, tt, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm,
-                    cp, op, os
+                    cp, op, os, no_rope, no_rope, no_rope, eps
                 ],
             )?;
         }
@@ -556,6 +564,118 @@ fn attention<D: KernelDevice>(
     let keys = pos0 + 2;
     let name = format!("attention_f32 ({splits} split(s), {ty} KV, {keys}.. keys, 2 launches)");
     Ok(check(&name, err, 1e-4))
+}
+
+/// Decode shapes of [`attention_rope`]: heads, KV heads, head size, qk-norm, splits, keys
+/// already in the cache, cache capacity.
+struct DecodeCase {
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    qk_norm: bool,
+    splits: usize,
+    pos: i32,
+    max_pos: usize,
+}
+
+/// attention_f32 with its RoPE prologue (decode, T = 1) against qk_rope_f32 followed by
+/// attention_f32 on a copy of the same inputs: the same output and the same caches afterwards
+/// (the new key and value written once per KV head, nothing else touched).
+fn attention_rope<D: KernelDevice>(
+    g: &D,
+    rng: &mut Rng,
+    c: &DecodeCase,
+    kv_f32: bool,
+) -> R<Vec<KernelCheck>> {
+    let (nh, nkv, hd, max_pos, eps) = (c.nh, c.nkv, c.hd, c.max_pos, 1e-6f32);
+    let row_w = (nh + 2 * nkv) * hd;
+    let qkv = rng.vec(row_w, 1.0);
+    let (qn, kn) = (rng.bf16(hd, 1.0), rng.bf16(hd, 1.0));
+    let table = rope_table_bf16(1_000_000.0, hd, max_pos);
+    let kc = HostKv::random(rng, nkv * max_pos * hd, kv_f32);
+    let vc = HostKv::random(rng, nkv * max_pos * hd, kv_f32);
+    let (pb, qnb, knb, tb) = (up(g, &[c.pos])?, up(g, &qn)?, up(g, &kn)?, up(g, &table)?);
+    let (qnp, knp) = if c.qk_norm { (qnb.ptr(), knb.ptr()) } else { (0u64, 0u64) };
+    let scale = 1.0f32 / (hd as f32).sqrt();
+    let (one, pos_add, use_qk) = (1i32, 0i32, i32::from(c.qk_norm));
+    let (qs, nhh, nkk, hdd, mp, ns, os, kv32) = (
+        row_w as i32,
+        nh as i32,
+        nkv as i32,
+        hd as i32,
+        max_pos as i32,
+        c.splits as i32,
+        (nh * hd) as i32,
+        i32::from(kv_f32),
+    );
+    // Two runs on separate copies: (rope kernel + attention) and (attention with the prologue).
+    let mut outs = Vec::new();
+    let mut caches = Vec::new();
+    for fused in [false, true] {
+        let (qb, kb, vb) = (up(g, &qkv)?, kc.upload(g)?, vc.upload(g)?);
+        let (pob, pmb, cb, ob) = (
+            poisoned(g, nh * c.splits * hd)?,
+            poisoned(g, nh * c.splits * 2)?,
+            up(g, &vec![0u32; nh])?,
+            poisoned(g, nh * hd)?,
+        );
+        let (qp, kp, vp, pp, tp) = (qb.ptr(), kb.ptr(), vb.ptr(), pb.ptr(), tb.ptr());
+        let (po, pm, cp, op) = (pob.ptr(), pmb.ptr(), cb.ptr(), ob.ptr());
+        if !fused {
+            // SAFETY: qk_rope_f32(qkv [1, row_w], T, pos_ptr, pos_add, q_norm, k_norm,
+            // use_qk_norm, rope, nh, nkv, hd, eps, kc, vc, max_pos, kv_f32).
+            unsafe {
+                g.launch(
+                    "qk_rope_f32",
+                    plan::qk_rope(1, nh, nkv, hd),
+                    &mut args![
+                        qp, one, pp, pos_add, qnp, knp, use_qk, tp, nhh, nkk, hdd, eps, kp, vp, mp,
+                        kv32
+                    ],
+                )?
+            };
+        }
+        let rope = if fused { tp } else { 0u64 };
+        // SAFETY: attention_f32 as in `attention`, T = 1; with `rope` the q, k and v of the new
+        // position come from the un-rotated qkv row.
+        unsafe {
+            g.launch(
+                "attention_f32",
+                plan::attention(nh, 1, c.splits),
+                &mut args![
+                    qp, qs, kp, vp, kv32, one, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm,
+                    cp, op, os, rope, qnp, knp, eps
+                ],
+            )?
+        };
+        outs.push(down_f32(g, &ob, nh * hd)?);
+        let (mut k2, mut v2) = (kc.clone_zeroed(), vc.clone_zeroed());
+        k2.download(g, &kb)?;
+        v2.download(g, &vb)?;
+        caches.push((k2, v2));
+    }
+    let want: Vec<f64> = outs[0].iter().map(|&v| f64::from(v)).collect();
+    let n = nkv * max_pos * hd;
+    let differing = (0..n)
+        .filter(|&i| {
+            caches[0].0.get(i) != caches[1].0.get(i) || caches[0].1.get(i) != caches[1].1.get(i)
+        })
+        .count();
+    let ty = if kv_f32 { "f32" } else { "bf16" };
+    let what =
+        format!("hd {hd}, {} heads/{} KV, {} split(s), {ty} KV, key {}", nh, nkv, c.splits, c.pos);
+    Ok(vec![
+        check(
+            &format!("attention_f32 + RoPE prologue ({what}) vs two kernels"),
+            rel_err(&outs[1], &want),
+            1e-6,
+        ),
+        check(
+            &format!("attention_f32 + RoPE prologue ({what}): cache values differing"),
+            differing as f64,
+            0.0,
+        ),
+    ])
 }
 
 /// embed_tokens_f32: a text token, a semantic token with codes, an out-of-range id (→ 0).
@@ -740,6 +860,19 @@ pub(super) fn checks<D: KernelDevice>(g: &D, draws: usize) -> Vec<KernelCheck> {
         push("qk_rope_f32", rope(g, &mut rng, kv_f32));
         for (splits, pos0) in [(1, 600), (5, 600), (7, 2000)] {
             push("attention_f32", attention(g, &mut rng, splits, kv_f32, pos0).map(|c| vec![c]));
+        }
+    }
+    // Decode with the RoPE prologue: slow shapes (qk-norm, the new key in the last of 1, 3 or
+    // 7 splits), fast shapes (hd 64, no qk-norm, a handful of keys).
+    let decode = [
+        DecodeCase { nh: 8, nkv: 2, hd: 128, qk_norm: true, splits: 1, pos: 40, max_pos: 64 },
+        DecodeCase { nh: 8, nkv: 2, hd: 128, qk_norm: true, splits: 3, pos: 300, max_pos: 400 },
+        DecodeCase { nh: 8, nkv: 2, hd: 128, qk_norm: true, splits: 7, pos: 2000, max_pos: 2100 },
+        DecodeCase { nh: 16, nkv: 8, hd: 64, qk_norm: false, splits: 1, pos: 6, max_pos: 10 },
+    ];
+    for kv_f32 in [false, true] {
+        for c in &decode {
+            push("attention_f32 + RoPE", attention_rope(g, &mut rng, c, kv_f32));
         }
     }
     push("embed_tokens_f32", embed(g, &mut rng).map(|c| vec![c]));

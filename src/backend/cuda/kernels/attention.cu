@@ -14,18 +14,30 @@
 // itself in counters[h*T + t] ([nh * T] u32, zero between launches); the last of (h, t) to
 // finish merges the partials into out and puts the counter back to zero, so the kernel can be
 // replayed in a graph. hd <= 128.
+//
+// Decode (T == 1) with rope != 0 also does qk_rope_f32's work, one launch fewer per layer: q
+// comes un-rotated from the qkv row and each block normalises and rotates its head itself; the
+// block(s) whose range ends at the new key p build k_p and v_p from the same row (rounded to the
+// cache type, exactly as a read back from the cache would give them) and use them for key p, and
+// the first query head of each KV group writes them to the caches. No block reads position p
+// from the cache during the launch, so the write races with nothing. q_norm/k_norm may be 0 (no
+// qk-norm); with rope == 0 the q, k and v of every position are read from q and the caches.
 
 #define ATT_WARPS 4
 #define ATT_MAX_EPL 4      // hd / 32, hd <= 128
 #define ATT_MIN_KEYS 128   // one 32-key tile per warp: fewer keys per block only add merge work
 
-extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stride, const void* __restrict__ kc,
-                                         const void* __restrict__ vc, int kv_f32, int T,
+extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stride, void* __restrict__ kc,
+                                         void* __restrict__ vc, int kv_f32, int T,
                                          const int* __restrict__ pos_ptr, int pos_add, int nh, int nkv, int hd,
                                          int max_pos, float scale, int n_split, float* part_o, float* part_ml,
-                                         unsigned int* counters, float* __restrict__ out, int out_stride) {
+                                         unsigned int* counters, float* __restrict__ out, int out_stride,
+                                         const bf16_t* __restrict__ rope, const bf16_t* __restrict__ q_norm,
+                                         const bf16_t* __restrict__ k_norm, float eps) {
     pdl_enter();
     __shared__ float sq[128];
+    __shared__ float snk[128], snv[128];  // the new key and value (rope != 0)
+    __shared__ float scratch[32];
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float so[ATT_WARPS][128];
     __shared__ int is_last;
@@ -40,7 +52,41 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     const int begin = split * chunk;
     const int end = min(len, begin + chunk);
 
-    for (int e = threadIdx.x; e < hd; e += blockDim.x) sq[e] = q[(size_t)t * q_stride + (size_t)h * hd + e];
+    const float* qrow = q + (size_t)t * q_stride;
+    int new_key = -1;  // position whose k and v come from qrow rather than the caches
+    if (rope != 0) {
+        const int pos = *pos_ptr + pos_add + t;
+        const int p = pos < max_pos ? pos : max_pos - 1;
+        const int i = threadIdx.x;
+        const bool pair = i < hd / 2;
+        float x0 = pair ? qrow[(size_t)h * hd + 2 * i] : 0.0f, x1 = pair ? qrow[(size_t)h * hd + 2 * i + 1] : 0.0f;
+        qk_norm_rope(x0, x1, q_norm, rope, p, hd, eps, scratch);
+        if (pair) {
+            sq[2 * i] = x0;
+            sq[2 * i + 1] = x1;
+        }
+        if (pos < max_pos && pos >= begin && pos < end) {  // uniform over the block
+            new_key = pos;
+            const float* kx = qrow + (size_t)(nh + kvh) * hd;
+            const float* vx = qrow + (size_t)(nh + nkv + kvh) * hd;
+            float k0 = pair ? kx[2 * i] : 0.0f, k1 = pair ? kx[2 * i + 1] : 0.0f;
+            qk_norm_rope(k0, k1, k_norm, rope, p, hd, eps, scratch);
+            const float v0 = pair ? vx[2 * i] : 0.0f, v1 = pair ? vx[2 * i + 1] : 0.0f;
+            if (pair) {
+                snk[2 * i] = kv_f32 ? k0 : bf16_to_f32(f32_to_bf16(k0));
+                snk[2 * i + 1] = kv_f32 ? k1 : bf16_to_f32(f32_to_bf16(k1));
+                snv[2 * i] = kv_f32 ? v0 : bf16_to_f32(f32_to_bf16(v0));
+                snv[2 * i + 1] = kv_f32 ? v1 : bf16_to_f32(f32_to_bf16(v1));
+                if (h % (nh / nkv) == 0) {
+                    const size_t at = ((size_t)kvh * max_pos + pos) * hd + 2 * i;
+                    kv_store2(kc, at, k0, k1, kv_f32);
+                    kv_store2(vc, at, v0, v1, kv_f32);
+                }
+            }
+        }
+    } else {
+        for (int e = threadIdx.x; e < hd; e += blockDim.x) sq[e] = qrow[(size_t)h * hd + e];
+    }
     __syncthreads();
 
     float m = S1_NEG_INF, l = 0.0f;
@@ -49,7 +95,11 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
     for (int j0 = begin + warp * 32; j0 < end; j0 += ATT_WARPS * 32) {
         const int j = j0 + lane;
         float s = S1_NEG_INF;
-        if (j < end) {
+        if (j == new_key) {
+            float d = 0.0f;
+            for (int e = 0; e < hd; ++e) d += sq[e] * snk[e];
+            s = d * scale;
+        } else if (j < end) {
             const size_t row = head_base + (size_t)j * hd;
             float d = 0.0f;
             // 64 elements per round trip: the eight loads of a group are issued together.
@@ -78,10 +128,11 @@ extern "C" __global__ void attention_f32(const float* __restrict__ q, int q_stri
         for (int i = 0; i < nk; ++i) {
             const float pi = __shfl_sync(0xffffffffu, p, i);
             const size_t row = head_base + (size_t)(j0 + i) * hd;
+            const bool fresh = j0 + i == new_key;  // the same for the whole warp
 #pragma unroll
             for (int r = 0; r < ATT_MAX_EPL; ++r) {
                 const int e = lane + 32 * r;
-                if (e < hd) acc[r] += pi * kv_load(vc, row + e, kv_f32);
+                if (e < hd) acc[r] += pi * (fresh ? snv[e] : kv_load(vc, row + e, kv_f32));
             }
         }
         m = m_new;

@@ -123,6 +123,32 @@ __device__ __forceinline__ float block_reduce(float v, float* scratch) {
 __device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<SumOp>(v, scratch); }
 __device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<MaxOp>(v, scratch); }
 
+// qk-norm and interleaved RoPE of one head vector (llama.py L892-903, L928-940), by the
+// threads of a block: thread i < hd/2 holds the pair (x0, x1) = (x[2i], x[2i+1]) and gets it
+// back normalised (RMSNorm over the head, then times norm_w, when norm_w != 0) and rotated,
+// (x0*c - x1*s, x1*c + x0*s), with the bf16 table rope[p][i] = (cos, sin). Every thread of the
+// block calls it (the norm is a block sum); threads i >= hd/2 pass zeros. scratch: 32 floats.
+__device__ __forceinline__ void qk_norm_rope(float& x0, float& x1, const bf16_t* norm_w, const bf16_t* rope,
+                                             int p, int hd, float eps, float* scratch) {
+    const int i = threadIdx.x;
+    const bool active = i < hd / 2;
+    if (norm_w != 0) {
+        const float ss = block_sum(x0 * x0 + x1 * x1, scratch);
+        const float r = rsqrtf(ss / (float)hd + eps);
+        if (active) {
+            x0 = (x0 * r) * bf16_to_f32(norm_w[2 * i]);
+            x1 = (x1 * r) * bf16_to_f32(norm_w[2 * i + 1]);
+        }
+    }
+    if (!active) return;
+    const bf16_t* rp = rope + ((size_t)p * (hd / 2) + i) * 2;
+    const float c = bf16_to_f32(rp[0]), s = bf16_to_f32(rp[1]);
+    const float y0 = x0 * c - x1 * s;
+    const float y1 = x1 * c + x0 * s;
+    x0 = y0;
+    x1 = y1;
+}
+
 // Device-resident state of one request, read by the captured frame graph (layout mirrored by
 // `DeviceState` in engine.rs; 16 words).
 struct S1State {

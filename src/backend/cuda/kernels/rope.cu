@@ -31,25 +31,13 @@ extern "C" __global__ void qk_rope_f32(float* __restrict__ qkv, int T, const int
         if (pos < max_pos) kv_store2(vc, ((size_t)vh * max_pos + pos) * hd + 2 * i, x0, x1, kv_f32);
         return;
     }
-    if (use_qk_norm) {
-        const float ss = block_sum(x0 * x0 + x1 * x1, scratch);
-        const float r = rsqrtf(ss / (float)hd + eps);
-        const bf16_t* w = is_q ? q_norm : k_norm;
-        if (active) {
-            x0 = (x0 * r) * bf16_to_f32(w[2 * i]);
-            x1 = (x1 * r) * bf16_to_f32(w[2 * i + 1]);
-        }
-    }
-    if (!active) return;
     const int p = pos < max_pos ? pos : max_pos - 1;
-    const bf16_t* rp = rope + ((size_t)p * (hd / 2) + i) * 2;
-    const float c = bf16_to_f32(rp[0]), s = bf16_to_f32(rp[1]);
-    const float y0 = x0 * c - x1 * s;
-    const float y1 = x1 * c + x0 * s;
+    qk_norm_rope(x0, x1, use_qk_norm ? (is_q ? q_norm : k_norm) : 0, rope, p, hd, eps, scratch);
+    if (!active) return;
     if (is_q) {
-        x[2 * i] = y0;
-        x[2 * i + 1] = y1;
+        x[2 * i] = x0;
+        x[2 * i + 1] = x1;
     } else if (pos < max_pos) {
-        kv_store2(kc, ((size_t)(head - nh) * max_pos + pos) * hd + 2 * i, y0, y1, kv_f32);
+        kv_store2(kc, ((size_t)(head - nh) * max_pos + pos) * hd + 2 * i, x0, x1, kv_f32);
     }
 }
