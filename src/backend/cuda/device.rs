@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaStream};
 
 use super::kernels;
 use super::nvrtc;
@@ -91,11 +91,19 @@ pub(super) fn probe(config: &EngineConfig) -> Result<DeviceInfo, String> {
     Ok(info)
 }
 
+/// Who frees a buffer: the CUDA context it was allocated in, or (the kernel emulator in the
+/// tests) the host allocator.
+enum Owner {
+    Cuda(Arc<CudaContext>),
+    #[cfg(test)]
+    Host(std::alloc::Layout),
+}
+
 /// A raw device allocation, freed on drop.
 pub struct DevBuf {
     ptr: sys::CUdeviceptr,
     bytes: usize,
-    ctx: Arc<CudaContext>,
+    owner: Owner,
 }
 
 impl DevBuf {
@@ -116,10 +124,17 @@ impl DevBuf {
 
 impl Drop for DevBuf {
     fn drop(&mut self) {
-        if self.ptr != 0 && self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: `ptr` came from cuMemAlloc in this context and is freed exactly once;
-            // the engine synchronises its stream before dropping buffers.
-            let _ = unsafe { result::free_sync(self.ptr) };
+        match &self.owner {
+            Owner::Cuda(ctx) => {
+                if self.ptr != 0 && ctx.bind_to_thread().is_ok() {
+                    // SAFETY: `ptr` came from cuMemAlloc in this context and is freed exactly
+                    // once; the engine synchronises its stream before dropping buffers.
+                    let _ = unsafe { result::free_sync(self.ptr) };
+                }
+            }
+            #[cfg(test)]
+            // SAFETY: allocated by host_alloc with this layout, freed once.
+            Owner::Host(layout) => unsafe { std::alloc::dealloc(self.ptr as *mut u8, *layout) },
         }
     }
 }
@@ -128,7 +143,7 @@ impl Drop for DevBuf {
 pub struct PinnedBuf {
     ptr: *mut c_void,
     bytes: usize,
-    ctx: Arc<CudaContext>,
+    owner: Owner,
 }
 
 // SAFETY: the pinned block is plain host memory owned by this value; access is serialised by
@@ -150,11 +165,33 @@ impl PinnedBuf {
 
 impl Drop for PinnedBuf {
     fn drop(&mut self) {
-        if !self.ptr.is_null() && self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: allocated by cuMemHostAlloc and freed once.
-            let _ = unsafe { result::free_host(self.ptr) };
+        match &self.owner {
+            Owner::Cuda(ctx) => {
+                if !self.ptr.is_null() && ctx.bind_to_thread().is_ok() {
+                    // SAFETY: allocated by cuMemHostAlloc and freed once.
+                    let _ = unsafe { result::free_host(self.ptr) };
+                }
+            }
+            #[cfg(test)]
+            // SAFETY: allocated by host_alloc with this layout, freed once.
+            Owner::Host(layout) => unsafe { std::alloc::dealloc(self.ptr as *mut u8, *layout) },
         }
     }
+}
+
+/// 256-byte aligned host memory filled with 0xab (emulated device memory is uninitialised).
+#[cfg(test)]
+fn host_alloc(bytes: usize) -> Result<(*mut u8, std::alloc::Layout), String> {
+    let layout =
+        std::alloc::Layout::from_size_align(bytes.max(256), 256).map_err(|e| e.to_string())?;
+    // SAFETY: non-zero size; the caller owns the block and frees it with this layout.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        return Err(format!("out of host memory for {bytes} bytes"));
+    }
+    // SAFETY: `ptr` holds layout.size() bytes.
+    unsafe { std::ptr::write_bytes(ptr, 0xab, layout.size()) };
+    Ok((ptr, layout))
 }
 
 /// cuBLAS handle (prefill GEMMs).
@@ -175,14 +212,26 @@ impl Drop for Blas {
     }
 }
 
-/// The device the engine runs on.
-pub struct Gpu {
-    /// Context.
-    pub ctx: Arc<CudaContext>,
-    /// The stream every launch and the frame graph use.
-    pub stream: Arc<CudaStream>,
+/// A CUDA device's context, the stream every launch and the frame graph use, the kernels.
+struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
     _modules: Vec<Arc<CudaModule>>,
+}
+
+/// Where the kernels run.
+enum Target {
+    Cuda(CudaDevice),
+    /// The kernels compiled for the CPU (tests: `emulator.rs`): host memory, launches run to
+    /// completion, no graphs, cuBLAS replaced by a host loop.
+    #[cfg(test)]
+    Emulated(Arc<super::emulator::Emulator>),
+}
+
+/// The device the engine runs on.
+pub struct Gpu {
+    target: Target,
     /// Multiprocessors.
     pub sm_count: usize,
     /// cuBLAS, when libcublas could be opened (prefill falls back to GEMV kernels otherwise).
@@ -286,7 +335,8 @@ impl Gpu {
         } else if pdl_requested() {
             log::warn!("cuda: {PDL_ENV}=1 ignored: programmatic dependent launch needs sm_90+");
         }
-        Ok(Gpu { ctx, stream, funcs, _modules: modules, sm_count, blas, pdl, info })
+        let target = Target::Cuda(CudaDevice { ctx, stream, funcs, _modules: modules });
+        Ok(Gpu { target, sm_count, blas, pdl, info })
     }
 
     fn open_blas(stream: &Arc<CudaStream>) -> Option<Blas> {
@@ -311,13 +361,74 @@ impl Gpu {
         .flatten()
     }
 
+    /// The kernels compiled for the CPU, as a device of `sm_count` multiprocessors (tests).
+    #[cfg(test)]
+    pub fn emulated(emulator: Arc<super::emulator::Emulator>, sm_count: usize) -> Gpu {
+        let info = DeviceInfo {
+            name: "CPU kernel emulator".into(),
+            compute_capability: (9, 0),
+            total_memory_bytes: 0,
+        };
+        Gpu { target: Target::Emulated(emulator), sm_count, blas: None, pdl: false, info }
+    }
+
+    /// Makes the device's context current on this thread.
+    pub fn bind(&self) -> Result<(), String> {
+        match &self.target {
+            Target::Cuda(d) => d.ctx.bind_to_thread().map_err(|e| drv("bind", e)),
+            #[cfg(test)]
+            Target::Emulated(_) => Ok(()),
+        }
+    }
+
+    /// Whether the prefill GEMMs can run ([`Gpu::gemm_bf16`]): cuBLAS was found (or emulated).
+    pub fn has_blas(&self) -> bool {
+        match &self.target {
+            Target::Cuda(_) => self.blas.is_some(),
+            #[cfg(test)]
+            Target::Emulated(_) => true,
+        }
+    }
+
+    /// Records the launches `body` makes as a CUDA graph, uploaded and ready to replay; `None`
+    /// on the emulator, where callers launch the same kernels directly instead.
+    pub fn capture(
+        &self,
+        body: impl FnOnce() -> Result<(), String>,
+    ) -> Result<Option<CudaGraph>, String> {
+        #[allow(clippy::infallible_destructuring_match)] // Target::Emulated exists in tests
+        let d = match &self.target {
+            Target::Cuda(d) => d,
+            #[cfg(test)]
+            Target::Emulated(_) => return Ok(None),
+        };
+        d.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| format!("cuStreamBeginCapture: {e:?}"))?;
+        let r = body();
+        let end = d.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        r?;
+        let g = end.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?.ok_or("empty graph")?;
+        g.upload().map_err(|e| format!("cuGraphUpload: {e:?}"))?;
+        Ok(Some(g))
+    }
+
     /// Allocates `bytes` of device memory (uninitialised).
     pub fn alloc(&self, bytes: usize) -> Result<DevBuf, String> {
-        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
-        // SAFETY: plain cuMemAlloc in the bound context; the result is owned by DevBuf.
-        let ptr = unsafe { result::malloc_sync(bytes.max(256)) }
-            .map_err(|e| format!("cuMemAlloc({bytes} bytes): {e:?}"))?;
-        Ok(DevBuf { ptr, bytes, ctx: self.ctx.clone() })
+        match &self.target {
+            Target::Cuda(d) => {
+                d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+                // SAFETY: plain cuMemAlloc in the bound context; the result is owned by DevBuf.
+                let ptr = unsafe { result::malloc_sync(bytes.max(256)) }
+                    .map_err(|e| format!("cuMemAlloc({bytes} bytes): {e:?}"))?;
+                Ok(DevBuf { ptr, bytes, owner: Owner::Cuda(d.ctx.clone()) })
+            }
+            #[cfg(test)]
+            Target::Emulated(_) => {
+                let (ptr, layout) = host_alloc(bytes)?;
+                Ok(DevBuf { ptr: ptr as u64, bytes, owner: Owner::Host(layout) })
+            }
+        }
     }
 
     /// Allocates and zeroes.
@@ -329,55 +440,121 @@ impl Gpu {
 
     /// Pinned host memory.
     pub fn alloc_pinned(&self, bytes: usize) -> Result<PinnedBuf, String> {
-        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
-        // SAFETY: cuMemHostAlloc with no flags; owned by PinnedBuf.
-        let ptr = unsafe { result::malloc_host(bytes.max(64), 0) }
-            .map_err(|e| drv("cuMemHostAlloc", e))?;
-        Ok(PinnedBuf { ptr, bytes, ctx: self.ctx.clone() })
+        match &self.target {
+            Target::Cuda(d) => {
+                d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+                // SAFETY: cuMemHostAlloc with no flags; owned by PinnedBuf.
+                let ptr = unsafe { result::malloc_host(bytes.max(64), 0) }
+                    .map_err(|e| drv("cuMemHostAlloc", e))?;
+                Ok(PinnedBuf { ptr, bytes, owner: Owner::Cuda(d.ctx.clone()) })
+            }
+            #[cfg(test)]
+            Target::Emulated(_) => {
+                let (ptr, layout) = host_alloc(bytes)?;
+                Ok(PinnedBuf { ptr: ptr.cast(), bytes, owner: Owner::Host(layout) })
+            }
+        }
     }
 
     /// Zeroes `bytes` at `ptr` on the stream.
     pub fn memset0(&self, ptr: u64, bytes: usize) -> Result<(), String> {
-        // SAFETY: `ptr..ptr+bytes` lies in a live DevBuf (callers pass their own buffers).
-        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }
-            .map_err(|e| drv("cuMemsetD8Async", e))
+        match &self.target {
+            // SAFETY: `ptr..ptr+bytes` lies in a live DevBuf (callers pass their own buffers).
+            Target::Cuda(d) => {
+                unsafe { result::memset_d8_async(ptr, 0, bytes, d.stream.cu_stream()) }
+                    .map_err(|e| drv("cuMemsetD8Async", e))
+            }
+            #[cfg(test)]
+            Target::Emulated(_) => {
+                // SAFETY: as above; emulated device memory is host memory.
+                unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
+                Ok(())
+            }
+        }
     }
 
     /// Host → device (synchronous with respect to the host buffer: the stream is synchronised).
     pub fn upload<T>(&self, dst: u64, src: &[T]) -> Result<(), String> {
-        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
-        // SAFETY: `dst` holds at least size_of_val(src) bytes (callers size their buffers from
-        // the same shapes); `src` outlives the copy because we synchronise before returning.
-        unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
-            .map_err(|e| drv("cuMemcpyHtoDAsync", e))?;
-        self.sync()
+        match &self.target {
+            Target::Cuda(d) => {
+                d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+                // SAFETY: `dst` holds at least size_of_val(src) bytes (callers size their
+                // buffers from the same shapes); `src` outlives the copy because we synchronise
+                // before returning.
+                unsafe { result::memcpy_htod_async(dst, src, d.stream.cu_stream()) }
+                    .map_err(|e| drv("cuMemcpyHtoDAsync", e))?;
+                self.sync()
+            }
+            #[cfg(test)]
+            Target::Emulated(_) => {
+                // SAFETY: as above; emulated device memory is host memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.as_ptr().cast::<u8>(),
+                        dst as *mut u8,
+                        std::mem::size_of_val(src),
+                    )
+                };
+                Ok(())
+            }
+        }
     }
 
     /// Device → host, synchronous.
     pub fn download<T>(&self, dst: &mut [T], src: u64) -> Result<(), String> {
-        self.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
-        // SAFETY: `src` holds at least size_of_val(dst) bytes; `dst` stays borrowed until the
-        // stream is synchronised below.
-        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
-            .map_err(|e| drv("cuMemcpyDtoHAsync", e))?;
-        self.sync()
+        match &self.target {
+            Target::Cuda(d) => {
+                d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
+                // SAFETY: `src` holds at least size_of_val(dst) bytes; `dst` stays borrowed
+                // until the stream is synchronised below.
+                unsafe { result::memcpy_dtoh_async(dst, src, d.stream.cu_stream()) }
+                    .map_err(|e| drv("cuMemcpyDtoHAsync", e))?;
+                self.sync()
+            }
+            #[cfg(test)]
+            Target::Emulated(_) => {
+                // SAFETY: as above; emulated device memory is host memory, T plain data.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src as *const u8,
+                        dst.as_mut_ptr().cast::<u8>(),
+                        std::mem::size_of_val(dst),
+                    )
+                };
+                Ok(())
+            }
+        }
     }
 
     /// Device → pinned host, asynchronous (the caller synchronises before reading).
     pub fn download_async(&self, dst: &PinnedBuf, src: u64, bytes: usize) -> Result<(), String> {
         debug_assert!(bytes <= dst.bytes);
-        // SAFETY: `dst` is pinned memory of at least `bytes` bytes that lives in the request
-        // until after the stream is synchronised; `src` is a live device buffer.
-        unsafe {
-            sys::cuMemcpyDtoHAsync_v2(dst.ptr(), src, bytes, self.stream.cu_stream())
-                .result()
-                .map_err(|e| drv("cuMemcpyDtoHAsync", e))
+        match &self.target {
+            // SAFETY: `dst` is pinned memory of at least `bytes` bytes that lives in the request
+            // until after the stream is synchronised; `src` is a live device buffer.
+            Target::Cuda(d) => unsafe {
+                sys::cuMemcpyDtoHAsync_v2(dst.ptr(), src, bytes, d.stream.cu_stream())
+                    .result()
+                    .map_err(|e| drv("cuMemcpyDtoHAsync", e))
+            },
+            #[cfg(test)]
+            Target::Emulated(_) => {
+                // SAFETY: as above; both are host memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src as *const u8, dst.ptr().cast::<u8>(), bytes)
+                };
+                Ok(())
+            }
         }
     }
 
     /// Waits for the stream.
     pub fn sync(&self) -> Result<(), String> {
-        self.stream.synchronize().map_err(|e| drv("cuStreamSynchronize", e))
+        match &self.target {
+            Target::Cuda(d) => d.stream.synchronize().map_err(|e| drv("cuStreamSynchronize", e)),
+            #[cfg(test)]
+            Target::Emulated(_) => Ok(()),
+        }
     }
 
     /// Launches kernel `name` with `dims`; `args` are pointers to the argument values in the
@@ -392,7 +569,14 @@ impl Gpu {
         dims: Dims,
         args: &mut [*mut c_void],
     ) -> Result<(), String> {
-        let f = self.funcs.get(name).ok_or_else(|| format!("kernel {name} not loaded"))?;
+        #[allow(clippy::infallible_destructuring_match)] // Target::Emulated exists in tests
+        let d = match &self.target {
+            Target::Cuda(d) => d,
+            // SAFETY: forwarded to the caller's contract above.
+            #[cfg(test)]
+            Target::Emulated(e) => return unsafe { e.launch(name, dims, args) },
+        };
+        let f = d.funcs.get(name).ok_or_else(|| format!("kernel {name} not loaded"))?;
         if self.pdl {
             // SAFETY: the attribute union is plain data (zero is a valid value of every member).
             let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -407,7 +591,7 @@ impl Gpu {
                 blockDimY: 1,
                 blockDimZ: 1,
                 sharedMemBytes: dims.shared_bytes,
-                hStream: self.stream.cu_stream(),
+                hStream: d.stream.cu_stream(),
                 attrs: &mut attr,
                 numAttrs: 1,
             };
@@ -432,7 +616,7 @@ impl Gpu {
                 dims.grid,
                 (dims.block, 1, 1),
                 dims.shared_bytes,
-                self.stream.cu_stream(),
+                d.stream.cu_stream(),
                 args,
             )
         }
@@ -455,6 +639,12 @@ impl Gpu {
         beta: f32,
     ) -> Result<(), String> {
         use cudarc::cublas::sys as cb;
+        #[cfg(test)]
+        if let Target::Emulated(_) = &self.target {
+            // SAFETY: the caller's contract above; emulated device memory is host memory.
+            unsafe { host_gemm_bf16(w, xb, y, n, k, t, beta) };
+            return Ok(());
+        }
         let blas = self.blas.as_ref().ok_or("cuBLAS not available")?;
         let alpha = 1.0f32;
         let (m_, n_, k_) = (n as i32, t as i32, k as i32);
@@ -487,6 +677,33 @@ impl Gpu {
             Ok(())
         } else {
             Err(format!("cublasGemmEx: {st:?}"))
+        }
+    }
+}
+
+/// The emulator's stand-in for cuBLAS: Y[t, n] = beta·Y + X[t, :] · W[n, :], bf16 inputs, f32
+/// sums (Y is not read when beta = 0, as in cuBLAS).
+///
+/// # Safety
+/// As [`Gpu::gemm_bf16`], with host addresses.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn host_gemm_bf16(w: u64, xb: u64, y: u64, n: usize, k: usize, t: usize, beta: f32) {
+    use super::layout::bf16_to_f32;
+    // SAFETY: the caller guarantees the sizes; the three buffers do not overlap.
+    let (w, x, y) = unsafe {
+        (
+            std::slice::from_raw_parts(w as *const u16, n * k),
+            std::slice::from_raw_parts(xb as *const u16, t * k),
+            std::slice::from_raw_parts_mut(y as *mut f32, t * n),
+        )
+    };
+    for ti in 0..t {
+        for ni in 0..n {
+            let s: f32 =
+                (0..k).map(|ki| bf16_to_f32(w[ni * k + ki]) * bf16_to_f32(x[ti * k + ki])).sum();
+            let o = &mut y[ti * n + ni];
+            *o = if beta == 0.0 { s } else { beta * *o + s };
         }
     }
 }

@@ -6,7 +6,7 @@
 //   permutations, the same on every run), so a block that reads what another block of the same
 //   launch writes, without waiting for it, sees the wrong value in some launches as it would on
 //   a GPU. The threads of a block are fibers
-//   (ucontext) on this one OS thread: a fiber runs until it reaches __syncthreads() or a warp
+//   on this one OS thread: a fiber runs until it reaches __syncthreads() or a warp
 //   shuffle, then the next one runs. A barrier opens when every thread of the block (of the warp,
 //   for shuffles) that has not returned is waiting at it, as on sm_70+ where exited threads no
 //   longer take part. If no fiber can run and no barrier can open, the launch fails with
@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -91,17 +92,55 @@ inline void __threadfence() {}
 
 namespace s1emu {
 
+// Switching between fibers. On x86-64 a switch saves the callee-saved registers, MXCSR and the
+// x87 control word on the old stack and restores them from the new one (s1emu_switch, defined
+// once, in the module compiled with S1EMU_DEFINE_SWITCH); elsewhere ucontext, which is correct
+// but much slower (a system call per switch for the signal mask).
+#if defined(__x86_64__)
+extern "C" void s1emu_switch(void** save_sp, void* next_sp);
+struct Context {
+    void* sp = nullptr;
+};
+inline void switch_to(Context& from, Context& to) { s1emu_switch(&from.sp, to.sp); }
+// A stack whose first switch "returns" into entry (which must never return).
+inline void start(Context& c, std::vector<char>& stack, void (*entry)()) {
+    void** sp = (void**)(((uintptr_t)(stack.data() + stack.size())) & ~(uintptr_t)15);
+    *--sp = nullptr;          // entry's return address (never used)
+    *--sp = (void*)entry;     // popped by s1emu_switch's ret
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+    unsigned int csr[2] = {0, 0};
+    asm volatile("stmxcsr %0" : "=m"(csr[0]));
+    asm volatile("fnstcw %0" : "=m"(*(unsigned short*)&csr[1]));
+    sp -= 1;
+    std::memcpy(sp, csr, 8);
+    c.sp = sp;
+}
+#else
+struct Context {
+    ucontext_t uc;
+};
+inline void switch_to(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void start(Context& c, std::vector<char>& stack, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack.data();
+    c.uc.uc_stack.ss_size = stack.size();
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+#endif
+
 enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     State state;
     unsigned int tid;
-    unsigned long long lane_value;  // a warp shuffle's operand
+    unsigned long long lane_value[2];  // warp shuffle operands, by the shuffle's parity
+    unsigned int shuffles;             // warp shuffles this thread has done
 };
 
 struct Launch {
-    ucontext_t main;
+    Context main;
     std::vector<Fiber> fibers;
     std::vector<std::vector<char>> stacks;
     unsigned int current = 0;
@@ -129,14 +168,15 @@ inline void wait_as(State s) {
     Launch* L = launch_state;
     Fiber& f = L->fibers[L->current];
     f.state = s;
-    swapcontext(&f.ctx, &L->main);
+    switch_to(f.ctx, L->main);
 }
 
 inline void fiber_entry() {
     Launch* L = launch_state;
     L->body(L->body_arg);
     L->fibers[L->current].state = State::Done;
-    // returning resumes uc_link (the scheduler)
+    switch_to(L->fibers[L->current].ctx, L->main);  // never resumed
+    std::abort();
 }
 
 // Runs one block of blockDim.x fibers; false on deadlock.
@@ -146,11 +186,8 @@ inline bool run_block(Launch& L) {
         Fiber& f = L.fibers[t];
         f.state = State::Ready;
         f.tid = t;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = L.stacks[t].data();
-        f.ctx.uc_stack.ss_size = L.stacks[t].size();
-        f.ctx.uc_link = &L.main;
-        makecontext(&f.ctx, fiber_entry, 0);
+        f.shuffles = 0;
+        start(f.ctx, L.stacks[t], fiber_entry);
     }
     for (const DynShared& d : dyn_shared()) std::memset(d.ptr, 0xff, d.bytes);
     for (unsigned int round = 0;; ++round) {
@@ -160,7 +197,7 @@ inline bool run_block(Launch& L) {
             if (L.fibers[t].state != State::Ready) continue;
             L.current = t;
             threadIdx = dim3{t, 0, 0};
-            swapcontext(&L.main, &L.fibers[t].ctx);
+            switch_to(L.main, L.fibers[t].ctx);
             ran = true;
         }
         unsigned int live = 0, at_block = 0;
@@ -193,21 +230,25 @@ inline bool run_block(Launch& L) {
 }
 
 // A warp shuffle: every lane publishes its value, then reads lane `src` of its warp (its own
-// value when `src` is outside the warp).
+// value when `src` is outside the warp). Values go to one of two slots by the shuffle's parity, so
+// one barrier per shuffle suffices: a lane can publish the next value only after every lane has
+// reached this barrier, and it can overwrite this slot only two shuffles on, after every lane
+// has passed the next barrier and so has read this one.
 template <typename T> inline T exchange(T v, int src) {
     static_assert(sizeof(T) <= 8, "shuffle operands are at most 8 bytes");
     Launch* L = launch_state;
     const unsigned int me = threadIdx.x, base = me & ~31u;
+    Fiber& f = L->fibers[me];
+    const unsigned int slot = f.shuffles++ & 1u;
     unsigned long long bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
-    L->fibers[me].lane_value = bits;
+    f.lane_value[slot] = bits;
     wait_as(State::AtWarpBarrier);
     T r = v;
     if (src >= 0 && src < 32 && base + (unsigned int)src < blockDim.x) {
-        const unsigned long long b = L->fibers[base + src].lane_value;
+        const unsigned long long b = L->fibers[base + src].lane_value[slot];
         std::memcpy(&r, &b, sizeof(T));
     }
-    wait_as(State::AtWarpBarrier);  // nobody publishes the next value before every lane has read
     return r;
 }
 
@@ -267,6 +308,37 @@ inline int launch(void (*kernel)(A...), unsigned int gx, unsigned int gy, unsign
 }
 
 }  // namespace s1emu
+
+#if defined(__x86_64__) && defined(S1EMU_DEFINE_SWITCH)
+asm(R"(
+    .text
+    .globl s1emu_switch
+    .type s1emu_switch, @function
+s1emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size s1emu_switch, .-s1emu_switch
+)");
+#endif
 
 inline void __syncthreads() { s1emu::wait_as(s1emu::State::AtBlockBarrier); }
 

@@ -1,20 +1,18 @@
 //! The kernels on the CPU, for the tests: every kernel module's CUDA C is compiled by the host's
 //! C++ compiler with `emulator.h` in front (a block's threads as fibers; barriers, warp
 //! shuffles and shared memory emulated), loaded as a shared library, and driven through the same
-//! [`KernelDevice`] interface as the GPU, so the self-test's kernel checks run in CI. It checks
+//! [`super::device::Gpu`] interface as the GPU (`Gpu::emulated`), so the self-test's kernel checks run in CI. It checks
 //! what the kernels compute (indexing, reductions, barriers, the split-attention merge, the
 //! sampler), with blocks in shuffled orders and threads in two orders so that missing
 //! synchronisation shows; not their speed, and not the GPU's memory model (blocks never run at
 //! the same time; programmatic dependent launch and caches are not modelled).
 
-use std::alloc::{alloc, dealloc, Layout};
 use std::ffi::{c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::kernels::{KernelModule, MODULES};
 use super::plan::Dims;
-use super::selftest::{DeviceBuf, KernelDevice};
 
 type R<T> = std::result::Result<T, String>;
 
@@ -54,6 +52,21 @@ pub(super) fn host_source(name: &str, cuda_source: &str, entries: &[&str]) -> St
 /// The compiled kernels.
 pub(super) struct Emulator {
     lib: libloading::Library,
+    /// The launcher keeps its state in globals (emulator.h): one launch at a time.
+    launching: std::sync::Mutex<()>,
+}
+
+/// The emulator of [`MODULES`], compiled once per test process (the tests share it; launches
+/// take turns).
+pub(super) fn shared() -> std::sync::Arc<Emulator> {
+    static EMU: std::sync::OnceLock<std::sync::Arc<Emulator>> = std::sync::OnceLock::new();
+    EMU.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("s1-mini-emulator-{}", std::process::id()));
+        let emu = Emulator::build(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::sync::Arc::new(emu)
+    })
+    .clone()
 }
 
 impl Emulator {
@@ -79,13 +92,16 @@ impl Emulator {
         let flags = ["-std=c++17", "-O1", "-fPIC", "-fno-strict-aliasing", "-w"];
         let mut objects: Vec<PathBuf> = Vec::new();
         let mut jobs = Vec::new();
-        for (name, src, entries) in modules {
+        for (i, (name, src, entries)) in modules.iter().enumerate() {
             let cpp = dir.join(format!("{name}.cpp"));
             let obj = dir.join(format!("{name}.o"));
             std::fs::write(&cpp, host_source(name, src, entries))
                 .map_err(|e| format!("{}: {e}", cpp.display()))?;
+            // The fiber switch (emulator.h) is defined in the first module only.
+            let define_switch = if i == 0 { "-DS1EMU_DEFINE_SWITCH" } else { "-DS1EMU_MODULE" };
             let child = Command::new(&cxx)
                 .args(flags)
+                .arg(define_switch)
                 .arg("-include")
                 .arg(&header)
                 .arg("-c")
@@ -122,70 +138,17 @@ impl Emulator {
         // the shared-memory arrays.
         let lib = unsafe { libloading::Library::new(&lib) }
             .map_err(|e| format!("{}: {e}", lib.display()))?;
-        Ok(Emulator { lib })
+        Ok(Emulator { lib, launching: std::sync::Mutex::new(()) })
     }
 }
 
-/// A host allocation standing in for device memory (256-byte aligned like cuMemAlloc).
-pub(super) struct HostBuf {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-impl DeviceBuf for HostBuf {
-    fn ptr(&self) -> u64 {
-        self.ptr as u64
-    }
-}
-
-impl Drop for HostBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `alloc` with this layout, freed once.
-        unsafe { dealloc(self.ptr, self.layout) }
-    }
-}
-
-impl KernelDevice for Emulator {
-    type Buf = HostBuf;
-
-    fn alloc(&self, bytes: usize) -> R<HostBuf> {
-        let layout = Layout::from_size_align(bytes.max(256), 256).map_err(|e| e.to_string())?;
-        // SAFETY: non-zero size; the block is owned by HostBuf. Filled with 0xab so that reads
-        // of never-written memory are visible.
-        let ptr = unsafe { alloc(layout) };
-        if ptr.is_null() {
-            return Err(format!("out of host memory for {bytes} bytes"));
-        }
-        // SAFETY: `ptr` holds layout.size() bytes.
-        unsafe { std::ptr::write_bytes(ptr, 0xab, layout.size()) };
-        Ok(HostBuf { ptr, layout })
-    }
-
-    fn upload<T>(&self, dst: u64, src: &[T]) -> R<()> {
-        // SAFETY: the self-test passes the address of one of its own HostBufs, sized for `src`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                src.as_ptr().cast::<u8>(),
-                dst as *mut u8,
-                std::mem::size_of_val(src),
-            )
-        };
-        Ok(())
-    }
-
-    fn download<T>(&self, dst: &mut [T], src: u64) -> R<()> {
-        // SAFETY: as `upload`, the other way; T is plain data in every caller.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                src as *const u8,
-                dst.as_mut_ptr().cast::<u8>(),
-                std::mem::size_of_val(dst),
-            )
-        };
-        Ok(())
-    }
-
-    unsafe fn launch(&self, name: &str, dims: Dims, args: &mut [*mut c_void]) -> R<()> {
+impl Emulator {
+    /// Runs kernel `name` to completion.
+    ///
+    /// # Safety
+    /// As [`super::device::Gpu::launch`]: `args` match the kernel's signature and address live
+    /// (host) buffers large enough for the launch.
+    pub(super) unsafe fn launch(&self, name: &str, dims: Dims, args: &mut [*mut c_void]) -> R<()> {
         if dims.shared_bytes as usize > DYN_SHARED_BYTES {
             return Err(format!("{name}: {} bytes of dynamic shared memory", dims.shared_bytes));
         }
@@ -195,6 +158,7 @@ impl KernelDevice for Emulator {
             .map_err(|e| format!("kernel {name} not in the emulator: {e}"))?;
         let mut err = [0 as c_char; 256];
         let (gx, gy, gz) = dims.grid;
+        let _turn = self.launching.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: the caller's contract (the arguments match the kernel and address live
         // buffers); `err` outlives the call and its length is passed.
         let rc =
@@ -206,29 +170,12 @@ impl KernelDevice for Emulator {
         let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
         Err(format!("{name}: {}", msg.to_string_lossy()))
     }
-
-    fn has_blas(&self) -> bool {
-        false
-    }
-
-    unsafe fn gemm_bf16(
-        &self,
-        _w: u64,
-        _xb: u64,
-        _y: u64,
-        _n: usize,
-        _k: usize,
-        _t: usize,
-        _beta: f32,
-    ) -> R<()> {
-        Err("no cuBLAS in the emulator".into())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cuda::device::args;
+    use crate::backend::cuda::device::{args, Gpu};
     use crate::backend::cuda::selftest;
 
     fn scratch(name: &str) -> PathBuf {
@@ -240,10 +187,7 @@ mod tests {
     /// block). The cuBLAS GEMM is the GPU's own and is not emulated.
     #[test]
     fn emulator_runs_every_kernel_check_of_the_self_test() {
-        let dir = scratch("selftest");
-        let emu = Emulator::build(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let checks = selftest::checks(&emu, 3);
-        let _ = std::fs::remove_dir_all(&dir);
+        let checks = selftest::checks(&Gpu::emulated(shared(), 8), 3);
         let mut failed = Vec::new();
         for c in &checks {
             println!("{:<70} {:.3e} (tolerance {:.1e})", c.name, c.max_rel_err, c.tolerance);
@@ -286,6 +230,7 @@ extern "C" __global__ void racy(int* out) {
             vec![("t".to_string(), src.to_string(), vec!["mismatched", "early_exit", "racy"])];
         let emu = Emulator::build_modules(&dir, &modules).unwrap_or_else(|e| panic!("{e}"));
         let _ = std::fs::remove_dir_all(&dir);
+        let emu = Gpu::emulated(std::sync::Arc::new(emu), 8);
         let out = emu.alloc(64 * 4).unwrap();
         let dims = |block| Dims { grid: (1, 1, 1), block, shared_bytes: 0 };
         let op = out.ptr();

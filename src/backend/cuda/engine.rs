@@ -239,7 +239,7 @@ pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPai
     let plan = WeightPlan::new(&cfg, &header)?;
     let opts = LoadOptions::for_bundle(config, bundle);
     let source = WeightSource::File { path: weights_path, header };
-    let model = catch_unwind(AssertUnwindSafe(|| Model::load(config, cfg, &plan, source, opts)))
+    let model = catch_unwind(AssertUnwindSafe(|| Model::open(config, cfg, &plan, source, opts)))
         .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
     let t2s: Arc<dyn Text2Semantic> = Arc::new(CudaT2s { model: Arc::new(model) });
     Ok((t2s, None))
@@ -261,7 +261,8 @@ fn unavailable_or(e: String) -> Error {
 }
 
 impl Model {
-    fn load(
+    /// Opens the device of `config` and loads the model on it.
+    fn open(
         config: &EngineConfig,
         cfg: ModelConfig,
         plan: &WeightPlan,
@@ -269,6 +270,17 @@ impl Model {
         opts: LoadOptions,
     ) -> Result<Model> {
         let gpu = Gpu::open(config).map_err(unavailable_or)?;
+        Model::load(gpu, cfg, plan, src, opts)
+    }
+
+    /// Loads the weights onto `gpu` and captures the first workspace's frame graph.
+    fn load(
+        gpu: Gpu,
+        cfg: ModelConfig,
+        plan: &WeightPlan,
+        src: WeightSource,
+        opts: LoadOptions,
+    ) -> Result<Model> {
         let kv_bytes = if opts.numerics == Numerics::Exact { 4 } else { 2 };
         let slow = Stack {
             n_head: cfg.n_head,
@@ -295,7 +307,7 @@ impl Model {
             ));
         }
         // An int8 model's cuBLAS prefill reads each matrix dequantised into one scratch buffer.
-        let keep_scratch = opts.int8 && opts.numerics == Numerics::Fast && gpu.blas.is_some();
+        let keep_scratch = opts.int8 && opts.numerics == Numerics::Fast && gpu.has_blas();
         let w = load_weights(&gpu, &cfg, plan, src, opts.int8, keep_scratch)
             .map_err(|e| backend_err("load weights", e))?;
         let slow_splits = plan::attention_splits(cfg.max_seq_len, cfg.n_head, gpu.sm_count);
@@ -317,7 +329,7 @@ impl Model {
     }
 
     fn bind(&self) -> Result<()> {
-        self.gpu.ctx.bind_to_thread().map_err(|e| backend_err("bind", format!("{e:?}")))
+        self.gpu.bind().map_err(|e| backend_err("bind", e))
     }
 
     fn new_workspace(&self) -> std::result::Result<Workspace, String> {
@@ -358,7 +370,7 @@ impl Model {
             graph: None,
         };
         g.sync()?;
-        ws.graph = Some(self.capture_frame(&ws)?);
+        ws.graph = self.capture_frame(&ws)?;
         Ok(ws)
     }
 
@@ -430,7 +442,7 @@ impl Model {
     fn uses_blas(&self, w: Lin, t: usize) -> bool {
         t > 1
             && self.numerics == Numerics::Fast
-            && self.gpu.blas.is_some()
+            && self.gpu.has_blas()
             && (matches!(w, Lin::Bf16(_)) || self.w.dequant.is_some())
     }
 
@@ -826,19 +838,18 @@ impl Model {
         }
     }
 
-    /// The decode frame as one graph: slow step on ws.frame (the previous frame), samplings,
-    /// fast steps; everything position-dependent reads the device state.
-    fn capture_frame(&self, ws: &Workspace) -> std::result::Result<CudaGraph, String> {
-        let s = &self.gpu.stream;
-        s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(|e| format!("cuStreamBeginCapture: {e:?}"))?;
-        let body = self.slow_pass(ws, ws.frame.ptr(), 1, 1).and_then(|_| self.fast_and_sample(ws));
-        let end = s.end_capture(sys::CUgraphInstantiate_flags(0));
-        body?;
-        let g =
-            end.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?.ok_or("empty frame graph")?;
-        g.upload().map_err(|e| format!("cuGraphUpload: {e:?}"))?;
-        Ok(g)
+    /// One decode frame: slow step on ws.frame (the previous frame), samplings, fast steps;
+    /// everything position-dependent reads the device state, so the same launches serve every
+    /// frame.
+    fn frame(&self, ws: &Workspace) -> std::result::Result<(), String> {
+        self.slow_pass(ws, ws.frame.ptr(), 1, 1)?;
+        self.fast_and_sample(ws)
+    }
+
+    /// The decode frame as one graph (`None` on the kernel emulator, which launches
+    /// [`Model::frame`] directly).
+    fn capture_frame(&self, ws: &Workspace) -> std::result::Result<Option<CudaGraph>, String> {
+        self.gpu.capture(|| self.frame(ws))
     }
 }
 
@@ -1133,8 +1144,12 @@ impl CudaRequest {
             if kv_len >= m.cfg.max_seq_len {
                 return Err(Error::arg("max_frames", "the model's context is full"));
             }
-            let g = ws.graph.as_ref().ok_or_else(|| backend_err("frame", "no graph"))?;
-            g.launch().map_err(|e| backend_err("cuGraphLaunch", format!("{e:?}")))?;
+            match &ws.graph {
+                Some(g) => {
+                    g.launch().map_err(|e| backend_err("cuGraphLaunch", format!("{e:?}")))?
+                }
+                None => m.frame(ws).map_err(|e| backend_err("frame", e))?,
+            }
             kv_len += 1;
         }
         let k1 = m.cfg.num_codebooks + 1;
@@ -1274,7 +1289,7 @@ pub(super) fn bench_random(
     let plan = WeightPlan::for_config(&cfg);
     let model = catch_unwind(AssertUnwindSafe(|| {
         let opts = LoadOptions { int8, numerics: Numerics::Fast };
-        Model::load(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, opts)
+        Model::open(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, opts)
     }))
     .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
     let model = Arc::new(model);
@@ -1320,4 +1335,124 @@ pub(super) fn bench_random(
         graph_nodes: model.graph_nodes().map_err(|e| backend_err("graph", e))?,
         pdl: model.gpu.pdl,
     })
+}
+
+/// The whole backend on the kernel emulator (`emulator.rs`): the tiny bundle's model loaded by
+/// [`Model::load`], prefill and decode frames through the same launches the frame graph
+/// records, against fish-speech's golden outputs. What the GPU runs differently: the graph
+/// itself (replayed there, launched directly here), cuBLAS (a host loop here), rounding.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::emulator;
+    use std::path::PathBuf;
+
+    /// Frames compared per run (each frame is ten samplings of 1024 emulated threads).
+    const FRAMES: usize = 6;
+
+    fn tiny() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+    }
+
+    fn golden(name: &str) -> PathBuf {
+        tiny().join("golden").join(name)
+    }
+
+    fn json(name: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(golden(name)).unwrap()).unwrap()
+    }
+
+    fn tiny_on_emulator(int8: bool, numerics: Numerics) -> CudaT2s {
+        let dir = tiny();
+        let cfg = ModelConfig::from_bundle_dir(&dir).unwrap();
+        let path = dir.join(&cfg.weights_file);
+        let header = layout::read_safetensors_header(&path).unwrap();
+        let plan = WeightPlan::new(&cfg, &header).unwrap();
+        let gpu = Gpu::emulated(emulator::shared(), 4);
+        let src = WeightSource::File { path, header };
+        let model = Model::load(gpu, cfg, &plan, src, LoadOptions { int8, numerics }).unwrap();
+        CudaT2s { model: Arc::new(model) }
+    }
+
+    /// fish-speech's prompt token ids, [1+K, T] row-major, and T.
+    fn golden_prompt() -> (Vec<i64>, usize) {
+        let v = json("prompt_text.json");
+        let rows = v["ids"].as_array().unwrap();
+        let t = rows[0].as_array().unwrap().len();
+        let ids =
+            rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()));
+        (ids.collect(), t)
+    }
+
+    fn golden_frames(name: &str) -> Vec<Vec<i64>> {
+        let path = golden(name);
+        let a = crate::npy::read(&path).unwrap();
+        let cols = a.shape[1];
+        a.into_i64(&path).unwrap().chunks(cols).map(<[i64]>::to_vec).collect()
+    }
+
+    fn prefill_logits(t2s: &CudaT2s) -> Vec<f32> {
+        let (ids, t) = golden_prompt();
+        t2s.start_cuda().unwrap().slow(&ids, t).unwrap().logits
+    }
+
+    fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+        a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs())) / scale
+    }
+
+    #[test]
+    fn emulated_backend_reproduces_fish_speech_prefill_and_frames() {
+        let t2s = tiny_on_emulator(false, Numerics::Exact);
+        let want = crate::npy::read(&golden("prefill_logits.npy")).unwrap().into_f32();
+        let e = max_rel(&prefill_logits(&t2s), &want);
+        assert!(e < 1e-4, "prefill logits: max relative error {e:.3e}");
+        println!("prefill logits vs fish-speech: {e:.3e}");
+        let (ids, t) = golden_prompt();
+        let params = json("params.json");
+        // fish-speech's greedy (top-p 1e-6, compat mode) and the seeded sampler, as the engine
+        // sets them up (generate.rs).
+        for (name, compat) in [("greedy", true), ("sampled", false)] {
+            let p = &params[name];
+            let mut sp = SamplingParams {
+                temperature: p["temperature"].as_f64().unwrap() as f32,
+                top_p: p["top_p"].as_f64().unwrap() as f32,
+                repetition_penalty: p["repetition_penalty"].as_f64().unwrap() as f32,
+            };
+            if compat {
+                sp = sp.rounded_to_bf16();
+            }
+            let s = FrameSampling {
+                params: sp,
+                seed: p["seed"].as_u64().unwrap_or(crate::SynthParams::default().seed),
+                fish_speech_compat: compat,
+                ignore_end: false,
+            };
+            let mut req = t2s.start_cuda().unwrap();
+            let frames = req.generate_on_device(Some((&ids, t)), FRAMES, &s, |_| {}).unwrap();
+            assert_eq!(frames, golden_frames(&format!("{name}_frames.npy"))[..FRAMES], "{name}");
+        }
+    }
+
+    #[test]
+    fn emulated_fast_numerics_and_int8_prefill_paths_agree() {
+        let want = crate::npy::read(&golden("prefill_logits.npy")).unwrap().into_f32();
+        // bf16 KV caches and the (host-emulated) cuBLAS prefill with bf16 activations.
+        let fast = prefill_logits(&tiny_on_emulator(false, Numerics::Fast));
+        let e = max_rel(&fast, &want);
+        assert!((1e-6..2e-2).contains(&e), "fast numerics vs fish-speech: {e:.3e}");
+        // int8: the GEMV prefill (f32 activations) and the cuBLAS prefill on matrices
+        // dequantised by dequantize_i8_bf16 (bf16 activations) see the same int8 weights.
+        let gemv = prefill_logits(&tiny_on_emulator(true, Numerics::Exact));
+        let blas = prefill_logits(&tiny_on_emulator(true, Numerics::Fast));
+        let e = max_rel(&blas, &gemv);
+        assert!((1e-6..5e-2).contains(&e), "int8 prefill, cuBLAS vs GEMV: {e:.3e}");
+        let q = max_rel(&gemv, &want);
+        assert!((1e-4..0.2).contains(&q), "int8 vs fish-speech's bf16-free logits: {q:.3e}");
+        println!(
+            "fast numerics {:.3e}, int8 cuBLAS vs GEMV {e:.3e}, int8 vs fp32 {q:.3e}",
+            max_rel(&fast, &want)
+        );
+    }
 }

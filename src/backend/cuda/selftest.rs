@@ -3,96 +3,14 @@
 //! `cuda_check selftest` (bench/gpu_check.sh) before the end-to-end parity checks, so that a
 //! wrong result there can be traced to one kernel.
 
-use std::ffi::c_void;
-
 use super::device::{args, DevBuf, Gpu};
 use super::layout::{bf16_bits, bf16_to_f32, rope_table_bf16};
-use super::plan::{self, Dims};
+use super::plan;
 use super::KernelCheck;
 use crate::config::EngineConfig;
 use crate::sampling::{self, SamplingParams};
 
 type R<T> = std::result::Result<T, String>;
-
-/// What the checks need from a device: the GPU ([`Gpu`]) or, in the tests, the kernels compiled
-/// for the CPU (`emulator.rs`). Buffers are addressed by u64 on both.
-pub(super) trait KernelDevice {
-    /// An allocation, freed on drop.
-    type Buf: DeviceBuf;
-    /// `bytes` uninitialised.
-    fn alloc(&self, bytes: usize) -> R<Self::Buf>;
-    /// Host → device, complete on return.
-    fn upload<T>(&self, dst: u64, src: &[T]) -> R<()>;
-    /// Device → host, complete on return.
-    fn download<T>(&self, dst: &mut [T], src: u64) -> R<()>;
-    /// Launches kernel `name`.
-    ///
-    /// # Safety
-    /// As [`Gpu::launch`]: `args` match the kernel's signature and address live buffers.
-    unsafe fn launch(&self, name: &str, dims: Dims, args: &mut [*mut c_void]) -> R<()>;
-    /// Whether cuBLAS is there (the prefill GEMM check).
-    fn has_blas(&self) -> bool;
-    /// As [`Gpu::gemm_bf16`].
-    ///
-    /// # Safety
-    /// `w` holds n·k bf16, `xb` t·k bf16, `y` t·n f32, all live.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_bf16(
-        &self,
-        w: u64,
-        xb: u64,
-        y: u64,
-        n: usize,
-        k: usize,
-        t: usize,
-        beta: f32,
-    ) -> R<()>;
-}
-
-/// A device allocation.
-pub(super) trait DeviceBuf {
-    /// Its address.
-    fn ptr(&self) -> u64;
-}
-
-impl DeviceBuf for DevBuf {
-    fn ptr(&self) -> u64 {
-        DevBuf::ptr(self)
-    }
-}
-
-impl KernelDevice for Gpu {
-    type Buf = DevBuf;
-    fn alloc(&self, bytes: usize) -> R<DevBuf> {
-        Gpu::alloc(self, bytes)
-    }
-    fn upload<T>(&self, dst: u64, src: &[T]) -> R<()> {
-        Gpu::upload(self, dst, src)
-    }
-    fn download<T>(&self, dst: &mut [T], src: u64) -> R<()> {
-        Gpu::download(self, dst, src)
-    }
-    unsafe fn launch(&self, name: &str, dims: Dims, args: &mut [*mut c_void]) -> R<()> {
-        // SAFETY: the caller's contract is Gpu::launch's.
-        unsafe { Gpu::launch(self, name, dims, args) }
-    }
-    fn has_blas(&self) -> bool {
-        self.blas.is_some()
-    }
-    unsafe fn gemm_bf16(
-        &self,
-        w: u64,
-        xb: u64,
-        y: u64,
-        n: usize,
-        k: usize,
-        t: usize,
-        beta: f32,
-    ) -> R<()> {
-        // SAFETY: the caller's contract is Gpu::gemm_bf16's.
-        unsafe { Gpu::gemm_bf16(self, w, xb, y, n, k, t, beta) }
-    }
-}
 
 /// xorshift64: reproducible inputs without a dependency.
 struct Rng(u64);
@@ -112,20 +30,20 @@ impl Rng {
     }
 }
 
-fn up<T: Copy, D: KernelDevice>(g: &D, v: &[T]) -> R<D::Buf> {
+fn up<T: Copy>(g: &Gpu, v: &[T]) -> R<DevBuf> {
     let b = g.alloc(std::mem::size_of_val(v))?;
     g.upload(b.ptr(), v)?;
     Ok(b)
 }
 
-fn down_f32<D: KernelDevice>(g: &D, b: &D::Buf, n: usize) -> R<Vec<f32>> {
+fn down_f32(g: &Gpu, b: &DevBuf, n: usize) -> R<Vec<f32>> {
     let mut v = vec![0f32; n];
     g.download(&mut v, b.ptr())?;
     Ok(v)
 }
 
 /// NaN-poisoned f32 buffer: an element the kernel should write but does not shows up as NaN.
-fn poisoned<D: KernelDevice>(g: &D, n: usize) -> R<D::Buf> {
+fn poisoned(g: &Gpu, n: usize) -> R<DevBuf> {
     up(g, &vec![f32::NAN; n])
 }
 
@@ -170,8 +88,8 @@ fn normed(x: &[f32], rows: usize, k: usize, norm: Option<&[u16]>, eps: f32) -> V
 
 /// gemv_bf16 with `ks` K-parts, with or without the residual and the RMSNorm prologue.
 #[allow(clippy::too_many_arguments)]
-fn gemv<D: KernelDevice>(
-    g: &D,
+fn gemv(
+    g: &Gpu,
     rng: &mut Rng,
     n: usize,
     k: usize,
@@ -226,7 +144,7 @@ fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
 
-fn swiglu<D: KernelDevice>(g: &D, rng: &mut Rng) -> R<KernelCheck> {
+fn swiglu(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     let (n, k, t) = (301usize, 512usize, 2usize);
     let (w1, w3) = (rng.bf16(n * k, 0.1), rng.bf16(n * k, 0.1));
     let x = rng.vec(t * k, 1.0);
@@ -269,7 +187,7 @@ fn swiglu<D: KernelDevice>(g: &D, rng: &mut Rng) -> R<KernelCheck> {
 
 /// quantize_i8_bf16 then gemv_i8: scales vs max|row|/127, output vs the host dot product of
 /// the downloaded int8 values.
-fn int8<D: KernelDevice>(g: &D, rng: &mut Rng) -> R<Vec<KernelCheck>> {
+fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
     let (n, k, t) = (257usize, 512usize, 3usize);
     let w = rng.bf16(n * k, 0.05);
     let x = rng.vec(t * k, 1.0);
@@ -339,7 +257,7 @@ fn int8<D: KernelDevice>(g: &D, rng: &mut Rng) -> R<Vec<KernelCheck>> {
     ])
 }
 
-fn rmsnorm<D: KernelDevice>(g: &D, rng: &mut Rng) -> R<KernelCheck> {
+fn rmsnorm(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     let (rows, dim, eps) = (3usize, 1024usize, 1e-6f32);
     let x = rng.vec(rows * dim, 2.0);
     let w = rng.bf16(dim, 1.0);
@@ -405,13 +323,13 @@ impl HostKv {
             HostKv::F32(v) => f64::from(v[i]),
         }
     }
-    fn upload<D: KernelDevice>(&self, g: &D) -> R<D::Buf> {
+    fn upload(&self, g: &Gpu) -> R<DevBuf> {
         match self {
             HostKv::Bf16(v) => up(g, v),
             HostKv::F32(v) => up(g, v),
         }
     }
-    fn download<D: KernelDevice>(&mut self, g: &D, b: &D::Buf) -> R<()> {
+    fn download(&mut self, g: &Gpu, b: &DevBuf) -> R<()> {
         match self {
             HostKv::Bf16(v) => g.download(v, b.ptr()),
             HostKv::F32(v) => g.download(v, b.ptr()),
@@ -420,7 +338,7 @@ impl HostKv {
 }
 
 /// qk_rope_f32: q rotated in place, k (rotated) and v written to the caches (bf16 or f32).
-fn rope<D: KernelDevice>(g: &D, rng: &mut Rng, kv_f32: bool) -> R<Vec<KernelCheck>> {
+fn rope(g: &Gpu, rng: &mut Rng, kv_f32: bool) -> R<Vec<KernelCheck>> {
     let (t, nh, nkv, hd, max_pos, eps) = (3usize, 4usize, 2usize, 128usize, 64usize, 1e-6f32);
     let (pos0, pos_add) = (40i32, 2i32);
     let row_w = (nh + 2 * nkv) * hd;
@@ -484,13 +402,7 @@ fn rope<D: KernelDevice>(g: &D, rng: &mut Rng, kv_f32: bool) -> R<Vec<KernelChec
 /// counters must be back at zero for the second launch, as in a replayed graph).
 /// `pos0` + 1 + t keys for query t: 601..603 keys use one or three blocks of ≥ 256 keys, 2001..2003
 /// all seven of seven splits.
-fn attention<D: KernelDevice>(
-    g: &D,
-    rng: &mut Rng,
-    splits: usize,
-    kv_f32: bool,
-    pos0: i32,
-) -> R<KernelCheck> {
+fn attention(g: &Gpu, rng: &mut Rng, splits: usize, kv_f32: bool, pos0: i32) -> R<KernelCheck> {
     let (t, nh, nkv, hd) = (3usize, 8usize, 2usize, 128usize);
     let max_pos = pos0 as usize + 100;
     let pos_add = 1i32;
@@ -581,12 +493,7 @@ struct DecodeCase {
 /// attention_f32 with its RoPE prologue (decode, T = 1) against qk_rope_f32 followed by
 /// attention_f32 on a copy of the same inputs: the same output and the same caches afterwards
 /// (the new key and value written once per KV head, nothing else touched).
-fn attention_rope<D: KernelDevice>(
-    g: &D,
-    rng: &mut Rng,
-    c: &DecodeCase,
-    kv_f32: bool,
-) -> R<Vec<KernelCheck>> {
+fn attention_rope(g: &Gpu, rng: &mut Rng, c: &DecodeCase, kv_f32: bool) -> R<Vec<KernelCheck>> {
     let (nh, nkv, hd, max_pos, eps) = (c.nh, c.nkv, c.hd, c.max_pos, 1e-6f32);
     let row_w = (nh + 2 * nkv) * hd;
     let qkv = rng.vec(row_w, 1.0);
@@ -679,7 +586,7 @@ fn attention_rope<D: KernelDevice>(
 }
 
 /// embed_tokens_f32: a text token, a semantic token with codes, an out-of-range id (→ 0).
-fn embed<D: KernelDevice>(g: &D, rng: &mut Rng) -> R<KernelCheck> {
+fn embed(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     let (vocab, dim, k, cbs, sb, se) = (64usize, 256usize, 3usize, 16usize, 32i32, 47i32);
     let emb = rng.bf16(vocab * dim, 1.0);
     let cb = rng.bf16(k * cbs * dim, 1.0);
@@ -716,7 +623,7 @@ fn embed<D: KernelDevice>(g: &D, rng: &mut Rng) -> R<KernelCheck> {
 }
 
 /// cuBLAS GemmEx in the prefill layout: Y[t, n] = beta·Y + bf16(X)[t, :] · W[n, :].
-fn gemm<D: KernelDevice>(g: &D, rng: &mut Rng, beta: f32) -> R<KernelCheck> {
+fn gemm(g: &Gpu, rng: &mut Rng, beta: f32) -> R<KernelCheck> {
     if !g.has_blas() {
         return Ok(check("cublas gemm_bf16 (libcublas not found)", f64::INFINITY, 0.0));
     }
@@ -745,13 +652,7 @@ fn gemm<D: KernelDevice>(g: &D, rng: &mut Rng, beta: f32) -> R<KernelCheck> {
 
 /// sample_f32 on random logits against `sampling::sample` (same seed, frame 0, no window;
 /// top-p 0.8, 0.95 and 0.5 in turn, logits ever wider).
-fn sample<D: KernelDevice>(
-    g: &D,
-    rng: &mut Rng,
-    slot: usize,
-    temperature: f32,
-    trials: usize,
-) -> R<KernelCheck> {
+fn sample(g: &Gpu, rng: &mut Rng, slot: usize, temperature: f32, trials: usize) -> R<KernelCheck> {
     let (n, k) = if slot == 0 { (4097usize, 10usize) } else { (1024usize, 10usize) };
     let (sem_begin, im_end) = (151_678i32, 151_645i32);
     let seed = 4321u64;
@@ -830,7 +731,7 @@ pub(super) fn run(config: &EngineConfig) -> R<Vec<KernelCheck>> {
 }
 
 /// Every check on `g`, with `draws` sampler draws per sampling case.
-pub(super) fn checks<D: KernelDevice>(g: &D, draws: usize) -> Vec<KernelCheck> {
+pub(super) fn checks(g: &Gpu, draws: usize) -> Vec<KernelCheck> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = Vec::new();
     let mut push = |name: &str, r: R<Vec<KernelCheck>>| match r {
