@@ -179,6 +179,17 @@ impl Drop for PinnedBuf {
     }
 }
 
+/// The emulator's copies between "device" and host memory, both host addresses.
+///
+/// # Safety
+/// `src` and `dst` each address `bytes` live, non-overlapping bytes.
+#[cfg(test)]
+unsafe fn host_copy(src: u64, dst: u64, bytes: usize) -> Result<(), String> {
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, bytes) };
+    Ok(())
+}
+
 /// 256-byte aligned host memory filled with 0xab (emulated device memory is uninitialised).
 #[cfg(test)]
 fn host_alloc(bytes: usize) -> Result<(*mut u8, std::alloc::Layout), String> {
@@ -486,17 +497,10 @@ impl Gpu {
                 self.sync()
             }
             #[cfg(test)]
-            Target::Emulated(_) => {
-                // SAFETY: as above; emulated device memory is host memory.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        src.as_ptr().cast::<u8>(),
-                        dst as *mut u8,
-                        std::mem::size_of_val(src),
-                    )
-                };
-                Ok(())
-            }
+            // SAFETY: as above; emulated device memory is host memory.
+            Target::Emulated(_) => unsafe {
+                host_copy(src.as_ptr() as u64, dst, std::mem::size_of_val(src))
+            },
         }
     }
 
@@ -512,17 +516,10 @@ impl Gpu {
                 self.sync()
             }
             #[cfg(test)]
-            Target::Emulated(_) => {
-                // SAFETY: as above; emulated device memory is host memory, T plain data.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        src as *const u8,
-                        dst.as_mut_ptr().cast::<u8>(),
-                        std::mem::size_of_val(dst),
-                    )
-                };
-                Ok(())
-            }
+            // SAFETY: as above; emulated device memory is host memory, T plain data.
+            Target::Emulated(_) => unsafe {
+                host_copy(src, dst.as_mut_ptr() as u64, std::mem::size_of_val(dst))
+            },
         }
     }
 
@@ -538,13 +535,8 @@ impl Gpu {
                     .map_err(|e| drv("cuMemcpyDtoHAsync", e))
             },
             #[cfg(test)]
-            Target::Emulated(_) => {
-                // SAFETY: as above; both are host memory.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src as *const u8, dst.ptr().cast::<u8>(), bytes)
-                };
-                Ok(())
-            }
+            // SAFETY: as above; both are host memory.
+            Target::Emulated(_) => unsafe { host_copy(src, dst.ptr() as u64, bytes) },
         }
     }
 

@@ -48,7 +48,7 @@ fn poisoned(g: &Gpu, n: usize) -> R<DevBuf> {
 }
 
 /// max |a - b| / max |b|; NaN anywhere gives infinity.
-fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+pub(super) fn rel_err(a: &[f32], b: &[f64]) -> f64 {
     let scale = b.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
     let mut e = 0f64;
     for (x, y) in a.iter().zip(b) {
@@ -297,12 +297,6 @@ enum HostKv {
 }
 
 impl HostKv {
-    fn clone_zeroed(&self) -> HostKv {
-        match self {
-            HostKv::Bf16(v) => HostKv::Bf16(vec![0; v.len()]),
-            HostKv::F32(v) => HostKv::F32(vec![0.0; v.len()]),
-        }
-    }
     fn random(rng: &mut Rng, n: usize, f32: bool) -> HostKv {
         if f32 {
             HostKv::F32(rng.vec(n, 1.0))
@@ -556,7 +550,8 @@ fn attention_rope(g: &Gpu, rng: &mut Rng, c: &DecodeCase, kv_f32: bool) -> R<Vec
             )?
         };
         outs.push(down_f32(g, &ob, nh * hd)?);
-        let (mut k2, mut v2) = (kc.clone_zeroed(), vc.clone_zeroed());
+        let n = nkv * max_pos * hd;
+        let (mut k2, mut v2) = (HostKv::zeros(n, kv_f32), HostKv::zeros(n, kv_f32));
         k2.download(g, &kb)?;
         v2.download(g, &vb)?;
         caches.push((k2, v2));
