@@ -340,10 +340,11 @@ impl Gpu {
         } else {
             Self::open_blas(&stream)
         };
-        let pdl = pdl_requested() && major >= 9;
+        let requested = pdl_requested();
+        let pdl = requested && major >= 9;
         if pdl {
             log::info!("cuda: programmatic dependent launch on ({PDL_ENV}=1)");
-        } else if pdl_requested() {
+        } else if requested {
             log::warn!("cuda: {PDL_ENV}=1 ignored: programmatic dependent launch needs sm_90+");
         }
         let target = Target::Cuda(CudaDevice { ctx, stream, funcs, _modules: modules });

@@ -873,6 +873,36 @@ impl RandomWeights {
     }
 }
 
+impl WeightSource {
+    fn reader(&self) -> std::result::Result<TensorReader<'_>, String> {
+        Ok(match self {
+            WeightSource::File { path, header } => TensorReader::File(
+                layout::TensorFile::open(path, header).map_err(|e| e.to_string())?,
+            ),
+            WeightSource::Random { seed } => TensorReader::Random(RandomWeights(seed | 1)),
+        })
+    }
+}
+
+/// An open [`WeightSource`], read placement by placement in plan order.
+enum TensorReader<'a> {
+    File(layout::TensorFile<'a>),
+    Random(RandomWeights),
+}
+
+impl TensorReader<'_> {
+    /// Fills `out` (exactly `p.bytes` long) with the placement's bf16 device bytes.
+    fn read(&mut self, p: &layout::Placement, out: &mut [u8]) -> std::result::Result<(), String> {
+        match self {
+            TensorReader::File(f) => f.read_into(p, out).map_err(|e| e.to_string()),
+            TensorReader::Random(r) => {
+                r.fill(p, out);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Loads the weights: everything bf16 into one arena, or with `int8` the layer matrices
 /// quantised one at a time through a bf16 staging buffer (kept as the prefill's dequantisation
 /// scratch when `keep_scratch`) and the rest into a smaller bf16 arena.
@@ -900,24 +930,7 @@ fn load_weights(
     let i8_bufs = if int8 { Some((gpu.alloc(i8_bytes)?, gpu.alloc(s_bytes)?)) } else { None };
     let staging = if int8 { Some(gpu.alloc(staging_bytes)?) } else { None };
 
-    let mut file = None;
-    let mut random = None;
-    match &src {
-        WeightSource::File { path, header } => {
-            file = Some(layout::TensorFile::open(path, header).map_err(|e| e.to_string())?)
-        }
-        WeightSource::Random { seed } => random = Some(RandomWeights(seed | 1)),
-    }
-    let mut read = |p: &layout::Placement, out: &mut [u8]| -> std::result::Result<(), String> {
-        match (&mut file, &mut random) {
-            (Some(f), _) => f.read_into(p, out).map_err(|e| e.to_string()),
-            (None, Some(r)) => {
-                r.fill(p, out);
-                Ok(())
-            }
-            (None, None) => Err("no weight source".into()),
-        }
-    };
+    let mut reader = src.reader()?;
     let mut img = vec![0u8; resident.arena_bytes];
     let mut one = Vec::new();
     for p in &plan.placements {
@@ -925,7 +938,7 @@ fn load_weights(
             (&i8_bufs, &staging, i8_at.get(&p.name))
         {
             one.resize(p.bytes, 0);
-            read(p, &mut one)?;
+            reader.read(p, &mut one)?;
             gpu.upload(st.ptr(), &one)?;
             let (w, q, s, kk) = (st.ptr(), qb.at(qo), sb.at(so), p.shape[1] as i32);
             // SAFETY: quantize_i8_bf16(const bf16* W, int8* q, float* scale, int K), grid N:
@@ -935,7 +948,7 @@ fn load_weights(
                 gpu.launch("quantize_i8_bf16", plan::per_row(p.shape[0]), &mut args![w, q, s, kk])?
             };
         } else if let Some(r) = resident.get(&p.name) {
-            read(p, &mut img[r.offset..r.offset + r.bytes])?;
+            reader.read(p, &mut img[r.offset..r.offset + r.bytes])?;
         }
     }
     gpu.upload(arena.ptr(), &img)?;
