@@ -326,6 +326,27 @@ impl Engine {
         generate::frames_to_codes(&self.inner.info, &frames)
     }
 
+    /// Text → codes in the voice(s) of `voices` (none: the model's own), calling `on_frame` with
+    /// the number of frames generated so far after each frame (for progress output) and
+    /// stopping with [`Error::Cancelled`] when `cancel` fires. The other `generate_codes*`
+    /// calls are this one with fewer arguments.
+    pub fn generate_codes_with_progress(
+        &self,
+        text: &str,
+        voices: &[Voice],
+        params: &SynthParams,
+        cancel: Option<&CancelToken>,
+        on_frame: &mut dyn FnMut(usize),
+    ) -> Result<Codes> {
+        let mut gen = self.inner.generator_with(text, voices, params)?;
+        let mut frames = Vec::new();
+        while !gen.is_finished() {
+            frames.extend(gen.decode_frames(1, cancel)?);
+            on_frame(frames.len());
+        }
+        generate::frames_to_codes(&self.inner.info, &frames)
+    }
+
     /// [`Engine::generate_frames`] with voices (parity tests).
     pub fn generate_frames_with_voices(
         &self,

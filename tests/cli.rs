@@ -191,3 +191,151 @@ fn cli_voice_create_then_synth_and_stream_with_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("S1_STATUS_VOICE_INVALID"));
 }
+
+/// stdout and stderr of a run that must fail, with its status name in stderr.
+fn run_err(c: &mut Command, status: &str) -> String {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert!(err.contains(status), "wanted {status}: {err}");
+    err
+}
+
+fn synth_cmd(out: &Path) -> Command {
+    let mut c = cli();
+    c.args(["synth", "--bundle"])
+        .arg(tiny_dir())
+        .args(["--text", "Hello there.", "--max-frames", "8", "--out"])
+        .arg(out);
+    c
+}
+
+#[test]
+fn cli_default_output_names_backend_in_one_line_without_reasons() {
+    let out = synth_cmd(&tmp("default.wav")).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let loaded: Vec<&str> = err.lines().filter(|l| l.contains("backend onnx-cpu")).collect();
+    assert_eq!(loaded.len(), 1, "{err}");
+    // The reasons (long, with the fix) are for -v and `s1-mini info`.
+    assert!(!err.contains("libcuda") && !err.contains("execution provider"), "{err}");
+    assert!(err.lines().all(|l| l.len() < 200), "a long line by default: {err}");
+    if err.contains("unavailable") {
+        assert!(loaded[0].contains("-v or `s1-mini info` says why"), "{err}");
+    }
+}
+
+#[test]
+fn cli_verbose_prints_skip_reasons_and_quiet_prints_nothing() {
+    let v = cli()
+        .arg("-v")
+        .args(["synth", "--bundle"])
+        .arg(tiny_dir())
+        .args(["--text", "Hello there.", "--max-frames", "8", "--out"])
+        .arg(tmp("verbose.wav"))
+        .output()
+        .unwrap();
+    assert!(v.status.success());
+    let err = String::from_utf8_lossy(&v.stderr);
+    // This build has the cuda backend compiled in and CI has no GPU: cuda is always skipped.
+    assert!(err.contains("backend cuda unavailable"), "{err}");
+
+    let q = synth_cmd(&tmp("quiet.wav")).arg("-q").output().unwrap();
+    assert!(q.status.success());
+    assert_eq!(String::from_utf8_lossy(&q.stderr), "", "-q printed something");
+    assert!(tmp("quiet.wav").metadata().unwrap().len() > 44);
+}
+
+#[test]
+fn cli_bad_argument_fails_before_the_bundle_loads() {
+    // A bundle path that does not exist: had the bundle been read first, the error would be
+    // BUNDLE_NOT_FOUND, not the argument's.
+    let err = run_err(
+        cli()
+            .args([
+                "synth",
+                "--bundle",
+                "/nonexistent/bundle",
+                "--text",
+                "Hi",
+                "--temperature",
+                "5",
+            ])
+            .arg("--out")
+            .arg(tmp("t5.wav")),
+        "S1_STATUS_INVALID_ARGUMENT",
+    );
+    assert!(err.contains("temperature") && !err.contains("loaded"), "{err}");
+    assert!(!tmp("t5.wav").exists(), "output created for a refused run");
+    for (flag, value) in [("--top-p", "0"), ("--repetition-penalty", "2"), ("--max-frames", "0")] {
+        run_err(
+            cli()
+                .args(["stream", "--bundle", "/nonexistent/bundle", "--text", "Hi", flag, value])
+                .arg("--out")
+                .arg(tmp("bad-arg.wav")),
+            "S1_STATUS_INVALID_ARGUMENT",
+        );
+    }
+}
+
+#[test]
+fn cli_unwritable_output_fails_before_generating() {
+    for sub in ["synth", "stream"] {
+        let err = run_err(
+            cli().args([sub, "--bundle"]).arg(tiny_dir()).args([
+                "--text",
+                "Hi",
+                "--out",
+                "/nonexistent/dir/x.wav",
+            ]),
+            "S1_STATUS_IO",
+        );
+        assert!(err.contains("/nonexistent/dir/x.wav"), "{err}");
+        assert!(!err.contains("loaded") && !err.contains("frames"), "{sub} worked first: {err}");
+    }
+    let err = run_err(
+        synth_cmd(&tmp("codes-ok.wav")).args(["--codes-out", "/nonexistent/dir/c.npy"]),
+        "S1_STATUS_IO",
+    );
+    assert!(!err.contains("loaded"), "{err}");
+}
+
+#[test]
+fn cli_failed_synthesis_leaves_no_output_file() {
+    let out = tmp("empty-text.wav");
+    let _ = std::fs::remove_file(&out);
+    run_err(
+        cli()
+            .args(["synth", "--bundle"])
+            .arg(tiny_dir())
+            .args(["--text", "   ", "--out"])
+            .arg(&out),
+        "S1_STATUS_EMPTY_TEXT",
+    );
+    assert!(!out.exists(), "an empty output file was left behind");
+}
+
+#[test]
+fn cli_info_without_bundle_lists_backends() {
+    let out = run_ok(cli().arg("info"));
+    assert!(out.contains("onnx-cpu   available"), "{out}");
+    assert!(out.contains("cuda       unavailable"), "{out}");
+    assert!(!out.contains("bundle "), "{out}");
+}
+
+#[test]
+fn cli_version_names_library_onnxruntime_and_cuda_driver() {
+    let out = run_ok(cli().arg("--version"));
+    assert!(out.starts_with(&format!("s1-mini {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    let ort = out.lines().find(|l| l.starts_with("onnxruntime ")).unwrap_or_default();
+    assert!(ort.contains(", commit ") && ort.as_bytes()[12].is_ascii_digit(), "{out}");
+    assert!(out.contains("cuda driver "), "{out}");
+    // Without a findable ONNX Runtime it says so instead of failing.
+    let none = Command::new(env!("CARGO_BIN_EXE_s1-mini"))
+        .arg("--version")
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert!(none.status.success());
+    assert!(String::from_utf8_lossy(&none.stdout).contains("onnxruntime not found"));
+}

@@ -37,6 +37,25 @@ pub fn libcuda_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
+/// The CUDA version the installed driver supports, e.g. "13.0" (`cuDriverGetVersion`, which
+/// needs no context and no `cuInit`).
+pub(super) fn driver_version() -> Result<String, String> {
+    if !libcuda_present() {
+        return Err("the NVIDIA driver library (libcuda.so.1) is not installed".into());
+    }
+    let r = catch_unwind(|| {
+        let mut v: std::ffi::c_int = 0;
+        // SAFETY: `v` is a valid out-pointer for the call's one `int *` argument.
+        let status = unsafe { sys::cuDriverGetVersion(&mut v) };
+        if status == sys::CUresult::CUDA_SUCCESS {
+            Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+        } else {
+            Err(format!("cuDriverGetVersion failed: {status:?}"))
+        }
+    });
+    r.unwrap_or_else(|_| Err("the CUDA driver panicked".into()))
+}
+
 /// Opens the context on `ordinal`, never panicking: libcuda is probed first and cudarc's
 /// panics (missing symbols) are caught.
 fn open_context(ordinal: usize) -> Result<Arc<CudaContext>, String> {

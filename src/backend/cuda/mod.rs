@@ -141,6 +141,18 @@ pub fn environment(config: &EngineConfig) -> Result<DeviceInfo> {
     }
 }
 
+/// The CUDA version the installed NVIDIA driver supports (e.g. "13.0"), or why there is none.
+pub fn driver_version() -> Result<String> {
+    #[cfg(feature = "cuda-base")]
+    {
+        device::driver_version().map_err(unavailable)
+    }
+    #[cfg(not(feature = "cuda-base"))]
+    {
+        Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
+    }
+}
+
 /// Builds the CUDA transformer for `bundle`. The codec stays on the ONNX backend (see
 /// docs/cuda.md), so the pair's codec is `None` and the caller adds one.
 pub fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {

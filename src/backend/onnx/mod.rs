@@ -141,6 +141,36 @@ pub fn environment(config: &EngineConfig) -> Result<Environment> {
     Ok(env.clone())
 }
 
+/// Loads ONNX Runtime as an engine would (config, then `ORT_DYLIB_PATH`, then beside the
+/// executable) and returns the library's path and version (e.g. "1.31.1, commit 6af1a93").
+pub fn runtime_version(config: &EngineConfig) -> Result<(PathBuf, String)> {
+    environment(config)?;
+    let path = loaded_library().unwrap_or_default();
+    // The C API's version string is not exposed by `ort`; release libraries carry it in their
+    // file name (libonnxruntime.so.1.31.1, libonnxruntime.1.31.1.dylib), and the build info
+    // names the commit ("ORT Build Info: git-branch=..., git-commit-id=6af1a93, ...").
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let from_name = name
+        .trim_start_matches("libonnxruntime")
+        .trim_start_matches("onnxruntime")
+        .trim_start_matches(".so")
+        .trim_end_matches(".dylib")
+        .trim_end_matches(".dll")
+        .trim_matches('.')
+        .to_owned();
+    let commit = ort::info()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .find_map(|w| w.strip_prefix("git-commit-id="))
+        .unwrap_or("unknown")
+        .to_owned();
+    let version = if from_name.is_empty() {
+        format!("(version not in the file name), commit {commit}")
+    } else {
+        format!("{from_name}, commit {commit}")
+    };
+    Ok((path, version))
+}
+
 /// Path of the library the process loaded, if any.
 pub fn loaded_library() -> Option<PathBuf> {
     ENVIRONMENT.get().map(|(_, p)| p.clone())

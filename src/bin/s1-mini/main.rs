@@ -1,26 +1,47 @@
-//! `s1-mini` command line: synth, stream, decode, info. Progress goes to stderr.
+//! `s1-mini` command line: synth, stream, decode, info, bench, voice. Results go to stdout or
+//! the output file, progress and messages to stderr (`-q` errors only, `-v` every detail).
+//!
+//! Every argument that can be checked without the model is checked before the bundle loads, and
+//! output files are created before any work starts, so a typo never costs a synthesis.
 
 #![deny(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
+
+mod ui;
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand};
-use s1_mini::audio::{wav_bytes, write_wav};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use s1_mini::audio::wav_bytes;
 use s1_mini::{
     npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Result, SynthParams,
     Voice, WavFormat,
 };
 
+use ui::{Ui, Verbosity};
+
 /// Text-to-speech with Fish Audio's OpenAudio S1-mini.
 #[derive(Parser)]
-#[command(name = "s1-mini", version, about)]
+#[command(name = "s1-mini", about, disable_version_flag = true, arg_required_else_help = true)]
 struct Cli {
+    /// Print the version of s1-mini, the ONNX Runtime it finds and the CUDA driver, then exit.
+    #[arg(short = 'V', long, action = ArgAction::SetTrue)]
+    version: bool,
+    /// Say more: why backends were skipped, every streamed chunk.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print errors only (no progress, no summaries).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Path of libonnxruntime for --version (default: $ORT_DYLIB_PATH, then beside this
+    /// executable).
+    #[arg(long, requires = "version")]
+    version_ort_library: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -31,7 +52,8 @@ enum Command {
     Stream(StreamArgs),
     /// Decode codes (`.npy`, [10, T] int64, as fish-speech's codec CLI) to a WAV file.
     Decode(DecodeArgs),
-    /// Show the bundle and which backends are available (and why not).
+    /// Show which backends are available here (and why not, with the fix); with --bundle, the
+    /// bundle too.
     Info(InfoArgs),
     /// Measure speed per backend (docs/bench.md): x real time, latency, first chunk, memory.
     Bench(BenchArgs),
@@ -235,9 +257,9 @@ struct DecodeArgs {
 
 #[derive(Args)]
 struct InfoArgs {
-    /// Model bundle directory.
+    /// Model bundle directory (optional: without it, only the backends are listed).
     #[arg(long)]
-    bundle: PathBuf,
+    bundle: Option<PathBuf>,
     /// Path of libonnxruntime.
     #[arg(long)]
     ort_library: Option<PathBuf>,
@@ -310,17 +332,38 @@ fn config(a: &EngineArgs) -> Result<EngineConfig> {
     if let Some(p) = &a.ort_library {
         c = c.with_ort_library_path(p);
     }
-    a.gpu.apply(c)
+    let c = a.gpu.apply(c)?;
+    c.validate()?;
+    Ok(c)
 }
 
-fn load(a: &EngineArgs) -> Result<Engine> {
+/// Loads the engine; prints one line naming the backend (and, with `-v`, why others were
+/// skipped).
+fn load(ui: &Ui, config: EngineConfig) -> Result<Engine> {
     let t = Instant::now();
-    eprintln!("loading bundle {} ...", a.bundle.display());
-    let engine = Engine::new(config(a)?)?;
-    for s in engine.skipped_backends() {
-        eprintln!("  skipped {}: {}", s.backend, s.reason);
+    let bundle = config.bundle_dir.clone();
+    let engine = {
+        let _spin = ui.spinner(&format!("loading bundle {}", bundle.display()));
+        Engine::new(config)?
+    };
+    let skipped = engine.skipped_backends();
+    let note = if skipped.is_empty() {
+        String::new()
+    } else if ui.verbose() {
+        "; skipped:".into()
+    } else {
+        let names: Vec<&str> = skipped.iter().map(|s| s.backend.name()).collect();
+        format!(" ({} unavailable: -v or `s1-mini info` says why)", names.join(", "))
+    };
+    ui.say(format!(
+        "loaded {} in {:.2} s, backend {}{note}",
+        bundle.display(),
+        t.elapsed().as_secs_f64(),
+        engine.backend()
+    ));
+    for s in skipped {
+        ui.detail(format!("  {}", s.reason));
     }
-    eprintln!("loaded in {:.2} s, backend {}", t.elapsed().as_secs_f64(), engine.backend());
     Ok(engine)
 }
 
@@ -331,39 +374,55 @@ fn read_text_file(f: &Path) -> Result<String> {
 }
 
 fn read_text(g: &GenArgs) -> Result<String> {
-    let bytes = match (&g.text, &g.text_file) {
-        (Some(t), _) => return Ok(t.clone()),
-        (None, Some(f)) => {
-            std::fs::read(f).map_err(|e| Error::Io { path: f.clone(), source: e })?
-        }
-        (None, None) => {
-            return Err(Error::InvalidArgument {
-                name: "text",
-                reason: "give --text or --text-file".into(),
-            })
-        }
-    };
-    String::from_utf8(bytes)
-        .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
+    match (&g.text, &g.text_file) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(f)) => read_text_file(f),
+        (None, None) => Err(Error::InvalidArgument {
+            name: "text",
+            reason: "give --text or --text-file".into(),
+        }),
+    }
 }
 
-fn load_voices(paths: &[PathBuf]) -> Result<Vec<Voice>> {
+fn load_voices(ui: &Ui, paths: &[PathBuf]) -> Result<Vec<Voice>> {
     paths
         .iter()
         .map(|p| {
             let v = Voice::load(p)?;
-            eprintln!(
+            ui.detail(format!(
                 "voice {}: {} frames, transcript {:?}",
                 p.display(),
                 v.codes().frames().0,
                 v.transcript()
-            );
+            ));
             Ok(v)
         })
         .collect()
 }
 
-fn params(engine: &Engine, g: &GenArgs, text: &str, voices: &[Voice]) -> Result<SynthParams> {
+/// The sampling parameters of `g`, checked without the model (`max_frames` against the
+/// context comes with [`fill_max_frames`]).
+fn params(g: &GenArgs) -> Result<SynthParams> {
+    let p = SynthParams::default()
+        .with_seed(g.seed)
+        .with_temperature(g.temperature)
+        .with_top_p(g.top_p)
+        .with_repetition_penalty(g.repetition_penalty)
+        .with_max_frames(g.max_frames.unwrap_or(1))
+        .with_fish_speech_compat(g.fish_speech_compat)
+        .with_prefix_cache(!g.no_prefix_cache);
+    p.validate(u32::MAX)?;
+    Ok(p)
+}
+
+/// `--max-frames`, or min(1024, what the context leaves after the prompt).
+fn fill_max_frames(
+    engine: &Engine,
+    g: &GenArgs,
+    p: SynthParams,
+    text: &str,
+    voices: &[Voice],
+) -> Result<SynthParams> {
     let max_frames = match g.max_frames {
         Some(m) => m,
         None => {
@@ -372,14 +431,7 @@ fn params(engine: &Engine, g: &GenArgs, text: &str, voices: &[Voice]) -> Result<
             u32::try_from(left).unwrap_or(u32::MAX).clamp(1, 1024)
         }
     };
-    Ok(SynthParams::default()
-        .with_seed(g.seed)
-        .with_temperature(g.temperature)
-        .with_top_p(g.top_p)
-        .with_repetition_penalty(g.repetition_penalty)
-        .with_max_frames(max_frames)
-        .with_fish_speech_compat(g.fish_speech_compat)
-        .with_prefix_cache(!g.no_prefix_cache))
+    Ok(p.with_max_frames(max_frames))
 }
 
 fn wav_format(float: bool) -> WavFormat {
@@ -390,38 +442,78 @@ fn wav_format(float: bool) -> WavFormat {
     }
 }
 
-fn report(audio_s: f64, wall_s: f64, frames: usize) {
-    eprintln!(
+fn report(ui: &Ui, audio_s: f64, wall_s: f64, frames: usize) {
+    ui.say(format!(
         "{frames} frames, {audio_s:.2} s of audio in {wall_s:.2} s ({:.2}x real time)",
         if wall_s > 0.0 { audio_s / wall_s } else { 0.0 }
-    );
+    ));
 }
 
-fn synth(a: &SynthArgs) -> Result<()> {
-    let engine = load(&a.engine)?;
+/// An output file created before the work that fills it (so an unwritable path fails at
+/// once), removed again if the command fails before writing it.
+struct OutFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl OutFile {
+    fn create(path: &Path) -> Result<Self> {
+        let file =
+            std::fs::File::create(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        Ok(Self { path: path.into(), file: Some(file) })
+    }
+
+    fn write(mut self, bytes: &[u8]) -> Result<()> {
+        let mut f =
+            self.file.take().ok_or_else(|| Error::Internal("output written twice".into()))?;
+        f.write_all(bytes).map_err(|e| Error::Io { path: self.path.clone(), source: e })
+    }
+
+    /// Keeps the file for a writer that opens it by path itself.
+    fn keep(mut self) {
+        self.file = None;
+    }
+}
+
+impl Drop for OutFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn synth(ui: &Ui, a: &SynthArgs) -> Result<()> {
+    let cfg = config(&a.engine)?;
+    let p = params(&a.gen)?;
     let text = read_text(&a.gen)?;
-    let voices = load_voices(&a.gen.voices)?;
-    let p = params(&engine, &a.gen, &text, &voices)?;
-    eprintln!("generating (max {} frames) ...", p.max_frames);
+    let voices = load_voices(ui, &a.gen.voices)?;
+    let out = OutFile::create(&a.gen.out)?;
+    let codes_out = a.codes_out.as_deref().map(OutFile::create).transpose()?;
+    let engine = load(ui, cfg)?;
+    let p = fill_max_frames(&engine, &a.gen, p, &text, &voices)?;
     let t = Instant::now();
-    let codes = if voices.is_empty() {
-        engine.generate_codes(&text, &p)?
-    } else {
-        let (frames, _) = engine.generate_frames_with_voices(&text, &voices, &p)?;
-        s1_mini::generate::frames_to_codes(engine.info(), &frames)?
-    };
-    eprintln!(
-        "{} frames generated in {:.2} s; decoding ...",
+    let mut progress = ui.frames("generating", p.max_frames, engine.info().frame_rate_hz());
+    let codes =
+        engine.generate_codes_with_progress(&text, &voices, &p, None, &mut |n| progress.set(n))?;
+    progress.finish();
+    ui.detail(format!(
+        "{} frames generated in {:.2} s",
         codes.frames().0,
         t.elapsed().as_secs_f64()
-    );
-    let audio = engine.decode_codes(&codes)?;
-    report(audio.duration_s(), t.elapsed().as_secs_f64(), codes.frames().0);
-    write_wav(&a.gen.out, &audio, wav_format(a.gen.float))?;
-    eprintln!("wrote {}", a.gen.out.display());
-    if let Some(path) = &a.codes_out {
+    ));
+    let audio = {
+        let _spin = ui.spinner(&format!("decoding {} frames", codes.frames().0));
+        engine.decode_codes(&codes)?
+    };
+    report(ui, audio.duration_s(), t.elapsed().as_secs_f64(), codes.frames().0);
+    let rate = audio.sample_rate_hz;
+    out.write(&wav_bytes(&audio.samples, rate, wav_format(a.gen.float)))?;
+    ui.say(format!("wrote {}", a.gen.out.display()));
+    if let (Some(f), Some(path)) = (codes_out, &a.codes_out) {
+        f.keep();
         npy::write_i64(path, &[codes.num_codebooks(), codes.frames().0], codes.as_slice())?;
-        eprintln!("wrote {}", path.display());
+        ui.say(format!("wrote {}", path.display()));
     }
     Ok(())
 }
@@ -454,7 +546,8 @@ impl WavStream {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<()> {
+    /// Patches the header's sizes (also after a failure: what was written stays playable).
+    fn finish(&mut self) -> Result<()> {
         let header = wav_bytes(&vec![0.0; self.samples], self.rate, self.format);
         let io = |e| Error::Io { path: self.path.clone(), source: e };
         self.file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -465,49 +558,73 @@ impl WavStream {
     }
 }
 
-fn stream(a: &StreamArgs) -> Result<()> {
-    let engine = load(&a.engine)?;
+fn stream(ui: &Ui, a: &StreamArgs) -> Result<()> {
+    let cfg = config(&a.engine)?;
+    let p = params(&a.gen)?.with_chunk_frames(a.first_chunk_frames, a.chunk_frames);
+    p.validate(u32::MAX)?;
     let text = read_text(&a.gen)?;
-    let voices = load_voices(&a.gen.voices)?;
-    let p = params(&engine, &a.gen, &text, &voices)?
-        .with_chunk_frames(a.first_chunk_frames, a.chunk_frames);
-    let rate = engine.info().codec.sample_rate_hz;
-    let mut out = WavStream::create(&a.gen.out, rate, wav_format(a.gen.float))?;
-    if !voices.is_empty() && p.prefix_cache {
-        // Fill the prefix cache first, so the timing below shows the cached case.
-        let t = Instant::now();
-        engine.stream_with_voices(&text, &voices, &p)?.next_chunk()?;
-        eprintln!(
-            "first chunk with an empty prefix cache: {:.1} ms (fills the cache)",
-            t.elapsed().as_secs_f64() * 1e3
-        );
+    let voices = load_voices(ui, &a.gen.voices)?;
+    // The codec's rate is known only once the bundle is read; the header is patched at the end.
+    let mut out = WavStream::create(&a.gen.out, 44_100, wav_format(a.gen.float))?;
+    let r = stream_into(ui, a, cfg, p, &text, &voices, &mut out);
+    if r.is_err() && out.samples == 0 {
+        let _ = std::fs::remove_file(&a.gen.out);
+        return r;
     }
-    let t = Instant::now();
-    let mut s = engine.stream_with_voices(&text, &voices, &p)?;
-    let mut frames = 0usize;
-    let mut first = true;
-    while let Some(chunk) = s.next_chunk()? {
-        if first {
-            eprintln!(
-                "first chunk after {:.1} ms ({} frames)",
-                t.elapsed().as_secs_f64() * 1e3,
-                chunk.frames
-            );
-            first = false;
-        }
-        frames += chunk.frames;
-        out.append(&chunk.samples)?;
-        eprintln!("  chunk: frames {}..{}", chunk.first_frame, chunk.first_frame + chunk.frames);
-    }
-    let audio_s = out.samples as f64 / f64::from(rate);
     out.finish()?;
-    report(audio_s, t.elapsed().as_secs_f64(), frames);
-    eprintln!("wrote {}", a.gen.out.display());
+    r?;
+    ui.say(format!("wrote {}", a.gen.out.display()));
     Ok(())
 }
 
-fn decode(a: &DecodeArgs) -> Result<()> {
-    let engine = load(&a.engine)?;
+fn stream_into(
+    ui: &Ui,
+    a: &StreamArgs,
+    cfg: EngineConfig,
+    p: SynthParams,
+    text: &str,
+    voices: &[Voice],
+    out: &mut WavStream,
+) -> Result<()> {
+    let engine = load(ui, cfg)?;
+    let p = fill_max_frames(&engine, &a.gen, p, text, voices)?;
+    out.rate = engine.info().codec.sample_rate_hz;
+    if !voices.is_empty() && p.prefix_cache {
+        // Fill the prefix cache first, so the timing below shows the cached case.
+        let t = Instant::now();
+        engine.stream_with_voices(text, voices, &p)?.next_chunk()?;
+        ui.detail(format!(
+            "first chunk with an empty prefix cache: {:.1} ms (fills the cache)",
+            t.elapsed().as_secs_f64() * 1e3
+        ));
+    }
+    let t = Instant::now();
+    let mut s = engine.stream_with_voices(text, voices, &p)?;
+    let mut progress = ui.frames("streaming", p.max_frames, engine.info().frame_rate_hz());
+    let mut frames = 0usize;
+    let mut first_ms = None;
+    while let Some(chunk) = s.next_chunk()? {
+        first_ms.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
+        frames += chunk.frames;
+        out.append(&chunk.samples)?;
+        progress.set(frames);
+        ui.detail(format!(
+            "  chunk: frames {}..{} at {:.1} ms",
+            chunk.first_frame,
+            chunk.first_frame + chunk.frames,
+            t.elapsed().as_secs_f64() * 1e3
+        ));
+    }
+    progress.finish();
+    if let Some(ms) = first_ms {
+        ui.say(format!("first chunk after {ms:.1} ms ({} frames)", p.first_chunk_frames));
+    }
+    report(ui, out.samples as f64 / f64::from(out.rate), t.elapsed().as_secs_f64(), frames);
+    Ok(())
+}
+
+fn decode(ui: &Ui, a: &DecodeArgs) -> Result<()> {
+    let cfg = config(&a.engine)?;
     let arr = npy::read(&a.codes)?;
     let shape = arr.shape.clone();
     let data = arr.into_i64(&a.codes)?;
@@ -524,45 +641,24 @@ fn decode(a: &DecodeArgs) -> Result<()> {
         }
     };
     let codes = Codes::new(k, Frames(t), data)?;
+    let out = OutFile::create(&a.out)?;
+    let engine = load(ui, cfg)?;
     let t0 = Instant::now();
-    let audio: Audio = engine.decode_codes(&codes)?;
-    report(audio.duration_s(), t0.elapsed().as_secs_f64(), t);
-    write_wav(&a.out, &audio, wav_format(a.float))?;
-    eprintln!("wrote {}", a.out.display());
+    let audio: Audio = {
+        let _spin = ui.spinner(&format!("decoding {t} frames"));
+        engine.decode_codes(&codes)?
+    };
+    report(ui, audio.duration_s(), t0.elapsed().as_secs_f64(), t);
+    out.write(&wav_bytes(&audio.samples, audio.sample_rate_hz, wav_format(a.float)))?;
+    ui.say(format!("wrote {}", a.out.display()));
     Ok(())
 }
 
-fn info(a: &InfoArgs) -> Result<()> {
-    let mut cfg = a.gpu.apply(EngineConfig::new(&a.bundle).with_verify_hashes(!a.no_verify))?;
-    if let Some(p) = &a.ort_library {
-        cfg = cfg.with_ort_library_path(p);
-    }
-    cfg.validate()?;
-    let bundle = s1_mini::bundle::Bundle::load(&a.bundle, !a.no_verify)?;
-    let i = &bundle.info;
-    println!("bundle      {}", i.dir.display());
-    println!("exporter    {}", i.exporter);
-    println!("precision   {}", i.precision);
-    println!(
-        "model       dim {} | {} slow layers | {} fast layers | {} codebooks | context {} tokens",
-        i.model.dim,
-        i.model.n_layer,
-        i.model.n_fast_layer,
-        i.model.num_codebooks,
-        i.model.max_seq_len
-    );
-    println!(
-        "codec       {} Hz, {} samples/frame ({:.2} frames/s), receptive field {} frames",
-        i.codec.sample_rate_hz,
-        i.codec.frame_samples,
-        i.frame_rate_hz(),
-        i.codec.receptive_field_frames
-    );
-    println!("graphs      {}", i.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
-    println!("hashes      {}", if a.no_verify { "not checked" } else { "ok" });
+/// Every backend, available or not, with the reason and the fix; `Ok` if onnx-cpu works.
+fn print_backends(cfg: &EngineConfig) {
     println!("backends");
     let mut any_gpu_missing = false;
-    for (kind, r) in s1_mini::backend::probe(&cfg) {
+    for (kind, r) in s1_mini::backend::probe(cfg) {
         match r {
             Ok(()) if kind == BackendKind::OnnxCpu => println!("  {kind:<10} available"),
             // Probing loads the provider and its libraries; the GPU is first used at load.
@@ -591,16 +687,79 @@ fn info(a: &InfoArgs) -> Result<()> {
              CPU-only ONNX Runtime build, missing TensorRT 10)"
         );
     }
+}
+
+fn info(a: &InfoArgs) -> Result<()> {
+    let dir = a.bundle.clone().unwrap_or_default();
+    let mut cfg = a.gpu.apply(EngineConfig::new(&dir).with_verify_hashes(!a.no_verify))?;
+    if let Some(p) = &a.ort_library {
+        cfg = cfg.with_ort_library_path(p);
+    }
+    cfg.validate()?;
+    if let Some(dir) = &a.bundle {
+        let bundle = s1_mini::bundle::Bundle::load(dir, !a.no_verify)?;
+        print_bundle(&bundle.info, a.no_verify);
+    }
+    print_backends(&cfg);
     Ok(())
 }
 
-fn bench(a: &BenchArgs) -> Result<()> {
+fn print_bundle(i: &s1_mini::BundleInfo, no_verify: bool) {
+    println!("bundle      {}", i.dir.display());
+    println!("exporter    {}", i.exporter);
+    println!("precision   {}", i.precision);
+    println!(
+        "model       dim {} | {} slow layers | {} fast layers | {} codebooks | context {} tokens",
+        i.model.dim,
+        i.model.n_layer,
+        i.model.n_fast_layer,
+        i.model.num_codebooks,
+        i.model.max_seq_len
+    );
+    println!(
+        "codec       {} Hz, {} samples/frame ({:.2} frames/s), receptive field {} frames",
+        i.codec.sample_rate_hz,
+        i.codec.frame_samples,
+        i.frame_rate_hz(),
+        i.codec.receptive_field_frames
+    );
+    println!("graphs      {}", i.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("hashes      {}", if no_verify { "not checked" } else { "ok" });
+}
+
+/// `--version`: this program, the ONNX Runtime it finds and the CUDA driver (each may be
+/// missing; that is said, not an error).
+fn version(ort_library: Option<&Path>) {
+    println!("s1-mini {} (C ABI s1_mini {})", env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_VERSION"));
+    let mut cfg = EngineConfig::default();
+    if let Some(p) = ort_library {
+        cfg = cfg.with_ort_library_path(p);
+    }
+    match s1_mini::backend::onnx::runtime_version(&cfg) {
+        Ok((path, v)) => println!("onnxruntime {v} ({})", path.display()),
+        Err(e) => println!("onnxruntime not found: {}", reason(&e)),
+    }
+    match s1_mini::backend::cuda::driver_version() {
+        Ok(v) => println!("cuda driver {v}"),
+        Err(e) => println!("cuda driver none: {}", reason(&e)),
+    }
+}
+
+fn reason(e: &Error) -> String {
+    match e {
+        Error::BackendUnavailable { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn bench(ui: &Ui, a: &BenchArgs) -> Result<()> {
     use s1_mini::bench;
     let mut cfg =
         EngineConfig::new(&a.bundle).with_verify_hashes(a.verify).with_intra_op_threads(a.threads);
     if let Some(p) = &a.ort_library {
         cfg = cfg.with_ort_library_path(p);
     }
+    cfg.validate()?;
     let mut o = bench::BenchOptions::new(cfg);
     o.backends = match &a.backend {
         Some(b) => vec![b.parse::<BackendKind>()?],
@@ -616,36 +775,40 @@ fn bench(a: &BenchArgs) -> Result<()> {
     o.warmup = a.warmup;
     o.profile = a.profile;
     o.seed = a.seed;
-    o.voices = load_voices(&a.voices)?;
+    o.voices = load_voices(ui, &a.voices)?;
     o.prefix_cache = !a.no_prefix_cache;
-    let report = bench::run(&o, &mut |line| eprintln!("{line}"))?;
+    let json = a.json.as_deref().map(OutFile::create).transpose()?;
+    let report = bench::run(&o, &mut |line| ui.say(line))?;
     print!("{}", bench::render_text(&report));
-    if let Some(path) = &a.json {
-        std::fs::write(path, bench::to_json(&report)?)
-            .map_err(|e| Error::Io { path: path.clone(), source: e })?;
-        eprintln!("wrote {}", path.display());
+    if let (Some(f), Some(path)) = (json, &a.json) {
+        f.write(bench::to_json(&report)?.as_bytes())?;
+        ui.say(format!("wrote {}", path.display()));
     }
     Ok(())
 }
 
-fn voice_create(a: &VoiceCreateArgs) -> Result<()> {
-    let engine = load(&a.engine)?;
+fn voice_create(ui: &Ui, a: &VoiceCreateArgs) -> Result<()> {
+    let cfg = config(&a.engine)?;
     let wav = s1_mini::audio::read_wav(&a.audio)?;
-    eprintln!(
-        "{}: {:.2} s at {} Hz; encoding ...",
-        a.audio.display(),
-        wav.duration_s(),
-        wav.sample_rate_hz
-    );
+    let out = OutFile::create(&a.out)?;
+    let engine = load(ui, cfg)?;
     let t = Instant::now();
-    let voice = engine.create_voice(&wav.samples, wav.sample_rate_hz, &a.text)?;
-    voice.save(&a.out)?;
-    eprintln!(
+    let voice = {
+        let _spin = ui.spinner(&format!(
+            "encoding {} ({:.2} s at {} Hz)",
+            a.audio.display(),
+            wav.duration_s(),
+            wav.sample_rate_hz
+        ));
+        engine.create_voice(&wav.samples, wav.sample_rate_hz, &a.text)?
+    };
+    out.write(&voice.to_bytes())?;
+    ui.say(format!(
         "wrote {} ({} frames, encoded in {:.2} s)",
         a.out.display(),
         voice.codes().frames().0,
         t.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }
 
@@ -661,13 +824,28 @@ fn voice_show(a: &VoiceShowArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match &cli.command {
-        Command::Synth(a) => synth(a),
-        Command::Stream(a) => stream(a),
-        Command::Decode(a) => decode(a),
+    let ui = Ui::new(if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    });
+    if cli.version {
+        version(cli.version_ort_library.as_deref());
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = &cli.command else {
+        eprintln!("error: no command given (s1-mini --help lists them)");
+        return ExitCode::FAILURE;
+    };
+    let r = match command {
+        Command::Synth(a) => synth(&ui, a),
+        Command::Stream(a) => stream(&ui, a),
+        Command::Decode(a) => decode(&ui, a),
         Command::Info(a) => info(a),
-        Command::Bench(a) => bench(a),
-        Command::Voice(VoiceCommand::Create(a)) => voice_create(a),
+        Command::Bench(a) => bench(&ui, a),
+        Command::Voice(VoiceCommand::Create(a)) => voice_create(&ui, a),
         Command::Voice(VoiceCommand::Show(a)) => voice_show(a),
     };
     match r {
