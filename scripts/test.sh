@@ -20,6 +20,9 @@ S1_NVRTC_PATH=$(scripts/fetch-nvrtc.sh)
 export S1_NVRTC_PATH
 echo "S1_NVRTC_PATH=$S1_NVRTC_PATH"
 
+# Verification stamps (src/verify_cache.rs) of the tests' engines go to the clone, not ~/.cache.
+export XDG_CACHE_HOME="$root/.cache/xdg"
+
 # The kernel emulator test compiles the CUDA kernels as C++ for the CPU (src/backend/cuda/emulator.rs).
 if ! command -v c++ >/dev/null; then
   step "setup: installing g++"

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::text::tokenizer::{TokenId, Tokenizer};
+pub use crate::verify_cache::VerifyCache;
 
 /// The `format` string of a bundle manifest.
 pub const BUNDLE_FORMAT: &str = "s1-mini-bundle";
@@ -148,6 +149,21 @@ pub struct Bundle {
     pub info: BundleInfo,
     /// The text tokenizer.
     pub tokenizer: Tokenizer,
+    /// Bytes read to check sha256 hashes at load: 0 when verification was off or every file's
+    /// [`VerifyCache`] stamp was still valid.
+    pub hashed_bytes: u64,
+}
+
+/// How [`Bundle::load_with`] checks the files' sha256 hashes (their sizes are always checked).
+#[derive(Debug, Clone)]
+pub enum Verify {
+    /// No hashing.
+    Off,
+    /// Every file hashed at every load.
+    Full,
+    /// Files hashed unless a stamp shows they were verified and have not changed since; new
+    /// verifications are stamped.
+    Stamped(VerifyCache),
 }
 
 #[derive(Deserialize)]
@@ -159,6 +175,11 @@ struct FileEntry {
 impl Bundle {
     /// Reads and validates the bundle in `dir`; with `verify_hashes`, checks every file's sha256.
     pub fn load(dir: &Path, verify_hashes: bool) -> Result<Bundle> {
+        Self::load_with(dir, if verify_hashes { Verify::Full } else { Verify::Off })
+    }
+
+    /// Reads and validates the bundle in `dir`, checking hashes as `verify` says.
+    pub fn load_with(dir: &Path, verify: Verify) -> Result<Bundle> {
         let manifest_path = dir.join(MANIFEST);
         if !dir.is_dir() {
             return Err(Error::BundleNotFound { path: dir.to_path_buf() });
@@ -167,13 +188,17 @@ impl Bundle {
             return Err(Error::BundleNotFound { path: manifest_path });
         }
         let text = fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-        Self::from_manifest_bytes(dir, &text, verify_hashes)
+        Self::from_manifest(dir, &text, &verify)
     }
 
     /// Validates manifest bytes as if they were `dir/manifest.json`, reading the files it lists
     /// from `dir` (the entry point of the manifest fuzz target: any bytes give `Ok` or an error,
     /// never a panic).
     pub fn from_manifest_bytes(dir: &Path, manifest: &[u8], verify_hashes: bool) -> Result<Bundle> {
+        Self::from_manifest(dir, manifest, if verify_hashes { &Verify::Full } else { &Verify::Off })
+    }
+
+    fn from_manifest(dir: &Path, manifest: &[u8], verify: &Verify) -> Result<Bundle> {
         let m: Value = serde_json::from_slice(manifest)
             .map_err(|e| Error::bundle(MANIFEST, "-", format!("not valid json: {e}")))?;
 
@@ -345,6 +370,7 @@ impl Bundle {
             .as_object()
             .ok_or_else(|| Error::bundle(MANIFEST, "files", "not an object"))?;
         let mut files = BTreeMap::new();
+        let mut hashed_bytes = 0u64;
         for (name, entry) in files_v {
             let field = format!("files.{name}");
             let entry: FileEntry = serde_json::from_value(entry.clone()).map_err(|e| {
@@ -369,8 +395,14 @@ impl Bundle {
                     got: meta.len().to_string(),
                 });
             }
-            if verify_hashes {
+            let hash = match verify {
+                Verify::Off => false,
+                Verify::Full => true,
+                Verify::Stamped(stamps) => !stamps.is_verified(&path, &entry.sha256),
+            };
+            if hash {
                 let got = sha256_file(&path)?;
+                hashed_bytes += entry.bytes;
                 if !got.eq_ignore_ascii_case(&entry.sha256) {
                     return Err(Error::HashMismatch {
                         file: name.clone(),
@@ -378,6 +410,9 @@ impl Bundle {
                         expected: entry.sha256.clone(),
                         got,
                     });
+                }
+                if let Verify::Stamped(stamps) = verify {
+                    stamps.record(&path, &entry.sha256);
                 }
             }
             files.insert(name.clone(), entry.bytes);
@@ -428,7 +463,7 @@ impl Bundle {
             graphs,
             files,
         };
-        Ok(Bundle { info, tokenizer })
+        Ok(Bundle { info, tokenizer, hashed_bytes })
     }
 }
 

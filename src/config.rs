@@ -85,7 +85,10 @@ pub struct EngineConfig {
     /// directory of the running executable or library. Default: `None`.
     pub ort_library_path: Option<PathBuf>,
     /// Check each bundle file's size and sha256 against the manifest at load time. Default: `true`.
-    /// Turning it off saves a read of every file (seconds for a real model).
+    /// A file whose hash matched once is stamped (in `cache_dir/verified`, else the user's cache
+    /// directory, e.g. `~/.cache/s1-mini/verified`) and not hashed again while its size, times
+    /// and inode are unchanged; any write to it changes them, so a changed file is hashed and
+    /// caught. Turning it off skips the hashes (seconds for a real model at a first load).
     pub verify_hashes: bool,
     /// Threads ONNX Runtime uses inside one operator; 0 = ONNX Runtime's default (one per core).
     pub intra_op_threads: usize,
@@ -117,8 +120,9 @@ pub struct EngineConfig {
     /// (`docs/gpu-onnx.md`). Required with [`TensorRtPrecision::Int8`], refused otherwise.
     /// Default `None`.
     pub tensorrt_int8_calibration_file: Option<PathBuf>,
-    /// Directory for TensorRT's engine cache and timing cache (and the int8 calibration table);
-    /// created if missing, and an error if it cannot be written. `None` = no caches: TensorRT
+    /// Directory for TensorRT's engine cache and timing cache (and the int8 calibration table)
+    /// and for the bundle files' verification stamps (`verified/`); created if missing, and an
+    /// error if it cannot be written. `None` = no caches: TensorRT
     /// rebuilds its engines (minutes for S1-mini) at every start. Default `None`.
     pub cache_dir: Option<PathBuf>,
 }

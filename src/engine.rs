@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::audio::{Audio, AudioChunk};
 use crate::backend::{self, Codec, KvSnapshot, Skipped, Text2Semantic};
-use crate::bundle::{Bundle, BundleInfo};
+use crate::bundle::{Bundle, BundleInfo, Verify, VerifyCache};
 use crate::codes::Codes;
 use crate::config::{BackendKind, EngineConfig, SynthParams};
 use crate::error::{Error, Result};
@@ -65,7 +65,12 @@ impl Engine {
     /// # Ok::<(), s1_mini::Error>(())
     /// ```
     pub fn new(config: EngineConfig) -> Result<Engine> {
-        let bundle = Bundle::load(&config.bundle_dir, config.verify_hashes)?;
+        let verify = match (config.verify_hashes, VerifyCache::new(config.cache_dir.as_deref())) {
+            (false, _) => Verify::Off,
+            (true, Some(stamps)) => Verify::Stamped(stamps),
+            (true, None) => Verify::Full,
+        };
+        let bundle = Bundle::load_with(&config.bundle_dir, verify)?;
         let sel = backend::select(&config, &bundle)?;
         let info = Arc::new(bundle.info.clone());
         Ok(Engine {

@@ -23,6 +23,7 @@ pub mod generate;
 pub mod npy;
 pub mod sampling;
 pub mod text;
+mod verify_cache;
 pub mod voice;
 
 pub use audio::{Audio, AudioChunk, WavFormat};

@@ -174,3 +174,38 @@ fn missing_ort_library_is_backend_unavailable_with_the_fix() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn bundle_verified_once_is_not_hashed_again_until_a_file_changes() {
+    use s1_mini::bundle::{Verify, VerifyCache};
+    let dir = bundle_copy("stamps");
+    let stamps = VerifyCache::new(Some(&dir.join("cache"))).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let total: u64 =
+        manifest["files"].as_object().unwrap().values().map(|f| f["bytes"].as_u64().unwrap()).sum();
+    let first = Bundle::load_with(&dir, Verify::Stamped(stamps.clone())).unwrap();
+    assert_eq!(first.hashed_bytes, total, "first load hashes every listed file");
+    let second = Bundle::load_with(&dir, Verify::Stamped(stamps.clone())).unwrap();
+    assert_eq!(second.hashed_bytes, 0, "unchanged files are not hashed again");
+    assert_eq!(Bundle::load(&dir, true).unwrap().hashed_bytes, total, "Full ignores stamps");
+
+    // Same size, other bytes, written after the stamp: hashed again and caught.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let p = dir.join("fast.onnx");
+    let mut bytes = fs::read(&p).unwrap();
+    bytes[100] ^= 0x01;
+    fs::write(&p, &bytes).unwrap();
+    match Bundle::load_with(&dir, Verify::Stamped(stamps.clone())) {
+        Err(Error::HashMismatch { file, field, .. }) => {
+            assert_eq!((file.as_str(), field), ("fast.onnx", "sha256"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // And through the engine, whose stamps live in its cache_dir.
+    let cfg = EngineConfig::new(&dir)
+        .with_backend(BackendKind::OnnxCpu)
+        .with_cache_dir(dir.join("cache"))
+        .with_ort_library_path(ort_library());
+    assert!(matches!(Engine::new(cfg), Err(Error::HashMismatch { .. })));
+}

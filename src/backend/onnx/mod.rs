@@ -252,28 +252,33 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
             fast_rows: info.fast_logit_rows,
         }),
     });
-    let codec = open_codec(info, NAME, Float::F32, |_, p| {
-        open_session(&env, config, p, Flavor::Cpu, None)
-    })?;
+    let (env2, config2) = (env.clone(), config.clone());
+    let open_encoder: SessionOpener =
+        Box::new(move |p| open_session(&env2, &config2, p, Flavor::Cpu, None));
+    let codec = open_codec(
+        info,
+        NAME,
+        Float::F32,
+        |_, p| open_session(&env, config, p, Flavor::Cpu, None),
+        open_encoder,
+    )?;
     Ok((t2s, codec.map(|c| Arc::new(c) as Arc<dyn Codec>)))
 }
 
-/// The codec sessions of `info` (None when the bundle has no `codec_decode` graph), each opened
-/// by `open(role, path)`.
+/// The codec sessions of `info` (None when the bundle has no `codec_decode` graph): the decoder
+/// opened now by `open(role, path)`, the encoder by `open_encoder` when it is first used.
 fn open_codec(
     info: &BundleInfo,
     name: &'static str,
     float: Float,
     mut open: impl FnMut(&str, &Path) -> Result<Session>,
+    open_encoder: SessionOpener,
 ) -> Result<Option<OnnxCodec>> {
     let Some(p) = info.graphs.get("codec_decode") else {
         return Ok(None);
     };
     let decode = open("codec_decode", p)?;
-    let encode = match info.graphs.get("codec_encode") {
-        Some(p) => Some(Mutex::new(open("codec_encode", p)?)),
-        None => None,
-    };
+    let encode = info.graphs.get("codec_encode").map(|p| LazySession::new(p, open_encoder));
     // Optional input (an overridable initializer, default 0) of newer exports.
     let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
     Ok(Some(OnnxCodec {
@@ -284,6 +289,34 @@ fn open_codec(
         start_frame,
         info: info.clone(),
     }))
+}
+
+/// Opens one graph's session (owned, so it can run later, on any thread).
+type SessionOpener = Box<dyn Fn(&Path) -> Result<Session> + Send + Sync>;
+
+/// A session opened when it is first used. The codec encoder is one: only voice creation needs
+/// it, and at the real shapes ONNX Runtime's optimisation of its graph is seconds of every load.
+struct LazySession {
+    path: PathBuf,
+    open: SessionOpener,
+    session: Mutex<Option<Session>>,
+}
+
+impl LazySession {
+    fn new(path: &Path, open: SessionOpener) -> Self {
+        Self { path: path.to_path_buf(), open, session: Mutex::new(None) }
+    }
+
+    /// The session, opened now if this is its first use (an error is returned, not kept: the
+    /// next call tries again).
+    fn lock(&self) -> Result<parking_lot::MappedMutexGuard<'_, Session>> {
+        let mut guard = self.session.lock();
+        if guard.is_none() {
+            *guard = Some((self.open)(&self.path)?);
+        }
+        parking_lot::MutexGuard::try_map(guard, Option::as_mut)
+            .map_err(|_| Error::Internal("codec encoder session vanished".into()))
+    }
 }
 
 /// Only the codec of `bundle` on `flavor` (for the native CUDA backend, whose transformer is
@@ -312,8 +345,16 @@ pub(crate) fn build_codec(
     if flavor != Flavor::Cpu && !ep::compiled_in(flavor)? {
         return Err(ep::not_compiled_in(flavor, &loaded_library().unwrap_or_default()));
     }
-    let codec =
-        open_codec(info, flavor.name(), float, |_, p| open_session(&env, config, p, flavor, None))?;
+    let (env2, config2) = (env.clone(), config.clone());
+    let open_encoder: SessionOpener =
+        Box::new(move |p| open_session(&env2, &config2, p, flavor, None));
+    let codec = open_codec(
+        info,
+        flavor.name(),
+        float,
+        |_, p| open_session(&env, config, p, flavor, None),
+        open_encoder,
+    )?;
     if let Some(c) = &codec {
         let k = info.model.num_codebooks;
         let codes = Codes::new(k, Frames(1), vec![0; k])?;
@@ -450,12 +491,23 @@ pub(crate) fn build_gpu(
     let fast_profile = (flavor == Flavor::TensorRt).then(|| ep::fast_profile(&info.model));
     let slow = open("slow", info.graph("slow")?, slow_profile)?;
     let fast = open("fast", info.graph("fast")?, fast_profile)?;
-    let codec = open_codec(info, name, float, |role, p| {
-        let profile =
-            (flavor == Flavor::TensorRt && role == "codec_decode").then(|| ep::codec_profile(info));
-        open(role, p, profile)
-    })?
+    let (encoder_trt, watch) = trt_options_for(config, info, flavor, "codec_encode", None)?;
+    let (env2, config2) = (env.clone(), config.clone());
+    let open_encoder: SessionOpener =
+        Box::new(move |p| open_session(&env2, &config2, p, flavor, encoder_trt.clone()));
+    let codec = open_codec(
+        info,
+        name,
+        float,
+        |role, p| {
+            let profile = (flavor == Flavor::TensorRt && role == "codec_decode")
+                .then(|| ep::codec_profile(info));
+            open(role, p, profile)
+        },
+        open_encoder,
+    )?
     .map(Arc::new);
+    watches.extend(watch);
     let (device, host) = DeviceShared::memory_infos(config.device_id)?;
     let t2s = Arc::new(DeviceT2s {
         shared: Arc::new(DeviceShared {
@@ -718,7 +770,8 @@ struct OnnxCodec {
     /// Float type of the codec's PCM input/output.
     float: Float,
     decode: Mutex<Session>,
-    encode: Option<Mutex<Session>>,
+    /// Opened on first use (voice creation only).
+    encode: Option<LazySession>,
     /// Whether `codec_decode.onnx` has the `start_frame` input.
     start_frame: bool,
     info: BundleInfo,
@@ -788,7 +841,7 @@ impl Codec for OnnxCodec {
             return Err(Error::arg("pcm", "no samples"));
         }
         // pcm [1, 1, S] f32 -> codes [1, K, T] i64
-        let mut session = session.lock();
+        let mut session = session.lock()?;
         let out = match self.float {
             Float::F32 => {
                 let input = TensorRef::from_array_view(([1usize, 1, pcm.len()], pcm))
@@ -819,5 +872,44 @@ impl Codec for OnnxCodec {
             });
         }
         Codes::new(dims[1] as usize, Frames(dims[2] as usize), data.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn codec_encoder_session_opens_on_first_use_only() {
+        let ort = std::env::var_os("ORT_DYLIB_PATH")
+            .expect("ORT_DYLIB_PATH: run `export ORT_DYLIB_PATH=$(scripts/fetch-ort.sh)`");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+        let config = EngineConfig::new(&dir).with_ort_library_path(ort);
+        let bundle = Bundle::load(&dir, false).unwrap();
+        let env = environment(&config).unwrap();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let (env2, config2, count) = (env.clone(), config.clone(), opened.clone());
+        let open_encoder: SessionOpener = Box::new(move |p| {
+            count.fetch_add(1, Ordering::SeqCst);
+            open_session(&env2, &config2, p, Flavor::Cpu, None)
+        });
+        let codec = open_codec(
+            &bundle.info,
+            NAME,
+            Float::F32,
+            |_, p| open_session(&env, &config, p, Flavor::Cpu, None),
+            open_encoder,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 0, "encoder opened at load");
+        let pcm = vec![0.01f32; 4096];
+        let a = codec.encode(&pcm).unwrap();
+        let b = codec.encode(&pcm).unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "opened once, then reused");
+        assert_eq!(a, b);
+        assert_eq!(a.frames(), Frames(2));
     }
 }
