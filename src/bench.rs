@@ -554,8 +554,14 @@ fn summarise(
 /// Weights read per decoded frame, from `llm.safetensors`'s header (shapes under checkpoint
 /// names): `layers.*` + `norm` + the restricted head (semantic rows + `<|im_end|>`) once,
 /// `fast_layers.*` + `fast_norm` + `fast_output`'s first `fast_logit_rows` rows once per
-/// codebook, at the bundle precision. `None` when the file is missing or unreadable.
+/// codebook, at the bundle precision; for int8 / int4 bundles the quantised matrices' bytes
+/// (weights and scales) as the manifest records them. `None` when the file is missing or
+/// unreadable.
 pub fn weight_bytes_per_frame(info: &BundleInfo) -> Option<u64> {
+    if let Some(q) = &info.quantization {
+        // The quantiser counted the bytes of each graph's quantised matrices (weights + scales).
+        return Some(q.slow_matrix_bytes + q.fast_matrix_bytes * info.model.num_codebooks as u64);
+    }
     let header = safetensors_header(&info.dir.join("llm.safetensors"))?;
     let elem: u64 = if info.precision == "fp32" { 4 } else { 2 };
     let (mut slow, mut fast) = (0u64, 0u64);

@@ -101,13 +101,32 @@ pub struct CodecInfo {
     pub max_encode_frames: usize,
 }
 
+/// Weight-only quantisation of a CPU bundle's transformer graphs (manifest `quantization`, with
+/// `precision` `int8` or `int4`; `tools/export/s1mini_export/quantize.py`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quantization {
+    /// Bits per weight of the layer matrices (wqkv, wo, w1, w3, w2): 8 or 4.
+    pub layer_bits: u32,
+    /// Bits per weight of the two output heads: 8 or 4.
+    pub head_bits: u32,
+    /// Weights per fp32 scale, along the input dimension.
+    pub block_size: usize,
+    /// Bytes of quantised matrices (packed weights + scales) in slow.onnx.
+    pub slow_matrix_bytes: u64,
+    /// Bytes of quantised matrices (packed weights + scales) in fast.onnx.
+    pub fast_matrix_bytes: u64,
+}
+
 /// Everything about a loaded bundle that callers may want to see.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BundleInfo {
     /// Bundle directory.
     pub dir: PathBuf,
-    /// `precision` (`fp32` or `fp16`).
+    /// `precision`: `fp32`, `fp16`, or `int8` / `int4` (weight-only quantised fp32 graphs for
+    /// the CPU, see [`BundleInfo::quantization`]).
     pub precision: String,
+    /// How the transformer's weights are quantised (`int8` / `int4` bundles only).
+    pub quantization: Option<Quantization>,
     /// Exporter name and version, for humans.
     pub exporter: String,
     /// Model dimensions.
@@ -225,13 +244,17 @@ impl Bundle {
         }
 
         let precision = str_field(&m, "precision")?.to_string();
-        if precision != "fp32" && precision != "fp16" {
-            return Err(Error::bundle(
-                MANIFEST,
-                "precision",
-                format!("{precision:?} is not fp32 or fp16"),
-            ));
-        }
+        let quantization = match precision.as_str() {
+            "fp32" | "fp16" => None,
+            "int8" | "int4" => Some(quantization(&m, &precision)?),
+            other => {
+                return Err(Error::bundle(
+                    MANIFEST,
+                    "precision",
+                    format!("{other:?} is not fp32, fp16, int8 or int4"),
+                ))
+            }
+        };
         let exporter = match m.get("exporter") {
             Some(e) => format!(
                 "{} {}",
@@ -453,6 +476,7 @@ impl Bundle {
         let info = BundleInfo {
             dir: dir.to_path_buf(),
             precision,
+            quantization,
             exporter,
             model,
             tokens,
@@ -465,6 +489,32 @@ impl Bundle {
         };
         Ok(Bundle { info, tokenizer, hashed_bytes })
     }
+}
+
+/// The manifest's `quantization` section of an `int8` / `int4` bundle.
+fn quantization(m: &Value, precision: &str) -> Result<Quantization> {
+    let bits = |field: &str| -> Result<u32> {
+        match usize_field(m, field)? {
+            b @ (4 | 8) => Ok(b as u32),
+            b => Err(Error::bundle(MANIFEST, field, format!("{b} bits (expected 4 or 8)"))),
+        }
+    };
+    let q = Quantization {
+        layer_bits: bits("quantization.layer_bits")?,
+        head_bits: bits("quantization.head_bits")?,
+        block_size: nonzero(usize_field(m, "quantization.block_size")?, "quantization.block_size")?,
+        slow_matrix_bytes: usize_field(m, "quantization.matrix_bytes.slow")? as u64,
+        fast_matrix_bytes: usize_field(m, "quantization.matrix_bytes.fast")? as u64,
+    };
+    let want = if precision == "int8" { 8 } else { 4 };
+    if q.layer_bits != want {
+        return Err(Error::bundle(
+            MANIFEST,
+            "quantization.layer_bits",
+            format!("{} bits in a {precision} bundle", q.layer_bits),
+        ));
+    }
+    Ok(q)
 }
 
 fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Result<Tokenizer> {

@@ -493,6 +493,7 @@ mod tests {
         Arc::new(BundleInfo {
             dir: ".".into(),
             precision: "fp32".into(),
+            quantization: None,
             exporter: "test".into(),
             model: ModelDims {
                 dim: 4,

@@ -320,7 +320,7 @@ fn cli_info_without_bundle_lists_backends() {
     let out = run_ok(cli().arg("info"));
     assert!(out.contains("onnx-cpu   available"), "{out}");
     assert!(out.contains("cuda       unavailable"), "{out}");
-    assert!(!out.contains("bundle "), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("bundle ")), "{out}");
 }
 
 #[test]
@@ -338,4 +338,12 @@ fn cli_version_names_library_onnxruntime_and_cuda_driver() {
         .unwrap();
     assert!(none.status.success());
     assert!(String::from_utf8_lossy(&none.stdout).contains("onnxruntime not found"));
+}
+
+#[test]
+fn cli_info_suggests_the_bundle_precision_for_this_machine() {
+    // CI has no GPU: the CPU bundle (int4) is the suggestion, and the fp32 fixture is not it.
+    let out = run_ok(cli().args(["info", "--bundle"]).arg(tiny_dir()));
+    assert!(out.contains("suggested   int4 bundle"), "{out}");
+    assert!(out.contains("this bundle is fp32") && out.contains("--precision int4"), "{out}");
 }

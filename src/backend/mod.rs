@@ -181,6 +181,16 @@ fn build(kind: BackendKind, config: &EngineConfig, bundle: &Bundle) -> Result<Ba
     if let Some(reason) = stub_reason(kind) {
         return Err(Error::BackendUnavailable { backend: kind.name(), reason: reason.into() });
     }
+    if kind == BackendKind::Cuda && bundle.info.quantization.is_some() {
+        return Err(Error::BackendUnavailable {
+            backend: kind.name(),
+            reason: format!(
+                "a {} bundle is for the CPU (onnx-cpu) and has no bf16 weights; the cuda backend \
+                 takes an fp16 or fp32 bundle (and quantises itself: cuda_weights = int8)",
+                bundle.info.precision
+            ),
+        });
+    }
     if kind == BackendKind::Cuda {
         // The transformer on the native backend; the codec on ONNX Runtime, on the GPU through
         // the CUDA execution provider when that starts, else on the CPU (fp32 bundles only).

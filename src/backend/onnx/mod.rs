@@ -239,9 +239,11 @@ fn open_session(
 /// Builds the CPU backend for `bundle`: the transformer, and the codec when the bundle has one.
 pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
     let info = &bundle.info;
-    if info.precision != "fp32" {
+    // int8 / int4 bundles are fp32 graphs whose weight matrices are MatMulNBits.
+    if !matches!(info.precision.as_str(), "fp32" | "int8" | "int4") {
         return Err(unavailable(format!(
-            "onnx-cpu runs fp32 bundles, this one is {} (export with --precision fp32)",
+            "onnx-cpu runs fp32, int8 and int4 bundles, this one is {} (export with \
+             --precision int4, or fp32)",
             info.precision
         )));
     }
@@ -337,7 +339,8 @@ pub(crate) fn build_codec(
         return Ok(None);
     }
     let float = match (flavor, info.precision.as_str()) {
-        (_, "fp32") => Float::F32,
+        // The codec of an int8 / int4 bundle is the fp32 export's.
+        (_, "fp32" | "int8" | "int4") => Float::F32,
         (Flavor::Cuda | Flavor::TensorRt, "fp16") => Float::F16,
         (_, other) => {
             return Err(unavailable(format!(
@@ -473,7 +476,10 @@ pub(crate) fn build_gpu(
         other => {
             return Err(Error::BackendUnavailable {
                 backend: name,
-                reason: format!("bundle precision {other:?} is neither fp32 nor fp16"),
+                reason: format!(
+                    "bundle precision {other:?} is for the CPU (onnx-cpu); GPUs take fp32 or fp16 \
+                     bundles (python -m s1mini_export --precision fp16)"
+                ),
             })
         }
     };

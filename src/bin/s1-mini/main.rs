@@ -654,18 +654,24 @@ fn decode(ui: &Ui, a: &DecodeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every backend, available or not, with the reason and the fix; `Ok` if onnx-cpu works.
-fn print_backends(cfg: &EngineConfig) {
+/// Every backend, available or not, with the reason and the fix; returns whether a GPU backend
+/// is available.
+fn print_backends(cfg: &EngineConfig) -> bool {
     println!("backends");
     let mut any_gpu_missing = false;
+    let mut any_gpu = false;
     for (kind, r) in s1_mini::backend::probe(cfg) {
         match r {
             Ok(()) if kind == BackendKind::OnnxCpu => println!("  {kind:<10} available"),
             // Probing loads the provider and its libraries; the GPU is first used at load.
-            Ok(()) => println!(
-                "  {kind:<10} available (libraries load; device {} is checked when a model loads)",
-                cfg.device_id
-            ),
+            Ok(()) => {
+                any_gpu = true;
+                println!(
+                    "  {kind:<10} available (libraries load; device {} is checked when a model \
+                     loads)",
+                    cfg.device_id
+                )
+            }
             Err(e) => {
                 any_gpu_missing |= kind != BackendKind::OnnxCpu;
                 // "reason: fix": the reason names the missing piece, the text after it the fix.
@@ -687,6 +693,23 @@ fn print_backends(cfg: &EngineConfig) {
              CPU-only ONNX Runtime build, missing TensorRT 10)"
         );
     }
+    any_gpu
+}
+
+/// Which bundle precision suits this machine, and whether `precision` (the loaded bundle's) is
+/// it.
+fn print_precision_advice(gpu: bool, precision: Option<&str>) {
+    let (best, why) = if gpu {
+        ("fp16", "a GPU backend is available: fp16 graphs (the cuda backend reads bf16 weights)")
+    } else {
+        ("int4", "no GPU backend here: weight-only int4 is about 3x fp32's speed on onnx-cpu")
+    };
+    println!("suggested   {best} bundle ({why}; docs/rust-core.md \"Bundle precision\")");
+    if let Some(p) = precision.filter(|p| *p != best) {
+        let cmd =
+            format!("python -m s1mini_export --checkpoint CKPT --out BUNDLE --precision {best}");
+        println!("            this bundle is {p}: export another with `{cmd}`");
+    }
 }
 
 fn info(a: &InfoArgs) -> Result<()> {
@@ -696,18 +719,28 @@ fn info(a: &InfoArgs) -> Result<()> {
         cfg = cfg.with_ort_library_path(p);
     }
     cfg.validate()?;
+    let mut precision = None;
     if let Some(dir) = &a.bundle {
         let bundle = s1_mini::bundle::Bundle::load(dir, !a.no_verify)?;
         print_bundle(&bundle.info, a.no_verify);
+        precision = Some(bundle.info.precision);
     }
-    print_backends(&cfg);
+    let gpu = print_backends(&cfg);
+    print_precision_advice(gpu, precision.as_deref());
     Ok(())
 }
 
 fn print_bundle(i: &s1_mini::BundleInfo, no_verify: bool) {
     println!("bundle      {}", i.dir.display());
     println!("exporter    {}", i.exporter);
-    println!("precision   {}", i.precision);
+    match &i.quantization {
+        Some(q) => println!(
+            "precision   {} (weight-only: layer matrices {}-bit, heads {}-bit, blocks of {}; \
+             for onnx-cpu)",
+            i.precision, q.layer_bits, q.head_bits, q.block_size
+        ),
+        None => println!("precision   {}", i.precision),
+    }
     println!(
         "model       dim {} | {} slow layers | {} fast layers | {} codebooks | context {} tokens",
         i.model.dim,

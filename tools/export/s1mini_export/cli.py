@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", type=Path, help="fish-speech S1 checkpoint dir (Hugging Face layout)")
     src.add_argument("--random", metavar="KIND", help="write a random checkpoint dir instead: tiny or s1-mini")
     p.add_argument("--out", type=Path, required=True, help="bundle dir to create (or checkpoint dir with --random)")
-    p.add_argument("--precision", default="fp32", help="fp32 (CPU) or fp16 (GPU): dtype of the graphs")
+    p.add_argument("--precision", default="fp32", help="fp32 (CPU), fp16 (GPU), or int8 / int4 (CPU: weight-only quantised fp32 graphs, s1mini_export.quantize)")
     p.add_argument(
         "--parts", default="llm,codec-decode,codec-encode", help="comma list of llm, codec-decode, codec-encode"
     )

@@ -15,6 +15,8 @@ from .errors import ExportError
 from .manifest import build_manifest, write_manifest
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+# Weight-only quantised CPU bundles: the fp32 export, then s1mini_export.quantize.
+QUANTIZED = ("int8", "int4")
 PARTS = ("llm", "codec-decode", "codec-encode")
 CODEC_PARTS = {"codec-decode", "codec-encode"}
 
@@ -38,8 +40,10 @@ def export(
     log=llm.progress,
 ) -> dict:
     """Writes the bundle of docs/bundle-format.md to out_dir and returns its manifest."""
+    if precision in QUANTIZED:
+        return _export_quantized(checkpoint, out_dir, precision, parts, force, log)
     if precision not in PRECISIONS:
-        raise ExportError(f"--precision: unknown precision {precision!r} (expected fp32 or fp16)")
+        raise ExportError(f"--precision: unknown precision {precision!r} (expected fp32, fp16, int8 or int4)")
     parts = set(PARTS) if parts is None else parts
     unknown = sorted(parts - set(PARTS))
     if unknown or not parts:
@@ -113,3 +117,21 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, force: bool, log) -> dict:
+    from .quantize import quantize_bundle
+
+    parts = set(PARTS) if parts is None else parts
+    if "llm" not in parts:
+        raise ExportError(f"--precision {precision} quantises the transformer: --parts must include llm")
+    if out_dir.exists() and not force:
+        raise ExportError(f"{out_dir}: already exists (remove it or pass --force)")
+    parent = out_dir.resolve().parent
+    if not parent.is_dir():
+        raise ExportError(f"{parent}: output's parent directory not found")
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.fp32-", dir=parent) as tmp:
+        fp32 = Path(tmp) / "fp32"
+        export(checkpoint, fp32, "fp32", parts, log=log)
+        log(f"quantising to {precision}")
+        return quantize_bundle(fp32, out_dir, precision, force=force, log=log)

@@ -1,0 +1,103 @@
+//! Weight-only int8 / int4 bundles on onnx-cpu. The quantised tiny bundles are made here by the
+//! exporter's quantiser (`python -m s1mini_export.quantize`, from the project's .venv, which
+//! scripts/setup-python.sh creates), from the committed fp32 fixture.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use common::*;
+use s1_mini::{BackendKind, Engine, Error, SynthParams};
+
+fn quantized(precision: &str) -> PathBuf {
+    static MADE: OnceLock<PathBuf> = OnceLock::new();
+    let root = MADE.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("s1mini-quantized-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    });
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = root.join(precision);
+    if !out.exists() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = repo.join(".venv/bin/python");
+        assert!(python.exists(), "{} missing: run scripts/setup-python.sh", python.display());
+        let st = Command::new(python)
+            .env("PYTHONPATH", repo.join("tools/export"))
+            .args(["-m", "s1mini_export.quantize", "--precision", precision, "--bundle"])
+            .arg(tiny_dir())
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "quantiser failed for {precision}");
+    }
+    out
+}
+
+fn rel_rmse(a: &[f32], b: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += f64::from(x - y).powi(2);
+        den += f64::from(*x).powi(2);
+    }
+    (num / den).sqrt()
+}
+
+#[test]
+fn quantized_bundles_run_on_onnx_cpu_close_to_fp32() {
+    let text = "Hello there, general.";
+    let p = SynthParams::default().with_temperature(0.0).with_max_frames(12).with_ignore_end(true);
+    let fp32 = Engine::new(config(&tiny_dir()).with_backend(BackendKind::OnnxCpu)).unwrap();
+    let (ref_frames, ref_logits) = fp32.generate_frames(text, &p).unwrap();
+    for (precision, bound) in [("int8", 0.03), ("int4", 0.25)] {
+        let dir = quantized(precision);
+        let e = Engine::new(config(&dir).with_backend(BackendKind::OnnxCpu)).unwrap();
+        assert_eq!(e.info().precision, precision);
+        let q = e.info().quantization.clone().unwrap();
+        assert_eq!((q.layer_bits, q.head_bits), (if precision == "int8" { 8 } else { 4 }, 8));
+        let (frames, logits) = e.generate_frames(text, &p).unwrap();
+        let rel = rel_rmse(&ref_logits, &logits);
+        assert!(rel > 0.0 && rel < bound, "{precision}: prefill logits rel RMSE {rel}");
+        assert_eq!(frames.len(), ref_frames.len());
+        // Codes in range: the quantised graphs still give a valid frame every step.
+        let audio = e.synthesize(text, &p).unwrap();
+        assert_eq!(audio.samples.len(), 12 * e.info().codec.frame_samples);
+        assert!(audio.samples.iter().all(|x| x.is_finite()));
+    }
+}
+
+#[test]
+fn quantized_bundle_weight_bytes_are_the_quantised_matrices() {
+    let fp32 = s1_mini::bundle::Bundle::load(&tiny_dir(), false).unwrap().info;
+    let int4 = s1_mini::bundle::Bundle::load(&quantized("int4"), true).unwrap().info;
+    let int8 = s1_mini::bundle::Bundle::load(&quantized("int8"), true).unwrap().info;
+    let (f, q4, q8) = (
+        s1_mini::bench::weight_bytes_per_frame(&fp32).unwrap(),
+        s1_mini::bench::weight_bytes_per_frame(&int4).unwrap(),
+        s1_mini::bench::weight_bytes_per_frame(&int8).unwrap(),
+    );
+    // fp32: 4 bytes a weight; int8: 1 + 4/32 (scales); int4: 0.5 + 4/32, heads at 8 bits.
+    assert!(q8 * 3 < f && q4 < q8, "fp32 {f}, int8 {q8}, int4 {q4}");
+}
+
+#[test]
+fn quantized_bundle_is_refused_by_gpu_backends_with_the_reason() {
+    let dir = quantized("int4");
+    for kind in [BackendKind::Cuda, BackendKind::OnnxCuda, BackendKind::TensorRt] {
+        match Engine::new(config(&dir).with_backend(kind)) {
+            Err(Error::BackendUnavailable { reason, .. }) => {
+                // Either the machine has no such backend, or it names the bundle's precision.
+                assert!(!reason.is_empty(), "{kind}");
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+    // auto on a CPU-only machine lands on onnx-cpu.
+    let e = Engine::new(config(&dir)).unwrap();
+    assert_eq!(e.backend(), BackendKind::OnnxCpu);
+}

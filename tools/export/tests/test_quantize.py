@@ -1,0 +1,88 @@
+"""Weight-only int8 / int4 bundles (s1mini_export.quantize): layout, manifest, and that ONNX
+Runtime runs them close to the fp32 graphs they come from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import REPO
+from s1mini_export.errors import ExportError
+from s1mini_export.quantize import HEAD_NODES, quantize_bundle, weight_matmuls
+
+FIXTURE = REPO / "tests" / "fixtures" / "tiny"
+GOLDEN = FIXTURE / "golden"
+
+
+@pytest.fixture(scope="module", params=["int8", "int4"])
+def quantized(request, tmp_path_factory) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp("q") / request.param
+    quantize_bundle(FIXTURE, out, request.param)
+    return request.param, out
+
+
+def test_every_weight_matrix_is_matmulnbits_with_the_recorded_widths(quantized):
+    precision, out = quantized
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["precision"] == precision and m["weights"] == {}
+    q = m["quantization"]
+    assert (q["layer_bits"], q["head_bits"], q["block_size"]) == ({"int8": 8, "int4": 4}[precision], 8, 32)
+    for g in ("slow", "fast"):
+        model = onnx.load(str(out / f"{g}.onnx"))
+        assert weight_matmuls(model) == [], f"{g}: fp32 weight MatMuls left"
+        nbits = {n.name: {a.name: a.i for a in n.attribute} for n in model.graph.node if n.op_type == "MatMulNBits"}
+        assert len(nbits) == 11, nbits.keys()  # 2 layers x 5 matrices + the head
+        for name, attrs in nbits.items():
+            head = any(name.startswith(h) for h in HEAD_NODES)
+            assert attrs["bits"] == (8 if head else q["layer_bits"]), name
+            assert attrs["block_size"] == 32 and attrs["accuracy_level"] == 4
+        assert q["matrix_bytes"][g] > 0
+
+
+def test_manifest_hashes_every_file_and_drops_the_bf16_weights(quantized):
+    _, out = quantized
+    m = json.loads((out / "manifest.json").read_text())
+    assert sorted(m["files"]) == sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
+    assert "llm.safetensors" not in m["files"]
+    for name, info in m["files"].items():
+        data = (out / name).read_bytes()
+        assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    # The codec and tokenizer are the fp32 bundle's, byte for byte.
+    for name in ("codec_decode.onnx", "tokenizer.tiktoken"):
+        assert (out / name).read_bytes() == (FIXTURE / name).read_bytes()
+
+
+def _prefill_logits(bundle: Path) -> np.ndarray:
+    m = json.loads((bundle / "manifest.json").read_text())["model"]
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(str(bundle / "slow.onnx"), so, providers=["CPUExecutionProvider"])
+    tokens = np.array(json.loads((GOLDEN / "prompt_text.json").read_text())["ids"], dtype=np.int64)[None]
+    kv = np.zeros((m["n_layer"], 1, m["n_local_heads"], 0, m["head_dim"]), np.float32)
+    return s.run(["logits"], {"tokens": tokens, "past_keys": kv, "past_values": kv})[0]
+
+
+def test_quantized_prefill_logits_stay_close_to_fp32(quantized):
+    """Random tiny weights: relative RMSE is the figure that carries over (see cpu_quant_quality.py)."""
+    precision, out = quantized
+    ref, got = _prefill_logits(FIXTURE), _prefill_logits(out)
+    rel = float(np.sqrt(np.mean((got - ref) ** 2)) / np.sqrt(np.mean(ref**2)))
+    bound = {"int8": 0.03, "int4": 0.25}[precision]
+    assert 0 < rel < bound, (precision, rel)
+
+
+def test_refuses_what_it_cannot_quantise(tmp_path, quantized):
+    _, out = quantized
+    with pytest.raises(ExportError, match="fp32 bundle"):
+        quantize_bundle(out, tmp_path / "again", "int4")
+    with pytest.raises(ExportError, match="precision"):
+        quantize_bundle(FIXTURE, tmp_path / "x", "int3")
+    with pytest.raises(ExportError, match="already exists"):
+        quantize_bundle(FIXTURE, out, "int4")
+    assert not (tmp_path / "x").exists()
