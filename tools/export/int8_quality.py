@@ -245,8 +245,10 @@ def free_running_stats(a: np.ndarray, b: np.ndarray) -> dict:
 # Driver
 
 
-def measure(ckpt: Path, frames: int, text: str, log=lambda m: None) -> dict:
-    """Every number for one checkpoint (see the module docstring)."""
+def measure(ckpt: Path, frames: int, text: str, log=lambda m: None, make_weights=None) -> dict:
+    """Every number for one checkpoint (see the module docstring). `make_weights(model)` gives
+    the object that swaps the model's matrices ("bf16" / anything else: the scheme's); default
+    this file's CUDA int8 rows (cpu_quant_quality.py passes an ONNX bundle's MatMulNBits)."""
     if frames < 2:
         raise ValueError("--frames must be >= 2 (fish-speech's decode loop needs one decode step)")
     if "int8" in str(ckpt) or "int4" in str(ckpt):
@@ -258,7 +260,7 @@ def measure(ckpt: Path, frames: int, text: str, log=lambda m: None) -> dict:
     cfg = model.config
     rows = min(1024, cfg.codebook_size)
     prompt = oracle.prompt_ids(oracle.tokenizer(ckpt), cfg.num_codebooks, text)
-    weights = Weights(model)
+    weights = (make_weights or Weights)(model)
     log(f"{weights.count} layer matrices ({weights.elements} weights), weight rel RMSE {weights.weight_rel_rmse:.3e}")
     times = {}
 

@@ -86,3 +86,13 @@ def test_refuses_what_it_cannot_quantise(tmp_path, quantized):
     with pytest.raises(ExportError, match="already exists"):
         quantize_bundle(FIXTURE, out, "int4")
     assert not (tmp_path / "x").exists()
+
+
+def test_exporter_precision_int4_exports_fp32_then_quantises(tiny_ckpt, tmp_path):
+    from s1mini_export.export import export
+
+    m = export(tiny_ckpt, tmp_path / "b", "int4", {"llm"}, log=lambda m: None)
+    assert m["precision"] == "int4" and m["quantization"]["layer_bits"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"], "temporary fp32 bundle left behind"
+    with pytest.raises(ExportError, match="--parts must include llm"):
+        export(tiny_ckpt, tmp_path / "c", "int4", {"codec-decode"}, log=lambda m: None)
