@@ -10,7 +10,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::{Error, Status};
@@ -89,6 +89,84 @@ fn remove_slot<C>(
         }
         _ => Err(invalid(what)),
     }
+}
+
+/// An object that one call at a time may use (a stream): while a call holds it, other calls that
+/// want it, and its free, are refused with `INVALID_ARGUMENT` instead of racing that call.
+pub(crate) trait Exclusive {
+    /// Set while a call holds the object; only [`handle_acquire`] and [`InUse`] touch it.
+    fn in_use(&self) -> &AtomicBool;
+}
+
+/// A handle's object held by one call; released when dropped (also on panic).
+pub(crate) struct InUse<T: Exclusive>(Arc<T>);
+
+impl<T: Exclusive> std::ops::Deref for InUse<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Exclusive> Drop for InUse<T> {
+    fn drop(&mut self) {
+        self.0.in_use().store(false, Ordering::Release);
+    }
+}
+
+#[cold]
+fn busy(what: &'static str) -> Error {
+    Error::arg(
+        what,
+        "in use by a call in progress (s1_stream_next or s1_stream_run, on another thread or \
+         in this thread's chunk callback); one call at a time per stream",
+    )
+}
+
+/// Looks a handle up like [`handle_ref`] and marks its object in use for the caller; an object
+/// already in use is `InvalidArgument`. Lookup and marking happen under the registry lock, as
+/// does [`free_exclusive`]'s check, so a free can never slip between them.
+pub(crate) fn handle_acquire<T: Exclusive + Any + Send + Sync, C>(
+    ptr: *const C,
+    what: &'static str,
+) -> Result<InUse<T>, Error> {
+    if ptr.is_null() {
+        return Err(Error::NullPointer { arg: what });
+    }
+    let reg = registry();
+    let obj = match reg.get(&(ptr as usize)) {
+        Some(Slot::Shared(obj)) => Arc::clone(obj).downcast::<T>().map_err(|_| invalid(what))?,
+        _ => return Err(invalid(what)),
+    };
+    if obj.in_use().swap(true, Ordering::Acquire) {
+        return Err(busy(what));
+    }
+    Ok(InUse(obj))
+}
+
+/// [`free_handle`] for [`Exclusive`] objects: refused with `InvalidArgument`, touching nothing,
+/// while a call holds the object (so no call can be left using, or handing out, freed memory).
+pub(crate) fn free_exclusive<T: Exclusive + Any + Send + Sync, C>(
+    ptr: *mut C,
+    what: &'static str,
+) -> Result<(), Error> {
+    if ptr.is_null() {
+        return Ok(());
+    }
+    let mut reg = registry();
+    let key = ptr as usize;
+    match reg.get(&key) {
+        Some(Slot::Shared(obj)) => match obj.downcast_ref::<T>() {
+            Some(t) if t.in_use().load(Ordering::Acquire) => return Err(busy(what)),
+            Some(_) => {}
+            None => return Err(invalid(what)),
+        },
+        _ => return Err(invalid(what)),
+    }
+    let removed = reg.remove(&key);
+    drop(reg);
+    drop(removed);
+    Ok(())
 }
 
 /// Registers a heap struct the caller reads directly; its address is the handle.

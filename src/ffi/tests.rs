@@ -324,3 +324,60 @@ fn ffi_voice_calls_on_null_return_null_pointer() {
     assert_eq!(s1_voice_free(ptr::null_mut()), Status::Ok);
     assert_eq!(s1_voice_free(64 as *mut s1_voice), Status::InvalidHandle);
 }
+
+/// An engine handle on the tiny bundle, or `None` (with `skipped:`) without ONNX Runtime.
+fn tiny_engine_handle() -> Option<*mut s1_engine> {
+    let Some(ort) = std::env::var_os("ORT_DYLIB_PATH") else {
+        println!("skipped: ORT_DYLIB_PATH is not set");
+        return None;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+    let engine = crate::Engine::new(
+        crate::EngineConfig::new(&dir).with_ort_library_path(std::path::PathBuf::from(ort)),
+    )
+    .unwrap();
+    Some(convert::into_handle::<crate::Engine, s1_engine>(std::sync::Arc::new(engine)))
+}
+
+fn params_first_chunk(frames: u32) -> s1_synth_params {
+    let mut p = std::mem::MaybeUninit::<s1_synth_params>::uninit();
+    // SAFETY: writable out-pointer.
+    assert_eq!(unsafe { s1_synth_params_default(p.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: filled by s1_synth_params_default.
+    let mut p = unsafe { p.assume_init() };
+    p.first_chunk_frames = frames;
+    p
+}
+
+/// Issue #19.1: `s1_stream_free` from another thread part-way through `s1_stream_next` returned
+/// OK, and the `next` then handed back a chunk inside the freed stream (a use-after-free).
+#[test]
+fn ffi_stream_free_during_next_on_another_thread_is_refused() {
+    let Some(engine) = tiny_engine_handle() else { return };
+    let p = params_first_chunk(40);
+    let mut stream = ptr::null_mut();
+    // SAFETY: live engine, NUL-terminated text, valid params and out-pointer.
+    let st = unsafe { s1_stream_start(engine, c"Hello there.".as_ptr(), &p, &mut stream) };
+    assert_eq!(st, Status::Ok);
+    let handle = stream as usize;
+    let freed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = freed.clone();
+    super::stream::tests_seam::set_in_next(move || {
+        let st =
+            std::thread::spawn(move || s1_stream_free(handle as *mut s1_stream)).join().unwrap();
+        *seen.lock().unwrap() = Some(st);
+    });
+    let mut chunk = ptr::null();
+    // SAFETY: live stream, writable out-pointer.
+    let st = unsafe { s1_stream_next(stream, &mut chunk) };
+    assert_eq!(*freed.lock().unwrap(), Some(Status::InvalidArgument));
+    assert_eq!(st, Status::Ok);
+    // SAFETY: OK means `chunk` points to a chunk owned by the (still live) stream.
+    let c = unsafe { &*chunk };
+    // SAFETY: the chunk's samples are valid until the next call on the stream.
+    let samples = unsafe { std::slice::from_raw_parts(c.samples, c.num_samples) };
+    assert!(!samples.is_empty() && samples.iter().all(|s| s.is_finite()));
+    assert_eq!(s1_stream_free(stream), Status::Ok);
+    assert_eq!(s1_stream_free(stream), Status::InvalidHandle);
+    assert_eq!(s1_engine_free(engine), Status::Ok);
+}
