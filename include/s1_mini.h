@@ -325,9 +325,11 @@ typedef struct s1_engine s1_engine;
 /**
  * One synthesis in progress. Opaque.
  *
- * Thread safety: `s1_stream_next`, `s1_stream_run` and `s1_stream_free` must not run
- * concurrently on one stream (a second concurrent call returns `S1_STATUS_INVALID_ARGUMENT`);
- * `s1_stream_cancel` may be called from any thread at any time.
+ * Thread safety: one call at a time. While `s1_stream_next` or `s1_stream_run` runs on a stream
+ * (callbacks included), `s1_stream_next`, `s1_stream_run` and `s1_stream_free` on it from any
+ * other thread, or from inside the chunk callback, return `S1_STATUS_INVALID_ARGUMENT` and
+ * change nothing (the free is refused, not deferred). `s1_stream_cancel` may be called from any
+ * thread at any time, the callback included.
  */
 typedef struct s1_stream s1_stream;
 
@@ -666,6 +668,11 @@ S1_API s1_status s1_stream_next(struct s1_stream *stream, const struct s1_chunk 
  * thread (push streaming). Returns `S1_STATUS_OK` after the last chunk, `S1_STATUS_CANCELLED`
  * when the callback returned non-zero or `s1_stream_cancel` was called, or an error.
  *
+ * The stream is in use for the whole call, callbacks included: `s1_stream_next`,
+ * `s1_stream_run` and `s1_stream_free` on it, from another thread or from inside the callback,
+ * return `S1_STATUS_INVALID_ARGUMENT` and change nothing. `s1_stream_cancel` works from
+ * anywhere, the callback included.
+ *
  * # Safety
  * `stream` must be NULL or a handle from `s1_stream_start`; `callback` must follow the
  * `s1_chunk_callback` rules; `user_data` is passed through untouched.
@@ -683,9 +690,14 @@ s1_status s1_stream_run(struct s1_stream *stream,
 S1_API s1_status s1_stream_cancel(struct s1_stream *stream);
 
 /**
- * Releases a stream (cancelling it if it is still running). NULL is a no-op; a handle that is
- * not a live stream returns `S1_STATUS_INVALID_HANDLE` and touches nothing. Chunks from the
- * stream become invalid.
+ * Releases a stream. NULL is a no-op; a handle that is not a live stream returns
+ * `S1_STATUS_INVALID_HANDLE` and touches nothing. Chunks from the stream become invalid.
+ *
+ * While `s1_stream_next` or `s1_stream_run` is running on the stream (on another thread, or
+ * this free is made from its chunk callback), the free is refused with
+ * `S1_STATUS_INVALID_ARGUMENT` and changes nothing: the stream stays live and that call returns
+ * normally. To stop a stream that another thread is using, call `s1_stream_cancel`, let that
+ * call return, then free it.
  */
 S1_API s1_status s1_stream_free(struct s1_stream *stream);
 

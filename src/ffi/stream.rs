@@ -12,9 +12,11 @@ use crate::{CancelToken, Engine, Error, Status, Stream};
 
 /// One synthesis in progress. Opaque.
 ///
-/// Thread safety: `s1_stream_next`, `s1_stream_run` and `s1_stream_free` must not run
-/// concurrently on one stream (a second concurrent call returns `S1_STATUS_INVALID_ARGUMENT`);
-/// `s1_stream_cancel` may be called from any thread at any time.
+/// Thread safety: one call at a time. While `s1_stream_next` or `s1_stream_run` runs on a stream
+/// (callbacks included), `s1_stream_next`, `s1_stream_run` and `s1_stream_free` on it from any
+/// other thread, or from inside the chunk callback, return `S1_STATUS_INVALID_ARGUMENT` and
+/// change nothing (the free is refused, not deferred). `s1_stream_cancel` may be called from any
+/// thread at any time, the callback included.
 pub struct s1_stream {
     _private: [u8; 0],
 }
@@ -174,6 +176,11 @@ pub unsafe extern "C" fn s1_stream_next(
 /// thread (push streaming). Returns `S1_STATUS_OK` after the last chunk, `S1_STATUS_CANCELLED`
 /// when the callback returned non-zero or `s1_stream_cancel` was called, or an error.
 ///
+/// The stream is in use for the whole call, callbacks included: `s1_stream_next`,
+/// `s1_stream_run` and `s1_stream_free` on it, from another thread or from inside the callback,
+/// return `S1_STATUS_INVALID_ARGUMENT` and change nothing. `s1_stream_cancel` works from
+/// anywhere, the callback included.
+///
 /// # Safety
 /// `stream` must be NULL or a handle from `s1_stream_start`; `callback` must follow the
 /// `s1_chunk_callback` rules; `user_data` is passed through untouched.
@@ -187,15 +194,14 @@ pub unsafe extern "C" fn s1_stream_run(
         let Some(callback) = callback else {
             return Err(Error::NullPointer { arg: "callback" });
         };
-        loop {
-            // Held while the chunk is computed, released before the callback.
-            let next =
-                convert::handle_acquire::<StreamSlot, s1_stream>(stream, "stream")?.next()?;
-            let Some(chunk) = next else { break };
-            // SAFETY: `chunk` points into the slot, alive for this call; the callback's contract
-            // is the caller's.
+        // Held for the whole run, callbacks included: next/run/free from another thread or
+        // from inside the callback are refused, so the chunk the callback reads stays valid.
+        let slot = convert::handle_acquire::<StreamSlot, s1_stream>(stream, "stream")?;
+        while let Some(chunk) = slot.next()? {
+            // SAFETY: `chunk` points into the slot, which this call holds until it returns; the
+            // callback's contract is the caller's.
             if unsafe { callback(chunk, user_data) } != 0 {
-                convert::handle_ref::<StreamSlot, s1_stream>(stream, "stream")?.cancel.cancel();
+                slot.cancel.cancel();
                 return Err(Error::Cancelled);
             }
         }
@@ -218,10 +224,11 @@ pub extern "C" fn s1_stream_cancel(stream: *mut s1_stream) -> Status {
 /// Releases a stream. NULL is a no-op; a handle that is not a live stream returns
 /// `S1_STATUS_INVALID_HANDLE` and touches nothing. Chunks from the stream become invalid.
 ///
-/// While `s1_stream_next` is running on the stream (on another thread), the free is refused
-/// with `S1_STATUS_INVALID_ARGUMENT` and changes nothing: the stream stays live and that call
-/// returns normally. To stop a stream that another thread is pulling, call `s1_stream_cancel`,
-/// let that call return, then free it.
+/// While `s1_stream_next` or `s1_stream_run` is running on the stream (on another thread, or
+/// this free is made from its chunk callback), the free is refused with
+/// `S1_STATUS_INVALID_ARGUMENT` and changes nothing: the stream stays live and that call returns
+/// normally. To stop a stream that another thread is using, call `s1_stream_cancel`, let that
+/// call return, then free it.
 #[no_mangle]
 pub extern "C" fn s1_stream_free(stream: *mut s1_stream) -> Status {
     guard(|| convert::free_exclusive::<StreamSlot, s1_stream>(stream, "stream"))

@@ -1,0 +1,116 @@
+//! Regression tests of issue #19, "hostile callers": C callers that race a stream's calls, re-enter
+//! the library from a callback, or hand it special files, absurd manifests and adversarial text.
+//! Each test names the item it covers; docs/guarantees.md lists them.
+mod common;
+
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use common::*;
+use s1_mini::ffi::engine::s1_engine_free;
+use s1_mini::ffi::stream::{
+    s1_chunk, s1_stream_cancel, s1_stream_free, s1_stream_next, s1_stream_run, s1_stream_start,
+};
+use s1_mini::ffi::synth::{s1_synth_params, s1_synth_params_default};
+use s1_mini::Status;
+
+fn params() -> s1_synth_params {
+    let mut p = std::mem::MaybeUninit::uninit();
+    // SAFETY: writable out-pointer.
+    assert_eq!(unsafe { s1_synth_params_default(p.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: filled above.
+    unsafe { p.assume_init() }
+}
+
+/// What the re-entrant callback saw.
+struct Reentry {
+    stream: usize,
+    calls: Mutex<Vec<(&'static str, Status)>>,
+}
+
+unsafe extern "C" fn noop_callback(_chunk: *const s1_chunk, _user_data: *mut c_void) -> i32 {
+    0
+}
+
+/// Calls next, run and free on its own stream, from inside the callback and from another thread
+/// while the callback waits; reads the chunk after each.
+unsafe extern "C" fn reentrant_callback(chunk: *const s1_chunk, user_data: *mut c_void) -> i32 {
+    // SAFETY: user_data is the test's Reentry, alive for the s1_stream_run call.
+    let r = unsafe { &*(user_data as *const Reentry) };
+    let stream = r.stream as *mut s1_mini::ffi::stream::s1_stream;
+    let read = |chunk: *const s1_chunk| {
+        // SAFETY: the chunk of this callback, valid until it returns (the property under test).
+        let c = unsafe { &*chunk };
+        // SAFETY: as above.
+        let s = unsafe { std::slice::from_raw_parts(c.samples, c.num_samples) };
+        assert!(s.iter().all(|x| x.is_finite()));
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut calls = r.calls.lock().unwrap();
+        let mut other = std::ptr::null();
+        // SAFETY: a live stream handle (or one the library refuses), writable out-pointer.
+        calls.push(("next in callback", unsafe { s1_stream_next(stream, &mut other) }));
+        read(chunk);
+        // SAFETY: as above; the callback never unwinds.
+        calls.push(("run in callback", unsafe {
+            s1_stream_run(stream, Some(noop_callback), std::ptr::null_mut())
+        }));
+        read(chunk);
+        let handle = r.stream;
+        let st = std::thread::spawn(move || {
+            let mut other = std::ptr::null();
+            // SAFETY: as above.
+            unsafe { s1_stream_next(handle as *mut _, &mut other) }
+        })
+        .join()
+        .unwrap();
+        calls.push(("next from another thread", st));
+        read(chunk);
+        calls.push(("cancel in callback", s1_stream_cancel(std::ptr::null_mut())));
+        calls.push(("free in callback", s1_stream_free(stream)));
+    }));
+    i32::from(result.is_err())
+}
+
+/// Issue #19.2: `s1_stream_run` did not hold the stream while the chunk callback ran, so a
+/// `s1_stream_next` from the callback (or from another thread meanwhile) returned OK and freed
+/// the chunk the callback was still reading, and a free from the callback returned OK.
+#[test]
+fn ffi_stream_calls_during_run_callback_are_refused() {
+    let engine = c_tiny_engine(false);
+    let mut p = params();
+    p.first_chunk_frames = 2;
+    p.chunk_frames = 2;
+    p.max_frames = 8;
+    let mut stream = std::ptr::null_mut();
+    // SAFETY: live engine, NUL-terminated text, valid params and out-pointer.
+    let st = unsafe { s1_stream_start(engine, c"Hello there.".as_ptr(), &p, &mut stream) };
+    assert_eq!(st, Status::Ok);
+    let r = Reentry { stream: stream as usize, calls: Mutex::new(Vec::new()) };
+    // SAFETY: live stream; the callback never unwinds; user_data outlives the call.
+    let st = unsafe {
+        s1_stream_run(stream, Some(reentrant_callback), &r as *const Reentry as *mut c_void)
+    };
+    let msg = last_error();
+    let calls = r.calls.into_inner().unwrap();
+    assert_eq!(st, Status::Ok, "{msg}");
+    assert!(!calls.is_empty());
+    for (what, st) in calls {
+        let want =
+            if what.starts_with("cancel") { Status::NullPointer } else { Status::InvalidArgument };
+        assert_eq!(st, want, "{what}");
+    }
+    // After the run, the stream is free to use again, and frees normally.
+    let mut chunk = std::ptr::null();
+    // SAFETY: live stream, writable out-pointer.
+    assert_eq!(unsafe { s1_stream_next(stream, &mut chunk) }, Status::EndOfStream);
+    assert_eq!(s1_stream_free(stream), Status::Ok);
+    assert_eq!(s1_engine_free(engine), Status::Ok);
+}
+
+fn last_error() -> String {
+    // SAFETY: never NULL, valid until the next call on this thread.
+    unsafe { std::ffi::CStr::from_ptr(s1_mini::ffi::s1_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
