@@ -1,16 +1,20 @@
 //! The only place where C pointers become Rust values (rustls `ffi.rs` pattern, STYLE.md §13).
 //!
-//! Handles are keys into one registry of live objects. Engine and stream handles are never
-//! addresses: they are ids from a counter that is never reused, so a freed handle can never alias
-//! a later object, and a stale or foreign handle is a lookup miss (`S1_STATUS_INVALID_HANDLE`)
-//! instead of a read of freed memory. Audio buffers are real heap structs the caller reads, so
-//! their key is their address; it is checked against the registry before anything is freed.
+//! Handles are keys into one registry of live objects, in one key space shared by every kind:
+//! - engine, stream and voice handles are never addresses: they are ids from one counter shared
+//!   by all three kinds, never reused, and always odd, so a freed handle can never alias a later
+//!   object and a stale or foreign handle is a lookup miss (`S1_STATUS_INVALID_HANDLE`) instead of
+//!   a read of freed memory;
+//! - audio buffers are real heap structs the caller reads, so their key is their address, which
+//!   is always even (the struct is pointer-aligned): an id can never equal a live audio's key;
+//! - an insert never replaces an entry ([`insert_new`]), whatever the keys.
+//!
 //! Objects in the registry are `Arc`s: a call in flight keeps its object alive even if another
 //! thread frees the handle meanwhile.
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::{Error, Status};
@@ -29,18 +33,46 @@ fn registry() -> MutexGuard<'static, HashMap<usize, Slot>> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Ids start high and step by 16 so that a handle never looks like a small integer or a
-/// misaligned pointer to a debugger; 0 (NULL) is never issued.
-fn next_id() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0x51_0000);
-    NEXT.fetch_add(16, Ordering::Relaxed)
+/// The next id for an engine, stream or voice handle: odd (so never the address of an audio
+/// struct, which is pointer-aligned), starting high so that it never looks like a small integer,
+/// never reused; 0 (NULL) is never issued. The 64-bit counter cannot wrap in practice; an id that
+/// no longer fits a pointer (32-bit hosts, after 2^28 handles) is an error, never a reuse.
+fn next_id() -> Result<usize, Error> {
+    let n = next_id_counter().fetch_add(16, Ordering::Relaxed);
+    usize::try_from(n | 1)
+        .map_err(|_| Error::Internal("out of handle ids (2^28 handles on a 32-bit host)".into()))
+}
+
+fn next_id_counter() -> &'static AtomicU64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0x51_0000);
+    &NEXT
+}
+
+/// Inserts a new registry entry; an occupied key is an error and the entry there is kept (by
+/// construction of the keys this cannot happen, and if it did it must not replace a live object).
+fn insert_new(key: usize, slot: Slot) -> Result<(), Error> {
+    match registry().entry(key) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(slot);
+            Ok(())
+        }
+        std::collections::hash_map::Entry::Occupied(_) => {
+            Err(Error::Internal(format!("handle {key:#x} is already in use")))
+        }
+    }
+}
+
+/// Test seam: makes the next id at least `n` (ids never go back).
+#[cfg(test)]
+pub(crate) fn advance_ids_to(n: usize) {
+    next_id_counter().fetch_max(n as u64, Ordering::Relaxed);
 }
 
 /// Registers a shared object and returns its opaque handle.
-pub(crate) fn into_handle<T: Any + Send + Sync, C>(obj: Arc<T>) -> *mut C {
-    let id = next_id();
-    registry().insert(id, Slot::Shared(obj));
-    id as *mut C
+pub(crate) fn into_handle<T: Any + Send + Sync, C>(obj: Arc<T>) -> Result<*mut C, Error> {
+    let id = next_id()?;
+    insert_new(id, Slot::Shared(obj))?;
+    Ok(id as *mut C)
 }
 
 /// Looks a handle up: NULL → `NullPointer`, unknown/freed/other type → `InvalidHandle`.
@@ -170,10 +202,14 @@ pub(crate) fn free_exclusive<T: Exclusive + Any + Send + Sync, C>(
 }
 
 /// Registers a heap struct the caller reads directly; its address is the handle.
-pub(crate) fn into_owned_ptr<T: Any + Send + Sync, C>(obj: Box<T>) -> *mut C {
+pub(crate) fn into_owned_ptr<T: Any + Send + Sync, C>(obj: Box<T>) -> Result<*mut C, Error> {
     let ptr = &*obj as *const T as usize;
-    registry().insert(ptr, Slot::Owned(obj));
-    ptr as *mut C
+    if !ptr.is_multiple_of(2) {
+        // Only byte-aligned types could land here; the registry's key split needs even keys.
+        return Err(Error::Internal(format!("{ptr:#x} is odd: not a registrable struct")));
+    }
+    insert_new(ptr, Slot::Owned(obj))?;
+    Ok(ptr as *mut C)
 }
 
 /// Frees a struct registered by [`into_owned_ptr`]; NULL is a no-op, anything else unknown is an
@@ -325,4 +361,25 @@ pub(crate) fn status_name_c(status: Status) -> &'static CStr {
             .collect()
     });
     names.get(&(status as i32)).map(|c| c.as_c_str()).unwrap_or(c"S1_STATUS_UNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #19.3, by construction: every id is odd, distinct and increasing, while every
+    /// registered struct's key is even; and no insert replaces a live entry.
+    #[test]
+    fn registry_ids_are_odd_unique_and_never_replace_an_entry() {
+        let ids: Vec<usize> = (0..1000).map(|_| next_id().unwrap()).collect();
+        assert!(ids.iter().all(|id| !id.is_multiple_of(2)));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let a = into_owned_ptr::<[u64; 2], u8>(Box::new([1, 2])).unwrap();
+        assert!((a as usize).is_multiple_of(2));
+        // A second object under a live key is refused and the first one stays.
+        let r = insert_new(a as usize, Slot::Shared(Arc::new(3u32)));
+        assert!(matches!(r, Err(Error::Internal(_))), "{r:?}");
+        assert!(free_handle::<u32, u8>(a, "a").is_err());
+        assert!(free_owned_ptr::<[u64; 2], u8>(a, "a").is_ok());
+    }
 }

@@ -308,7 +308,7 @@ pub unsafe extern "C" fn s1_engine_new(
         rc.cache_dir = cache_dir.map(PathBuf::from);
         rc.tensorrt_int8_calibration_file = calibration.map(PathBuf::from);
         let engine = Engine::new(rc)?;
-        let handle = convert::into_handle::<Engine, s1_engine>(Arc::new(engine));
+        let handle = convert::into_handle::<Engine, s1_engine>(Arc::new(engine))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_engine, handle, "out_engine") }
     })

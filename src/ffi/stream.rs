@@ -136,7 +136,7 @@ pub unsafe extern "C" fn s1_stream_start(
                 },
             }),
         };
-        let handle = convert::into_handle::<StreamSlot, s1_stream>(Arc::new(slot));
+        let handle = convert::into_handle::<StreamSlot, s1_stream>(Arc::new(slot))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_stream, handle, "out_stream") }
     })

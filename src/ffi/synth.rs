@@ -181,7 +181,7 @@ pub unsafe extern "C" fn s1_synthesize(
             samples: audio.samples,
         });
         b.public.samples = b.samples.as_ptr();
-        let ptr = convert::into_owned_ptr::<AudioBox, s1_audio>(b);
+        let ptr = convert::into_owned_ptr::<AudioBox, s1_audio>(b)?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_audio, ptr, "out_audio") }
     })

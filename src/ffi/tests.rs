@@ -54,7 +54,7 @@ fn ffi_freed_or_foreign_handles_return_invalid_handle() {
 #[test]
 fn ffi_double_free_of_registered_handle_is_invalid_handle() {
     // A stream-typed object registered directly, as s1_stream_start would.
-    let h = convert::into_handle::<u32, s1_stream>(std::sync::Arc::new(5u32));
+    let h = convert::into_handle::<u32, s1_stream>(std::sync::Arc::new(5u32)).unwrap();
     // Wrong type: a u32 is not a StreamSlot, so it is neither freed nor usable as a stream.
     assert_eq!(s1_stream_free(h), Status::InvalidHandle);
     assert!(convert::free_handle::<u32, s1_stream>(h, "h").is_ok());
@@ -62,7 +62,7 @@ fn ffi_double_free_of_registered_handle_is_invalid_handle() {
         convert::free_handle::<u32, s1_stream>(h, "h"),
         Err(crate::Error::InvalidHandle { .. })
     ));
-    let a = convert::into_owned_ptr::<Vec<f32>, s1_audio>(Box::new(vec![0.0f32; 4]));
+    let a = convert::into_owned_ptr::<Vec<f32>, s1_audio>(Box::new(vec![0.0f32; 4])).unwrap();
     assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_ok());
     assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_err());
 }
@@ -336,7 +336,7 @@ fn tiny_engine_handle() -> Option<*mut s1_engine> {
         crate::EngineConfig::new(&dir).with_ort_library_path(std::path::PathBuf::from(ort)),
     )
     .unwrap();
-    Some(convert::into_handle::<crate::Engine, s1_engine>(std::sync::Arc::new(engine)))
+    Some(convert::into_handle::<crate::Engine, s1_engine>(std::sync::Arc::new(engine)).unwrap())
 }
 
 fn params_first_chunk(frames: u32) -> s1_synth_params {
@@ -380,4 +380,17 @@ fn ffi_stream_free_during_next_on_another_thread_is_refused() {
     assert_eq!(s1_stream_free(stream), Status::Ok);
     assert_eq!(s1_stream_free(stream), Status::InvalidHandle);
     assert_eq!(s1_engine_free(engine), Status::Ok);
+}
+
+/// Issue #19.3: audio handles were keyed by address and the other handles by a counter in the
+/// same registry, so a new id equal to a live audio's address replaced its entry.
+#[test]
+fn ffi_handle_ids_never_collide_with_audio_addresses() {
+    let a = convert::into_owned_ptr::<Vec<f32>, s1_audio>(Box::new(vec![1.0f32; 4])).unwrap();
+    convert::advance_ids_to(a as usize);
+    let h = convert::into_handle::<u32, super::voice::s1_voice>(std::sync::Arc::new(7u32)).unwrap();
+    assert_ne!(h as usize, a as usize);
+    assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_ok());
+    assert!(convert::handle_ref::<u32, super::voice::s1_voice>(h, "h").is_ok());
+    assert!(convert::free_handle::<u32, super::voice::s1_voice>(h, "h").is_ok());
 }

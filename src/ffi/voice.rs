@@ -63,7 +63,7 @@ pub unsafe extern "C" fn s1_voice_create(
         };
         let mono = audio::downmix(pcm, channels as usize)?;
         let voice = engine.create_voice(&mono, sample_rate_hz, transcript)?;
-        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice));
+        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_voice, handle, "out_voice") }
     })
@@ -88,7 +88,7 @@ pub unsafe extern "C" fn s1_voice_load(
             return Err(Error::NullPointer { arg: "out_voice" });
         }
         let voice = Voice::load(Path::new(path))?;
-        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice));
+        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_voice, handle, "out_voice") }
     })
