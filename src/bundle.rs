@@ -24,6 +24,30 @@ pub const CODEC_SAMPLE_RATE_HZ: u32 = 44_100;
 
 const MANIFEST: &str = "manifest.json";
 
+// Bounds of the manifest's numbers (`bounded`): far above any S1 bundle, far below overflow.
+/// Hidden sizes and head dims.
+const MAX_DIM: usize = 1 << 16;
+/// Transformer layers (slow or fast).
+const MAX_LAYERS: usize = 1 << 10;
+/// KV heads (slow or fast).
+const MAX_HEADS: usize = 1 << 10;
+/// Codebooks per frame (voice files allow at most 64 too).
+const MAX_CODEBOOKS: usize = 64;
+/// Context length in tokens.
+const MAX_SEQ_LEN: usize = 1 << 20;
+/// Entries of one codebook (voice files store codes as u16).
+const MAX_CODEBOOK_SIZE: usize = 1 << 16;
+/// Rows of the slow head (`head.im_end_index`).
+const MAX_HEAD_ROWS: usize = 1 << 24;
+/// Token ids (the embedding table's rows).
+const MAX_TOKEN_ID: usize = 1 << 24;
+/// PCM samples per codec frame (S1: 2048).
+const MAX_FRAME_SAMPLES: usize = 1 << 16;
+/// Frames in one codec call (S1-mini: 4096 decode, 8192 encode).
+const MAX_CODEC_FRAMES: usize = 1 << 20;
+/// Code points per tokenizer chunk (fish-speech: 400 000).
+const MAX_ENCODE_CHARS: usize = 1 << 30;
+
 /// Special token ids the engine uses (from the manifest's `tokens`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenIds {
@@ -216,21 +240,24 @@ impl Bundle {
             None => "unknown".into(),
         };
 
+        // Every number is range-checked here, before anything is sized from it: bounds that
+        // real S1 bundles are far inside of (S1-mini: dim 1024, 28 layers, 8 KV heads of 128,
+        // context 8192, 10 codebooks of 4096/1024), so products of them cannot overflow.
         let model = ModelDims {
-            dim: usize_field(&m, "model.dim")?,
+            dim: bounded(&m, "model.dim", 1, MAX_DIM)?,
             // fish-speech falls back to `dim` when the config has no fast_dim.
             fast_dim: match m.get("model").and_then(|v| v.get("fast_dim")) {
-                Some(_) => usize_field(&m, "model.fast_dim")?,
-                None => usize_field(&m, "model.dim")?,
+                Some(_) => bounded(&m, "model.fast_dim", 1, MAX_DIM)?,
+                None => bounded(&m, "model.dim", 1, MAX_DIM)?,
             },
-            n_layer: usize_field(&m, "model.n_layer")?,
-            n_local_heads: usize_field(&m, "model.n_local_heads")?,
-            head_dim: usize_field(&m, "model.head_dim")?,
-            n_fast_layer: usize_field(&m, "model.n_fast_layer")?,
-            fast_n_local_heads: usize_field(&m, "model.fast_n_local_heads")?,
-            fast_head_dim: usize_field(&m, "model.fast_head_dim")?,
-            num_codebooks: usize_field(&m, "model.num_codebooks")?,
-            max_seq_len: usize_field(&m, "model.max_seq_len")?,
+            n_layer: bounded(&m, "model.n_layer", 1, MAX_LAYERS)?,
+            n_local_heads: bounded(&m, "model.n_local_heads", 1, MAX_HEADS)?,
+            head_dim: bounded(&m, "model.head_dim", 1, MAX_DIM)?,
+            n_fast_layer: bounded(&m, "model.n_fast_layer", 1, MAX_LAYERS)?,
+            fast_n_local_heads: bounded(&m, "model.fast_n_local_heads", 1, MAX_HEADS)?,
+            fast_head_dim: bounded(&m, "model.fast_head_dim", 1, MAX_DIM)?,
+            num_codebooks: bounded(&m, "model.num_codebooks", 1, MAX_CODEBOOKS)?,
+            max_seq_len: bounded(&m, "model.max_seq_len", 1, MAX_SEQ_LEN)?,
         };
         let tokens = TokenIds {
             im_end: id_field(&m, "tokens.im_end")?,
@@ -245,7 +272,7 @@ impl Bundle {
                 "is below tokens.semantic_begin",
             ));
         }
-        let semantic_rows = usize_field(&m, "head.semantic_rows")?;
+        let semantic_rows = bounded(&m, "head.semantic_rows", 1, MAX_CODEBOOK_SIZE)?;
         if semantic_rows != (tokens.semantic_end - tokens.semantic_begin) as usize + 1 {
             return Err(Error::bundle(
                 MANIFEST,
@@ -253,11 +280,11 @@ impl Bundle {
                 "must equal semantic_end - semantic_begin + 1",
             ));
         }
-        let im_end_index = usize_field(&m, "head.im_end_index")?;
+        let im_end_index = bounded(&m, "head.im_end_index", 0, MAX_HEAD_ROWS)?;
         if im_end_index < semantic_rows {
             return Err(Error::bundle(MANIFEST, "head.im_end_index", "overlaps the semantic rows"));
         }
-        let fast_logit_rows = usize_field(&m, "fast.logit_rows")?;
+        let fast_logit_rows = bounded(&m, "fast.logit_rows", 1, MAX_CODEBOOK_SIZE)?;
 
         let sample_rate_hz = usize_field(&m, "codec.sample_rate_hz")?;
         if sample_rate_hz != CODEC_SAMPLE_RATE_HZ as usize {
@@ -277,9 +304,21 @@ impl Bundle {
         }
         let codebook_sizes: Vec<usize> = lookup(&m, "codec.codebook_sizes")?
             .as_array()
-            .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as usize)).collect())
+            .and_then(|a| {
+                a.iter()
+                    .map(|v| {
+                        v.as_u64()
+                            .and_then(|x| usize::try_from(x).ok())
+                            .filter(|x| (1..=MAX_CODEBOOK_SIZE).contains(x))
+                    })
+                    .collect()
+            })
             .ok_or_else(|| {
-                Error::bundle(MANIFEST, "codec.codebook_sizes", "not a list of integers")
+                Error::bundle(
+                    MANIFEST,
+                    "codec.codebook_sizes",
+                    format!("not a list of integers in 1..={MAX_CODEBOOK_SIZE}"),
+                )
             })?;
         if codebook_sizes.len() != model.num_codebooks {
             return Err(Error::bundle(
@@ -302,36 +341,30 @@ impl Bundle {
                 "smaller than a residual codebook",
             ));
         }
-        let max_decode_frames =
-            nonzero(usize_field(&m, "codec.max_decode_frames")?, "codec.max_decode_frames")?;
+        let max_decode_frames = bounded(&m, "codec.max_decode_frames", 1, MAX_CODEC_FRAMES)?;
         let max_encode_frames = match lookup(&m, "codec.max_encode_frames") {
-            Ok(_) => {
-                nonzero(usize_field(&m, "codec.max_encode_frames")?, "codec.max_encode_frames")?
-            }
+            Ok(_) => bounded(&m, "codec.max_encode_frames", 1, MAX_CODEC_FRAMES)?,
             Err(_) => max_decode_frames,
         };
+        let frame_samples = bounded(&m, "codec.frame_samples", 1, MAX_FRAME_SAMPLES)?;
+        // The decode window must hold more than its left context, or no frame is ever new.
+        let receptive_field_frames =
+            bounded(&m, "codec.receptive_field_frames", 0, max_decode_frames - 1)?;
         let codec = CodecInfo {
             sample_rate_hz: CODEC_SAMPLE_RATE_HZ,
-            frame_samples: nonzero(usize_field(&m, "codec.frame_samples")?, "codec.frame_samples")?,
+            frame_samples,
             codebook_sizes,
-            receptive_field_frames: usize_field(&m, "codec.receptive_field_frames")?,
+            receptive_field_frames,
             max_decode_frames,
             max_encode_frames,
         };
-        for (field, v) in [
-            ("model.n_layer", model.n_layer),
-            ("model.num_codebooks", model.num_codebooks),
-            ("model.max_seq_len", model.max_seq_len),
-            ("model.dim", model.dim),
-        ] {
-            nonzero(v, field)?;
-        }
         // One request's slow KV cache at full context (f32 K and V, [L, 1, H, T, D] each) must
         // be a size this machine can even express: an absurd manifest is refused here, before
         // anything is allocated from its numbers.
         let kv = [model.n_local_heads, model.head_dim, model.max_seq_len, 2, 4]
             .iter()
             .try_fold(model.n_layer, |acc, &x| acc.checked_mul(x));
+        // (Within the bounds above this cannot overflow on 64-bit hosts; 32-bit ones can.)
         if kv.is_none_or(|b| b > isize::MAX as usize) {
             return Err(Error::bundle(
                 MANIFEST,
@@ -443,7 +476,7 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
     }
     let pattern = str_field(m, "tokenizer.pattern")?;
     let num_ranks = usize_field(m, "tokenizer.num_ranks")?;
-    let max_encode_chars = usize_field(m, "tokenizer.max_encode_chars")?;
+    let max_encode_chars = bounded(m, "tokenizer.max_encode_chars", 1, MAX_ENCODE_CHARS)?;
     let path = dir.join(file);
     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
     // Corrupt content is a bundle error naming the file, not an I/O error.
@@ -463,6 +496,14 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
         .ok_or_else(|| Error::bundle(MANIFEST, "tokens.special", "not an object"))?;
     let mut special = HashMap::with_capacity(special_v.len());
     for (name, id) in special_v {
+        if name.is_empty() {
+            // An empty name matches at every position: the tokenizer would never advance.
+            return Err(Error::bundle(
+                MANIFEST,
+                "tokens.special",
+                "a special token has an empty name",
+            ));
+        }
         let id = id.as_u64().and_then(|v| TokenId::try_from(v).ok()).ok_or_else(|| {
             Error::bundle(MANIFEST, &format!("tokens.special.{name}"), "not a token id")
         })?;
@@ -500,20 +541,24 @@ fn str_field<'a>(m: &'a Value, dotted: &str) -> Result<&'a str> {
 
 fn usize_field(m: &Value, dotted: &str) -> Result<usize> {
     let v = lookup(m, dotted)?;
-    v.as_u64().map(|x| x as usize).ok_or_else(|| {
+    v.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(|| {
         Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer"))
     })
 }
 
 fn id_field(m: &Value, dotted: &str) -> Result<TokenId> {
-    let v = usize_field(m, dotted)?;
+    let v = bounded(m, dotted, 0, MAX_TOKEN_ID)?;
     TokenId::try_from(v).map_err(|_| Error::bundle(MANIFEST, dotted, "token id out of range"))
 }
 
-fn nonzero(v: usize, field: &str) -> Result<usize> {
-    if v == 0 {
-        Err(Error::bundle(MANIFEST, field, "must be > 0"))
-    } else {
-        Ok(v)
+/// An integer field in `lo..=hi`; anything else is `BundleInvalid` naming the field.
+fn bounded(m: &Value, dotted: &str, lo: usize, hi: usize) -> Result<usize> {
+    let v = lookup(m, dotted)?;
+    let n = v.as_u64().ok_or_else(|| {
+        Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer"))
+    })?;
+    match usize::try_from(n) {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(Error::bundle(MANIFEST, dotted, format!("{n} is outside {lo}..={hi}"))),
     }
 }

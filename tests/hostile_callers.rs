@@ -114,3 +114,62 @@ fn last_error() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Issue #19.4: manifest numbers were trusted (`codec.frame_samples` 2^40 loaded, then synthesis
+/// aborted on a giant allocation; 2^62 panicked on a multiply overflow), and a special token with
+/// an empty name made synthesis loop forever. Each is now `BUNDLE_INVALID` naming the field.
+#[test]
+fn manifest_absurd_numbers_and_empty_special_names_are_bundle_invalid() {
+    use s1_mini::bundle::Bundle;
+    use s1_mini::Error;
+    let dir = tiny_dir();
+    let base = read_json(&dir.join("manifest.json"));
+    let huge = [1u64 << 40, 1 << 62, u64::MAX];
+    let mut cases: Vec<(&str, serde_json::Value)> = Vec::new();
+    for field in [
+        "codec.frame_samples",
+        "codec.max_decode_frames",
+        "codec.max_encode_frames",
+        "codec.receptive_field_frames",
+        "model.max_seq_len",
+        "model.dim",
+        "model.fast_dim",
+        "model.head_dim",
+        "model.fast_head_dim",
+        "model.n_layer",
+        "model.n_fast_layer",
+        "model.n_local_heads",
+        "model.fast_n_local_heads",
+        "head.im_end_index",
+        "fast.logit_rows",
+        "tokenizer.max_encode_chars",
+    ] {
+        for v in huge {
+            cases.push((field, v.into()));
+        }
+    }
+    // Zero where a count must be positive, and a receptive field as long as the decode window.
+    for field in ["model.n_fast_layer", "model.n_local_heads", "model.head_dim", "fast.logit_rows"]
+    {
+        cases.push((field, 0u64.into()));
+    }
+    cases.push(("codec.receptive_field_frames", base["codec"]["max_decode_frames"].clone()));
+    for (field, v) in cases {
+        let mut m = base.clone();
+        let (a, b) = field.split_once('.').unwrap();
+        m[a][b] = v.clone();
+        let bytes = serde_json::to_vec(&m).unwrap();
+        match Bundle::from_manifest_bytes(&dir, &bytes, false) {
+            Err(Error::BundleInvalid { field: f, .. }) => assert_eq!(f, field, "{field} = {v}"),
+            other => panic!("{field} = {v}: {:?}", other.map(|_| ())),
+        }
+    }
+    // A special token with an empty name (it would match everywhere, forever).
+    let mut m = base.clone();
+    m["tokens"]["special"][""] = 1030.into();
+    let bytes = serde_json::to_vec(&m).unwrap();
+    match Bundle::from_manifest_bytes(&dir, &bytes, false) {
+        Err(Error::BundleInvalid { field, .. }) => assert_eq!(field, "tokens.special"),
+        other => panic!("empty special name: {:?}", other.map(|_| ())),
+    }
+}

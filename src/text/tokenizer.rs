@@ -43,6 +43,14 @@ impl Tokenizer {
         let pattern = Regex::new(pattern).map_err(|e| {
             Error::bundle("manifest.json", "tokenizer.pattern", format!("not a valid regex: {e}"))
         })?;
+        if special.contains_key("") {
+            // An empty name matches at every position: encoding would never advance.
+            return Err(Error::bundle(
+                "manifest.json",
+                "tokens.special",
+                "a special token has an empty name",
+            ));
+        }
         let special_pattern = if special.is_empty() {
             None
         } else {
