@@ -760,7 +760,9 @@ s1_status s1_voice_create(const struct s1_engine *engine,
 
 /**
  * Loads a voice file written by `s1_voice_save` (or the Rust, C++, C# or Node APIs);
- * `*out_voice` receives it. A truncated, corrupt or foreign file is `S1_STATUS_VOICE_INVALID`,
+ * `*out_voice` receives it. A truncated, corrupt or foreign file, one over 16 MiB, or a path
+ * that is not a regular file (a FIFO, device or directory: never waited on or read) is
+ * `S1_STATUS_VOICE_INVALID`,
  * another format version `S1_STATUS_VERSION_MISMATCH`, a missing file `S1_STATUS_IO`. The codes
  * are checked against the engine when the voice is used. Release with `s1_voice_free`.
  *

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::fsio;
 use crate::text::tokenizer::{TokenId, Tokenizer};
 
 /// The `format` string of a bundle manifest.
@@ -23,6 +24,8 @@ pub const BUNDLE_FORMAT_VERSION: u64 = 1;
 pub const CODEC_SAMPLE_RATE_HZ: u32 = 44_100;
 
 const MANIFEST: &str = "manifest.json";
+/// Largest manifest read, in bytes (the tiny bundle's is 60 KB).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 // Bounds of the manifest's numbers (`bounded`): far above any S1 bundle, far below overflow.
 /// Hidden sizes and head dims.
@@ -187,10 +190,10 @@ impl Bundle {
         if !dir.is_dir() {
             return Err(Error::BundleNotFound { path: dir.to_path_buf() });
         }
-        if !manifest_path.is_file() {
+        if !manifest_path.exists() {
             return Err(Error::BundleNotFound { path: manifest_path });
         }
-        let text = fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let text = read_bundle_file(&manifest_path, MANIFEST, MAX_MANIFEST_BYTES)?;
         Self::from_manifest_bytes(dir, &text, verify_hashes)
     }
 
@@ -394,6 +397,11 @@ impl Bundle {
             let meta = fs::metadata(&path).map_err(|_| {
                 Error::bundle(name, &field, "listed in manifest.json but missing from the bundle")
             })?;
+            // A FIFO would block every reader (ours, ONNX Runtime's) forever and a device would
+            // never end: only regular files are part of a bundle.
+            if !meta.is_file() {
+                return Err(Error::bundle(name, &field, fsio::ReadError::NotRegular.to_string()));
+            }
             if meta.len() != entry.bytes {
                 return Err(Error::HashMismatch {
                     file: name.clone(),
@@ -403,7 +411,7 @@ impl Bundle {
                 });
             }
             if verify_hashes {
-                let got = sha256_file(&path)?;
+                let got = sha256_regular_file(&path, name, entry.bytes)?;
                 if !got.eq_ignore_ascii_case(&entry.sha256) {
                     return Err(Error::HashMismatch {
                         file: name.clone(),
@@ -478,7 +486,8 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
     let num_ranks = usize_field(m, "tokenizer.num_ranks")?;
     let max_encode_chars = bounded(m, "tokenizer.max_encode_chars", 1, MAX_ENCODE_CHARS)?;
     let path = dir.join(file);
-    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    // The size was checked against files.<file>.bytes above; never read more than that.
+    let bytes = read_bundle_file(&path, file, files[file])?;
     // Corrupt content is a bundle error naming the file, not an I/O error.
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         Error::bundle(file, "-", format!("not UTF-8 (at byte {})", e.valid_up_to()))
@@ -514,7 +523,11 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
 
 /// Hex sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    sha256_reader(f, path)
+}
+
+fn sha256_reader(mut f: impl Read, path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -525,6 +538,52 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Hex sha256 of the bundle file `name` at `path`: a regular file, of which at most
+/// `bytes + 1` bytes are read (a file that grew is a size mismatch, not an endless read).
+fn sha256_regular_file(path: &Path, name: &str, bytes: u64) -> Result<String> {
+    let (f, _) = fsio::open_regular(path).map_err(|e| bundle_read_error(e, path, name))?;
+    let mut counted = CountingReader { inner: f.take(bytes.saturating_add(1)), n: 0 };
+    let digest = sha256_reader(&mut counted, path)?;
+    if counted.n != bytes {
+        return Err(Error::HashMismatch {
+            file: name.to_owned(),
+            field: "bytes",
+            expected: bytes.to_string(),
+            got: if counted.n > bytes {
+                format!("more than {bytes}")
+            } else {
+                counted.n.to_string()
+            },
+        });
+    }
+    Ok(digest)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the bundle file `name` (a regular file of at most `limit` bytes).
+fn read_bundle_file(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
+    fsio::read_regular(path, limit).map_err(|e| bundle_read_error(e, path, name))
+}
+
+fn bundle_read_error(e: fsio::ReadError, path: &Path, name: &str) -> Error {
+    match e {
+        fsio::ReadError::Io(e) => Error::io(path, e),
+        other => Error::bundle(name, "-", other.to_string()),
+    }
 }
 
 fn lookup<'a>(m: &'a Value, dotted: &str) -> Result<&'a Value> {

@@ -173,3 +173,77 @@ fn manifest_absurd_numbers_and_empty_special_names_are_bundle_invalid() {
         other => panic!("empty special name: {:?}", other.map(|_| ())),
     }
 }
+
+/// Runs `f` on its own thread and fails the test if it takes longer than `secs` (a hang).
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer after {secs} s (hung)"),
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let st = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+/// Issue #19.5: a FIFO in place of a bundle file or a voice file hung `s1_engine_new` /
+/// `s1_voice_load` (the open waits for a writer), and `/dev/zero` hung hash verification and
+/// bypassed the voice file's 16 MiB limit (its size reads as 0).
+#[cfg(unix)]
+#[test]
+fn special_files_as_bundle_or_voice_files_are_refused_not_read() {
+    use s1_mini::{Engine, Error, Voice};
+    // A FIFO in place of the tokenizer: with and without the hash check.
+    for verify in [false, true] {
+        let dir = bundle_copy(&format!("fifo-{verify}"));
+        let mut m = read_json(&dir.join("manifest.json"));
+        m["files"]["tokenizer.tiktoken"]["bytes"] = 0.into();
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        mkfifo(&dir.join("tokenizer.tiktoken"));
+        let d = dir.clone();
+        let r = within(20, "engine on a FIFO", move || {
+            Engine::new(config(&d).with_verify_hashes(verify)).map(|_| ())
+        });
+        match r {
+            Err(Error::BundleInvalid { file, .. }) => assert_eq!(file, "tokenizer.tiktoken"),
+            other => panic!("verify_hashes {verify}: {other:?}"),
+        }
+        // /dev/zero in its place (a character device whose size reads as 0).
+        std::fs::remove_file(dir.join("tokenizer.tiktoken")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("tokenizer.tiktoken")).unwrap();
+        let d = dir.clone();
+        let r = within(20, "engine on /dev/zero", move || {
+            Engine::new(config(&d).with_verify_hashes(verify)).map(|_| ())
+        });
+        match r {
+            Err(Error::BundleInvalid { file, .. }) => assert_eq!(file, "tokenizer.tiktoken"),
+            other => panic!("verify_hashes {verify}: {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // Voice files: a FIFO, /dev/zero, a directory.
+    let dir = std::env::temp_dir().join(format!("s1mini-voice-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("voice.s1v");
+    mkfifo(&fifo);
+    for path in [fifo.clone(), "/dev/zero".into(), dir.clone()] {
+        let p = path.clone();
+        let r = within(20, "voice load", move || Voice::load(&p).map(|_| ()));
+        assert!(matches!(r, Err(Error::VoiceInvalid { .. })), "{}: {r:?}", path.display());
+    }
+    // Through the C ABI too.
+    let c = std::ffi::CString::new(fifo.to_string_lossy().into_owned()).unwrap();
+    let st = within(20, "s1_voice_load", move || {
+        let mut v = std::ptr::null_mut();
+        // SAFETY: NUL-terminated path, writable out-pointer.
+        unsafe { s1_mini::ffi::voice::s1_voice_load(c.as_ptr(), &mut v) }
+    });
+    assert_eq!(st, Status::VoiceInvalid);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
