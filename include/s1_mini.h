@@ -737,7 +737,7 @@ S1_API s1_status s1_audio_free(struct s1_audio *audio);
  * Makes a voice from reference audio and its transcript; `*out_voice` receives it.
  *
  * `samples`: `num_frames × channels` f32 samples, interleaved when `channels` > 1 (mixed down
- * to mono), nominal range [-1, 1], at `sample_rate_hz` (1 to 768000; resampled to the codec's
+ * to mono), nominal range [-1, 1], at `sample_rate_hz` (8000 to 384000, checked before anything is computed; resampled to the codec's
  * 44100 Hz with a windowed-sinc filter). `transcript`: UTF-8, NUL-terminated, what the audio
  * says. 10–30 s of clean speech is typical. Errors (`S1_STATUS_INVALID_ARGUMENT`, with the
  * reason in `s1_last_error()`): no samples, a NaN or infinite sample, an empty transcript, or

@@ -208,7 +208,7 @@ impl Engine {
     /// resampling to the codec's rate ([`crate::audio::resample`]; none when the rates match).
     ///
     /// Refused with [`Error::InvalidArgument`]: no samples, a NaN or infinite sample, a rate
-    /// outside 1..=768 000 Hz, or audio longer than the codec encodes in one call
+    /// outside 8 000..=384 000 Hz, or audio longer than the codec encodes in one call
     /// (`codec.max_encode_frames`: ≈ 190 s for S1-mini, ≈ 5.9 s for the tiny test codec) —
     /// longer audio is never truncated silently; trim it (10–30 s is what cloning needs).
     pub fn encode_pcm(&self, samples: &[f32], sample_rate_hz: u32) -> Result<Codes> {

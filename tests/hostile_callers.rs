@@ -247,3 +247,32 @@ fn special_files_as_bundle_or_voice_files_are_refused_not_read() {
     assert_eq!(st, Status::VoiceInvalid);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue #19.6: `s1_voice_create` at 1 Hz resampled 1 s of audio to 44 100× its length
+/// (41 s, 1.4 GB). Rates outside 8 000..=384 000 Hz are refused before any resampling.
+#[test]
+fn voice_create_with_absurd_sample_rate_is_invalid_argument() {
+    use s1_mini::ffi::voice::{s1_voice_create, s1_voice_free};
+    let engine = c_tiny_engine(false);
+    let pcm: Vec<f32> = (0..8000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+    for rate in [1u32, 7_999, 384_001, 768_000, u32::MAX] {
+        let mut v = std::ptr::null_mut();
+        // SAFETY: live engine, `pcm.len()` readable samples, NUL-terminated transcript.
+        let st = unsafe {
+            s1_voice_create(engine, pcm.as_ptr(), pcm.len(), 1, rate, c"hello".as_ptr(), &mut v)
+        };
+        assert_eq!(st, Status::InvalidArgument, "{rate} Hz");
+        assert!(last_error().contains("sample_rate_hz"), "{rate} Hz: {}", last_error());
+        assert!(v.is_null());
+    }
+    for rate in [8_000u32, 44_100] {
+        let mut v = std::ptr::null_mut();
+        // SAFETY: as above.
+        let st = unsafe {
+            s1_voice_create(engine, pcm.as_ptr(), pcm.len(), 1, rate, c"hello".as_ptr(), &mut v)
+        };
+        assert_eq!(st, Status::Ok, "{rate} Hz: {}", last_error());
+        assert_eq!(s1_voice_free(v), Status::Ok);
+    }
+    assert_eq!(s1_engine_free(engine), Status::Ok);
+}
