@@ -496,6 +496,13 @@ typedef struct s1_synth_params {
    * Default 1.
    */
   uint8_t prefix_cache;
+  /**
+   * 1 = special-token names typed in the text and in the voices' transcripts
+   * ("<|im_end|>", "<|semantic:N|>", ...) become those control tokens, as fish-speech parses
+   * them; 0 (the default) = they are plain text, so user text cannot end the utterance or
+   * forge audio tokens. Set 1 only for trusted text. Added in 0.3; older structs read as 0.
+   */
+  uint8_t parse_special_tokens;
 } s1_synth_params;
 
 /**

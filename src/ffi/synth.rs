@@ -43,6 +43,11 @@ pub struct s1_synth_params {
     /// faster first audio), 0 = prefill the whole prompt every time. Same audio either way.
     /// Default 1.
     pub prefix_cache: u8,
+    /// 1 = special-token names typed in the text and in the voices' transcripts
+    /// ("<|im_end|>", "<|semantic:N|>", ...) become those control tokens, as fish-speech parses
+    /// them; 0 (the default) = they are plain text, so user text cannot end the utterance or
+    /// forge audio tokens. Set 1 only for trusted text. Added in 0.3; older structs read as 0.
+    pub parse_special_tokens: u8,
 }
 
 /// Size of the first published layout (before `voices`).
@@ -63,6 +68,7 @@ impl s1_synth_params {
             voices: std::ptr::null(),
             n_voices: 0,
             prefix_cache: p.prefix_cache as u8,
+            parse_special_tokens: p.parse_special_tokens as u8,
         }
     }
 
@@ -78,6 +84,7 @@ impl s1_synth_params {
             chunk_frames: self.chunk_frames,
             ignore_end: false,
             prefix_cache: flag(self.prefix_cache),
+            parse_special_tokens: flag(self.parse_special_tokens),
         }
     }
 }

@@ -394,3 +394,19 @@ fn ffi_handle_ids_never_collide_with_audio_addresses() {
     assert!(convert::handle_ref::<u32, super::voice::s1_voice>(h, "h").is_ok());
     assert!(convert::free_handle::<u32, super::voice::s1_voice>(h, "h").is_ok());
 }
+
+/// Issue #19.7: `parse_special_tokens` is the last field of `s1_synth_params`, default 0; a
+/// struct from an older header (ending before it) reads as 0.
+#[test]
+fn ffi_synth_params_parse_special_tokens_defaults_off_and_reads_through() {
+    let mut p = params_first_chunk(4);
+    assert_eq!(p.parse_special_tokens, 0);
+    p.parse_special_tokens = 1;
+    // SAFETY: a valid struct of struct_size bytes.
+    let (params, _) = unsafe { params_and_voices_arg(&p) }.unwrap();
+    assert!(params.parse_special_tokens);
+    p.struct_size = std::mem::offset_of!(s1_synth_params, parse_special_tokens) as u32;
+    // SAFETY: as above; the field lies beyond struct_size and is never read.
+    let (params, _) = unsafe { params_and_voices_arg(&p) }.unwrap();
+    assert!(!params.parse_special_tokens);
+}

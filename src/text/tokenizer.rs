@@ -2,7 +2,8 @@
 //!
 //! - ranks come from `tokenizer.tiktoken` (`base64(token) rank` per line);
 //! - special tokens (names → ids from the manifest) are matched first, all of them allowed,
-//!   like tiktoken's `encode(allowed_special=all)`;
+//!   like tiktoken's `encode(allowed_special=all)`, in [`Tokenizer::encode`] (trusted text);
+//!   [`Tokenizer::encode_ordinary`] treats their names as plain text (user text);
 //! - the text between them is split by the bundle's pre-tokenizer pattern
 //!   (fish-speech's `FISH_TIKTOKEN_PATTERN`; its `\s+(\?!\S)` alternative is a literal `?!`, not a
 //!   lookahead, so the `regex` crate runs it unchanged);
@@ -108,33 +109,47 @@ impl Tokenizer {
         self.special.get(name).copied()
     }
 
-    /// Encodes `text` exactly as fish-speech's `FishTokenizer.encode(text)`.
+    /// Encodes `text` exactly as fish-speech's `FishTokenizer.encode(text)`: special-token
+    /// names in the text become the special tokens (`<|im_end|>` ends the utterance). Use it on
+    /// trusted text only; [`Tokenizer::encode_ordinary`] is the one for user text.
     pub fn encode(&self, text: &str) -> Result<Vec<TokenId>> {
+        self.encode_with(text, true)
+    }
+
+    /// Encodes `text` with special-token names treated as plain text (tiktoken's
+    /// `encode_ordinary`): `"<|im_end|>"` typed by a user becomes the tokens of those characters,
+    /// never the control token.
+    pub fn encode_ordinary(&self, text: &str) -> Result<Vec<TokenId>> {
+        self.encode_with(text, false)
+    }
+
+    /// [`Tokenizer::encode`] (`special` = true) or [`Tokenizer::encode_ordinary`].
+    pub fn encode_with(&self, text: &str, special: bool) -> Result<Vec<TokenId>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut start = 0usize;
         let mut chars = 0usize;
         // Python slices by code points: cut every `max_encode_chars` characters.
         for (byte_idx, _) in text.char_indices() {
             if chars == self.max_encode_chars {
-                self.encode_chunk(&text[start..byte_idx], &mut out)?;
+                self.encode_chunk(&text[start..byte_idx], special, &mut out)?;
                 start = byte_idx;
                 chars = 0;
             }
             chars += 1;
         }
         if start < text.len() {
-            self.encode_chunk(&text[start..], &mut out)?;
+            self.encode_chunk(&text[start..], special, &mut out)?;
         }
         Ok(out)
     }
 
-    /// tiktoken `_encode_native` with every special token allowed.
-    fn encode_chunk(&self, text: &str, out: &mut Vec<TokenId>) -> Result<()> {
+    /// tiktoken `_encode_native` with every special token allowed (`special`) or none.
+    fn encode_chunk(&self, text: &str, special: bool, out: &mut Vec<TokenId>) -> Result<()> {
         let mut start = 0usize;
         loop {
             let next_special = match &self.special_pattern {
-                Some(re) => re.find_at(text, start),
-                None => None,
+                Some(re) if special => re.find_at(text, start),
+                _ => None,
             };
             let end = next_special.map_or(text.len(), |m| m.start());
             // The pre-tokenizer sees only the text up to the special token, as in tiktoken.
@@ -306,6 +321,15 @@ mod tests {
         // Not a special token: falls back to bytes.
         let ids = t.encode("<|x|>").unwrap();
         assert!(ids.iter().all(|&i| i < 256));
+    }
+
+    #[test]
+    fn tokenizer_encode_ordinary_keeps_special_names_as_text() {
+        let t = toy();
+        let ids = t.encode_ordinary("ab<|im_end|>ab").unwrap();
+        assert!(!ids.contains(&1000), "{ids:?}");
+        assert_eq!(ids[0], 256);
+        assert_eq!(t.encode_ordinary("abcd").unwrap(), t.encode("abcd").unwrap());
     }
 
     #[test]

@@ -34,6 +34,8 @@ namespace S1Mini
         public UIntPtr NVoices;
         /// <summary>1 = reuse the voices' cached prompt prefix (default), 0 = prefill it every time.</summary>
         public byte PrefixCache;
+        /// <summary>1 = special-token names typed in the text and transcripts ("&lt;|im_end|&gt;", ...) become control tokens (fish-speech); 0 (default) = plain text. Only for trusted text.</summary>
+        public byte ParseSpecialTokens;
 
         /// <summary>The library's defaults (s1_synth_params_default).</summary>
         public static SynthParams Default()
