@@ -690,9 +690,16 @@ s1_status s1_stream_run(struct s1_stream *stream,
                         void *user_data);
 
 /**
- * Asks the stream to stop. Safe from any thread, at any time, any number of times; returns at
- * once. A call in progress on the stream returns `S1_STATUS_CANCELLED` after at most one more
- * frame, and so do later `s1_stream_next` calls. Still free the stream with `s1_stream_free`.
+ * Asks the stream to stop. Safe from any thread (the chunk callback included), at any time, any
+ * number of times; returns at once. Every later `s1_stream_next` / `s1_stream_run` returns
+ * `S1_STATUS_CANCELLED`, also after the last chunk was delivered. Still free the stream with
+ * `s1_stream_free`.
+ *
+ * What is cancellable: the frame loop checks before every frame, so a call in progress returns
+ * `S1_STATUS_CANCELLED` after at most one more frame. What is not: the prompt's prefill (one
+ * model call, in the first `s1_stream_next`) and a chunk's codec decode run to completion once
+ * started; a cancel during them takes effect right after (a chunk already decoded is still
+ * returned, and the next call is `S1_STATUS_CANCELLED`).
  */
 S1_API s1_status s1_stream_cancel(struct s1_stream *stream);
 
@@ -722,6 +729,10 @@ S1_API s1_status s1_synth_params_default(struct s1_synth_params *out_params);
  *
  * Blocks until the audio is complete. `params` may be NULL (defaults). Safe to call from several
  * threads on one engine. Release the result with `s1_audio_free`.
+ *
+ * Not cancellable: it runs until end-of-speech or `max_frames`. For synthesis that can be
+ * stopped, use a stream (`s1_stream_start`, then `s1_stream_run` or `s1_stream_next`, with
+ * `s1_stream_cancel` from any thread).
  *
  * # Safety
  * `engine` must be NULL or a handle from `s1_engine_new`; `text` NULL or NUL-terminated;

@@ -137,7 +137,7 @@ impl Engine {
     /// [`Engine::synthesize`] for text given as bytes; invalid UTF-8 is [`Error::InvalidUtf8`].
     pub fn synthesize_bytes(&self, text: &[u8], params: &SynthParams) -> Result<Audio> {
         let text = std::str::from_utf8(text)
-            .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
+            .map_err(|e| Error::InvalidUtf8 { arg: "text", valid_up_to: e.valid_up_to() })?;
         self.synthesize(text, params)
     }
 
@@ -547,7 +547,8 @@ impl std::fmt::Debug for Stream {
 
 impl Stream {
     /// A token that cancels this stream from any thread; the next [`Stream::next_chunk`] (or the
-    /// one in progress, between frames) returns [`Error::Cancelled`].
+    /// one in progress, between frames) returns [`Error::Cancelled`], and so does every later one,
+    /// also after the last chunk.
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()
     }
@@ -555,6 +556,10 @@ impl Stream {
     /// The next chunk: `first_chunk_frames` frames first, then `chunk_frames` each, the last one
     /// possibly shorter. `Ok(None)` after the last chunk.
     pub fn next_chunk(&mut self) -> Result<Option<AudioChunk>> {
+        // Cancelled wins over finished: after a cancel every call says so, as documented.
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         if self.done {
             return Ok(None);
         }

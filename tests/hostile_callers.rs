@@ -312,3 +312,30 @@ fn special_token_strings_in_text_and_transcripts_are_plain_text_by_default() {
     let p = engine.prompt_with_params(&[voice], text, &off).unwrap();
     assert_eq!(count(p.token_ids(), ids.im_end), 1);
 }
+
+/// Issue #19.8: `s1_stream_cancel` after `END_OF_STREAM`, then `s1_stream_next`, gave
+/// END_OF_STREAM; the header says later calls after a cancel return CANCELLED.
+#[test]
+fn ffi_stream_cancel_after_end_of_stream_then_next_is_cancelled() {
+    let engine = c_tiny_engine(false);
+    let mut p = params();
+    p.max_frames = 8;
+    let mut stream = std::ptr::null_mut();
+    // SAFETY: live engine, NUL-terminated text, valid params and out-pointer.
+    let st = unsafe { s1_stream_start(engine, c"Hello.".as_ptr(), &p, &mut stream) };
+    assert_eq!(st, Status::Ok);
+    let mut chunk = std::ptr::null();
+    loop {
+        // SAFETY: live stream, writable out-pointer.
+        match unsafe { s1_stream_next(stream, &mut chunk) } {
+            Status::Ok => continue,
+            Status::EndOfStream => break,
+            other => panic!("{other:?}: {}", last_error()),
+        }
+    }
+    assert_eq!(s1_stream_cancel(stream), Status::Ok);
+    // SAFETY: as above.
+    assert_eq!(unsafe { s1_stream_next(stream, &mut chunk) }, Status::Cancelled);
+    assert_eq!(s1_stream_free(stream), Status::Ok);
+    assert_eq!(s1_engine_free(engine), Status::Ok);
+}

@@ -252,7 +252,7 @@ pub(crate) unsafe fn utf8_arg<'a>(
     }
     // SAFETY: non-null and NUL-terminated per this function's contract.
     let c = unsafe { CStr::from_ptr(ptr) };
-    c.to_str().map_err(|e| Error::InvalidUtf8 { valid_up_to: e.valid_up_to() })
+    c.to_str().map_err(|e| Error::InvalidUtf8 { arg: what, valid_up_to: e.valid_up_to() })
 }
 
 /// Reads an optional string argument: NULL → `None`.
@@ -270,12 +270,28 @@ pub(crate) unsafe fn opt_utf8_arg<'a>(
     unsafe { utf8_arg(ptr, what) }.map(Some)
 }
 
+/// `(offset, size)` of each named field of a `#[repr(C)]` struct, for [`options_arg`].
+macro_rules! field_spans {
+    ($t:ty; $($f:ident),+ $(,)?) => {
+        &[$((std::mem::offset_of!($t, $f), $crate::ffi::convert::field_size(|s: &$t| &s.$f))),+]
+    };
+}
+pub(crate) use field_spans;
+
+/// Size of the field a non-capturing accessor returns (used by [`field_spans!`]).
+pub(crate) fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    std::mem::size_of::<F>()
+}
+
 /// Copies a caller's versioned options struct over `default` (STYLE.md §14).
 ///
 /// Reads `struct_size` (the first `u32`) first and then copies only `struct_size` bytes, so a
 /// caller built against an older, shorter struct is never over-read; the fields it does not know
 /// keep their defaults. Sizes below `min_size` (the first published layout) or above this
-/// library's size (a caller built against a newer header) are rejected.
+/// library's size (a caller built against a newer header) are rejected, and so is a size that
+/// ends inside one of `fields` (`(offset, size)` of every field, from [`field_spans!`]): that
+/// would mix the caller's first bytes of the field with the default's last ones. A size at a
+/// field's end or in the padding after it is a boundary and accepted.
 ///
 /// # Safety
 /// `ptr` must be NULL or point to at least `struct_size` readable bytes, with `struct_size` being
@@ -285,6 +301,7 @@ pub(crate) unsafe fn options_arg<T: Copy>(
     ptr: *const T,
     default: T,
     min_size: usize,
+    fields: &[(usize, usize)],
     what: &'static str,
 ) -> Result<T, Error> {
     if ptr.is_null() {
@@ -299,6 +316,16 @@ pub(crate) unsafe fn options_arg<T: Copy>(
             format!(
                 "struct_size is {size}, expected {ours} (fill the struct with the s1_*_default() \
                  function of the header this library was built with)"
+            ),
+        ));
+    }
+    if let Some(&(off, len)) = fields.iter().find(|&&(off, len)| off < size && size < off + len) {
+        return Err(Error::arg(
+            what,
+            format!(
+                "struct_size {size} ends inside a field (bytes {off}..{}); it must end on a \
+                 field boundary (use sizeof of the struct of your header)",
+                off + len
             ),
         ));
     }
@@ -322,14 +349,15 @@ pub(crate) unsafe fn write_str_out(
     buf_size: usize,
     out_len: *mut usize,
 ) -> Result<(), Error> {
+    // Checked before anything is written: a failed call leaves every output untouched.
+    if buf_size > 0 && buf.is_null() {
+        return Err(Error::NullPointer { arg: "buf" });
+    }
     if !out_len.is_null() {
         // SAFETY: non-null and writable per the contract.
         unsafe { out_len.write(value.len()) };
     }
     if buf_size > 0 {
-        if buf.is_null() {
-            return Err(Error::NullPointer { arg: "buf" });
-        }
         let n = value.len().min(buf_size - 1);
         // SAFETY: `n + 1 <= buf_size` bytes are written into the caller's buffer.
         unsafe {

@@ -209,9 +209,16 @@ pub unsafe extern "C" fn s1_stream_run(
     })
 }
 
-/// Asks the stream to stop. Safe from any thread, at any time, any number of times; returns at
-/// once. A call in progress on the stream returns `S1_STATUS_CANCELLED` after at most one more
-/// frame, and so do later `s1_stream_next` calls. Still free the stream with `s1_stream_free`.
+/// Asks the stream to stop. Safe from any thread (the chunk callback included), at any time, any
+/// number of times; returns at once. Every later `s1_stream_next` / `s1_stream_run` returns
+/// `S1_STATUS_CANCELLED`, also after the last chunk was delivered. Still free the stream with
+/// `s1_stream_free`.
+///
+/// What is cancellable: the frame loop checks before every frame, so a call in progress returns
+/// `S1_STATUS_CANCELLED` after at most one more frame. What is not: the prompt's prefill (one
+/// model call, in the first `s1_stream_next`) and a chunk's codec decode run to completion once
+/// started; a cancel during them takes effect right after (a chunk already decoded is still
+/// returned, and the next call is `S1_STATUS_CANCELLED`).
 #[no_mangle]
 pub extern "C" fn s1_stream_cancel(stream: *mut s1_stream) -> Status {
     guard(|| {

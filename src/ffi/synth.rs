@@ -107,6 +107,10 @@ pub(crate) unsafe fn params_and_voices_arg(
             params,
             s1_synth_params::from_rust(&defaults),
             PARAMS_V1_SIZE,
+            convert::field_spans!(s1_synth_params;
+                struct_size, temperature, top_p, repetition_penalty, max_frames,
+                first_chunk_frames, chunk_frames, seed, fish_speech_compat, voices, n_voices,
+                prefix_cache, parse_special_tokens),
             "params",
         )
     }?;
@@ -158,6 +162,10 @@ unsafe impl Sync for AudioBox {}
 ///
 /// Blocks until the audio is complete. `params` may be NULL (defaults). Safe to call from several
 /// threads on one engine. Release the result with `s1_audio_free`.
+///
+/// Not cancellable: it runs until end-of-speech or `max_frames`. For synthesis that can be
+/// stopped, use a stream (`s1_stream_start`, then `s1_stream_run` or `s1_stream_next`, with
+/// `s1_stream_cancel` from any thread).
 ///
 /// # Safety
 /// `engine` must be NULL or a handle from `s1_engine_new`; `text` NULL or NUL-terminated;

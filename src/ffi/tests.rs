@@ -410,3 +410,59 @@ fn ffi_synth_params_parse_special_tokens_defaults_off_and_reads_through() {
     let (params, _) = unsafe { params_and_voices_arg(&p) }.unwrap();
     assert!(!params.parse_special_tokens);
 }
+
+/// Issue #19.8: `s1_backends_available(NULL, n > 0, &len)` wrote `len` while returning
+/// NULL_POINTER (outputs must stay untouched on failure).
+#[test]
+fn ffi_backends_available_null_buf_leaves_out_len_untouched() {
+    let mut len = 12345usize;
+    // SAFETY: a NULL buffer with a size is the error under test; `len` is writable.
+    let st = unsafe { s1_backends_available(ptr::null_mut(), 8, &mut len) };
+    assert_eq!(st, Status::NullPointer);
+    assert_eq!(len, 12345);
+}
+
+/// Issue #19.8: invalid UTF-8 in a path was reported as "text is not valid utf-8"; the message
+/// names the argument now.
+#[test]
+fn ffi_invalid_utf8_path_names_the_argument() {
+    let mut cfg = default_engine_config();
+    let bad = [b'/', 0xff, 0xfe, 0];
+    cfg.bundle_dir = bad.as_ptr() as *const c_char;
+    let mut engine = ptr::null_mut();
+    // SAFETY: valid config (the path is NUL-terminated, not UTF-8), writable out-pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidUtf8);
+    assert!(last_error().contains("config.bundle_dir"), "{}", last_error());
+    assert!(!last_error().contains("text"), "{}", last_error());
+    let mut v = ptr::null_mut();
+    // SAFETY: NUL-terminated path, writable out-pointer.
+    let st = unsafe { super::voice::s1_voice_load(bad.as_ptr() as *const c_char, &mut v) };
+    assert_eq!(st, Status::InvalidUtf8);
+    assert!(last_error().contains("`path`"), "{}", last_error());
+}
+
+/// Issue #19.8: a `struct_size` ending inside a field was accepted, mixing the caller's first
+/// bytes of that field with the default's last ones.
+#[test]
+fn ffi_struct_size_inside_a_field_is_invalid_argument() {
+    let mut cfg = default_engine_config();
+    cfg.bundle_dir = c"/nonexistent/s1".as_ptr();
+    let mut engine = ptr::null_mut();
+    let inside = std::mem::offset_of!(s1_engine_config, tensorrt_workspace_bytes) + 4;
+    cfg.struct_size = inside as u32;
+    // SAFETY: valid config and out-pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
+    assert!(last_error().contains("struct_size"), "{}", last_error());
+    // Field boundaries (a field's end, or the padding after it) are accepted.
+    cfg.struct_size = std::mem::offset_of!(s1_engine_config, inter_op_threads) as u32;
+    // SAFETY: as above.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::BundleNotFound);
+    let mut p = params_first_chunk(4);
+    p.struct_size = (std::mem::offset_of!(s1_synth_params, seed) + 3) as u32;
+    // SAFETY: a valid struct of at least struct_size bytes.
+    let r = unsafe { params_and_voices_arg(&p) };
+    assert!(matches!(r, Err(crate::Error::InvalidArgument { .. })), "{:?}", r.map(|_| ()));
+    p.struct_size = (std::mem::offset_of!(s1_synth_params, prefix_cache) + 1) as u32;
+    // SAFETY: as above.
+    assert!(unsafe { params_and_voices_arg(&p) }.is_ok());
+}
