@@ -497,6 +497,12 @@ typedef struct s1_synth_params {
    */
   uint8_t prefix_cache;
   /**
+   * Reserved; `s1_synth_params_default()` sets it to 0. It keeps the fields below past the end
+   * of the 0.2 struct (whose `struct_size` included this tail padding), so bytes an older
+   * caller left there are never read as them.
+   */
+  uint8_t _reserved0[7];
+  /**
    * 1 = special-token names typed in the text and in the voices' transcripts
    * ("<|im_end|>", "<|semantic:N|>", ...) become those control tokens, as fish-speech parses
    * them; 0 (the default) = they are plain text, so user text cannot end the utterance or

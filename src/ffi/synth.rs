@@ -43,6 +43,10 @@ pub struct s1_synth_params {
     /// faster first audio), 0 = prefill the whole prompt every time. Same audio either way.
     /// Default 1.
     pub prefix_cache: u8,
+    /// Reserved; `s1_synth_params_default()` sets it to 0. It keeps the fields below past the end
+    /// of the 0.2 struct (whose `struct_size` included this tail padding), so bytes an older
+    /// caller left there are never read as them.
+    pub _reserved0: [u8; 7],
     /// 1 = special-token names typed in the text and in the voices' transcripts
     /// ("<|im_end|>", "<|semantic:N|>", ...) become those control tokens, as fish-speech parses
     /// them; 0 (the default) = they are plain text, so user text cannot end the utterance or
@@ -68,6 +72,7 @@ impl s1_synth_params {
             voices: std::ptr::null(),
             n_voices: 0,
             prefix_cache: p.prefix_cache as u8,
+            _reserved0: [0; 7],
             parse_special_tokens: p.parse_special_tokens as u8,
         }
     }
@@ -110,7 +115,7 @@ pub(crate) unsafe fn params_and_voices_arg(
             convert::field_spans!(s1_synth_params;
                 struct_size, temperature, top_p, repetition_penalty, max_frames,
                 first_chunk_frames, chunk_frames, seed, fish_speech_compat, voices, n_voices,
-                prefix_cache, parse_special_tokens),
+                prefix_cache, _reserved0, parse_special_tokens),
             "params",
         )
     }?;

@@ -396,7 +396,7 @@ fn ffi_handle_ids_never_collide_with_audio_addresses() {
 }
 
 /// Issue #19.7: `parse_special_tokens` is the last field of `s1_synth_params`, default 0; a
-/// struct from an older header (ending before it) reads as 0.
+/// struct from the 0.2 header (ending before it, its tail padding included) reads as 0.
 #[test]
 fn ffi_synth_params_parse_special_tokens_defaults_off_and_reads_through() {
     let mut p = params_first_chunk(4);
@@ -405,7 +405,12 @@ fn ffi_synth_params_parse_special_tokens_defaults_off_and_reads_through() {
     // SAFETY: a valid struct of struct_size bytes.
     let (params, _) = unsafe { params_and_voices_arg(&p) }.unwrap();
     assert!(params.parse_special_tokens);
-    p.struct_size = std::mem::offset_of!(s1_synth_params, parse_special_tokens) as u32;
+    // The 0.2 struct ended after prefix_cache's tail padding, which the 0.2 library never read.
+    let v02 = (std::mem::offset_of!(s1_synth_params, prefix_cache) + 1)
+        .next_multiple_of(std::mem::align_of::<s1_synth_params>());
+    assert_eq!(v02, std::mem::offset_of!(s1_synth_params, parse_special_tokens));
+    p._reserved0 = [0xff; 7];
+    p.struct_size = v02 as u32;
     // SAFETY: as above; the field lies beyond struct_size and is never read.
     let (params, _) = unsafe { params_and_voices_arg(&p) }.unwrap();
     assert!(!params.parse_special_tokens);
