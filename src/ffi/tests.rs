@@ -471,3 +471,27 @@ fn ffi_struct_size_inside_a_field_is_invalid_argument() {
     // SAFETY: as above.
     assert!(unsafe { params_and_voices_arg(&p) }.is_ok());
 }
+
+/// Issue #19.6: text over the limit (16 characters per context token) is refused before it is
+/// tokenized: no merge work at all, however long the single pre-token.
+#[test]
+fn ffi_text_over_the_limit_is_refused_before_tokenizing() {
+    let Some(engine) = tiny_engine_handle() else { return };
+    let limit = 16 * 4096; // the tiny bundle's max_seq_len is 4096
+    let text = std::ffi::CString::new("ま".repeat(limit + 1)).unwrap();
+    let before = crate::text::tokenizer::merge_work_on_this_thread();
+    let mut audio = ptr::null_mut();
+    // SAFETY: live engine, NUL-terminated text, NULL params, writable out-pointer.
+    let st = unsafe { s1_synthesize(engine, text.as_ptr(), ptr::null(), &mut audio) };
+    assert_eq!(st, Status::TextTooLong, "{}", last_error());
+    assert_eq!(crate::text::tokenizer::merge_work_on_this_thread(), before);
+    // At the limit it is tokenized (linear work), then refused: the prompt exceeds the context.
+    let text = std::ffi::CString::new("ま".repeat(limit)).unwrap();
+    // SAFETY: as above.
+    let st = unsafe { s1_synthesize(engine, text.as_ptr(), ptr::null(), &mut audio) };
+    assert_eq!(st, Status::TextTooLong, "{}", last_error());
+    let work = crate::text::tokenizer::merge_work_on_this_thread() - before;
+    assert!(work > 0 && work < 64 * 3 * limit, "{work}");
+    assert!(audio.is_null());
+    assert_eq!(s1_engine_free(engine), Status::Ok);
+}

@@ -202,8 +202,14 @@ impl Tokenizer {
 
 #[cfg(test)]
 thread_local! {
-    /// Work done by [`byte_pair_merge`] on this thread (parts visited), for the linearity test.
+    /// Work done by [`byte_pair_merge`] on this thread (heap entries popped), for the tests.
     static MERGE_WORK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Test seam: the merge work done on this thread so far (see [`MERGE_WORK`]).
+#[cfg(test)]
+pub(crate) fn merge_work_on_this_thread() -> usize {
+    MERGE_WORK.with(|w| w.get())
 }
 
 /// tiktoken's `_byte_pair_merge`, in O(n log n) instead of tiktoken's O(n²): returns part
