@@ -325,9 +325,11 @@ typedef struct s1_engine s1_engine;
 /**
  * One synthesis in progress. Opaque.
  *
- * Thread safety: `s1_stream_next`, `s1_stream_run` and `s1_stream_free` must not run
- * concurrently on one stream (a second concurrent call returns `S1_STATUS_INVALID_ARGUMENT`);
- * `s1_stream_cancel` may be called from any thread at any time.
+ * Thread safety: one call at a time. While `s1_stream_next` or `s1_stream_run` runs on a stream
+ * (callbacks included), `s1_stream_next`, `s1_stream_run` and `s1_stream_free` on it from any
+ * other thread, or from inside the chunk callback, return `S1_STATUS_INVALID_ARGUMENT` and
+ * change nothing (the free is refused, not deferred). `s1_stream_cancel` may be called from any
+ * thread at any time, the callback included.
  */
 typedef struct s1_stream s1_stream;
 
@@ -494,6 +496,19 @@ typedef struct s1_synth_params {
    * Default 1.
    */
   uint8_t prefix_cache;
+  /**
+   * Reserved; `s1_synth_params_default()` sets it to 0. It keeps the fields below past the end
+   * of the 0.2 struct (whose `struct_size` included this tail padding), so bytes an older
+   * caller left there are never read as them.
+   */
+  uint8_t _reserved0[7];
+  /**
+   * 1 = special-token names typed in the text and in the voices' transcripts
+   * ("<|im_end|>", "<|semantic:N|>", ...) become those control tokens, as fish-speech parses
+   * them; 0 (the default) = they are plain text, so user text cannot end the utterance or
+   * forge audio tokens. Set 1 only for trusted text. Added in 0.3; older structs read as 0.
+   */
+  uint8_t parse_special_tokens;
 } s1_synth_params;
 
 /**
@@ -666,6 +681,11 @@ S1_API s1_status s1_stream_next(struct s1_stream *stream, const struct s1_chunk 
  * thread (push streaming). Returns `S1_STATUS_OK` after the last chunk, `S1_STATUS_CANCELLED`
  * when the callback returned non-zero or `s1_stream_cancel` was called, or an error.
  *
+ * The stream is in use for the whole call, callbacks included: `s1_stream_next`,
+ * `s1_stream_run` and `s1_stream_free` on it, from another thread or from inside the callback,
+ * return `S1_STATUS_INVALID_ARGUMENT` and change nothing. `s1_stream_cancel` works from
+ * anywhere, the callback included.
+ *
  * # Safety
  * `stream` must be NULL or a handle from `s1_stream_start`; `callback` must follow the
  * `s1_chunk_callback` rules; `user_data` is passed through untouched.
@@ -676,16 +696,28 @@ s1_status s1_stream_run(struct s1_stream *stream,
                         void *user_data);
 
 /**
- * Asks the stream to stop. Safe from any thread, at any time, any number of times; returns at
- * once. A call in progress on the stream returns `S1_STATUS_CANCELLED` after at most one more
- * frame, and so do later `s1_stream_next` calls. Still free the stream with `s1_stream_free`.
+ * Asks the stream to stop. Safe from any thread (the chunk callback included), at any time, any
+ * number of times; returns at once. Every later `s1_stream_next` / `s1_stream_run` returns
+ * `S1_STATUS_CANCELLED`, also after the last chunk was delivered. Still free the stream with
+ * `s1_stream_free`.
+ *
+ * What is cancellable: the frame loop checks before every frame, so a call in progress returns
+ * `S1_STATUS_CANCELLED` after at most one more frame. What is not: the prompt's prefill (one
+ * model call, in the first `s1_stream_next`) and a chunk's codec decode run to completion once
+ * started; a cancel during them takes effect right after (a chunk already decoded is still
+ * returned, and the next call is `S1_STATUS_CANCELLED`).
  */
 S1_API s1_status s1_stream_cancel(struct s1_stream *stream);
 
 /**
- * Releases a stream (cancelling it if it is still running). NULL is a no-op; a handle that is
- * not a live stream returns `S1_STATUS_INVALID_HANDLE` and touches nothing. Chunks from the
- * stream become invalid.
+ * Releases a stream. NULL is a no-op; a handle that is not a live stream returns
+ * `S1_STATUS_INVALID_HANDLE` and touches nothing. Chunks from the stream become invalid.
+ *
+ * While `s1_stream_next` or `s1_stream_run` is running on the stream (on another thread, or
+ * this free is made from its chunk callback), the free is refused with
+ * `S1_STATUS_INVALID_ARGUMENT` and changes nothing: the stream stays live and that call returns
+ * normally. To stop a stream that another thread is using, call `s1_stream_cancel`, let that
+ * call return, then free it.
  */
 S1_API s1_status s1_stream_free(struct s1_stream *stream);
 
@@ -703,6 +735,10 @@ S1_API s1_status s1_synth_params_default(struct s1_synth_params *out_params);
  *
  * Blocks until the audio is complete. `params` may be NULL (defaults). Safe to call from several
  * threads on one engine. Release the result with `s1_audio_free`.
+ *
+ * Not cancellable: it runs until end-of-speech or `max_frames`. For synthesis that can be
+ * stopped, use a stream (`s1_stream_start`, then `s1_stream_run` or `s1_stream_next`, with
+ * `s1_stream_cancel` from any thread).
  *
  * # Safety
  * `engine` must be NULL or a handle from `s1_engine_new`; `text` NULL or NUL-terminated;
@@ -725,7 +761,7 @@ S1_API s1_status s1_audio_free(struct s1_audio *audio);
  * Makes a voice from reference audio and its transcript; `*out_voice` receives it.
  *
  * `samples`: `num_frames × channels` f32 samples, interleaved when `channels` > 1 (mixed down
- * to mono), nominal range [-1, 1], at `sample_rate_hz` (1 to 768000; resampled to the codec's
+ * to mono), nominal range [-1, 1], at `sample_rate_hz` (8000 to 384000, checked before anything is computed; resampled to the codec's
  * 44100 Hz with a windowed-sinc filter). `transcript`: UTF-8, NUL-terminated, what the audio
  * says. 10–30 s of clean speech is typical. Errors (`S1_STATUS_INVALID_ARGUMENT`, with the
  * reason in `s1_last_error()`): no samples, a NaN or infinite sample, an empty transcript, or
@@ -748,7 +784,9 @@ s1_status s1_voice_create(const struct s1_engine *engine,
 
 /**
  * Loads a voice file written by `s1_voice_save` (or the Rust, C++, C# or Node APIs);
- * `*out_voice` receives it. A truncated, corrupt or foreign file is `S1_STATUS_VOICE_INVALID`,
+ * `*out_voice` receives it. A truncated, corrupt or foreign file, one over 16 MiB, or a path
+ * that is not a regular file (a FIFO, device or directory: never waited on or read) is
+ * `S1_STATUS_VOICE_INVALID`,
  * another format version `S1_STATUS_VERSION_MISMATCH`, a missing file `S1_STATUS_IO`. The codes
  * are checked against the engine when the voice is used. Release with `s1_voice_free`.
  *

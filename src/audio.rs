@@ -152,8 +152,12 @@ fn parse_wav(b: &[u8]) -> std::result::Result<Audio, String> {
     Err("no data chunk".into())
 }
 
+/// Lowest input sample rate accepted for reference audio, Hz. Below it the resampler's output
+/// (and work) per input sample grows without bound: 1 Hz made one second of audio cost 41 s and
+/// 1.4 GB (issue #19.6), and no real recording is that slow.
+pub const MIN_INPUT_SAMPLE_RATE_HZ: u32 = 8_000;
 /// Highest input sample rate accepted for reference audio, Hz.
-pub const MAX_INPUT_SAMPLE_RATE_HZ: u32 = 768_000;
+pub const MAX_INPUT_SAMPLE_RATE_HZ: u32 = 384_000;
 
 /// Mixes interleaved `channels`-channel PCM down to mono (the mean of each frame's channels).
 /// `samples.len()` must be a multiple of `channels` (1..=64).
@@ -178,12 +182,15 @@ pub fn downmix(samples: &[f32], channels: usize) -> Result<Vec<f32>> {
 }
 
 /// Checks reference PCM before encoding: at least one sample, every sample finite, and a sample
-/// rate in 1..=[`MAX_INPUT_SAMPLE_RATE_HZ`].
+/// rate in [`MIN_INPUT_SAMPLE_RATE_HZ`]..=[`MAX_INPUT_SAMPLE_RATE_HZ`].
 pub fn check_pcm(samples: &[f32], sample_rate_hz: u32) -> Result<()> {
-    if sample_rate_hz == 0 || sample_rate_hz > MAX_INPUT_SAMPLE_RATE_HZ {
+    if !(MIN_INPUT_SAMPLE_RATE_HZ..=MAX_INPUT_SAMPLE_RATE_HZ).contains(&sample_rate_hz) {
         return Err(Error::arg(
             "sample_rate_hz",
-            format!("{sample_rate_hz} Hz; 1 to {MAX_INPUT_SAMPLE_RATE_HZ} Hz is accepted"),
+            format!(
+                "{sample_rate_hz} Hz; {MIN_INPUT_SAMPLE_RATE_HZ} to {MAX_INPUT_SAMPLE_RATE_HZ} Hz \
+                 is accepted"
+            ),
         ));
     }
     if samples.is_empty() {

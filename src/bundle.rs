@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::fsio;
 use crate::text::tokenizer::{TokenId, Tokenizer};
 pub use crate::verify_cache::VerifyCache;
 
@@ -24,6 +25,32 @@ pub const BUNDLE_FORMAT_VERSION: u64 = 1;
 pub const CODEC_SAMPLE_RATE_HZ: u32 = 44_100;
 
 const MANIFEST: &str = "manifest.json";
+/// Largest manifest read, in bytes (the tiny bundle's is 60 KB).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+// Bounds of the manifest's numbers (`bounded`): far above any S1 bundle, far below overflow.
+/// Hidden sizes and head dims.
+const MAX_DIM: usize = 1 << 16;
+/// Transformer layers (slow or fast).
+const MAX_LAYERS: usize = 1 << 10;
+/// KV heads (slow or fast).
+const MAX_HEADS: usize = 1 << 10;
+/// Codebooks per frame (voice files allow at most 64 too).
+const MAX_CODEBOOKS: usize = 64;
+/// Context length in tokens.
+const MAX_SEQ_LEN: usize = 1 << 20;
+/// Entries of one codebook (voice files store codes as u16).
+const MAX_CODEBOOK_SIZE: usize = 1 << 16;
+/// Rows of the slow head (`head.im_end_index`).
+const MAX_HEAD_ROWS: usize = 1 << 24;
+/// Token ids (the embedding table's rows).
+const MAX_TOKEN_ID: usize = 1 << 24;
+/// PCM samples per codec frame (S1: 2048).
+const MAX_FRAME_SAMPLES: usize = 1 << 16;
+/// Frames in one codec call (S1-mini: 4096 decode, 8192 encode).
+const MAX_CODEC_FRAMES: usize = 1 << 20;
+/// Code points per tokenizer chunk (fish-speech: 400 000).
+const MAX_ENCODE_CHARS: usize = 1 << 30;
 
 /// Special token ids the engine uses (from the manifest's `tokens`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,10 +230,10 @@ impl Bundle {
         if !dir.is_dir() {
             return Err(Error::BundleNotFound { path: dir.to_path_buf() });
         }
-        if !manifest_path.is_file() {
+        if !manifest_path.exists() {
             return Err(Error::BundleNotFound { path: manifest_path });
         }
-        let text = fs::read(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let text = read_bundle_file(&manifest_path, MANIFEST, MAX_MANIFEST_BYTES)?;
         Self::from_manifest(dir, &text, &verify)
     }
 
@@ -264,21 +291,24 @@ impl Bundle {
             None => "unknown".into(),
         };
 
+        // Every number is range-checked here, before anything is sized from it: bounds that
+        // real S1 bundles are far inside of (S1-mini: dim 1024, 28 layers, 8 KV heads of 128,
+        // context 8192, 10 codebooks of 4096/1024), so products of them cannot overflow.
         let model = ModelDims {
-            dim: usize_field(&m, "model.dim")?,
+            dim: bounded(&m, "model.dim", 1, MAX_DIM)?,
             // fish-speech falls back to `dim` when the config has no fast_dim.
             fast_dim: match m.get("model").and_then(|v| v.get("fast_dim")) {
-                Some(_) => usize_field(&m, "model.fast_dim")?,
-                None => usize_field(&m, "model.dim")?,
+                Some(_) => bounded(&m, "model.fast_dim", 1, MAX_DIM)?,
+                None => bounded(&m, "model.dim", 1, MAX_DIM)?,
             },
-            n_layer: usize_field(&m, "model.n_layer")?,
-            n_local_heads: usize_field(&m, "model.n_local_heads")?,
-            head_dim: usize_field(&m, "model.head_dim")?,
-            n_fast_layer: usize_field(&m, "model.n_fast_layer")?,
-            fast_n_local_heads: usize_field(&m, "model.fast_n_local_heads")?,
-            fast_head_dim: usize_field(&m, "model.fast_head_dim")?,
-            num_codebooks: usize_field(&m, "model.num_codebooks")?,
-            max_seq_len: usize_field(&m, "model.max_seq_len")?,
+            n_layer: bounded(&m, "model.n_layer", 1, MAX_LAYERS)?,
+            n_local_heads: bounded(&m, "model.n_local_heads", 1, MAX_HEADS)?,
+            head_dim: bounded(&m, "model.head_dim", 1, MAX_DIM)?,
+            n_fast_layer: bounded(&m, "model.n_fast_layer", 1, MAX_LAYERS)?,
+            fast_n_local_heads: bounded(&m, "model.fast_n_local_heads", 1, MAX_HEADS)?,
+            fast_head_dim: bounded(&m, "model.fast_head_dim", 1, MAX_DIM)?,
+            num_codebooks: bounded(&m, "model.num_codebooks", 1, MAX_CODEBOOKS)?,
+            max_seq_len: bounded(&m, "model.max_seq_len", 1, MAX_SEQ_LEN)?,
         };
         let tokens = TokenIds {
             im_end: id_field(&m, "tokens.im_end")?,
@@ -293,7 +323,7 @@ impl Bundle {
                 "is below tokens.semantic_begin",
             ));
         }
-        let semantic_rows = usize_field(&m, "head.semantic_rows")?;
+        let semantic_rows = bounded(&m, "head.semantic_rows", 1, MAX_CODEBOOK_SIZE)?;
         if semantic_rows != (tokens.semantic_end - tokens.semantic_begin) as usize + 1 {
             return Err(Error::bundle(
                 MANIFEST,
@@ -301,11 +331,11 @@ impl Bundle {
                 "must equal semantic_end - semantic_begin + 1",
             ));
         }
-        let im_end_index = usize_field(&m, "head.im_end_index")?;
+        let im_end_index = bounded(&m, "head.im_end_index", 0, MAX_HEAD_ROWS)?;
         if im_end_index < semantic_rows {
             return Err(Error::bundle(MANIFEST, "head.im_end_index", "overlaps the semantic rows"));
         }
-        let fast_logit_rows = usize_field(&m, "fast.logit_rows")?;
+        let fast_logit_rows = bounded(&m, "fast.logit_rows", 1, MAX_CODEBOOK_SIZE)?;
 
         let sample_rate_hz = usize_field(&m, "codec.sample_rate_hz")?;
         if sample_rate_hz != CODEC_SAMPLE_RATE_HZ as usize {
@@ -325,9 +355,21 @@ impl Bundle {
         }
         let codebook_sizes: Vec<usize> = lookup(&m, "codec.codebook_sizes")?
             .as_array()
-            .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as usize)).collect())
+            .and_then(|a| {
+                a.iter()
+                    .map(|v| {
+                        v.as_u64()
+                            .and_then(|x| usize::try_from(x).ok())
+                            .filter(|x| (1..=MAX_CODEBOOK_SIZE).contains(x))
+                    })
+                    .collect()
+            })
             .ok_or_else(|| {
-                Error::bundle(MANIFEST, "codec.codebook_sizes", "not a list of integers")
+                Error::bundle(
+                    MANIFEST,
+                    "codec.codebook_sizes",
+                    format!("not a list of integers in 1..={MAX_CODEBOOK_SIZE}"),
+                )
             })?;
         if codebook_sizes.len() != model.num_codebooks {
             return Err(Error::bundle(
@@ -350,36 +392,30 @@ impl Bundle {
                 "smaller than a residual codebook",
             ));
         }
-        let max_decode_frames =
-            nonzero(usize_field(&m, "codec.max_decode_frames")?, "codec.max_decode_frames")?;
+        let max_decode_frames = bounded(&m, "codec.max_decode_frames", 1, MAX_CODEC_FRAMES)?;
         let max_encode_frames = match lookup(&m, "codec.max_encode_frames") {
-            Ok(_) => {
-                nonzero(usize_field(&m, "codec.max_encode_frames")?, "codec.max_encode_frames")?
-            }
+            Ok(_) => bounded(&m, "codec.max_encode_frames", 1, MAX_CODEC_FRAMES)?,
             Err(_) => max_decode_frames,
         };
+        let frame_samples = bounded(&m, "codec.frame_samples", 1, MAX_FRAME_SAMPLES)?;
+        // The decode window must hold more than its left context, or no frame is ever new.
+        let receptive_field_frames =
+            bounded(&m, "codec.receptive_field_frames", 0, max_decode_frames - 1)?;
         let codec = CodecInfo {
             sample_rate_hz: CODEC_SAMPLE_RATE_HZ,
-            frame_samples: nonzero(usize_field(&m, "codec.frame_samples")?, "codec.frame_samples")?,
+            frame_samples,
             codebook_sizes,
-            receptive_field_frames: usize_field(&m, "codec.receptive_field_frames")?,
+            receptive_field_frames,
             max_decode_frames,
             max_encode_frames,
         };
-        for (field, v) in [
-            ("model.n_layer", model.n_layer),
-            ("model.num_codebooks", model.num_codebooks),
-            ("model.max_seq_len", model.max_seq_len),
-            ("model.dim", model.dim),
-        ] {
-            nonzero(v, field)?;
-        }
         // One request's slow KV cache at full context (f32 K and V, [L, 1, H, T, D] each) must
         // be a size this machine can even express: an absurd manifest is refused here, before
         // anything is allocated from its numbers.
         let kv = [model.n_local_heads, model.head_dim, model.max_seq_len, 2, 4]
             .iter()
             .try_fold(model.n_layer, |acc, &x| acc.checked_mul(x));
+        // (Within the bounds above this cannot overflow on 64-bit hosts; 32-bit ones can.)
         if kv.is_none_or(|b| b > isize::MAX as usize) {
             return Err(Error::bundle(
                 MANIFEST,
@@ -410,6 +446,11 @@ impl Bundle {
             let meta = fs::metadata(&path).map_err(|_| {
                 Error::bundle(name, &field, "listed in manifest.json but missing from the bundle")
             })?;
+            // A FIFO would block every reader (ours, ONNX Runtime's) forever and a device would
+            // never end: only regular files are part of a bundle.
+            if !meta.is_file() {
+                return Err(Error::bundle(name, &field, fsio::ReadError::NotRegular.to_string()));
+            }
             if meta.len() != entry.bytes {
                 return Err(Error::HashMismatch {
                     file: name.clone(),
@@ -424,7 +465,7 @@ impl Bundle {
                 Verify::Stamped(stamps) => !stamps.is_verified(&path, &entry.sha256),
             };
             if hash {
-                let got = sha256_file(&path)?;
+                let got = sha256_regular_file(&path, name, entry.bytes)?;
                 hashed_bytes += entry.bytes;
                 if !got.eq_ignore_ascii_case(&entry.sha256) {
                     return Err(Error::HashMismatch {
@@ -502,7 +543,7 @@ fn quantization(m: &Value, precision: &str) -> Result<Quantization> {
     let q = Quantization {
         layer_bits: bits("quantization.layer_bits")?,
         head_bits: bits("quantization.head_bits")?,
-        block_size: nonzero(usize_field(m, "quantization.block_size")?, "quantization.block_size")?,
+        block_size: bounded(m, "quantization.block_size", 1, MAX_DIM)?,
         slow_matrix_bytes: usize_field(m, "quantization.matrix_bytes.slow")? as u64,
         fast_matrix_bytes: usize_field(m, "quantization.matrix_bytes.fast")? as u64,
     };
@@ -528,9 +569,10 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
     }
     let pattern = str_field(m, "tokenizer.pattern")?;
     let num_ranks = usize_field(m, "tokenizer.num_ranks")?;
-    let max_encode_chars = usize_field(m, "tokenizer.max_encode_chars")?;
+    let max_encode_chars = bounded(m, "tokenizer.max_encode_chars", 1, MAX_ENCODE_CHARS)?;
     let path = dir.join(file);
-    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    // The size was checked against files.<file>.bytes above; never read more than that.
+    let bytes = read_bundle_file(&path, file, files[file])?;
     // Corrupt content is a bundle error naming the file, not an I/O error.
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         Error::bundle(file, "-", format!("not UTF-8 (at byte {})", e.valid_up_to()))
@@ -548,6 +590,14 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
         .ok_or_else(|| Error::bundle(MANIFEST, "tokens.special", "not an object"))?;
     let mut special = HashMap::with_capacity(special_v.len());
     for (name, id) in special_v {
+        if name.is_empty() {
+            // An empty name matches at every position: the tokenizer would never advance.
+            return Err(Error::bundle(
+                MANIFEST,
+                "tokens.special",
+                "a special token has an empty name",
+            ));
+        }
         let id = id.as_u64().and_then(|v| TokenId::try_from(v).ok()).ok_or_else(|| {
             Error::bundle(MANIFEST, &format!("tokens.special.{name}"), "not a token id")
         })?;
@@ -558,7 +608,11 @@ fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Resul
 
 /// Hex sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    sha256_reader(f, path)
+}
+
+fn sha256_reader(mut f: impl Read, path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -569,6 +623,52 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Hex sha256 of the bundle file `name` at `path`: a regular file, of which at most
+/// `bytes + 1` bytes are read (a file that grew is a size mismatch, not an endless read).
+fn sha256_regular_file(path: &Path, name: &str, bytes: u64) -> Result<String> {
+    let (f, _) = fsio::open_regular(path).map_err(|e| bundle_read_error(e, path, name))?;
+    let mut counted = CountingReader { inner: f.take(bytes.saturating_add(1)), n: 0 };
+    let digest = sha256_reader(&mut counted, path)?;
+    if counted.n != bytes {
+        return Err(Error::HashMismatch {
+            file: name.to_owned(),
+            field: "bytes",
+            expected: bytes.to_string(),
+            got: if counted.n > bytes {
+                format!("more than {bytes}")
+            } else {
+                counted.n.to_string()
+            },
+        });
+    }
+    Ok(digest)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the bundle file `name` (a regular file of at most `limit` bytes).
+fn read_bundle_file(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
+    fsio::read_regular(path, limit).map_err(|e| bundle_read_error(e, path, name))
+}
+
+fn bundle_read_error(e: fsio::ReadError, path: &Path, name: &str) -> Error {
+    match e {
+        fsio::ReadError::Io(e) => Error::io(path, e),
+        other => Error::bundle(name, "-", other.to_string()),
+    }
 }
 
 fn lookup<'a>(m: &'a Value, dotted: &str) -> Result<&'a Value> {
@@ -585,20 +685,24 @@ fn str_field<'a>(m: &'a Value, dotted: &str) -> Result<&'a str> {
 
 fn usize_field(m: &Value, dotted: &str) -> Result<usize> {
     let v = lookup(m, dotted)?;
-    v.as_u64().map(|x| x as usize).ok_or_else(|| {
+    v.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(|| {
         Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer"))
     })
 }
 
 fn id_field(m: &Value, dotted: &str) -> Result<TokenId> {
-    let v = usize_field(m, dotted)?;
+    let v = bounded(m, dotted, 0, MAX_TOKEN_ID)?;
     TokenId::try_from(v).map_err(|_| Error::bundle(MANIFEST, dotted, "token id out of range"))
 }
 
-fn nonzero(v: usize, field: &str) -> Result<usize> {
-    if v == 0 {
-        Err(Error::bundle(MANIFEST, field, "must be > 0"))
-    } else {
-        Ok(v)
+/// An integer field in `lo..=hi`; anything else is `BundleInvalid` naming the field.
+fn bounded(m: &Value, dotted: &str, lo: usize, hi: usize) -> Result<usize> {
+    let v = lookup(m, dotted)?;
+    let n = v.as_u64().ok_or_else(|| {
+        Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer"))
+    })?;
+    match usize::try_from(n) {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(Error::bundle(MANIFEST, dotted, format!("{n} is outside {lo}..={hi}"))),
     }
 }

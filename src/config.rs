@@ -366,6 +366,11 @@ pub struct SynthParams {
     /// prefill only the rest. Same frames as without (logits differ by float rounding, < 1e-4).
     /// Default `true`.
     pub prefix_cache: bool,
+    /// Whether special-token names typed in the text and in voice transcripts (`<|im_end|>`,
+    /// `<|semantic:N|>`, `<|interleave|>`, …) become those control tokens, as fish-speech parses
+    /// them. Default `false`: they are plain text, so user text cannot end the utterance early
+    /// or forge semantic tokens. Only for trusted text that means to use them.
+    pub parse_special_tokens: bool,
 }
 
 impl Default for SynthParams {
@@ -381,11 +386,19 @@ impl Default for SynthParams {
             chunk_frames: 16,
             ignore_end: false,
             prefix_cache: true,
+            parse_special_tokens: false,
         }
     }
 }
 
 impl SynthParams {
+    /// Sets [`SynthParams::parse_special_tokens`].
+    #[must_use]
+    pub fn with_parse_special_tokens(mut self, v: bool) -> Self {
+        self.parse_special_tokens = v;
+        self
+    }
+
     /// Sets [`SynthParams::prefix_cache`].
     #[must_use]
     pub fn with_prefix_cache(mut self, v: bool) -> Self {

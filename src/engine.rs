@@ -104,28 +104,33 @@ impl Engine {
 
     /// Largest `max_frames` the context leaves for `text` (context − prompt length).
     pub fn context_frames(&self, text: &str) -> Result<u32> {
-        let prompt = self.inner.prompt(text)?;
+        let prompt = self.inner.prompt(text, &[], false)?;
         let left = self.inner.info.model.max_seq_len.saturating_sub(prompt.len);
         Ok(u32::try_from(left).unwrap_or(u32::MAX))
     }
 
-    /// The prompt the engine feeds the model for `text` (`[1+K, T]` ids).
+    /// The prompt the engine feeds the model for `text` (`[1+K, T]` ids), with the default
+    /// [`SynthParams::parse_special_tokens`] (off: special-token names in `text` are plain text).
     pub fn prompt(&self, text: &str) -> Result<Prompt> {
-        self.inner.prompt(text)
+        self.inner.prompt(text, &[], false)
     }
 
     /// The prompt for `text` spoken after `references` (transcript + codes of each reference
-    /// voice), as fish-speech's `generate_long` builds it.
+    /// voice), as fish-speech's `generate_long` builds it (special-token names plain text, as
+    /// [`Engine::prompt`]).
     pub fn prompt_with_references(&self, references: &[Reference], text: &str) -> Result<Prompt> {
-        self.inner.prompt(text)?;
-        let i = &self.inner.info;
-        build_prompt(
-            &self.inner.bundle.tokenizer,
-            &i.tokens,
-            i.model.num_codebooks,
-            references,
-            text,
-        )
+        self.inner.prompt(text, references, false)
+    }
+
+    /// The prompt a synthesis of `text` in `voices` with `params` feeds the model (only
+    /// [`SynthParams::parse_special_tokens`] of `params` changes it).
+    pub fn prompt_with_params(
+        &self,
+        voices: &[Voice],
+        text: &str,
+        params: &SynthParams,
+    ) -> Result<Prompt> {
+        self.inner.prompt(text, &Inner::references(voices), params.parse_special_tokens)
     }
 
     /// Text → speech in one call (PCM f32 mono at [`Audio::sample_rate_hz`]).
@@ -137,7 +142,7 @@ impl Engine {
     /// [`Engine::synthesize`] for text given as bytes; invalid UTF-8 is [`Error::InvalidUtf8`].
     pub fn synthesize_bytes(&self, text: &[u8], params: &SynthParams) -> Result<Audio> {
         let text = std::str::from_utf8(text)
-            .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.valid_up_to() })?;
+            .map_err(|e| Error::InvalidUtf8 { arg: "text", valid_up_to: e.valid_up_to() })?;
         self.synthesize(text, params)
     }
 
@@ -213,7 +218,7 @@ impl Engine {
     /// resampling to the codec's rate ([`crate::audio::resample`]; none when the rates match).
     ///
     /// Refused with [`Error::InvalidArgument`]: no samples, a NaN or infinite sample, a rate
-    /// outside 1..=768 000 Hz, or audio longer than the codec encodes in one call
+    /// outside 8 000..=384 000 Hz, or audio longer than the codec encodes in one call
     /// (`codec.max_encode_frames`: ≈ 190 s for S1-mini, ≈ 5.9 s for the tiny test codec) —
     /// longer audio is never truncated silently; trim it (10–30 s is what cloning needs).
     pub fn encode_pcm(&self, samples: &[f32], sample_rate_hz: u32) -> Result<Codes> {
@@ -407,7 +412,13 @@ impl Inner {
         })
     }
 
-    fn prompt(&self, text: &str) -> Result<Prompt> {
+    /// Checks `text` (empty, too long: before anything is tokenized), then builds its prompt.
+    fn prompt(
+        &self,
+        text: &str,
+        references: &[Reference],
+        parse_special_tokens: bool,
+    ) -> Result<Prompt> {
         if text.trim().is_empty() {
             return Err(Error::EmptyText);
         }
@@ -423,8 +434,9 @@ impl Inner {
             &self.bundle.tokenizer,
             &self.info.tokens,
             self.info.model.num_codebooks,
-            &[],
+            references,
             text,
+            parse_special_tokens,
         )
     }
 
@@ -446,24 +458,22 @@ impl Inner {
         params: &SynthParams,
     ) -> Result<FrameGenerator> {
         params.validate(u32::try_from(self.info.model.max_seq_len).unwrap_or(u32::MAX))?;
+        let parse = params.parse_special_tokens;
         if voices.is_empty() {
-            let prompt = self.prompt(text)?;
+            let prompt = self.prompt(text, &[], parse)?;
             return FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt, params);
         }
         for v in voices {
             Engine::check_codes_with(&self.info, v.codes(), "voice")?;
         }
-        self.prompt(text)?; // text checks
         let refs = Inner::references(voices);
-        let i = &self.info;
-        let prompt =
-            build_prompt(&self.bundle.tokenizer, &i.tokens, i.model.num_codebooks, &refs, text)?;
+        let prompt = self.prompt(text, &refs, parse)?;
         let gen =
             FrameGenerator::new(self.t2s.as_ref(), self.info.clone(), prompt.clone(), params)?;
         if !params.prefix_cache {
             return Ok(gen);
         }
-        Ok(match self.prefix(voices, &refs, &prompt)? {
+        Ok(match self.prefix(voices, &refs, &prompt, parse)? {
             Some(prefix) => gen.with_prefix(prefix),
             None => gen,
         })
@@ -476,8 +486,11 @@ impl Inner {
         voices: &[Voice],
         refs: &[Reference],
         prompt: &Prompt,
+        parse_special_tokens: bool,
     ) -> Result<Option<Arc<KvSnapshot>>> {
         let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        // The transcripts tokenize differently with and without special-token parsing.
+        sha2::Digest::update(&mut h, [u8::from(parse_special_tokens)]);
         for v in voices {
             sha2::Digest::update(&mut h, v.fingerprint());
         }
@@ -495,7 +508,13 @@ impl Inner {
             }
         }
         let i = &self.info;
-        let prefix = build_prefix(&self.bundle.tokenizer, &i.tokens, i.model.num_codebooks, refs)?;
+        let prefix = build_prefix(
+            &self.bundle.tokenizer,
+            &i.tokens,
+            i.model.num_codebooks,
+            refs,
+            parse_special_tokens,
+        )?;
         if !prompt.starts_with(&prefix) || prefix.len >= prompt.len {
             return Err(Error::Internal("voice prefix differs from the prompt's start".into()));
         }
@@ -554,7 +573,8 @@ impl std::fmt::Debug for Stream {
 
 impl Stream {
     /// A token that cancels this stream from any thread; the next [`Stream::next_chunk`] (or the
-    /// one in progress, between frames) returns [`Error::Cancelled`].
+    /// one in progress, between frames) returns [`Error::Cancelled`], and so does every later one,
+    /// also after the last chunk.
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()
     }
@@ -562,6 +582,10 @@ impl Stream {
     /// The next chunk: `first_chunk_frames` frames first, then `chunk_frames` each, the last one
     /// possibly shorter. `Ok(None)` after the last chunk.
     pub fn next_chunk(&mut self) -> Result<Option<AudioChunk>> {
+        // Cancelled wins over finished: after a cancel every call says so, as documented.
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         if self.done {
             return Ok(None);
         }

@@ -26,8 +26,10 @@ pub enum Error {
         reason: String,
     },
     /// Input bytes are not valid UTF-8.
-    #[error("text is not valid utf-8 (first invalid byte at offset {valid_up_to})")]
+    #[error("`{arg}` is not valid utf-8 (first invalid byte at offset {valid_up_to})")]
     InvalidUtf8 {
+        /// The argument that is not UTF-8 (`text`, `path`, `config.bundle_dir`, …).
+        arg: &'static str,
         /// Number of leading bytes that are valid UTF-8.
         valid_up_to: usize,
     },

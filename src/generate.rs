@@ -436,7 +436,13 @@ pub fn decode_range(
     let ctx = info.codec.receptive_field_frames;
     let step = info.codec.max_decode_frames.saturating_sub(ctx).max(1);
     let end = end.min(codes.frames().0);
-    let mut out = Vec::with_capacity(end.saturating_sub(start) * fs);
+    // Bounded by the manifest checks (frames and frame_samples), checked anyway.
+    let samples = |frames: usize| {
+        frames
+            .checked_mul(fs)
+            .ok_or_else(|| Error::Internal(format!("{frames} frames of {fs} samples overflow")))
+    };
+    let mut out = Vec::with_capacity(samples(end.saturating_sub(start))?);
     let mut s = start;
     while s < end {
         let w = s / step;
@@ -444,10 +450,10 @@ pub fn decode_range(
         let origin = (w * step).saturating_sub(ctx);
         let from =
             if codec.supports_start_frame() { s.saturating_sub(ctx).max(origin) } else { origin };
-        let mut pcm = Vec::with_capacity((piece_end - from) * fs);
+        let mut pcm = Vec::with_capacity(samples(piece_end - from)?);
         // codes [K, piece_end - from] at positions from - origin.. -> pcm [(piece_end - from) * fs]
         codec.decode_at(&codes.slice_frames(from, piece_end), from - origin, &mut pcm)?;
-        let tail = pcm.get((s - from) * fs..).ok_or_else(|| {
+        let tail = pcm.get(samples(s - from)?..).ok_or_else(|| {
             Error::Internal(format!(
                 "codec returned {} samples for {} frames",
                 pcm.len(),

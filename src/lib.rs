@@ -19,6 +19,7 @@ mod engine;
 pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
+mod fsio;
 pub mod generate;
 pub mod npy;
 pub mod sampling;

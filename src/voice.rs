@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codes::{Codes, Frames};
 use crate::error::{Error, Result};
+use crate::fsio;
 
 /// First 8 bytes of a voice file.
 pub const VOICE_MAGIC: [u8; 8] = *b"S1VOICE\0";
@@ -196,17 +197,18 @@ impl Voice {
         std::fs::write(path, self.to_bytes()).map_err(|e| Error::io(path, e))
     }
 
-    /// Reads a voice file; its size is checked before it is read.
+    /// Reads a voice file: a regular file (a FIFO, device or directory is
+    /// [`Error::VoiceInvalid`], never waited on or read), whose size is checked before it is
+    /// read and of which at most the limit + 1 bytes are read.
     pub fn load(path: &Path) -> Result<Voice> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.len() > MAX_VOICE_FILE_BYTES {
-            return Err(invalid(format!(
-                "{}: {} bytes is larger than the {MAX_VOICE_FILE_BYTES}-byte limit",
-                path.display(),
-                meta.len()
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = fsio::read_regular(path, MAX_VOICE_FILE_BYTES).map_err(|e| match e {
+            fsio::ReadError::Io(e) => Error::io(path, e),
+            fsio::ReadError::TooLarge { len } => invalid(format!(
+                "{}: {len} bytes is larger than the {MAX_VOICE_FILE_BYTES}-byte limit",
+                path.display()
+            )),
+            other => invalid(format!("{}: {other}", path.display())),
+        })?;
         Voice::from_bytes(&bytes).map_err(|e| match e {
             Error::VoiceInvalid { reason } => {
                 Error::VoiceInvalid { reason: format!("{}: {reason}", path.display()) }

@@ -35,7 +35,7 @@ fn one_megabyte_text_is_text_too_long() {
 fn invalid_utf8_bytes_are_invalid_utf8() {
     let e = tiny_engine();
     match e.synthesize_bytes(b"ok \xff\xfe bad", &p()) {
-        Err(err @ Error::InvalidUtf8 { valid_up_to: 3 }) => {
+        Err(err @ Error::InvalidUtf8 { arg: "text", valid_up_to: 3 }) => {
             assert_eq!(err.status(), Status::InvalidUtf8)
         }
         other => panic!("{other:?}"),

@@ -30,6 +30,8 @@ fn engine(dir: &Path, verify: bool) -> Result<Engine, Error> {
 /// not detected at load (they are listed for other backends and tools). Everything else must
 /// fail to load when corrupted, even unverified.
 const NOT_READ_BY_ONNX_CPU: [&str; 2] = ["llm.safetensors", "special_tokens.json"];
+/// Read by onnx-cpu at first use, not at load: the codec encoder (voice creation only).
+const READ_AT_FIRST_USE: &str = "codec_encode.onnx";
 
 fn expect_err(what: &str, r: Result<Engine, Error>, status: Status, file: &str) {
     match r {
@@ -82,6 +84,16 @@ fn every_bundle_file_truncated_corrupted_or_removed_is_a_specific_error() {
         let unverified = engine(&dir, false);
         if NOT_READ_BY_ONNX_CPU.contains(&name.as_str()) {
             assert!(unverified.is_ok(), "{name}: {unverified:?}");
+        } else if name == READ_AT_FIRST_USE {
+            // Loads; the first encode opens the graph and names it.
+            let e = unverified.unwrap();
+            match e.encode_audio(&vec![0.01; 4096]) {
+                Err(err) => {
+                    assert_eq!(err.status(), Status::BundleInvalid, "{err}");
+                    assert!(err.to_string().contains(name.as_str()), "{err}");
+                }
+                Ok(_) => panic!("{name} corrupted, unverified: encoded"),
+            }
         } else {
             expect_err(
                 &format!("{name} corrupted, unverified"),

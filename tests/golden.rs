@@ -21,6 +21,9 @@ fn tokenizer_matches_fish_speech_corpus() {
         let text = case["text"].as_str().unwrap();
         let want: Vec<u32> =
             case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        // `encode` is fish-speech's parsing: three cases type special-token names, which it
+        // turns into special tokens. Prompts do so only with SynthParams::parse_special_tokens
+        // (issue #19.7); the golden prompts hold no special names, so they match either way.
         assert_eq!(bundle.tokenizer.encode(text).unwrap(), want, "text {text:?}");
     }
 }

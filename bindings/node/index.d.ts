@@ -38,6 +38,11 @@ export interface SynthOptions {
   voices?: Array<Voice>
   /** Reuse the voices' cached prompt prefix (same audio, faster first chunk). Default true. */
   prefixCache?: boolean
+  /**
+   * Special-token names typed in the text and the voices' transcripts ("<|im_end|>", ...) become
+   * control tokens, as fish-speech parses them. Default false (plain text); only for trusted text.
+   */
+  parseSpecialTokens?: boolean
 }
 
 /** Errors thrown or rejected by the addon carry the C status name as `code`. */

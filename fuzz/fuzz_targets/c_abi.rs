@@ -167,6 +167,7 @@ fn params(inp: &mut In, list: &[*const s1_voice]) -> Option<s1_synth_params> {
         p.n_voices = inp.u8() as usize % 70;
         p.voices = if inp.u8().is_multiple_of(8) { std::ptr::null() } else { list.as_ptr() };
         p.prefix_cache = inp.u8();
+        p.parse_special_tokens = inp.u8();
     }
     Some(p)
 }

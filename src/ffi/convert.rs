@@ -1,16 +1,20 @@
 //! The only place where C pointers become Rust values (rustls `ffi.rs` pattern, STYLE.md §13).
 //!
-//! Handles are keys into one registry of live objects. Engine and stream handles are never
-//! addresses: they are ids from a counter that is never reused, so a freed handle can never alias
-//! a later object, and a stale or foreign handle is a lookup miss (`S1_STATUS_INVALID_HANDLE`)
-//! instead of a read of freed memory. Audio buffers are real heap structs the caller reads, so
-//! their key is their address; it is checked against the registry before anything is freed.
+//! Handles are keys into one registry of live objects, in one key space shared by every kind:
+//! - engine, stream and voice handles are never addresses: they are ids from one counter shared
+//!   by all three kinds, never reused, and always odd, so a freed handle can never alias a later
+//!   object and a stale or foreign handle is a lookup miss (`S1_STATUS_INVALID_HANDLE`) instead of
+//!   a read of freed memory;
+//! - audio buffers are real heap structs the caller reads, so their key is their address, which
+//!   is always even (the struct is pointer-aligned): an id can never equal a live audio's key;
+//! - an insert never replaces an entry ([`insert_new`]), whatever the keys.
+//!
 //! Objects in the registry are `Arc`s: a call in flight keeps its object alive even if another
 //! thread frees the handle meanwhile.
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::{Error, Status};
@@ -29,18 +33,46 @@ fn registry() -> MutexGuard<'static, HashMap<usize, Slot>> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Ids start high and step by 16 so that a handle never looks like a small integer or a
-/// misaligned pointer to a debugger; 0 (NULL) is never issued.
-fn next_id() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0x51_0000);
-    NEXT.fetch_add(16, Ordering::Relaxed)
+/// The next id for an engine, stream or voice handle: odd (so never the address of an audio
+/// struct, which is pointer-aligned), starting high so that it never looks like a small integer,
+/// never reused; 0 (NULL) is never issued. The 64-bit counter cannot wrap in practice; an id that
+/// no longer fits a pointer (32-bit hosts, after 2^28 handles) is an error, never a reuse.
+fn next_id() -> Result<usize, Error> {
+    let n = next_id_counter().fetch_add(16, Ordering::Relaxed);
+    usize::try_from(n | 1)
+        .map_err(|_| Error::Internal("out of handle ids (2^28 handles on a 32-bit host)".into()))
+}
+
+fn next_id_counter() -> &'static AtomicU64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0x51_0000);
+    &NEXT
+}
+
+/// Inserts a new registry entry; an occupied key is an error and the entry there is kept (by
+/// construction of the keys this cannot happen, and if it did it must not replace a live object).
+fn insert_new(key: usize, slot: Slot) -> Result<(), Error> {
+    match registry().entry(key) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(slot);
+            Ok(())
+        }
+        std::collections::hash_map::Entry::Occupied(_) => {
+            Err(Error::Internal(format!("handle {key:#x} is already in use")))
+        }
+    }
+}
+
+/// Test seam: makes the next id at least `n` (ids never go back).
+#[cfg(test)]
+pub(crate) fn advance_ids_to(n: usize) {
+    next_id_counter().fetch_max(n as u64, Ordering::Relaxed);
 }
 
 /// Registers a shared object and returns its opaque handle.
-pub(crate) fn into_handle<T: Any + Send + Sync, C>(obj: Arc<T>) -> *mut C {
-    let id = next_id();
-    registry().insert(id, Slot::Shared(obj));
-    id as *mut C
+pub(crate) fn into_handle<T: Any + Send + Sync, C>(obj: Arc<T>) -> Result<*mut C, Error> {
+    let id = next_id()?;
+    insert_new(id, Slot::Shared(obj))?;
+    Ok(id as *mut C)
 }
 
 /// Looks a handle up: NULL → `NullPointer`, unknown/freed/other type → `InvalidHandle`.
@@ -91,11 +123,93 @@ fn remove_slot<C>(
     }
 }
 
+/// An object that one call at a time may use (a stream): while a call holds it, other calls that
+/// want it, and its free, are refused with `INVALID_ARGUMENT` instead of racing that call.
+pub(crate) trait Exclusive {
+    /// Set while a call holds the object; only [`handle_acquire`] and [`InUse`] touch it.
+    fn in_use(&self) -> &AtomicBool;
+}
+
+/// A handle's object held by one call; released when dropped (also on panic).
+pub(crate) struct InUse<T: Exclusive>(Arc<T>);
+
+impl<T: Exclusive> std::ops::Deref for InUse<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Exclusive> Drop for InUse<T> {
+    fn drop(&mut self) {
+        self.0.in_use().store(false, Ordering::Release);
+    }
+}
+
+#[cold]
+fn busy(what: &'static str) -> Error {
+    Error::arg(
+        what,
+        "in use by a call in progress (s1_stream_next or s1_stream_run, on another thread or \
+         in this thread's chunk callback); one call at a time per stream",
+    )
+}
+
+/// Looks a handle up like [`handle_ref`] and marks its object in use for the caller; an object
+/// already in use is `InvalidArgument`. Lookup and marking happen under the registry lock, as
+/// does [`free_exclusive`]'s check, so a free can never slip between them.
+pub(crate) fn handle_acquire<T: Exclusive + Any + Send + Sync, C>(
+    ptr: *const C,
+    what: &'static str,
+) -> Result<InUse<T>, Error> {
+    if ptr.is_null() {
+        return Err(Error::NullPointer { arg: what });
+    }
+    let reg = registry();
+    let obj = match reg.get(&(ptr as usize)) {
+        Some(Slot::Shared(obj)) => Arc::clone(obj).downcast::<T>().map_err(|_| invalid(what))?,
+        _ => return Err(invalid(what)),
+    };
+    if obj.in_use().swap(true, Ordering::Acquire) {
+        return Err(busy(what));
+    }
+    Ok(InUse(obj))
+}
+
+/// [`free_handle`] for [`Exclusive`] objects: refused with `InvalidArgument`, touching nothing,
+/// while a call holds the object (so no call can be left using, or handing out, freed memory).
+pub(crate) fn free_exclusive<T: Exclusive + Any + Send + Sync, C>(
+    ptr: *mut C,
+    what: &'static str,
+) -> Result<(), Error> {
+    if ptr.is_null() {
+        return Ok(());
+    }
+    let mut reg = registry();
+    let key = ptr as usize;
+    match reg.get(&key) {
+        Some(Slot::Shared(obj)) => match obj.downcast_ref::<T>() {
+            Some(t) if t.in_use().load(Ordering::Acquire) => return Err(busy(what)),
+            Some(_) => {}
+            None => return Err(invalid(what)),
+        },
+        _ => return Err(invalid(what)),
+    }
+    let removed = reg.remove(&key);
+    drop(reg);
+    drop(removed);
+    Ok(())
+}
+
 /// Registers a heap struct the caller reads directly; its address is the handle.
-pub(crate) fn into_owned_ptr<T: Any + Send + Sync, C>(obj: Box<T>) -> *mut C {
+pub(crate) fn into_owned_ptr<T: Any + Send + Sync, C>(obj: Box<T>) -> Result<*mut C, Error> {
     let ptr = &*obj as *const T as usize;
-    registry().insert(ptr, Slot::Owned(obj));
-    ptr as *mut C
+    if !ptr.is_multiple_of(2) {
+        // Only byte-aligned types could land here; the registry's key split needs even keys.
+        return Err(Error::Internal(format!("{ptr:#x} is odd: not a registrable struct")));
+    }
+    insert_new(ptr, Slot::Owned(obj))?;
+    Ok(ptr as *mut C)
 }
 
 /// Frees a struct registered by [`into_owned_ptr`]; NULL is a no-op, anything else unknown is an
@@ -138,7 +252,7 @@ pub(crate) unsafe fn utf8_arg<'a>(
     }
     // SAFETY: non-null and NUL-terminated per this function's contract.
     let c = unsafe { CStr::from_ptr(ptr) };
-    c.to_str().map_err(|e| Error::InvalidUtf8 { valid_up_to: e.valid_up_to() })
+    c.to_str().map_err(|e| Error::InvalidUtf8 { arg: what, valid_up_to: e.valid_up_to() })
 }
 
 /// Reads an optional string argument: NULL → `None`.
@@ -156,12 +270,28 @@ pub(crate) unsafe fn opt_utf8_arg<'a>(
     unsafe { utf8_arg(ptr, what) }.map(Some)
 }
 
+/// `(offset, size)` of each named field of a `#[repr(C)]` struct, for [`options_arg`].
+macro_rules! field_spans {
+    ($t:ty; $($f:ident),+ $(,)?) => {
+        &[$((std::mem::offset_of!($t, $f), $crate::ffi::convert::field_size(|s: &$t| &s.$f))),+]
+    };
+}
+pub(crate) use field_spans;
+
+/// Size of the field a non-capturing accessor returns (used by [`field_spans!`]).
+pub(crate) fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    std::mem::size_of::<F>()
+}
+
 /// Copies a caller's versioned options struct over `default` (STYLE.md §14).
 ///
 /// Reads `struct_size` (the first `u32`) first and then copies only `struct_size` bytes, so a
 /// caller built against an older, shorter struct is never over-read; the fields it does not know
 /// keep their defaults. Sizes below `min_size` (the first published layout) or above this
-/// library's size (a caller built against a newer header) are rejected.
+/// library's size (a caller built against a newer header) are rejected, and so is a size that
+/// ends inside one of `fields` (`(offset, size)` of every field, from [`field_spans!`]): that
+/// would mix the caller's first bytes of the field with the default's last ones. A size at a
+/// field's end or in the padding after it is a boundary and accepted.
 ///
 /// # Safety
 /// `ptr` must be NULL or point to at least `struct_size` readable bytes, with `struct_size` being
@@ -171,6 +301,7 @@ pub(crate) unsafe fn options_arg<T: Copy>(
     ptr: *const T,
     default: T,
     min_size: usize,
+    fields: &[(usize, usize)],
     what: &'static str,
 ) -> Result<T, Error> {
     if ptr.is_null() {
@@ -185,6 +316,16 @@ pub(crate) unsafe fn options_arg<T: Copy>(
             format!(
                 "struct_size is {size}, expected {ours} (fill the struct with the s1_*_default() \
                  function of the header this library was built with)"
+            ),
+        ));
+    }
+    if let Some(&(off, len)) = fields.iter().find(|&&(off, len)| off < size && size < off + len) {
+        return Err(Error::arg(
+            what,
+            format!(
+                "struct_size {size} ends inside a field (bytes {off}..{}); it must end on a \
+                 field boundary (use sizeof of the struct of your header)",
+                off + len
             ),
         ));
     }
@@ -208,14 +349,15 @@ pub(crate) unsafe fn write_str_out(
     buf_size: usize,
     out_len: *mut usize,
 ) -> Result<(), Error> {
+    // Checked before anything is written: a failed call leaves every output untouched.
+    if buf_size > 0 && buf.is_null() {
+        return Err(Error::NullPointer { arg: "buf" });
+    }
     if !out_len.is_null() {
         // SAFETY: non-null and writable per the contract.
         unsafe { out_len.write(value.len()) };
     }
     if buf_size > 0 {
-        if buf.is_null() {
-            return Err(Error::NullPointer { arg: "buf" });
-        }
         let n = value.len().min(buf_size - 1);
         // SAFETY: `n + 1 <= buf_size` bytes are written into the caller's buffer.
         unsafe {
@@ -247,4 +389,25 @@ pub(crate) fn status_name_c(status: Status) -> &'static CStr {
             .collect()
     });
     names.get(&(status as i32)).map(|c| c.as_c_str()).unwrap_or(c"S1_STATUS_UNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #19.3, by construction: every id is odd, distinct and increasing, while every
+    /// registered struct's key is even; and no insert replaces a live entry.
+    #[test]
+    fn registry_ids_are_odd_unique_and_never_replace_an_entry() {
+        let ids: Vec<usize> = (0..1000).map(|_| next_id().unwrap()).collect();
+        assert!(ids.iter().all(|id| !id.is_multiple_of(2)));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let a = into_owned_ptr::<[u64; 2], u8>(Box::new([1, 2])).unwrap();
+        assert!((a as usize).is_multiple_of(2));
+        // A second object under a live key is refused and the first one stays.
+        let r = insert_new(a as usize, Slot::Shared(Arc::new(3u32)));
+        assert!(matches!(r, Err(Error::Internal(_))), "{r:?}");
+        assert!(free_handle::<u32, u8>(a, "a").is_err());
+        assert!(free_owned_ptr::<[u64; 2], u8>(a, "a").is_ok());
+    }
 }

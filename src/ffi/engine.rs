@@ -269,6 +269,12 @@ pub unsafe extern "C" fn s1_engine_new(
                 config,
                 s1_engine_config::from_rust(&defaults),
                 CONFIG_V1_SIZE,
+                convert::field_spans!(s1_engine_config;
+                    struct_size, intra_op_threads, bundle_dir, backend, ort_library_path,
+                    verify_hashes, tensorrt_workspace_bytes, inter_op_threads, device_id,
+                    graph_optimization, tensorrt_precision, cudnn_conv_algo_search,
+                    tensorrt_profile_opt_tokens, tensorrt_profile_max_tokens, cache_dir,
+                    tensorrt_int8_calibration_file, cuda_weights),
                 "config",
             )
         }?;
@@ -308,7 +314,7 @@ pub unsafe extern "C" fn s1_engine_new(
         rc.cache_dir = cache_dir.map(PathBuf::from);
         rc.tensorrt_int8_calibration_file = calibration.map(PathBuf::from);
         let engine = Engine::new(rc)?;
-        let handle = convert::into_handle::<Engine, s1_engine>(Arc::new(engine));
+        let handle = convert::into_handle::<Engine, s1_engine>(Arc::new(engine))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_engine, handle, "out_engine") }
     })

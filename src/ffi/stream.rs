@@ -1,7 +1,8 @@
 //! `s1_stream`: audio in frame-granular chunks, pulled (`s1_stream_next`) or pushed
 //! (`s1_stream_run` with a callback), cancellable from any thread.
 use std::ffi::{c_char, c_void};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use super::convert;
 use super::engine::s1_engine;
@@ -11,9 +12,11 @@ use crate::{CancelToken, Engine, Error, Status, Stream};
 
 /// One synthesis in progress. Opaque.
 ///
-/// Thread safety: `s1_stream_next`, `s1_stream_run` and `s1_stream_free` must not run
-/// concurrently on one stream (a second concurrent call returns `S1_STATUS_INVALID_ARGUMENT`);
-/// `s1_stream_cancel` may be called from any thread at any time.
+/// Thread safety: one call at a time. While `s1_stream_next` or `s1_stream_run` runs on a stream
+/// (callbacks included), `s1_stream_next`, `s1_stream_run` and `s1_stream_free` on it from any
+/// other thread, or from inside the chunk callback, return `S1_STATUS_INVALID_ARGUMENT` and
+/// change nothing (the free is refused, not deferred). `s1_stream_cancel` may be called from any
+/// thread at any time, the callback included.
 pub struct s1_stream {
     _private: [u8; 0],
 }
@@ -42,7 +45,16 @@ pub type s1_chunk_callback =
 /// `s1_stream_cancel` never waits for a chunk in progress.
 pub(crate) struct StreamSlot {
     cancel: CancelToken,
+    /// Set while `s1_stream_next` or `s1_stream_run` holds the stream ([`convert::InUse`]);
+    /// other next/run/free calls are refused meanwhile.
+    in_use: AtomicBool,
     state: Mutex<StreamState>,
+}
+
+impl convert::Exclusive for StreamSlot {
+    fn in_use(&self) -> &AtomicBool {
+        &self.in_use
+    }
 }
 
 struct StreamState {
@@ -57,21 +69,16 @@ struct StreamState {
 unsafe impl Send for StreamState {}
 
 impl StreamSlot {
-    /// Pulls the next chunk; `Ok(None)` at the end of the utterance.
+    /// Pulls the next chunk; `Ok(None)` at the end of the utterance. The caller holds the
+    /// stream ([`convert::handle_acquire`]), so the lock is never contended; the pointer stays
+    /// valid until the next call on the stream or its free, which the hold keeps out meanwhile.
     fn next(&self) -> Result<Option<*const s1_chunk>, Error> {
-        let mut state = match self.state.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::arg(
-                    "stream",
-                    "in use by another thread (one call at a time per stream)",
-                ))
-            }
+        let Ok(mut state) = self.state.lock() else {
             // A panic inside an earlier call may have left the stream mid-chunk; refuse it.
-            Err(TryLockError::Poisoned(_)) => {
-                return Err(Error::arg("stream", "unusable after an internal panic; free it"))
-            }
+            return Err(Error::arg("stream", "unusable after an internal panic; free it"));
         };
+        #[cfg(test)]
+        tests_seam::run_in_next();
         let state = &mut *state;
         match state.stream.next_chunk()? {
             None => Ok(None),
@@ -117,6 +124,7 @@ pub unsafe extern "C" fn s1_stream_start(
         let stream = engine.stream_with_voices(text, &voices, &params)?;
         let slot = StreamSlot {
             cancel: stream.cancel_token(),
+            in_use: AtomicBool::new(false),
             state: Mutex::new(StreamState {
                 stream,
                 samples: Vec::new(),
@@ -128,7 +136,7 @@ pub unsafe extern "C" fn s1_stream_start(
                 },
             }),
         };
-        let handle = convert::into_handle::<StreamSlot, s1_stream>(Arc::new(slot));
+        let handle = convert::into_handle::<StreamSlot, s1_stream>(Arc::new(slot))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_stream, handle, "out_stream") }
     })
@@ -149,7 +157,8 @@ pub unsafe extern "C" fn s1_stream_next(
     out_chunk: *mut *const s1_chunk,
 ) -> Status {
     guard_flow(|| {
-        let slot = convert::handle_ref::<StreamSlot, s1_stream>(stream, "stream")?;
+        // Held until this call returns: a free or another call from elsewhere is refused.
+        let slot = convert::handle_acquire::<StreamSlot, s1_stream>(stream, "stream")?;
         if out_chunk.is_null() {
             return Err(Error::NullPointer { arg: "out_chunk" });
         }
@@ -167,6 +176,11 @@ pub unsafe extern "C" fn s1_stream_next(
 /// thread (push streaming). Returns `S1_STATUS_OK` after the last chunk, `S1_STATUS_CANCELLED`
 /// when the callback returned non-zero or `s1_stream_cancel` was called, or an error.
 ///
+/// The stream is in use for the whole call, callbacks included: `s1_stream_next`,
+/// `s1_stream_run` and `s1_stream_free` on it, from another thread or from inside the callback,
+/// return `S1_STATUS_INVALID_ARGUMENT` and change nothing. `s1_stream_cancel` works from
+/// anywhere, the callback included.
+///
 /// # Safety
 /// `stream` must be NULL or a handle from `s1_stream_start`; `callback` must follow the
 /// `s1_chunk_callback` rules; `user_data` is passed through untouched.
@@ -177,13 +191,15 @@ pub unsafe extern "C" fn s1_stream_run(
     user_data: *mut c_void,
 ) -> Status {
     guard(|| {
-        let slot = convert::handle_ref::<StreamSlot, s1_stream>(stream, "stream")?;
         let Some(callback) = callback else {
             return Err(Error::NullPointer { arg: "callback" });
         };
+        // Held for the whole run, callbacks included: next/run/free from another thread or
+        // from inside the callback are refused, so the chunk the callback reads stays valid.
+        let slot = convert::handle_acquire::<StreamSlot, s1_stream>(stream, "stream")?;
         while let Some(chunk) = slot.next()? {
-            // SAFETY: `chunk` points into the slot, alive for this call; the callback's contract
-            // is the caller's.
+            // SAFETY: `chunk` points into the slot, which this call holds until it returns; the
+            // callback's contract is the caller's.
             if unsafe { callback(chunk, user_data) } != 0 {
                 slot.cancel.cancel();
                 return Err(Error::Cancelled);
@@ -193,9 +209,16 @@ pub unsafe extern "C" fn s1_stream_run(
     })
 }
 
-/// Asks the stream to stop. Safe from any thread, at any time, any number of times; returns at
-/// once. A call in progress on the stream returns `S1_STATUS_CANCELLED` after at most one more
-/// frame, and so do later `s1_stream_next` calls. Still free the stream with `s1_stream_free`.
+/// Asks the stream to stop. Safe from any thread (the chunk callback included), at any time, any
+/// number of times; returns at once. Every later `s1_stream_next` / `s1_stream_run` returns
+/// `S1_STATUS_CANCELLED`, also after the last chunk was delivered. Still free the stream with
+/// `s1_stream_free`.
+///
+/// What is cancellable: the frame loop checks before every frame, so a call in progress returns
+/// `S1_STATUS_CANCELLED` after at most one more frame. What is not: the prompt's prefill (one
+/// model call, in the first `s1_stream_next`) and a chunk's codec decode run to completion once
+/// started; a cancel during them takes effect right after (a chunk already decoded is still
+/// returned, and the next call is `S1_STATUS_CANCELLED`).
 #[no_mangle]
 pub extern "C" fn s1_stream_cancel(stream: *mut s1_stream) -> Status {
     guard(|| {
@@ -205,17 +228,37 @@ pub extern "C" fn s1_stream_cancel(stream: *mut s1_stream) -> Status {
     })
 }
 
-/// Releases a stream (cancelling it if it is still running). NULL is a no-op; a handle that is
-/// not a live stream returns `S1_STATUS_INVALID_HANDLE` and touches nothing. Chunks from the
-/// stream become invalid.
+/// Releases a stream. NULL is a no-op; a handle that is not a live stream returns
+/// `S1_STATUS_INVALID_HANDLE` and touches nothing. Chunks from the stream become invalid.
+///
+/// While `s1_stream_next` or `s1_stream_run` is running on the stream (on another thread, or
+/// this free is made from its chunk callback), the free is refused with
+/// `S1_STATUS_INVALID_ARGUMENT` and changes nothing: the stream stays live and that call returns
+/// normally. To stop a stream that another thread is using, call `s1_stream_cancel`, let that
+/// call return, then free it.
 #[no_mangle]
 pub extern "C" fn s1_stream_free(stream: *mut s1_stream) -> Status {
-    guard(|| {
-        if !stream.is_null() {
-            // Cancel first so that a call still running on another thread stops soon.
-            let slot = convert::handle_ref::<StreamSlot, s1_stream>(stream, "stream")?;
-            slot.cancel.cancel();
+    guard(|| convert::free_exclusive::<StreamSlot, s1_stream>(stream, "stream"))
+}
+
+/// Test seam: code run inside `s1_stream_next` while the stream is in use (after it was taken,
+/// before the chunk is computed), on the calling thread only.
+#[cfg(test)]
+pub(crate) mod tests_seam {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static IN_NEXT: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    /// Runs `f` once, inside the next `s1_stream_next` made on this thread.
+    pub(crate) fn set_in_next(f: impl FnOnce() + 'static) {
+        IN_NEXT.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(super) fn run_in_next() {
+        if let Some(f) = IN_NEXT.with(|h| h.borrow_mut().take()) {
+            f();
         }
-        convert::free_handle::<StreamSlot, s1_stream>(stream, "stream")
-    })
+    }
 }

@@ -43,6 +43,15 @@ pub struct s1_synth_params {
     /// faster first audio), 0 = prefill the whole prompt every time. Same audio either way.
     /// Default 1.
     pub prefix_cache: u8,
+    /// Reserved; `s1_synth_params_default()` sets it to 0. It keeps the fields below past the end
+    /// of the 0.2 struct (whose `struct_size` included this tail padding), so bytes an older
+    /// caller left there are never read as them.
+    pub _reserved0: [u8; 7],
+    /// 1 = special-token names typed in the text and in the voices' transcripts
+    /// ("<|im_end|>", "<|semantic:N|>", ...) become those control tokens, as fish-speech parses
+    /// them; 0 (the default) = they are plain text, so user text cannot end the utterance or
+    /// forge audio tokens. Set 1 only for trusted text. Added in 0.3; older structs read as 0.
+    pub parse_special_tokens: u8,
 }
 
 /// Size of the first published layout (before `voices`).
@@ -63,6 +72,8 @@ impl s1_synth_params {
             voices: std::ptr::null(),
             n_voices: 0,
             prefix_cache: p.prefix_cache as u8,
+            _reserved0: [0; 7],
+            parse_special_tokens: p.parse_special_tokens as u8,
         }
     }
 
@@ -78,6 +89,7 @@ impl s1_synth_params {
             chunk_frames: self.chunk_frames,
             ignore_end: false,
             prefix_cache: flag(self.prefix_cache),
+            parse_special_tokens: flag(self.parse_special_tokens),
         }
     }
 }
@@ -100,6 +112,10 @@ pub(crate) unsafe fn params_and_voices_arg(
             params,
             s1_synth_params::from_rust(&defaults),
             PARAMS_V1_SIZE,
+            convert::field_spans!(s1_synth_params;
+                struct_size, temperature, top_p, repetition_penalty, max_frames,
+                first_chunk_frames, chunk_frames, seed, fish_speech_compat, voices, n_voices,
+                prefix_cache, _reserved0, parse_special_tokens),
             "params",
         )
     }?;
@@ -152,6 +168,10 @@ unsafe impl Sync for AudioBox {}
 /// Blocks until the audio is complete. `params` may be NULL (defaults). Safe to call from several
 /// threads on one engine. Release the result with `s1_audio_free`.
 ///
+/// Not cancellable: it runs until end-of-speech or `max_frames`. For synthesis that can be
+/// stopped, use a stream (`s1_stream_start`, then `s1_stream_run` or `s1_stream_next`, with
+/// `s1_stream_cancel` from any thread).
+///
 /// # Safety
 /// `engine` must be NULL or a handle from `s1_engine_new`; `text` NULL or NUL-terminated;
 /// `params` NULL or filled by `s1_synth_params_default()`; `out_audio` NULL or writable.
@@ -181,7 +201,7 @@ pub unsafe extern "C" fn s1_synthesize(
             samples: audio.samples,
         });
         b.public.samples = b.samples.as_ptr();
-        let ptr = convert::into_owned_ptr::<AudioBox, s1_audio>(b);
+        let ptr = convert::into_owned_ptr::<AudioBox, s1_audio>(b)?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_audio, ptr, "out_audio") }
     })

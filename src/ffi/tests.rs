@@ -54,7 +54,7 @@ fn ffi_freed_or_foreign_handles_return_invalid_handle() {
 #[test]
 fn ffi_double_free_of_registered_handle_is_invalid_handle() {
     // A stream-typed object registered directly, as s1_stream_start would.
-    let h = convert::into_handle::<u32, s1_stream>(std::sync::Arc::new(5u32));
+    let h = convert::into_handle::<u32, s1_stream>(std::sync::Arc::new(5u32)).unwrap();
     // Wrong type: a u32 is not a StreamSlot, so it is neither freed nor usable as a stream.
     assert_eq!(s1_stream_free(h), Status::InvalidHandle);
     assert!(convert::free_handle::<u32, s1_stream>(h, "h").is_ok());
@@ -62,7 +62,7 @@ fn ffi_double_free_of_registered_handle_is_invalid_handle() {
         convert::free_handle::<u32, s1_stream>(h, "h"),
         Err(crate::Error::InvalidHandle { .. })
     ));
-    let a = convert::into_owned_ptr::<Vec<f32>, s1_audio>(Box::new(vec![0.0f32; 4]));
+    let a = convert::into_owned_ptr::<Vec<f32>, s1_audio>(Box::new(vec![0.0f32; 4])).unwrap();
     assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_ok());
     assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_err());
 }
@@ -323,4 +323,175 @@ fn ffi_voice_calls_on_null_return_null_pointer() {
     assert!(v.is_null());
     assert_eq!(s1_voice_free(ptr::null_mut()), Status::Ok);
     assert_eq!(s1_voice_free(64 as *mut s1_voice), Status::InvalidHandle);
+}
+
+/// An engine handle on the tiny bundle, or `None` (with `skipped:`) without ONNX Runtime.
+fn tiny_engine_handle() -> Option<*mut s1_engine> {
+    let Some(ort) = std::env::var_os("ORT_DYLIB_PATH") else {
+        println!("skipped: ORT_DYLIB_PATH is not set");
+        return None;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+    let engine = crate::Engine::new(
+        crate::EngineConfig::new(&dir).with_ort_library_path(std::path::PathBuf::from(ort)),
+    )
+    .unwrap();
+    Some(convert::into_handle::<crate::Engine, s1_engine>(std::sync::Arc::new(engine)).unwrap())
+}
+
+fn params_first_chunk(frames: u32) -> s1_synth_params {
+    let mut p = std::mem::MaybeUninit::<s1_synth_params>::uninit();
+    // SAFETY: writable out-pointer.
+    assert_eq!(unsafe { s1_synth_params_default(p.as_mut_ptr()) }, Status::Ok);
+    // SAFETY: filled by s1_synth_params_default.
+    let mut p = unsafe { p.assume_init() };
+    p.first_chunk_frames = frames;
+    p
+}
+
+/// Issue #19.1: `s1_stream_free` from another thread part-way through `s1_stream_next` returned
+/// OK, and the `next` then handed back a chunk inside the freed stream (a use-after-free).
+#[test]
+fn ffi_stream_free_during_next_on_another_thread_is_refused() {
+    let Some(engine) = tiny_engine_handle() else { return };
+    let p = params_first_chunk(40);
+    let mut stream = ptr::null_mut();
+    // SAFETY: live engine, NUL-terminated text, valid params and out-pointer.
+    let st = unsafe { s1_stream_start(engine, c"Hello there.".as_ptr(), &p, &mut stream) };
+    assert_eq!(st, Status::Ok);
+    let handle = stream as usize;
+    let freed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = freed.clone();
+    super::stream::tests_seam::set_in_next(move || {
+        let st =
+            std::thread::spawn(move || s1_stream_free(handle as *mut s1_stream)).join().unwrap();
+        *seen.lock().unwrap() = Some(st);
+    });
+    let mut chunk = ptr::null();
+    // SAFETY: live stream, writable out-pointer.
+    let st = unsafe { s1_stream_next(stream, &mut chunk) };
+    assert_eq!(*freed.lock().unwrap(), Some(Status::InvalidArgument));
+    assert_eq!(st, Status::Ok);
+    // SAFETY: OK means `chunk` points to a chunk owned by the (still live) stream.
+    let c = unsafe { &*chunk };
+    // SAFETY: the chunk's samples are valid until the next call on the stream.
+    let samples = unsafe { std::slice::from_raw_parts(c.samples, c.num_samples) };
+    assert!(!samples.is_empty() && samples.iter().all(|s| s.is_finite()));
+    assert_eq!(s1_stream_free(stream), Status::Ok);
+    assert_eq!(s1_stream_free(stream), Status::InvalidHandle);
+    assert_eq!(s1_engine_free(engine), Status::Ok);
+}
+
+/// Issue #19.3: audio handles were keyed by address and the other handles by a counter in the
+/// same registry, so a new id equal to a live audio's address replaced its entry.
+#[test]
+fn ffi_handle_ids_never_collide_with_audio_addresses() {
+    let a = convert::into_owned_ptr::<Vec<f32>, s1_audio>(Box::new(vec![1.0f32; 4])).unwrap();
+    convert::advance_ids_to(a as usize);
+    let h = convert::into_handle::<u32, super::voice::s1_voice>(std::sync::Arc::new(7u32)).unwrap();
+    assert_ne!(h as usize, a as usize);
+    assert!(convert::free_owned_ptr::<Vec<f32>, s1_audio>(a, "a").is_ok());
+    assert!(convert::handle_ref::<u32, super::voice::s1_voice>(h, "h").is_ok());
+    assert!(convert::free_handle::<u32, super::voice::s1_voice>(h, "h").is_ok());
+}
+
+/// Issue #19.7: `parse_special_tokens` is the last field of `s1_synth_params`, default 0; a
+/// struct from the 0.2 header (ending before it, its tail padding included) reads as 0.
+#[test]
+fn ffi_synth_params_parse_special_tokens_defaults_off_and_reads_through() {
+    let mut p = params_first_chunk(4);
+    assert_eq!(p.parse_special_tokens, 0);
+    p.parse_special_tokens = 1;
+    // SAFETY: a valid struct of struct_size bytes.
+    let (params, _) = unsafe { params_and_voices_arg(&p) }.unwrap();
+    assert!(params.parse_special_tokens);
+    // The 0.2 struct ended after prefix_cache's tail padding, which the 0.2 library never read.
+    let v02 = (std::mem::offset_of!(s1_synth_params, prefix_cache) + 1)
+        .next_multiple_of(std::mem::align_of::<s1_synth_params>());
+    assert_eq!(v02, std::mem::offset_of!(s1_synth_params, parse_special_tokens));
+    p._reserved0 = [0xff; 7];
+    p.struct_size = v02 as u32;
+    // SAFETY: as above; the field lies beyond struct_size and is never read.
+    let (params, _) = unsafe { params_and_voices_arg(&p) }.unwrap();
+    assert!(!params.parse_special_tokens);
+}
+
+/// Issue #19.8: `s1_backends_available(NULL, n > 0, &len)` wrote `len` while returning
+/// NULL_POINTER (outputs must stay untouched on failure).
+#[test]
+fn ffi_backends_available_null_buf_leaves_out_len_untouched() {
+    let mut len = 12345usize;
+    // SAFETY: a NULL buffer with a size is the error under test; `len` is writable.
+    let st = unsafe { s1_backends_available(ptr::null_mut(), 8, &mut len) };
+    assert_eq!(st, Status::NullPointer);
+    assert_eq!(len, 12345);
+}
+
+/// Issue #19.8: invalid UTF-8 in a path was reported as "text is not valid utf-8"; the message
+/// names the argument now.
+#[test]
+fn ffi_invalid_utf8_path_names_the_argument() {
+    let mut cfg = default_engine_config();
+    let bad = [b'/', 0xff, 0xfe, 0];
+    cfg.bundle_dir = bad.as_ptr() as *const c_char;
+    let mut engine = ptr::null_mut();
+    // SAFETY: valid config (the path is NUL-terminated, not UTF-8), writable out-pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidUtf8);
+    assert!(last_error().contains("config.bundle_dir"), "{}", last_error());
+    assert!(!last_error().contains("text"), "{}", last_error());
+    let mut v = ptr::null_mut();
+    // SAFETY: NUL-terminated path, writable out-pointer.
+    let st = unsafe { super::voice::s1_voice_load(bad.as_ptr() as *const c_char, &mut v) };
+    assert_eq!(st, Status::InvalidUtf8);
+    assert!(last_error().contains("`path`"), "{}", last_error());
+}
+
+/// Issue #19.8: a `struct_size` ending inside a field was accepted, mixing the caller's first
+/// bytes of that field with the default's last ones.
+#[test]
+fn ffi_struct_size_inside_a_field_is_invalid_argument() {
+    let mut cfg = default_engine_config();
+    cfg.bundle_dir = c"/nonexistent/s1".as_ptr();
+    let mut engine = ptr::null_mut();
+    let inside = std::mem::offset_of!(s1_engine_config, tensorrt_workspace_bytes) + 4;
+    cfg.struct_size = inside as u32;
+    // SAFETY: valid config and out-pointer.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::InvalidArgument);
+    assert!(last_error().contains("struct_size"), "{}", last_error());
+    // Field boundaries (a field's end, or the padding after it) are accepted.
+    cfg.struct_size = std::mem::offset_of!(s1_engine_config, inter_op_threads) as u32;
+    // SAFETY: as above.
+    assert_eq!(unsafe { s1_engine_new(&cfg, &mut engine) }, Status::BundleNotFound);
+    let mut p = params_first_chunk(4);
+    p.struct_size = (std::mem::offset_of!(s1_synth_params, seed) + 3) as u32;
+    // SAFETY: a valid struct of at least struct_size bytes.
+    let r = unsafe { params_and_voices_arg(&p) };
+    assert!(matches!(r, Err(crate::Error::InvalidArgument { .. })), "{:?}", r.map(|_| ()));
+    p.struct_size = (std::mem::offset_of!(s1_synth_params, prefix_cache) + 1) as u32;
+    // SAFETY: as above.
+    assert!(unsafe { params_and_voices_arg(&p) }.is_ok());
+}
+
+/// Issue #19.6: text over the limit (16 characters per context token) is refused before it is
+/// tokenized: no merge work at all, however long the single pre-token.
+#[test]
+fn ffi_text_over_the_limit_is_refused_before_tokenizing() {
+    let Some(engine) = tiny_engine_handle() else { return };
+    let limit = 16 * 4096; // the tiny bundle's max_seq_len is 4096
+    let text = std::ffi::CString::new("ま".repeat(limit + 1)).unwrap();
+    let before = crate::text::tokenizer::merge_work_on_this_thread();
+    let mut audio = ptr::null_mut();
+    // SAFETY: live engine, NUL-terminated text, NULL params, writable out-pointer.
+    let st = unsafe { s1_synthesize(engine, text.as_ptr(), ptr::null(), &mut audio) };
+    assert_eq!(st, Status::TextTooLong, "{}", last_error());
+    assert_eq!(crate::text::tokenizer::merge_work_on_this_thread(), before);
+    // At the limit it is tokenized (linear work), then refused: the prompt exceeds the context.
+    let text = std::ffi::CString::new("ま".repeat(limit)).unwrap();
+    // SAFETY: as above.
+    let st = unsafe { s1_synthesize(engine, text.as_ptr(), ptr::null(), &mut audio) };
+    assert_eq!(st, Status::TextTooLong, "{}", last_error());
+    let work = crate::text::tokenizer::merge_work_on_this_thread() - before;
+    assert!(work > 0 && work < 64 * 3 * limit, "{work}");
+    assert!(audio.is_null());
+    assert_eq!(s1_engine_free(engine), Status::Ok);
 }

@@ -22,7 +22,7 @@ pub struct s1_voice {
 /// Makes a voice from reference audio and its transcript; `*out_voice` receives it.
 ///
 /// `samples`: `num_frames × channels` f32 samples, interleaved when `channels` > 1 (mixed down
-/// to mono), nominal range [-1, 1], at `sample_rate_hz` (1 to 768000; resampled to the codec's
+/// to mono), nominal range [-1, 1], at `sample_rate_hz` (8000 to 384000, checked before anything is computed; resampled to the codec's
 /// 44100 Hz with a windowed-sinc filter). `transcript`: UTF-8, NUL-terminated, what the audio
 /// says. 10–30 s of clean speech is typical. Errors (`S1_STATUS_INVALID_ARGUMENT`, with the
 /// reason in `s1_last_error()`): no samples, a NaN or infinite sample, an empty transcript, or
@@ -63,14 +63,16 @@ pub unsafe extern "C" fn s1_voice_create(
         };
         let mono = audio::downmix(pcm, channels as usize)?;
         let voice = engine.create_voice(&mono, sample_rate_hz, transcript)?;
-        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice));
+        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_voice, handle, "out_voice") }
     })
 }
 
 /// Loads a voice file written by `s1_voice_save` (or the Rust, C++, C# or Node APIs);
-/// `*out_voice` receives it. A truncated, corrupt or foreign file is `S1_STATUS_VOICE_INVALID`,
+/// `*out_voice` receives it. A truncated, corrupt or foreign file, one over 16 MiB, or a path
+/// that is not a regular file (a FIFO, device or directory: never waited on or read) is
+/// `S1_STATUS_VOICE_INVALID`,
 /// another format version `S1_STATUS_VERSION_MISMATCH`, a missing file `S1_STATUS_IO`. The codes
 /// are checked against the engine when the voice is used. Release with `s1_voice_free`.
 ///
@@ -88,7 +90,7 @@ pub unsafe extern "C" fn s1_voice_load(
             return Err(Error::NullPointer { arg: "out_voice" });
         }
         let voice = Voice::load(Path::new(path))?;
-        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice));
+        let handle = convert::into_handle::<Voice, s1_voice>(Arc::new(voice))?;
         // SAFETY: checked non-null above; writable per contract.
         unsafe { convert::write_out(out_voice, handle, "out_voice") }
     })

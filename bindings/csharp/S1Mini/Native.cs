@@ -34,6 +34,12 @@ namespace S1Mini
         public UIntPtr NVoices;
         /// <summary>1 = reuse the voices' cached prompt prefix (default), 0 = prefill it every time.</summary>
         public byte PrefixCache;
+        // _reserved0[7] of the C struct (set to 0 by Default(); keeps the next field past the 0.2 struct's end).
+#pragma warning disable 169
+        private byte _reserved0a, _reserved0b, _reserved0c, _reserved0d, _reserved0e, _reserved0f, _reserved0g;
+#pragma warning restore 169
+        /// <summary>1 = special-token names typed in the text and transcripts ("&lt;|im_end|&gt;", ...) become control tokens (fish-speech); 0 (default) = plain text. Only for trusted text.</summary>
+        public byte ParseSpecialTokens;
 
         /// <summary>The library's defaults (s1_synth_params_default).</summary>
         public static SynthParams Default()

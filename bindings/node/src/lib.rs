@@ -64,6 +64,9 @@ pub struct SynthOptions {
     pub chunk_frames: Option<u32>,
     /// Reuse the voices' cached prompt prefix (same audio, faster first chunk). Default true.
     pub prefix_cache: Option<bool>,
+    /// Special-token names typed in the text and transcripts ("<|im_end|>", ...) become control
+    /// tokens, as fish-speech parses them. Default false (plain text); only for trusted text.
+    pub parse_special_tokens: Option<bool>,
 }
 
 fn engine_config(o: &EngineOptions) -> Result<EngineConfig, s1_mini::Error> {
@@ -114,6 +117,9 @@ fn synth_params(o: Option<&SynthOptions>) -> Result<SynthParams, s1_mini::Error>
     }
     if let Some(v) = o.prefix_cache {
         p.prefix_cache = v;
+    }
+    if let Some(v) = o.parse_special_tokens {
+        p.parse_special_tokens = v;
     }
     Ok(p)
 }

@@ -369,8 +369,10 @@ fn load(ui: &Ui, config: EngineConfig) -> Result<Engine> {
 
 fn read_text_file(f: &Path) -> Result<String> {
     let bytes = std::fs::read(f).map_err(|e| Error::Io { path: f.into(), source: e })?;
-    String::from_utf8(bytes)
-        .map_err(|e| Error::InvalidUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
+    String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
+        arg: "--text-file",
+        valid_up_to: e.utf8_error().valid_up_to(),
+    })
 }
 
 fn read_text(g: &GenArgs) -> Result<String> {
