@@ -68,6 +68,8 @@ fuzz_target!(|data: &[u8]| {
         n => chunked(n as usize),
     };
     let n_refs = (data[1] % 4) as usize;
+    // Bit 2 of the second byte: fish-speech's special-token parsing of user text (issue #19.7).
+    let parse_special = data[1] & 4 != 0;
     let mut parts = data[2..].split(|&c| c == 0xff);
     let text_bytes = parts.next().unwrap_or(&[]);
 
@@ -78,6 +80,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let text = String::from_utf8_lossy(text_bytes);
     let ids = t.encode(&text).expect("byte-level BPE encodes any UTF-8 text");
+    check_ids(&ids, t);
+    let ids = t.encode_ordinary(&text).expect("byte-level BPE encodes any UTF-8 text");
     check_ids(&ids, t);
 
     let k = b.info.model.num_codebooks;
@@ -97,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     }
-    match build_prompt(t, &b.info.tokens, k, &refs, &text) {
+    match build_prompt(t, &b.info.tokens, k, &refs, &text, parse_special) {
         Ok(p) => {
             assert_eq!(p.rows, 1 + k);
             assert_eq!(p.data.len(), p.rows * p.len);

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let b = bundle();
     let k = b.info.model.num_codebooks;
     let r = Reference { text: voice.transcript().to_owned(), codes: voice.codes().clone() };
-    if let Ok(p) = build_prompt(&b.tokenizer, &b.info.tokens, k, &[r], "Hello.") {
+    if let Ok(p) = build_prompt(&b.tokenizer, &b.info.tokens, k, &[r], "Hello.", false) {
         let max_id = i64::from(b.info.tokens.semantic_end);
         assert!(p.token_ids().iter().all(|id| (0..=max_id).contains(id)));
     }
