@@ -88,7 +88,7 @@ if [ -n "$prefix" ]; then
 fi
 
 # --- npm -------------------------------------------------------------------------------------
-(cd bindings/node && [ -x node_modules/.bin/napi ] || npm ci --silent --no-audit --no-fund)
+[ -x bindings/node/node_modules/.bin/napi ] || (cd bindings/node && npm ci --no-audit --no-fund --loglevel=error)
 napi=bindings/node/node_modules/.bin/napi
 addon=bindings/node/s1-mini.$napi_platform.node
 if [ "$use_napi" = 1 ]; then
@@ -113,7 +113,23 @@ node -e '
   const p = JSON.parse(fs.readFileSync(file, "utf8"));
   p.files = [...new Set([...(p.files || []), ort])];
   fs.writeFileSync(file, JSON.stringify(p, null, 2) + "\n");' "$pdir/package.json" "$ort_name"
-npm pack --silent --pack-destination "$out/npm" ./bindings/node >/dev/null
+# The main package: bindings/node's files, with one optional dependency per platform package
+# (what `napi pre-publish` adds at publish time), without the build-time fields.
+main=$out/npm/main
+mkdir -p "$main"
+cp bindings/node/package.json bindings/node/index.js bindings/node/index.d.ts bindings/node/binding.js \
+  bindings/node/binding.d.ts "$main/"
+node -e '
+  const fs = require("fs"), path = require("path"); const [file, dirs] = process.argv.slice(1);
+  const p = JSON.parse(fs.readFileSync(file, "utf8"));
+  p.optionalDependencies = {};
+  for (const d of fs.readdirSync(dirs).sort()) {
+    const platform = JSON.parse(fs.readFileSync(path.join(dirs, d, "package.json"), "utf8"));
+    p.optionalDependencies[platform.name] = platform.version;
+  }
+  delete p.devDependencies; delete p.scripts;
+  fs.writeFileSync(file, JSON.stringify(p, null, 2) + "\n");' "$main/package.json" "$out/npm/work/npm"
+npm pack --silent --pack-destination "$out/npm" "$main" >/dev/null
 npm pack --silent --pack-destination "$out/npm" "$pdir" >/dev/null
 say "npm: $(cd "$out/npm" && ls ./*.tgz | tr '\n' ' ')"
 

@@ -73,7 +73,8 @@ sys.exit(0 if n > 0 and rate == 44100 else 1)
 PY
 }
 
-if ! run "scripts/package.sh (debug build)" scripts/package.sh; then
+run "scripts/package.sh (debug build)" scripts/package.sh
+if [ ${#failures[@]} -gt 0 ]; then
   printf 'FAILED: %s\n' "${failures[@]}"
   exit 1
 fi

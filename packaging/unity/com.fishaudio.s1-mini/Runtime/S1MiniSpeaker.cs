@@ -46,7 +46,7 @@ namespace S1Mini.Unity
             }
         }
 
-        private Session session;
+        private volatile Session session; // read by the audio thread
         private float[] scratch = new float[0];
 
         /// <summary>Queues <paramref name="text"/>; it is spoken after what is already queued.
