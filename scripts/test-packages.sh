@@ -4,7 +4,8 @@
 #   C/C++   examples/cpp + examples/c built by CMake through find_package(s1_mini CONFIG) against
 #           the install tree, examples/c through pkg-config against a moved copy of it; SONAME,
 #           version file, and an ONNX Runtime of the wrong version (a message, no crash)
-#   npm     the main and linux-x64-gnu tarballs installed into a scratch project (npm --offline),
+#   npm     binding.js/binding.d.ts regenerated with @napi-rs/cli's generators and diffed;
+#           the main and linux-x64-gnu tarballs installed into a scratch project (npm --offline),
 #           examples/node/synth.js run with require('s1-mini'), a TypeScript consumer type-checked
 #   NuGet   the .nupkg's layout and .nuspec, a C# consumer compiled against its netstandard2.0
 #           assembly and run under mono beside runtimes/linux-x64/native/
@@ -138,6 +139,19 @@ wrong_ort() {
 run "C: an ONNX Runtime of the wrong version beside the library gives a message, no crash" wrong_ort
 
 # --- npm -------------------------------------------------------------------------------------
+napi_generated() {
+  # cargo rebuilds only the addon crate (napi-build reruns on these variables), and napi-derive
+  # writes its type definitions into the folder.
+  local typedef=$work/napi-typedef
+  mkdir -p "$typedef"
+  NAPI_TYPE_DEF_TMP_FOLDER=$typedef NAPI_FORCE_BUILD_S1_MINI_NODE=$(date +%s%N) \
+    cargo build --quiet -p s1-mini-node &&
+    node tests/packages/napi_generate.mjs bindings/node/node_modules/@napi-rs/cli/dist/index.js \
+      bindings/node/package.json "$typedef" "$work/napi-gen" &&
+    diff -u bindings/node/binding.d.ts "$work/napi-gen/binding.d.ts" &&
+    diff -u bindings/node/binding.js "$work/napi-gen/binding.js"
+}
+run "npm: committed binding.js/binding.d.ts equal what @napi-rs/cli generates from the #[napi] items" napi_generated
 app=$work/npm-app
 npm_install() {
   mkdir -p "$app"
