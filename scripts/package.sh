@@ -41,8 +41,8 @@ case "$(uname -s)-$(uname -m)" in
   Linux-x86_64) platform=linux-x64 rid=linux-x64 napi_platform=linux-x64-gnu unity_slot=Linux/x86_64 ;;
   *) echo "package.sh: $(uname -s)-$(uname -m) is not yet packaged by this script (docs/packaging.md)" >&2; exit 1 ;;
 esac
-for tool in patchelf python3 node npm mcs zip; do
-  command -v "$tool" >/dev/null || { echo "package.sh: needs $tool (apt-get install patchelf python3 nodejs npm mono-mcs zip)" >&2; exit 1; }
+for tool in patchelf python3 node npm mcs; do
+  command -v "$tool" >/dev/null || { echo "package.sh: needs $tool (apt-get install patchelf python3 nodejs npm mono-mcs)" >&2; exit 1; }
 done
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
