@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh machine (the README's test command; .ci/run calls it).
 # Installs what it needs itself: the Python exporter environment (PyPI), the ONNX Runtime library
-# and NVRTC (PyPI wheels), Debian and npm packages for the bindings.
+# and NVRTC (PyPI wheels), Debian and npm packages for the bindings and packages.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -39,6 +39,11 @@ run "golden fixture reproduces" tools/export/check_golden.sh
 run "fuzz smoke (scripts/fuzz.sh 20)" env NICE=10 scripts/fuzz.sh 20
 if [ -x scripts/test-bindings.sh ]; then
   run "C ABI header, C/C++/C#/Node bindings and examples" scripts/test-bindings.sh
+fi
+# After the bindings: packages the debug builds they made (scripts/package.sh) and installs each
+# package as its users do (CMake/pkg-config, npm, NuGet, Unity), about a minute.
+if [ -x scripts/test-packages.sh ]; then
+  run "packages: C/C++ (CMake, pkg-config), npm, NuGet, Unity, installed and used" scripts/test-packages.sh
 fi
 
 step "summary"

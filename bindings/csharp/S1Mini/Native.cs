@@ -52,8 +52,13 @@ namespace S1Mini
 
     internal static class Native
     {
+#if S1_MINI_STATIC || (UNITY_IOS && !UNITY_EDITOR)
+        /// <summary>Linked statically (iOS, or S1_MINI_STATIC defined): the symbols are in the executable.</summary>
+        internal const string Lib = "__Internal";
+#else
         /// <summary>The one library name: libs1_mini.so, libs1_mini.dylib or s1_mini.dll.</summary>
         internal const string Lib = "s1_mini";
+#endif
 
         internal const int StatusOk = 0;
         internal const int StatusBufferTooSmall = 4;

@@ -8,7 +8,9 @@
 //! requests never see each other's caches.
 //!
 //! The ONNX Runtime library is loaded at run time (`load-dynamic`), found from
-//! [`EngineConfig::ort_library_path`], then `ORT_DYLIB_PATH`, then beside the executable.
+//! [`EngineConfig::ort_library_path`], then `ORT_DYLIB_PATH`, then beside the library that holds
+//! this code (libs1_mini, the Node addon; Linux only, see [`own_directory`]), then beside the
+//! executable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +40,8 @@ const NAME: &str = "onnx-cpu";
 const FETCH_HINT: &str =
     "run scripts/fetch-ort.sh (it downloads the pinned onnxruntime wheel from \
      PyPI and prints the library path), then set ORT_DYLIB_PATH to that path, or set \
-     EngineConfig::ort_library_path / --ort-library, or put libonnxruntime beside the executable";
+     EngineConfig::ort_library_path / --ort-library, or put libonnxruntime beside libs1_mini or \
+     the executable";
 
 /// The process-wide ONNX Runtime environment. ort loads one library per process; the first
 /// successful load wins.
@@ -68,7 +71,8 @@ fn library_file_ok(name: &str) -> bool {
     }
 }
 
-/// Finds the ONNX Runtime library: config, then `ORT_DYLIB_PATH`, then beside the executable.
+/// Finds the ONNX Runtime library: config, then `ORT_DYLIB_PATH`, then beside the library that
+/// holds this code, then beside the executable.
 pub fn find_library(config: &EngineConfig) -> Result<PathBuf> {
     if let Some(p) = &config.ort_library_path {
         return if p.is_file() {
@@ -88,20 +92,57 @@ pub fn find_library(config: &EngineConfig) -> Result<PathBuf> {
             Err(unavailable(format!("ORT_DYLIB_PATH={} is not a file; {FETCH_HINT}", p.display())))
         };
     }
-    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_str().is_some_and(library_file_ok))
-                .map(|e| e.path())
-                .collect();
-            found.sort();
-            if let Some(p) = found.into_iter().next() {
-                return Ok(p);
-            }
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    for dir in [own_directory(), exe_dir].into_iter().flatten() {
+        if let Some(p) = library_in(&dir) {
+            return Ok(p);
         }
     }
     Err(unavailable(format!("libonnxruntime not found; {FETCH_HINT}")))
+}
+
+/// The ONNX Runtime library in `dir`, if any (the first name in sort order: `libonnxruntime.so`
+/// before `libonnxruntime.so.1.31.1`, which is usually the same file).
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(library_file_ok))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// Directory of the file this code was loaded from: `libs1_mini.so`, the Node addon
+/// (`s1-mini.linux-x64-gnu.node`), or the executable when the crate is linked statically. Packages
+/// put ONNX Runtime there, so no environment variable is needed (docs/packaging.md).
+///
+/// Linux reads the mapping of this function's address from `/proc/self/maps` (no `unsafe`, no
+/// `dladdr`); other systems return `None` and rely on the executable's directory.
+fn own_directory() -> Option<PathBuf> {
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return None;
+    }
+    let addr = own_directory as fn() -> Option<PathBuf> as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    mapped_file(&maps, addr)?.parent().map(Path::to_path_buf)
+}
+
+/// The file mapped at `addr` in a `/proc/<pid>/maps` listing
+/// (`start-end perms offset dev inode path`, addresses in hex).
+fn mapped_file(maps: &str, addr: usize) -> Option<PathBuf> {
+    maps.lines().find_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let (start, end) = fields.next()?.split_once('-')?;
+        let start = usize::from_str_radix(start, 16).ok()?;
+        let end = usize::from_str_radix(end, 16).ok()?;
+        let path = fields.nth(4)?.trim_start();
+        if !(start..end).contains(&addr) || !path.starts_with('/') {
+            return None;
+        }
+        Some(PathBuf::from(path.strip_suffix(" (deleted)").unwrap_or(path)))
+    })
 }
 
 /// Loads ONNX Runtime once per process and returns its environment.
@@ -922,5 +963,58 @@ mod tests {
         assert_eq!(opened.load(Ordering::SeqCst), 1, "opened once, then reused");
         assert_eq!(a, b);
         assert_eq!(a.frames(), Frames(2));
+    }
+
+    #[test]
+    fn mapped_file_finds_the_mapping_that_holds_the_address() {
+        let maps = "\
+55d0c0000000-55d0c0001000 r--p 00000000 08:01 123   /usr/bin/node
+7f0000000000-7f0000100000 r-xp 00010000 08:01 456   /opt/app/node_modules/s1-mini-linux-x64-gnu/s1-mini.linux-x64-gnu.node
+7f0000100000-7f0000200000 rw-p 00000000 00:00 0
+7f0000200000-7f0000300000 r-xp 00000000 08:01 789   /tmp/old lib/libs1_mini.so (deleted)
+";
+        let got = |a| mapped_file(maps, a);
+        assert_eq!(
+            got(0x7f0000000010),
+            Some(PathBuf::from(
+                "/opt/app/node_modules/s1-mini-linux-x64-gnu/s1-mini.linux-x64-gnu.node"
+            ))
+        );
+        assert_eq!(got(0x7f0000150000), None, "anonymous mapping");
+        assert_eq!(got(0x7f0000200000), Some(PathBuf::from("/tmp/old lib/libs1_mini.so")));
+        assert_eq!(got(0x7f0000300000), None, "end is exclusive");
+        assert_eq!(got(0x10), None);
+    }
+
+    #[test]
+    fn own_directory_is_the_test_executables_directory_on_linux() {
+        // The test binary links the rlib statically, so this code lives in the executable.
+        let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
+        let dir = own_directory();
+        if cfg!(target_os = "linux") {
+            assert_eq!(dir.unwrap().canonicalize().unwrap(), exe.parent().unwrap());
+        } else {
+            assert_eq!(dir, None);
+        }
+    }
+
+    #[test]
+    fn library_in_picks_the_onnxruntime_file_only() {
+        let dir = std::env::temp_dir().join(format!("s1-mini-ort-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(library_in(&dir), None);
+        std::fs::write(dir.join("libonnxruntime_providers_shared.so"), b"").unwrap();
+        std::fs::write(dir.join("onnxruntime.txt"), b"").unwrap();
+        assert_eq!(library_in(&dir), None);
+        let name = if cfg!(windows) {
+            "onnxruntime.dll"
+        } else if cfg!(target_os = "macos") {
+            "libonnxruntime.1.31.1.dylib"
+        } else {
+            "libonnxruntime.so.1.31.1"
+        };
+        std::fs::write(dir.join(name), b"").unwrap();
+        assert_eq!(library_in(&dir), Some(dir.join(name)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
