@@ -92,6 +92,11 @@ export interface SynthOptions {
   chunkFrames?: number
   /** Reuse the voices' cached prompt prefix (same audio, faster first chunk). Default true. */
   prefixCache?: boolean
+  /**
+   * Special-token names typed in the text and transcripts ("<|im_end|>", ...) become control
+   * tokens, as fish-speech parses them. Default false (plain text); only for trusted text.
+   */
+  parseSpecialTokens?: boolean
 }
 
 /** Library version, "MAJOR.MINOR.PATCH". */
