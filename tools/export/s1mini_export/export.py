@@ -15,8 +15,8 @@ from .errors import ExportError
 from .manifest import build_manifest, write_manifest
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
-PARTS = ("llm", "codec-decode", "codec-encode")
-CODEC_PARTS = {"codec-decode", "codec-encode"}
+PARTS = ("llm", "codec-decode", "codec-encode", "codec-decode-step")
+CODEC_PARTS = {"codec-decode", "codec-encode", "codec-decode-step"}
 
 
 def parse_parts(spec: str) -> set[str]:
