@@ -81,6 +81,7 @@ fn cli_stream_writes_the_same_audio_as_synth() {
             .arg(&b),
     );
     assert!(log.contains("first chunk after"), "{log}");
+    assert!(log.contains("codec: stateful step decoder"), "{log}");
     let d = max_abs_diff(&wav_f32(&a), &wav_f32(&b));
     assert!(d <= 1e-4, "{d}");
 }

@@ -502,6 +502,12 @@ fn stream(a: &StreamArgs) -> Result<()> {
     let audio_s = out.samples as f64 / f64::from(rate);
     out.finish()?;
     report(audio_s, t.elapsed().as_secs_f64(), frames);
+    let codec = s.codec_stream();
+    if codec.is_stateful() {
+        eprintln!("codec: stateful step decoder ({} frame-steps)", codec.stepped_frames());
+    } else {
+        eprintln!("codec: no codec_decode_step graph, each chunk re-decoded its left context");
+    }
     eprintln!("wrote {}", a.gen.out.display());
     Ok(())
 }
