@@ -1,4 +1,5 @@
-"""The codec part of the bundle: fish-speech's modded DAC -> codec_decode.onnx / codec_encode.onnx.
+"""The codec part of the bundle: fish-speech's modded DAC -> codec_decode.onnx / codec_encode.onnx /
+codec_decode_step.onnx (the stateful streaming decoder, codec_step.py).
 
 Public API (used by the CLI and the golden script):
 - random_codec_checkpoint(kind, seed, path): a codec.pth of the real ("s1-mini") or test ("tiny")
