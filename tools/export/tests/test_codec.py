@@ -331,12 +331,13 @@ def test_codec_step_fp16_graph_runs_and_stays_close(tiny: dict, tmp_path: Path) 
 REAL_CODEC = "S1MINI_REAL_CODEC"
 
 
-@pytest.mark.skipif(not __import__("os").environ.get(REAL_CODEC), reason=f"set {REAL_CODEC}=1 (about 10 min)")
+@pytest.mark.skipif(not __import__("os").environ.get(REAL_CODEC), reason=f"set {REAL_CODEC}=1 (about 13 min)")
 def test_codec_step_real_shapes_stream_equals_one_shot(tmp_path: Path) -> None:
     """S1-mini's real codec (random weights; decoder 184 M parameters): 320 frames streamed in
     chunks of 4 then 16 through the step graph vs the one-shot graph and fish-speech's DAC.decode.
-    Manual (S1MINI_REAL_CODEC=1): about 10 min and 6 GB on 2 cores (export of both graphs fp32
-    ~1.5 GB of files, plus three decodes of 14.9 s of audio)."""
+    Manual (S1MINI_REAL_CODEC=1): measured 12 min 33 s and 4.7 GB peak RSS on 2 cores shared at
+    load average ~11 (2026-12-01); it writes 3.4 GB to the temp dir (codec.pth + both decode
+    graphs in fp32) and decodes 14.9 s of audio three times."""
     pth = tmp_path / "codec.pth"
     codec.random_codec_checkpoint("s1-mini", 0, pth)
     info = codec.export_codec(pth, tmp_path / "b", "fp32", {"codec-decode", "codec-decode-step"})
