@@ -126,6 +126,76 @@ pub struct CodecInfo {
     /// Longest encode in one call, in frames (the encoder's RoPE tables; `codec.max_encode_frames`,
     /// optional: bundles without it use `max_decode_frames`).
     pub max_encode_frames: usize,
+    /// The carried state of the `codec_decode_step` graph (`codec.step_state`, in the graph's
+    /// input order); empty when the bundle has no step graph.
+    pub step_state: Vec<StepStateTensor>,
+}
+
+/// One state tensor of the stateful codec decoder (`codec.step_state[i]`): fed as `input`,
+/// returned as `output` (the next call's `input`), all zeros at the start of a decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepStateTensor {
+    /// Name (`keys`, `values`, or the module path of a convolution).
+    pub name: String,
+    /// Graph input (`past.<name>`).
+    pub input: String,
+    /// Graph output (`present.<name>`).
+    pub output: String,
+    /// Shape, fixed (the graphs' float type).
+    pub shape: Vec<usize>,
+}
+
+/// Elements in one state tensor above which a manifest is refused (1 GiB of f32).
+const MAX_STEP_STATE_ELEMENTS: usize = 1 << 28;
+
+fn step_state(m: &Value, has_graph: bool) -> Result<Vec<StepStateTensor>> {
+    const FIELD: &str = "codec.step_state";
+    let list = match lookup(m, FIELD) {
+        Ok(v) => v.as_array().ok_or_else(|| Error::bundle(MANIFEST, FIELD, "not a list"))?,
+        Err(_) if has_graph => {
+            return Err(Error::bundle(
+                MANIFEST,
+                FIELD,
+                "missing (graphs.codec_decode_step needs it); re-export the bundle",
+            ))
+        }
+        Err(_) => return Ok(Vec::new()),
+    };
+    if list.is_empty() && has_graph {
+        return Err(Error::bundle(MANIFEST, FIELD, "empty"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let field = format!("{FIELD}[{i}]");
+            let text = |key: &str| {
+                t.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
+                    Error::bundle(MANIFEST, &format!("{field}.{key}"), "missing or not a string")
+                })
+            };
+            let shape: Vec<usize> = t
+                .get("shape")
+                .and_then(Value::as_array)
+                .and_then(|d| d.iter().map(|x| x.as_u64().map(|x| x as usize)).collect())
+                .ok_or_else(|| {
+                    Error::bundle(MANIFEST, &format!("{field}.shape"), "not a list of integers")
+                })?;
+            let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            if shape.is_empty() || elements.is_none_or(|n| n == 0 || n > MAX_STEP_STATE_ELEMENTS) {
+                return Err(Error::bundle(
+                    MANIFEST,
+                    &format!("{field}.shape"),
+                    format!("{shape:?} is empty or too large"),
+                ));
+            }
+            Ok(StepStateTensor {
+                name: text("name")?,
+                input: text("input")?,
+                output: text("output")?,
+                shape,
+            })
+        })
+        .collect()
 }
 
 /// Weight-only quantisation of a CPU bundle's transformer graphs (manifest `quantization`, with
@@ -168,7 +238,8 @@ pub struct BundleInfo {
     pub fast_logit_rows: usize,
     /// Codec facts.
     pub codec: CodecInfo,
-    /// Graph role (`slow`, `fast`, `codec_decode`, `codec_encode`) → file path.
+    /// Graph role (`slow`, `fast`, `codec_decode`, `codec_encode`, `codec_decode_step`) → file
+    /// path.
     pub graphs: BTreeMap<String, PathBuf>,
     /// File name → size in bytes, as listed.
     pub files: BTreeMap<String, u64>,
@@ -408,6 +479,10 @@ impl Bundle {
             receptive_field_frames,
             max_decode_frames,
             max_encode_frames,
+            step_state: step_state(
+                &m,
+                m.get("graphs").and_then(|g| g.get("codec_decode_step")).is_some(),
+            )?,
         };
         // One request's slow KV cache at full context (f32 K and V, [L, 1, H, T, D] each) must
         // be a size this machine can even express: an absurd manifest is refused here, before

@@ -9,7 +9,7 @@ use crate::bundle::{Bundle, BundleInfo, Verify, VerifyCache};
 use crate::codes::Codes;
 use crate::config::{BackendKind, EngineConfig, SynthParams};
 use crate::error::{Error, Result};
-use crate::generate::{self, CancelToken, Frame, FrameGenerator};
+use crate::generate::{self, CancelToken, CodecStream, Frame, FrameGenerator};
 use crate::text::prompt::{build_prefix, build_prompt, Prompt, Reference};
 use crate::voice::Voice;
 
@@ -376,7 +376,7 @@ impl Engine {
         voices: &[Voice],
         params: &SynthParams,
     ) -> Result<Stream> {
-        self.inner.codec()?;
+        let codec = CodecStream::new(self.inner.codec()?.clone(), self.inner.info.clone(), true)?;
         let gen = self.inner.generator_with(text, voices, params)?;
         Ok(Stream {
             inner: self.inner.clone(),
@@ -384,9 +384,20 @@ impl Engine {
             params: params.clone(),
             frames: Vec::new(),
             emitted: 0,
+            codec,
             cancel: CancelToken::new(),
             done: false,
         })
+    }
+
+    /// A streaming decoder of codes (frames fed in order, chunk by chunk), as [`Stream`] uses:
+    /// through the bundle's stateful `codec_decode_step` graph when it has one and `stateful`
+    /// is set (each chunk costs its own frames), else through re-decoded left context
+    /// (`stateful = false` forces that path, for comparisons). Both give the samples of
+    /// [`Engine::decode_codes`]. Codes are not checked here: use codes the model made, or check
+    /// them with [`Engine::decode_codes`]' rules first.
+    pub fn codec_stream(&self, stateful: bool) -> Result<CodecStream> {
+        CodecStream::new(self.inner.codec()?.clone(), self.inner.info.clone(), stateful)
     }
 
     /// Drops every cached voice prefix (they are rebuilt on next use).
@@ -561,6 +572,8 @@ pub struct Stream {
     frames: Vec<Vec<i64>>,
     /// Frames already returned as audio.
     emitted: usize,
+    /// The codec's streaming state (frames `0..emitted` decoded).
+    codec: CodecStream,
     cancel: CancelToken,
     done: bool,
 }
@@ -613,10 +626,9 @@ impl Stream {
             return Ok(None);
         }
         let info = &self.inner.info;
-        // All frames so far: decode_range picks the same decode origin as the one-shot decode.
-        let codes = Codes::from_frames(info.model.num_codebooks, &self.frames[..end])?;
-        let samples =
-            generate::decode_range(self.inner.codec()?.as_ref(), info, &codes, self.emitted, end)?;
+        // Only the new frames: the codec stream carries the rest (or keeps them as context).
+        let codes = Codes::from_frames(info.model.num_codebooks, &self.frames[self.emitted..end])?;
+        let samples = self.codec.push(&codes)?;
         let chunk = AudioChunk {
             samples,
             sample_rate_hz: info.codec.sample_rate_hz,
@@ -629,6 +641,12 @@ impl Stream {
             self.done = true;
         }
         Ok(Some(chunk))
+    }
+
+    /// The codec's streaming state: whether chunks go through the stateful decoder
+    /// ([`CodecStream::is_stateful`]) and how many frames it ran ([`CodecStream::stepped_frames`]).
+    pub fn codec_stream(&self) -> &CodecStream {
+        &self.codec
     }
 
     /// Codes of the frames generated so far.

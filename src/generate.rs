@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::sampling::{self, SamplingParams, REPETITION_WINDOW_FRAMES};
 use crate::text::prompt::Prompt;
 
+mod codec_stream;
+pub use codec_stream::CodecStream;
+
 /// Cancels a request from any thread. Cheap to clone; all clones share one flag.
 #[derive(Debug, Clone, Default)]
 pub struct CancelToken(Arc<AtomicBool>);
@@ -529,6 +532,7 @@ mod tests {
                 receptive_field_frames: 2,
                 max_decode_frames: 8,
                 max_encode_frames: 8,
+                step_state: Vec::new(),
             },
             graphs: BTreeMap::new(),
             files: BTreeMap::new(),

@@ -133,6 +133,41 @@ fn bundle_wrong_sample_rate_is_bundle_invalid_naming_the_field() {
 }
 
 #[test]
+fn bundle_step_graph_needs_its_state_description() {
+    let dir = bundle_copy("step-state");
+    let info = Bundle::load(&dir, false).unwrap().info;
+    let keys = &info.codec.step_state[0];
+    assert_eq!((keys.name.as_str(), keys.input.as_str()), ("keys", "past.keys"));
+    assert_eq!(keys.shape, vec![2, 1, 4, 7, 16]);
+    edit_manifest(&dir, |m| m["codec"]["step_state"][0]["shape"] = serde_json::json!([2, "x"]));
+    assert!(matches!(Bundle::load(&dir, false),
+        Err(Error::BundleInvalid { field, .. }) if field == "codec.step_state[0].shape"));
+    edit_manifest(&dir, |m| {
+        m["codec"].as_object_mut().unwrap().remove("step_state");
+    });
+    match Bundle::load(&dir, false) {
+        Err(Error::BundleInvalid { field, reason, .. }) => {
+            assert_eq!(field, "codec.step_state");
+            assert!(reason.contains("re-export"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A state input the graph does not have: refused when the codec opens, naming the input.
+    edit_manifest(&dir, |m| {
+        m["codec"]["step_state"] = serde_json::json!([{"name": "x", "input": "past.x",
+            "output": "present.x", "shape": [1, 2, 3]}]);
+    });
+    match Engine::new(config(&dir)) {
+        Err(Error::BundleInvalid { field, reason, .. }) => {
+            assert_eq!(field, "codec.step_state");
+            assert!(reason.contains("past.x"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
 fn bundle_missing_field_names_it() {
     let dir = bundle_copy("field");
     edit_manifest(&dir, |m| {

@@ -81,6 +81,7 @@ fn cli_stream_writes_the_same_audio_as_synth() {
             .arg(&b),
     );
     assert!(log.contains("first chunk after"), "{log}");
+    assert!(log.contains("codec: stateful step decoder"), "{log}");
     let d = max_abs_diff(&wav_f32(&a), &wav_f32(&b));
     assert!(d <= 1e-4, "{d}");
 }
@@ -175,7 +176,12 @@ fn cli_voice_create_then_synth_and_stream_with_it() {
     );
     assert!(log.contains("first chunk after"), "{log}");
     assert_eq!(wav_f32(&a), wav_f32(&b), "prefix cache changes nothing");
-    assert_eq!(wav_f32(&a), wav_f32(&c), "stream equals synth");
+    // The stream decodes through the stateful step graph: equal to float rounding (~1e-6), so
+    // the 16-bit WAVs may differ by one quantisation step where a sample sits on a boundary.
+    let (one, streamed) = (wav_f32(&a), wav_f32(&c));
+    assert_eq!(one.len(), streamed.len(), "stream equals synth");
+    let d = one.iter().zip(&streamed).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(d <= 1.0 / 32768.0 + 1e-7, "stream equals synth: max diff {d}");
     // A corrupt voice file is a clear error.
     std::fs::write(&voice, b"S1VOICE\0garbage").unwrap();
     let out = cli()

@@ -172,7 +172,11 @@ fn prefix_cached_synthesis_equals_uncached() {
     while let Some(c) = s.next_chunk().unwrap() {
         pcm.extend(c.samples);
     }
-    assert_eq!(pcm, one.samples);
+    // Through the stateful step graph: equal to float rounding, not bitwise.
+    assert_eq!(pcm.len(), one.samples.len());
+    let peak = one.samples.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let d = pcm.iter().zip(&one.samples).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(d <= 1e-5 * peak, "stream vs one-shot: max diff {d}, peak {peak}");
 }
 
 #[test]

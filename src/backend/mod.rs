@@ -128,6 +128,23 @@ pub trait Codec: Send + Sync {
     fn decode_at(&self, codes: &Codes, start_frame: usize, pcm: &mut Vec<f32>) -> Result<()>;
     /// Encodes mono 44.1 kHz PCM to codes (`[K, ceil(S / frame_samples)]`).
     fn encode(&self, pcm: &[f32]) -> Result<Codes>;
+    /// A stateful decoder at frame 0 with an all-zero state (the `codec_decode_step` graph), or
+    /// `None` (the default) when this codec has none: then streaming re-decodes left context
+    /// through [`Codec::decode_at`].
+    fn start_step(&self) -> Result<Option<Box<dyn CodecStep>>> {
+        Ok(None)
+    }
+}
+
+/// One decode carried chunk by chunk (from [`Codec::start_step`]): the codec's state (window
+/// keys/values, convolution left context) lives here, so each call costs its own frames only.
+pub trait CodecStep: Send {
+    /// Decodes the next `codes` (`[K, T]`, T ≥ 1) at positions `position()..position() + T` of
+    /// this decode and appends their `T · frame_samples` samples to `pcm`. The position must
+    /// stay within `max_decode_frames`. After an error the state is unchanged.
+    fn decode_next(&mut self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()>;
+    /// Frames decoded so far (the position of the next frame).
+    fn position(&self) -> usize;
 }
 
 /// A backend's transformer and (when the bundle has one) codec.

@@ -124,7 +124,12 @@ test('node_bundle', { skip }, async (t) => {
     assert.deepEqual(a, b)
     const chunks = []
     for await (const c of engine.stream('In that voice.', opts)) chunks.push(...c)
-    assert.deepEqual(Float32Array.from(chunks), a)
+    // The stream decodes through the stateful codec step graph: equal to float rounding.
+    const streamed = Float32Array.from(chunks)
+    assert.equal(streamed.length, a.length)
+    const peak = a.reduce((m, x) => Math.max(m, Math.abs(x)), 0)
+    const diff = streamed.reduce((m, x, i) => Math.max(m, Math.abs(x - a[i])), 0)
+    assert.ok(diff <= 1e-5 * peak, `stream vs synth: max diff ${diff}, peak ${peak}`)
     fs.writeFileSync(file, 'S1VOICE')
     assert.throws(() => s1.Voice.load(file), { code: 'S1_STATUS_VOICE_INVALID' })
     fs.unlinkSync(file)

@@ -22,8 +22,8 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorRef};
 use parking_lot::Mutex;
 
-use super::{BackendPair, Codec, SlowOutput, T2sRequest, Text2Semantic};
-use crate::bundle::{Bundle, BundleInfo, ModelDims};
+use super::{BackendPair, Codec, CodecStep, SlowOutput, T2sRequest, Text2Semantic};
+use crate::bundle::{Bundle, BundleInfo, ModelDims, StepStateTensor};
 use crate::codes::{Codes, Frames};
 use crate::config::{EngineConfig, GraphOptimization, TensorRtPrecision};
 use crate::error::{Error, Result};
@@ -307,6 +307,7 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
         info,
         NAME,
         Float::F32,
+        true,
         |_, p| open_session(&env, config, p, Flavor::Cpu, None),
         open_encoder,
     )?;
@@ -314,11 +315,13 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
 }
 
 /// The codec sessions of `info` (None when the bundle has no `codec_decode` graph): the decoder
-/// opened now by `open(role, path)`, the encoder by `open_encoder` when it is first used.
+/// opened now by `open(role, path)`, the stateful decoder `codec_decode_step` too when the bundle
+/// has it and `with_step` is set, the encoder by `open_encoder` when it is first used.
 fn open_codec(
     info: &BundleInfo,
     name: &'static str,
     float: Float,
+    with_step: bool,
     mut open: impl FnMut(&str, &Path) -> Result<Session>,
     open_encoder: SessionOpener,
 ) -> Result<Option<OnnxCodec>> {
@@ -329,12 +332,27 @@ fn open_codec(
     let encode = info.graphs.get("codec_encode").map(|p| LazySession::new(p, open_encoder));
     // Optional input (an overridable initializer, default 0) of newer exports.
     let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
+    let step = match info.graphs.get("codec_decode_step") {
+        Some(p) if with_step => {
+            let session = open("codec_decode_step", p)?;
+            check_step_io(&session, &info.codec.step_state)?;
+            Some(Arc::new(StepShared {
+                name,
+                float,
+                session: Mutex::new(session),
+                state: info.codec.step_state.clone(),
+                frame_samples: info.codec.frame_samples,
+            }))
+        }
+        _ => None,
+    };
     Ok(Some(OnnxCodec {
         name,
         float,
         decode: Mutex::new(decode),
         encode,
         start_frame,
+        step,
         info: info.clone(),
     }))
 }
@@ -365,6 +383,28 @@ impl LazySession {
         parking_lot::MutexGuard::try_map(guard, Option::as_mut)
             .map_err(|_| Error::Internal("codec encoder session vanished".into()))
     }
+}
+
+/// The step graph has `codes`, `start_frame` and every `codec.step_state` input, and `pcm` and
+/// every state output.
+fn check_step_io(session: &Session, state: &[StepStateTensor]) -> Result<()> {
+    let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+    let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+    let want_in =
+        ["codes", "start_frame"].into_iter().chain(state.iter().map(|t| t.input.as_str()));
+    let want_out = std::iter::once("pcm").chain(state.iter().map(|t| t.output.as_str()));
+    for (kind, want, have) in
+        [("input", want_in.collect::<Vec<_>>(), &inputs), ("output", want_out.collect(), &outputs)]
+    {
+        if let Some(missing) = want.iter().find(|n| !have.contains(n)) {
+            return Err(Error::bundle(
+                "codec_decode_step.onnx",
+                "codec.step_state",
+                format!("the graph has no {kind} `{missing}`; re-export the bundle"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Only the codec of `bundle` on `flavor` (for the native CUDA backend, whose transformer is
@@ -401,13 +441,12 @@ pub(crate) fn build_codec(
         info,
         flavor.name(),
         float,
+        true,
         |_, p| open_session(&env, config, p, flavor, None),
         open_encoder,
     )?;
     if let Some(c) = &codec {
-        let k = info.model.num_codebooks;
-        let codes = Codes::new(k, Frames(1), vec![0; k])?;
-        c.decode_at(&codes, 0, &mut Vec::new()).map_err(|e| Error::BackendUnavailable {
+        warm_up_codec(c, info).map_err(|e| Error::BackendUnavailable {
             backend: flavor.name(),
             reason: format!("the codec warm-up on device {} failed: {e}", config.device_id),
         })?;
@@ -547,10 +586,13 @@ pub(crate) fn build_gpu(
     let (env2, config2) = (env.clone(), config.clone());
     let open_encoder: SessionOpener =
         Box::new(move |p| open_session(&env2, &config2, p, flavor, encoder_trt.clone()));
+    // TensorRT: no optimisation profiles are written for the step graph's state inputs, so
+    // streaming there re-decodes left context through codec_decode (decode_range).
     let codec = open_codec(
         info,
         name,
         float,
+        flavor != Flavor::TensorRt,
         |role, p| {
             let profile = (flavor == Flavor::TensorRt && role == "codec_decode")
                 .then(|| ep::codec_profile(info));
@@ -603,10 +645,17 @@ fn warm_up(t2s: &dyn Text2Semantic, codec: Option<&OnnxCodec>, info: &BundleInfo
     req.fast(&out.hidden, 0)?;
     req.fast(&out.hidden, 0)?;
     if let Some(c) = codec {
-        let codes =
-            Codes::new(info.model.num_codebooks, Frames(1), vec![0; info.model.num_codebooks])?;
-        let mut pcm = Vec::new();
-        c.decode_at(&codes, 0, &mut pcm)?;
+        warm_up_codec(c, info)?;
+    }
+    Ok(())
+}
+
+/// A one-frame decode through each codec decode graph.
+fn warm_up_codec(codec: &OnnxCodec, info: &BundleInfo) -> Result<()> {
+    let codes = Codes::new(info.model.num_codebooks, Frames(1), vec![0; info.model.num_codebooks])?;
+    codec.decode_at(&codes, 0, &mut Vec::new())?;
+    if let Some(mut step) = codec.start_step()? {
+        step.decode_next(&codes, &mut Vec::new())?;
     }
     Ok(())
 }
@@ -826,7 +875,107 @@ struct OnnxCodec {
     encode: Option<LazySession>,
     /// Whether `codec_decode.onnx` has the `start_frame` input.
     start_frame: bool,
+    /// The stateful decoder (`codec_decode_step.onnx`), when the bundle has one.
+    step: Option<Arc<StepShared>>,
     info: BundleInfo,
+}
+
+/// The step graph's session, shared by every stream (each holds its own state).
+struct StepShared {
+    name: &'static str,
+    float: Float,
+    session: Mutex<Session>,
+    state: Vec<StepStateTensor>,
+    frame_samples: usize,
+}
+
+/// One stream's decode through `codec_decode_step.onnx`: the state tensors as the last call
+/// returned them (all zeros at first), kept as ONNX Runtime values and fed back as they are.
+struct OnnxCodecStep {
+    shared: Arc<StepShared>,
+    state: Vec<DynValue>,
+    position: usize,
+}
+
+impl OnnxCodecStep {
+    fn new(shared: Arc<StepShared>) -> Result<Self> {
+        let err = codec_err(shared.name, "codec_decode_step");
+        let state = shared
+            .state
+            .iter()
+            .map(|t| {
+                let n: usize = t.shape.iter().product();
+                match shared.float {
+                    Float::F32 => Tensor::<f32>::from_array((t.shape.clone(), vec![0.0f32; n]))
+                        .map(|v| v.into_dyn()),
+                    Float::F16 => {
+                        Tensor::<half::f16>::from_array((t.shape.clone(), vec![half::f16::ZERO; n]))
+                            .map(|v| v.into_dyn())
+                    }
+                }
+            })
+            .collect::<ort::Result<Vec<DynValue>>>()
+            .map_err(err)?;
+        Ok(Self { shared, state, position: 0 })
+    }
+}
+
+impl CodecStep for OnnxCodecStep {
+    fn decode_next(&mut self, codes: &Codes, pcm: &mut Vec<f32>) -> Result<()> {
+        let sh = &self.shared;
+        let (k, t) = (codes.num_codebooks(), codes.frames().0);
+        if t == 0 {
+            return Ok(());
+        }
+        let err = || codec_err(sh.name, "codec_decode_step");
+        // codes [1, K, T] i64, start_frame [1] i64, past.* -> pcm [1, 1, T * frame_samples], present.*
+        let start = [self.position as i64];
+        let mut inputs: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> =
+            Vec::with_capacity(2 + self.state.len());
+        inputs.push((
+            "codes".into(),
+            TensorRef::from_array_view(([1usize, k, t], codes.as_slice())).map_err(err())?.into(),
+        ));
+        inputs.push((
+            "start_frame".into(),
+            TensorRef::from_array_view(([1usize], &start[..])).map_err(err())?.into(),
+        ));
+        for (spec, v) in sh.state.iter().zip(&self.state) {
+            inputs.push((spec.input.as_str().into(), v.into()));
+        }
+        let mut session = sh.session.lock();
+        let mut out = session.run(inputs).map_err(err())?;
+        let missing = |name: &str| Error::Backend {
+            backend: sh.name,
+            op: "codec_decode_step".into(),
+            message: format!("graph has no output `{name}`"),
+        };
+        let data = device::floats(
+            out.get("pcm").ok_or_else(|| missing("pcm"))?,
+            sh.name,
+            "codec_decode_step",
+        )?;
+        if data.len() != t * sh.frame_samples {
+            return Err(Error::Backend {
+                backend: sh.name,
+                op: "codec_decode_step".into(),
+                message: format!("{} samples for {t} frames of {}", data.len(), sh.frame_samples),
+            });
+        }
+        let state = sh
+            .state
+            .iter()
+            .map(|spec| out.remove(&spec.output).ok_or_else(|| missing(&spec.output)))
+            .collect::<Result<Vec<DynValue>>>()?;
+        pcm.extend_from_slice(&data);
+        self.state = state;
+        self.position += t;
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.position
+    }
 }
 
 impl Codec for OnnxCodec {
@@ -879,6 +1028,13 @@ impl Codec for OnnxCodec {
         }
         pcm.extend_from_slice(&data);
         Ok(())
+    }
+
+    fn start_step(&self) -> Result<Option<Box<dyn CodecStep>>> {
+        match &self.step {
+            Some(shared) => Ok(Some(Box::new(OnnxCodecStep::new(shared.clone())?))),
+            None => Ok(None),
+        }
     }
 
     fn encode(&self, pcm: &[f32]) -> Result<Codes> {
@@ -951,6 +1107,7 @@ mod tests {
             &bundle.info,
             NAME,
             Float::F32,
+            true,
             |_, p| open_session(&env, &config, p, Flavor::Cpu, None),
             open_encoder,
         )

@@ -622,6 +622,12 @@ fn stream_into(
         ui.say(format!("first chunk after {ms:.1} ms ({} frames)", p.first_chunk_frames));
     }
     report(ui, out.samples as f64 / f64::from(out.rate), t.elapsed().as_secs_f64(), frames);
+    let codec = s.codec_stream();
+    if codec.is_stateful() {
+        ui.say(format!("codec: stateful step decoder ({} frame-steps)", codec.stepped_frames()));
+    } else {
+        ui.say("codec: no codec_decode_step graph, each chunk re-decoded its left context");
+    }
     Ok(())
 }
 

@@ -23,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="bundle dir to create (or checkpoint dir with --random)")
     p.add_argument("--precision", default="fp32", help="fp32 (CPU), fp16 (GPU), or int8 / int4 (CPU: weight-only quantised fp32 graphs, s1mini_export.quantize)")
     p.add_argument(
-        "--parts", default="llm,codec-decode,codec-encode", help="comma list of llm, codec-decode, codec-encode"
+        "--parts",
+        default="llm,codec-decode,codec-encode,codec-decode-step",
+        help="comma list of llm, codec-decode, codec-encode, codec-decode-step",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of --random")
     p.add_argument("--force", action="store_true", help="replace an existing --out")

@@ -1,4 +1,5 @@
-"""The codec part of the bundle: fish-speech's modded DAC -> codec_decode.onnx / codec_encode.onnx.
+"""The codec part of the bundle: fish-speech's modded DAC -> codec_decode.onnx / codec_encode.onnx /
+codec_decode_step.onnx (the stateful streaming decoder, codec_step.py).
 
 Public API (used by the CLI and the golden script):
 - random_codec_checkpoint(kind, seed, path): a codec.pth of the real ("s1-mini") or test ("tiny")
@@ -38,12 +39,17 @@ from torch import nn
 
 from .codec_config import CONFIG_KEY, KINDS, CodecConfig, build_dac, config_from_state_dict, normalize_state_dict
 from .codec_graph import DecodeGraph, EncodeGraph, export_patches, prepare_for_export, receptive_field_frames
+from .codec_step import DecodeStepGraph
 from .errors import ExportError
 
 OPSET = 17
-PARTS = ("codec-decode", "codec-encode")
+PARTS = ("codec-decode", "codec-encode", "codec-decode-step")
 PRECISIONS = ("fp32", "fp16")
-FILES = {"codec-decode": "codec_decode.onnx", "codec-encode": "codec_encode.onnx"}
+FILES = {
+    "codec-decode": "codec_decode.onnx",
+    "codec-encode": "codec_encode.onnx",
+    "codec-decode-step": "codec_decode_step.onnx",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,7 +236,8 @@ def _default_input(path: Path, name: str, value: np.ndarray) -> None:
 
 @torch.no_grad()
 def export_codec(codec_pth: Path, out_dir: Path, precision: str, parts: set[str]) -> dict:
-    """Writes codec_decode.onnx / codec_encode.onnx (the requested `parts`) into out_dir.
+    """Writes codec_decode.onnx / codec_encode.onnx / codec_decode_step.onnx (the requested
+    `parts`) into out_dir.
 
     Returns {"codec": <manifest codec section>, "files": [written file names]}.
     """
@@ -262,7 +269,25 @@ def export_codec(codec_pth: Path, out_dir: Path, precision: str, parts: set[str]
         _export(EncodeGraph(dac, dtype).eval(), (pcm,), out_dir / FILES["codec-encode"], ["pcm"], ["codes"],
                 {"pcm": {2: "S"}, "codes": {2: "T"}})
         files.append(FILES["codec-encode"])
+    if "codec-decode-step" in parts:
+        # After the other graphs: their bytes do not depend on whether this one is exported.
+        section["step_state"] = export_decode_step(dac, dtype, section, out_dir / FILES["codec-decode-step"])
+        files.append(FILES["codec-decode-step"])
     return {"codec": section, "files": files}
+
+
+def export_decode_step(dac: nn.Module, dtype: torch.dtype, section: dict, path: Path) -> list[dict]:
+    """Writes codec_decode_step.onnx (codec_step.DecodeStepGraph) and returns the manifest's
+    `codec.step_state`: per state tensor its name, graph input / output and shape."""
+    step = DecodeStepGraph(dac, dtype).eval()
+    spec = step.state_spec()
+    codes = torch.zeros(1, section["num_codebooks"], 3, dtype=torch.int64)
+    start = torch.zeros(1, dtype=torch.int64)
+    past = tuple(torch.zeros(shape, dtype=dtype) for _, shape in spec)
+    ins = ["codes", "start_frame"] + [f"past.{n}" for n, _ in spec]
+    outs = ["pcm"] + [f"present.{n}" for n, _ in spec]
+    _export(step, (codes, start, *past), path, ins, outs, {"codes": {2: "T"}, "pcm": {2: "samples"}})
+    return [{"name": n, "input": f"past.{n}", "output": f"present.{n}", "shape": list(shape)} for n, shape in spec]
 
 
 # --------------------------------------------------------------------------------------------------

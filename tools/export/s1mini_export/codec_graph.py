@@ -74,7 +74,12 @@ def run(m: nn.Module, x: Tensor) -> Tensor:
 
 def convnext(m: nn.Module, x: Tensor) -> Tensor:
     # x: [B, C, L] -> [B, C, L]; rvq.ConvNeXtBlock.forward with the traceable causal conv.
-    y = run(m.dwconv, x).permute(0, 2, 1)
+    return convnext_tail(m, x, run(m.dwconv, x))
+
+
+def convnext_tail(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    # The rest of rvq.ConvNeXtBlock.forward after the depthwise conv's output y [B, C, L].
+    y = y.permute(0, 2, 1)
     y = m.pwconv2(m.act(m.pwconv1(m.norm(y))))
     if m.gamma is not None:
         y = m.gamma * y

@@ -17,8 +17,8 @@ from .manifest import build_manifest, write_manifest
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 # Weight-only quantised CPU bundles: the fp32 export, then s1mini_export.quantize.
 QUANTIZED = ("int8", "int4")
-PARTS = ("llm", "codec-decode", "codec-encode")
-CODEC_PARTS = {"codec-decode", "codec-encode"}
+PARTS = ("llm", "codec-decode", "codec-encode", "codec-decode-step")
+CODEC_PARTS = {"codec-decode", "codec-encode", "codec-decode-step"}
 
 
 def parse_parts(spec: str) -> set[str]:
