@@ -348,8 +348,8 @@ fn cli_version_names_library_onnxruntime_and_cuda_driver() {
 
 #[test]
 fn cli_info_suggests_the_bundle_precision_for_this_machine() {
-    // CI has no GPU: the CPU bundle (int4) is the suggestion, and the fp32 fixture is not it.
+    // CI has no GPU: the CPU bundle (int8) is the suggestion, and the fp32 fixture is not it.
     let out = run_ok(cli().args(["info", "--bundle"]).arg(tiny_dir()));
-    assert!(out.contains("suggested   int4 bundle"), "{out}");
-    assert!(out.contains("this bundle is fp32") && out.contains("--precision int4"), "{out}");
+    assert!(out.contains("suggested   int8 bundle"), "{out}");
+    assert!(out.contains("this bundle is fp32") && out.contains("--precision int8"), "{out}");
 }
