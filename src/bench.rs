@@ -1,8 +1,10 @@
 //! `s1-mini bench`: the speed of each backend, measured the same way for all of them.
 //!
-//! For each backend: load time, then `warmup` excluded runs, then `runs` measured runs. A run is
-//! one one-shot synthesis (prompt → frames → codes → PCM, timed per stage) followed by one
-//! streamed synthesis up to its first audio chunk (time to first audio). Figures are the median
+//! For each backend: load time (twice: first and second load), then per prompt length of the
+//! context sweep ([`BenchOptions::prompt_tokens`]) `warmup` excluded runs and `runs` measured
+//! runs. A run is one one-shot synthesis (prompt → frames → codes → PCM, timed per stage)
+//! followed by the same utterance streamed (time to first audio, to every chunk, and in all;
+//! [`BenchOptions::stream`]). Figures are the median
 //! of the runs with min and max. Random weights never emit `<|im_end|>` on purpose, so the frame
 //! count is fixed ([`SynthParams::ignore_end`]) unless [`BenchOptions::free`] lets a real model
 //! stop. The JSON report ([`BenchReport`], schema [`SCHEMA_VERSION`]) is documented in
@@ -24,6 +26,9 @@ use crate::voice::Voice;
 /// Version of the JSON report. Bumped when a field changes meaning or disappears; new fields may
 /// be added without a bump.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Most repetitions of the text [`BenchOptions::prompt_tokens`] builds a prompt from.
+const MAX_TEXT_REPEATS: usize = 10_000;
 
 /// Seconds of audio the default frame count stands for (and the latency figure is about).
 pub const DEFAULT_AUDIO_S: f64 = 5.0;
@@ -64,6 +69,13 @@ pub struct BenchOptions {
     /// With voices: reuse the voices' cached prompt prefix ([`SynthParams::prefix_cache`]); the
     /// warm-up run fills the cache, so measured runs are the cached case. Default `true`.
     pub prefix_cache: bool,
+    /// Context sweep: prompt lengths in tokens to measure, each by repeating the text until its
+    /// prompt is at least that long (one result per backend and length). Empty (the default):
+    /// the text as it is.
+    pub prompt_tokens: Vec<usize>,
+    /// Stream the whole utterance after each one-shot run (wall time vs one-shot, time to each
+    /// chunk); `false` streams only to the first chunk. Default `true`.
+    pub stream: bool,
 }
 
 impl BenchOptions {
@@ -83,6 +95,8 @@ impl BenchOptions {
             first_chunk_frames: SynthParams::default().first_chunk_frames,
             voices: Vec::new(),
             prefix_cache: true,
+            prompt_tokens: Vec::new(),
+            stream: true,
         }
     }
 
@@ -213,6 +227,8 @@ pub struct Memory {
 pub struct BackendResult {
     /// Backend name (`onnx-cpu`, ...).
     pub backend: String,
+    /// Prompt length of these runs, tokens (the context sweep's point).
+    pub prompt_tokens: usize,
     /// `Engine::new` wall time (bundle check + sessions), seconds; one measurement.
     pub load_s: f64,
     /// A second `Engine::new` of the same bundle and backend right after the first was dropped,
@@ -235,6 +251,15 @@ pub struct BackendResult {
     pub latency_5s_estimated: bool,
     /// Streaming: from the call to the first audio chunk (`first_chunk_frames` frames), ms.
     pub first_chunk_ms: Stat,
+    /// The whole utterance streamed (default chunk sizes), from the call to the last chunk, ms;
+    /// `null` with `stream` off.
+    pub stream_ms: Option<Stat>,
+    /// `stream_ms / synth_ms`: what streaming costs over the one-shot synthesis.
+    pub stream_over_synth: Option<Stat>,
+    /// Longest wait between two chunks of the stream, ms (a stall would show here).
+    pub stream_max_gap_ms: Option<Stat>,
+    /// Arrival of every chunk of the last measured run's stream, ms from the call.
+    pub stream_chunk_arrival_ms: Vec<f64>,
     /// Prefill frame (prompt → frame 0), ms.
     pub prefill_ms: Stat,
     /// Frames after the prefill frame per second of their wall time (the decode rate; the
@@ -326,65 +351,71 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
                 });
             }
         }
-        let prompt_tokens = engine.prompt_with_voices(&opts.voices, &opts.text)?.len;
-        let context =
-            u32::try_from(info.model.max_seq_len.saturating_sub(prompt_tokens)).unwrap_or(u32::MAX);
-        let frames = match (opts.frames, opts.free) {
-            (Some(f), _) => f,
-            (None, false) => frames_5s,
-            (None, true) => context.clamp(1, 1024),
-        };
-        if frames > context {
-            return Err(Error::arg(
-                "frames",
-                format!("{frames} frames do not fit the context after a {prompt_tokens}-token prompt (at most {context})"),
-            ));
-        }
-        workload.get_or_insert(Workload {
-            text_chars: opts.text.chars().count(),
-            text_from_file: opts.text_from_file,
-            prompt_tokens,
-            fixed_frames: !opts.free,
-            frames,
-            frame_rate_hz: info.frame_rate_hz(),
-            runs: opts.runs,
-            warmup_runs: opts.warmup,
-            first_chunk_frames: opts.first_chunk_frames,
-            seed: opts.seed,
-            voices: opts.voices.len(),
-            voice_frames: opts.voices.iter().map(|v| v.codes().frames().0).sum(),
-            prefix_cache: opts.prefix_cache && !opts.voices.is_empty(),
-        });
-        let params = SynthParams::default()
-            .with_seed(opts.seed)
-            .with_max_frames(frames)
-            .with_ignore_end(!opts.free)
-            .with_prefix_cache(opts.prefix_cache)
-            .with_chunk_frames(opts.first_chunk_frames, SynthParams::default().chunk_frames);
-        let name = engine.backend().name();
-        progress(&format!(
-            "{name}: loaded in {load_s:.2} s (again: {reload_s:.2} s); {} warm-up + {} runs of {frames} frames",
-            opts.warmup, opts.runs
-        ));
-        let mut runs = Vec::new();
-        for i in 0..opts.warmup + opts.runs {
-            let r = one_run(&engine, &opts.text, &opts.voices, &params, opts.profile)?;
-            let (tag, n) =
-                if i < opts.warmup { ("warm-up", i + 1) } else { ("run", i + 1 - opts.warmup) };
-            progress(&format!(
-                "{name}: {tag} {n}: {} frames, {:.1} frames/s, first chunk {:.0} ms",
-                r.frames,
-                r.frames_per_s(),
-                r.first_chunk_ms
-            ));
-            if i >= opts.warmup {
-                runs.push(r);
+        let texts = sweep_texts(&engine, &opts.voices, &opts.text, &opts.prompt_tokens)?;
+        for (text, prompt_tokens) in &texts {
+            let prompt_tokens = *prompt_tokens;
+            let context = u32::try_from(info.model.max_seq_len.saturating_sub(prompt_tokens))
+                .unwrap_or(u32::MAX);
+            let frames = match (opts.frames, opts.free) {
+                (Some(f), _) => f,
+                (None, false) => frames_5s,
+                (None, true) => context.clamp(1, 1024),
+            };
+            if frames > context {
+                return Err(Error::arg(
+                    "frames",
+                    format!("{frames} frames do not fit the context after a {prompt_tokens}-token prompt (at most {context})"),
+                ));
             }
+            workload.get_or_insert(Workload {
+                text_chars: opts.text.chars().count(),
+                text_from_file: opts.text_from_file,
+                prompt_tokens,
+                fixed_frames: !opts.free,
+                frames,
+                frame_rate_hz: info.frame_rate_hz(),
+                runs: opts.runs,
+                warmup_runs: opts.warmup,
+                first_chunk_frames: opts.first_chunk_frames,
+                seed: opts.seed,
+                voices: opts.voices.len(),
+                voice_frames: opts.voices.iter().map(|v| v.codes().frames().0).sum(),
+                prefix_cache: opts.prefix_cache && !opts.voices.is_empty(),
+            });
+            let params = SynthParams::default()
+                .with_seed(opts.seed)
+                .with_max_frames(frames)
+                .with_ignore_end(!opts.free)
+                .with_prefix_cache(opts.prefix_cache)
+                .with_chunk_frames(opts.first_chunk_frames, SynthParams::default().chunk_frames);
+            let name = engine.backend().name();
+            progress(&format!(
+                "{name}: loaded in {load_s:.2} s (again: {reload_s:.2} s); prompt {prompt_tokens} tokens: {} warm-up + {} runs of {frames} frames",
+                opts.warmup, opts.runs
+            ));
+            let mut runs = Vec::new();
+            for i in 0..opts.warmup + opts.runs {
+                let r = one_run(&engine, text, &opts.voices, &params, opts.profile, opts.stream)?;
+                let (tag, n) =
+                    if i < opts.warmup { ("warm-up", i + 1) } else { ("run", i + 1 - opts.warmup) };
+                progress(&format!(
+                    "{name}: {tag} {n}: {} frames, {:.1} frames/s, first chunk {:.0} ms",
+                    r.frames,
+                    r.frames_per_s(),
+                    r.first_chunk_ms
+                ));
+                if i >= opts.warmup {
+                    runs.push(r);
+                }
+            }
+            let weight_bytes = weight_bytes_per_frame(&info);
+            let memory = peak_memory(engine.backend(), opts.config.device_id, reset);
+            let loads = (load_s, reload_s);
+            let mut r =
+                summarise(name, loads, &runs, frames_5s, weight_bytes, memory, opts.profile);
+            r.prompt_tokens = prompt_tokens;
+            results.push(r);
         }
-        let weight_bytes = weight_bytes_per_frame(&info);
-        let memory = peak_memory(engine.backend(), opts.config.device_id, reset);
-        let loads = (load_s, reload_s);
-        results.push(summarise(name, loads, &runs, frames_5s, weight_bytes, memory, opts.profile));
     }
     let workload = workload.unwrap_or(Workload {
         text_chars: opts.text.chars().count(),
@@ -424,7 +455,17 @@ struct RunTimes {
     decode_ms: f64,
     codec_ms: f64,
     first_chunk_ms: f64,
+    /// The whole stream, ms (`None`: streamed to the first chunk only).
+    stream_ms: Option<f64>,
+    /// Arrival of each chunk, ms from the stream call.
+    arrivals: Vec<f64>,
     stages: Option<StageTimes>,
+}
+
+impl RunTimes {
+    fn max_gap_ms(&self) -> f64 {
+        self.arrivals.windows(2).map(|w| w[1] - w[0]).fold(self.first_chunk_ms, f64::max)
+    }
 }
 
 impl RunTimes {
@@ -438,17 +479,55 @@ impl RunTimes {
     }
 }
 
+/// The texts of the context sweep with their prompt lengths: `text` repeated until its prompt
+/// (with `voices`) is at least each of `targets` tokens long; `text` itself when `targets` is
+/// empty.
+fn sweep_texts(
+    engine: &Engine,
+    voices: &[Voice],
+    text: &str,
+    targets: &[usize],
+) -> Result<Vec<(String, usize)>> {
+    let len = |t: &str| engine.prompt_with_voices(voices, t).map(|p| p.len);
+    if targets.is_empty() {
+        return Ok(vec![(text.to_owned(), len(text)?)]);
+    }
+    let context = engine.info().model.max_seq_len;
+    let mut out = Vec::new();
+    for &target in targets {
+        if target >= context {
+            return Err(Error::arg(
+                "prompt_tokens",
+                format!("{target} tokens leave no room in the model's {context}-token context"),
+            ));
+        }
+        let mut t = text.to_owned();
+        let mut n = len(&t)?;
+        let mut repeats = 1;
+        while n < target && repeats < MAX_TEXT_REPEATS {
+            t.push(' ');
+            t.push_str(text);
+            repeats += 1;
+            n = len(&t)?;
+        }
+        out.push((t, n));
+    }
+    Ok(out)
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// One one-shot synthesis, timed per stage, then one stream up to its first chunk.
+/// One one-shot synthesis, timed per stage, then the same utterance streamed (to its end with
+/// `stream`, else to its first chunk).
 fn one_run(
     engine: &Engine,
     text: &str,
     voices: &[Voice],
     params: &SynthParams,
     profile: bool,
+    stream: bool,
 ) -> Result<RunTimes> {
     let info = engine.info_arc();
     let codec = engine.codec()?;
@@ -475,10 +554,17 @@ fn one_run(
     let audio_s = pcm.len() as f64 / f64::from(info.codec.sample_rate_hz);
 
     let t = Instant::now();
-    let mut stream = engine.stream_with_voices(text, voices, params)?;
-    stream.next_chunk()?;
+    let mut s = engine.stream_with_voices(text, voices, params)?;
+    s.next_chunk()?;
     let first_chunk_ms = ms(t);
-    drop(stream);
+    let mut arrivals = vec![first_chunk_ms];
+    if stream {
+        while s.next_chunk()?.is_some() {
+            arrivals.push(ms(t));
+        }
+    }
+    drop(s);
+    let stream_ms = stream.then(|| ms(t));
 
     Ok(RunTimes {
         frames: frames.len(),
@@ -489,6 +575,8 @@ fn one_run(
         decode_ms,
         codec_ms,
         first_chunk_ms,
+        stream_ms,
+        arrivals,
         stages: gen.profile().cloned(),
     })
 }
@@ -515,6 +603,7 @@ fn summarise(
         })
     };
     let fps = stat(&|r| r.frames_per_s());
+    let streamed = !runs.is_empty() && runs.iter().all(|r| r.stream_ms.is_some());
     let per_frame = |d: &dyn Fn(&StageTimes) -> std::time::Duration| {
         stat(&|r| {
             r.stages
@@ -541,6 +630,13 @@ fn summarise(
         latency_5s_ms: latency,
         latency_5s_estimated: !exact,
         first_chunk_ms: stat(&|r| r.first_chunk_ms),
+        prompt_tokens: 0,
+        stream_ms: streamed.then(|| stat(&|r| r.stream_ms.unwrap_or(0.0))),
+        stream_over_synth: streamed.then(|| {
+            stat(&|r| r.stream_ms.unwrap_or(0.0) / if r.synth_ms > 0.0 { r.synth_ms } else { 1.0 })
+        }),
+        stream_max_gap_ms: streamed.then(|| stat(&RunTimes::max_gap_ms)),
+        stream_chunk_arrival_ms: runs.last().map(|r| r.arrivals.clone()).unwrap_or_default(),
         prefill_ms: stat(&|r| r.prefill_ms),
         frames_per_s: fps,
         codec_ms: stat(&|r| r.codec_ms),
@@ -696,7 +792,7 @@ pub fn render_text(r: &BenchReport) -> String {
     let _ =
         writeln!(o, "{} measured runs after {} warm-up; median [min–max]", w.runs, w.warmup_runs);
     for b in &r.results {
-        let _ = writeln!(o, "\n{}", b.backend);
+        let _ = writeln!(o, "\n{}, prompt {} tokens", b.backend, b.prompt_tokens);
         let _ = writeln!(o, "  x real time           {} x", range(b.x_real_time, 2));
         let _ = writeln!(
             o,
@@ -710,6 +806,17 @@ pub fn render_text(r: &BenchReport) -> String {
             range(b.first_chunk_ms, 0),
             w.first_chunk_frames
         );
+        if let (Some(st), Some(ratio), Some(gap)) =
+            (b.stream_ms, b.stream_over_synth, b.stream_max_gap_ms)
+        {
+            let _ = writeln!(
+                o,
+                "  streamed whole        {} ms = {} x one-shot; longest wait between chunks {} ms",
+                range(st, 0),
+                range(ratio, 2),
+                range(gap, 0)
+            );
+        }
         let _ = writeln!(o, "  load                  {:.2} s, again {:.2} s", b.load_s, b.reload_s);
         let mem = match (b.memory.kind, b.memory.peak_bytes) {
             (k, Some(p)) => format!("{} ({k})", mib(p)),

@@ -161,3 +161,48 @@ fn bench_bad_arguments_fail_with_a_message() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn bench_context_sweep_and_streaming_row_in_the_json() {
+    let json = tmp_json("sweep");
+    let bundle = tiny_dir();
+    let out = bench(&[
+        "--backend",
+        "onnx-cpu",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--frames",
+        "24",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--prompt-tokens",
+        "100,400",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = read_json(&json);
+    let results = r["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "one result per prompt length");
+    let tokens: Vec<u64> = results.iter().map(|b| b["prompt_tokens"].as_u64().unwrap()).collect();
+    assert!(tokens[0] >= 100 && tokens[1] >= 400 && tokens[1] > tokens[0], "{tokens:?}");
+    for b in results {
+        positive(b, "stream_ms.median");
+        positive(b, "stream_over_synth.median");
+        let arrivals: Vec<f64> = b["stream_chunk_arrival_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // 24 frames in chunks of 4, then 16: 4 + 16 + 4, in order.
+        assert_eq!(arrivals.len(), 3, "{arrivals:?}");
+        assert!(arrivals[0] > 0.0 && arrivals.windows(2).all(|w| w[1] >= w[0]), "{arrivals:?}");
+    }
+    // A length the context cannot hold is refused, naming the option.
+    let out = bench(&["--backend", "onnx-cpu", "--prompt-tokens", "999999", "--frames", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prompt_tokens"));
+}

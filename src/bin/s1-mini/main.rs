@@ -322,6 +322,13 @@ struct BenchArgs {
     /// ONNX Runtime intra-op threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Context sweep: prompt lengths in tokens, comma-separated (e.g. 72,1000,4000); the text is
+    /// repeated until its prompt is at least that long. Default: the text as it is.
+    #[arg(long, value_delimiter = ',')]
+    prompt_tokens: Vec<usize>,
+    /// Stream only to the first chunk (default: the whole utterance, timed against one-shot).
+    #[arg(long)]
+    no_stream: bool,
 }
 
 fn config(a: &EngineArgs) -> Result<EngineConfig> {
@@ -823,6 +830,8 @@ fn bench(ui: &Ui, a: &BenchArgs) -> Result<()> {
     o.seed = a.seed;
     o.voices = load_voices(ui, &a.voices)?;
     o.prefix_cache = !a.no_prefix_cache;
+    o.prompt_tokens = a.prompt_tokens.clone();
+    o.stream = !a.no_stream;
     let json = a.json.as_deref().map(OutFile::create).transpose()?;
     let report = bench::run(&o, &mut |line| ui.say(line))?;
     print!("{}", bench::render_text(&report));
