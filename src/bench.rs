@@ -473,6 +473,10 @@ fn one_run(
     let codec_ms = ms(t);
     let synth_ms = ms(t_all);
     let audio_s = pcm.len() as f64 / f64::from(info.codec.sample_rate_hz);
+    // The one-shot request (and its KV cache) ends before the stream's starts, so the peak
+    // memory is one request's, as in use.
+    let stages = gen.profile().cloned();
+    drop(gen);
 
     let t = Instant::now();
     let mut stream = engine.stream_with_voices(text, voices, params)?;
@@ -489,7 +493,7 @@ fn one_run(
         decode_ms,
         codec_ms,
         first_chunk_ms,
-        stages: gen.profile().cloned(),
+        stages,
     })
 }
 
