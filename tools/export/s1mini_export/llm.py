@@ -451,9 +451,7 @@ def _export(
         model.producer_name = "s1mini_export"
         model.producer_version = ""
         if custom_opsets:
-            # The tracer records trace-time shapes (T = 3, capacity 8) for the contrib op's
-            # outputs; ONNX Runtime infers them itself, so drop them rather than mislead it.
-            del model.graph.value_info[:]
+            _retype_attention_outputs(model)
         big = sum(t.ByteSize() for t in model.graph.initializer) > PROTOBUF_LIMIT - 64 * 1024**2
         if big:
             onnx.save_model(
@@ -466,6 +464,26 @@ def _export(
             )
         else:
             onnx.save_model(model, str(path))
+
+
+def _retype_attention_outputs(model) -> None:
+    """The tracer records trace-time shapes (T = 3, capacity 8) for the contrib op's outputs and
+    ONNX's shape inference stops at a com.microsoft node, so the value_info of the graph is
+    replaced by one entry per GroupQueryAttention output 0: [1, T, num_heads * head_dim] in the
+    cache's float type. Tools that rely on ONNX shape inference past the attention (ONNX
+    Runtime's calibrators) then see every tensor; ONNX Runtime infers the rest itself."""
+    import onnx
+
+    g = model.graph
+    inputs = {i.name: i for i in g.input}
+    del g.value_info[:]
+    for n in g.node:
+        if n.op_type != "GroupQueryAttention":
+            continue
+        past = inputs[n.input[3]].type.tensor_type
+        heads = next(a.i for a in n.attribute if a.name == "num_heads")
+        width = heads * past.shape.dim[3].dim_value
+        g.value_info.append(onnx.helper.make_tensor_value_info(n.output[0], past.elem_type, [1, "T", width]))
 
 
 def export_slow(m: SlowGraph, path: Path, dtype: torch.dtype) -> list[str]:
