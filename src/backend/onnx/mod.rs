@@ -509,6 +509,19 @@ pub(crate) fn build_gpu(
             ),
         });
     }
+    if float == Float::F32 {
+        // CUDA's GroupQueryAttention kernel is fp16/bf16 only: ONNX Runtime would run the
+        // attention on the CPU and copy every layer's cache between host and device each step.
+        return Err(Error::BackendUnavailable {
+            backend: name,
+            reason: format!(
+                "bundle format {}'s slow.onnx runs its attention (GroupQueryAttention) on CUDA at \
+                 fp16 only; export the bundle with --precision fp16 for {name} (fp32 bundles are \
+                 for onnx-cpu)",
+                crate::bundle::BUNDLE_FORMAT_VERSION
+            ),
+        });
+    }
     let t0 = std::time::Instant::now();
     let mut watches = Vec::new();
     let mut open = |role: &str, path: &Path, profile: Option<ep::ProfileShapes>| {
