@@ -634,16 +634,22 @@ impl Text2Semantic for OnnxT2s {
 
 impl OnnxT2s {
     fn request(&self, positions: usize) -> Result<OnnxRequest> {
+        self.request_in(positions, true)
+    }
+
+    /// `host`: whether the cache is read and written in place (host memory); `false` (tests)
+    /// stages every copy through a second host tensor, as for device memory.
+    fn request_in(&self, positions: usize, host: bool) -> Result<OnnxRequest> {
         let d = &self.shared.dims;
         // fast past KV at P = 0: [Lf, 1, Hf, 0, Df] f32, no data.
         let fast_shape = [d.n_fast_layer, 1, d.fast_n_local_heads, 0, d.fast_head_dim];
-        let host = host_memory()?;
+        let out_mem = host_memory()?;
         let slow = kv::SlowKv::new(
             NAME,
             &self.shared.slow.lock(),
             Allocator::default(),
-            true,
-            &host,
+            host,
+            &out_mem,
             Float::F32,
             d,
             positions,
@@ -1039,6 +1045,36 @@ mod tests {
             assert!(d < 1e-5, "chunk {chunk:?}: prefill logits differ by {d}");
             assert_eq!(frames, one_frames, "chunk {chunk:?}");
         }
+    }
+
+    #[test]
+    fn staged_copies_for_device_memory_equal_direct_ones() {
+        // The copy path the GPU flavours take (ort copy_into through a host tensor) for growth,
+        // snapshot and restore, run here on host memory: same frames, same snapshot bytes.
+        let (t2s, bundle) = tiny_t2s();
+        let info = &bundle.info;
+        let rows = 1 + info.model.num_codebooks;
+        let t = 24;
+        let prompt = text_prompt(rows, t);
+        let mut direct = t2s.request_in(3, true).unwrap();
+        let mut staged = t2s.request_in(3, false).unwrap();
+        let (dl, df) = greedy(&mut direct, info, &prompt, t, 5);
+        let (sl, sf) = greedy(&mut staged, info, &prompt, t, 5);
+        assert_eq!((sl, sf), (dl, df));
+        let (a, b) = (direct.snapshot_kv().unwrap(), staged.snapshot_kv().unwrap());
+        let data = |s: &crate::backend::KvSnapshot| match &s
+            .data
+            .downcast_ref::<kv::KvPrefix>()
+            .unwrap()
+            .data
+        {
+            kv::PrefixData::F32(v) => v.clone(),
+            kv::PrefixData::F16(_) => panic!("fp16"),
+        };
+        assert_eq!((a.len, data(&a)), (b.len, data(&b)));
+        let mut restored = t2s.request_in(2, false).unwrap();
+        restored.restore_kv(&b).unwrap();
+        assert_eq!(data(&restored.snapshot_kv().unwrap()), data(&a));
     }
 
     #[test]
