@@ -168,6 +168,29 @@ impl SlowKv {
         self.bufs.first().map_or(0, |b| b.data_ptr() as usize)
     }
 
+    /// Writes `v` at the last position (first head) of every buffer (tests, host memory): the
+    /// positions beyond the filled ones are never written when ONNX Runtime runs the attention
+    /// on the bound buffers in place, while a separate present buffer would be zeroed there
+    /// (GroupQueryAttention's unshared path clears present first).
+    #[cfg(test)]
+    pub fn poke_unfilled(&mut self, v: f32) {
+        let at = (self.capacity - 1) * self.head_dim;
+        for b in &mut self.bufs {
+            let (_, data) = b.try_extract_tensor_mut::<f32>().expect("host f32 cache");
+            data[at] = v;
+        }
+    }
+
+    /// The values [`SlowKv::poke_unfilled`] wrote, as they are now.
+    #[cfg(test)]
+    pub fn peek_unfilled(&self) -> Vec<f32> {
+        let at = (self.capacity - 1) * self.head_dim;
+        self.bufs
+            .iter()
+            .map(|b| b.try_extract_tensor::<f32>().expect("host f32 cache").1[at])
+            .collect()
+    }
+
     /// Whether the last call wrote into the bound buffers (present = past, same memory).
     #[cfg(test)]
     pub fn aliased(&self) -> bool {

@@ -127,3 +127,20 @@ def test_fast_step_matches_forward_generate_fast_for_every_position(tiny_bundle,
         assert logits.shape == (1, rows)
         assert keys.shape[3] == k + 1
         assert close(logits[0], want) < RTOL, f"position {k}"
+
+
+def test_unbound_present_is_a_fresh_buffer_zeroed_past_the_filled_positions(tiny_bundle):
+    """The control for the engine's in-place test (src/backend/onnx: slow_cache_is_written_in_place
+    _while_decoding): without one buffer bound to past and present, GroupQueryAttention writes a
+    new present and zeroes its unfilled positions, so a sentinel there does not survive; with the
+    engine's binding it does."""
+    import json
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    r = SlowRunner(session(tiny_bundle / "slow.onnx"), m, capacity=10)
+    for name in r.names:
+        r.cache[name][0, 0, -1, 0] = 12345.0
+    tokens = np.zeros((11, 4), np.int64)
+    tokens[0] = [5, 6, 7, 8]
+    r.run(tokens)
+    assert all(r.cache[name][0, 0, -1, 0] == 0.0 for name in r.names)
