@@ -99,7 +99,8 @@ pub(crate) struct SlowKv {
     max_capacity: usize,
     len: usize,
     chunk: usize,
-    /// Whether the last call's present output was the bound buffer itself.
+    /// Whether the last call's present output was the bound buffer itself (a cheap diagnostic:
+    /// the proof that the kernel wrote in place is the sentinel test, `poke_unfilled`).
     aliased: bool,
 }
 
@@ -305,8 +306,8 @@ impl SlowKv {
         };
         let logits = floats(get("logits")?, backend, "slow")?;
         let hidden = floats(get("hidden")?, backend, "slow")?;
-        // ONNX Runtime wrote into the bound buffer, not into one of its own (checked per call:
-        // a pointer comparison).
+        // ONNX Runtime returned the bound buffer as present, not one of its own (checked per
+        // call: a pointer comparison).
         let aliased = out
             .get("present_key_0")
             .zip(self.bufs.first())
