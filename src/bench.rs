@@ -552,6 +552,10 @@ fn one_run(
     let codec_ms = ms(t);
     let synth_ms = ms(t_all);
     let audio_s = pcm.len() as f64 / f64::from(info.codec.sample_rate_hz);
+    // The one-shot request (and its KV cache) ends before the stream's starts, so the peak
+    // memory is one request's, as in use.
+    let stages = gen.profile().cloned();
+    drop(gen);
 
     let t = Instant::now();
     let mut s = engine.stream_with_voices(text, voices, params)?;
@@ -577,7 +581,7 @@ fn one_run(
         first_chunk_ms,
         stream_ms,
         arrivals,
-        stages: gen.profile().cloned(),
+        stages,
     })
 }
 

@@ -19,8 +19,20 @@ pub use crate::verify_cache::VerifyCache;
 
 /// The `format` string of a bundle manifest.
 pub const BUNDLE_FORMAT: &str = "s1-mini-bundle";
-/// The manifest `format_version` this engine reads.
-pub const BUNDLE_FORMAT_VERSION: u64 = 1;
+/// The manifest `format_version` this engine reads. Version 2: `slow.onnx` takes one cache
+/// buffer per layer and updates it in place (version 1 copied the whole cache in and out).
+pub const BUNDLE_FORMAT_VERSION: u64 = 2;
+
+/// How to make a bundle this engine reads, quoted in errors about old bundles.
+pub const REEXPORT_HINT: &str = "re-export the bundle with this engine's exporter: \
+     `PYTHONPATH=tools/export python -m s1mini_export --checkpoint CKPT --out BUNDLE` \
+     (docs/bundle-format.md)";
+
+/// [`Error::VersionMismatch`]'s hint for a bundle older than [`BUNDLE_FORMAT_VERSION`].
+const OLDER_BUNDLE_HINT: &str = "; this bundle is older than the engine (format 1 copied the \
+     whole KV cache in and out of slow.onnx every step): re-export the bundle with this \
+     engine's exporter: `PYTHONPATH=tools/export python -m s1mini_export --checkpoint CKPT \
+     --out BUNDLE` (docs/bundle-format.md)";
 /// Output rate of the S1 codec; the engine's audio is always at this rate.
 pub const CODEC_SAMPLE_RATE_HZ: u32 = 44_100;
 
@@ -327,6 +339,7 @@ impl Bundle {
                 field: "format".into(),
                 expected: BUNDLE_FORMAT.into(),
                 found: format.into(),
+                hint: "",
             });
         }
         let version = m.get("format_version").and_then(Value::as_u64).ok_or_else(|| {
@@ -338,6 +351,11 @@ impl Bundle {
                 field: "format_version".into(),
                 expected: BUNDLE_FORMAT_VERSION.to_string(),
                 found: version.to_string(),
+                hint: if version < BUNDLE_FORMAT_VERSION {
+                    OLDER_BUNDLE_HINT
+                } else {
+                    "; this bundle is newer than the engine: update the engine"
+                },
             });
         }
 

@@ -529,7 +529,7 @@ impl Inner {
         if !prompt.starts_with(&prefix) || prefix.len >= prompt.len {
             return Err(Error::Internal("voice prefix differs from the prompt's start".into()));
         }
-        let mut req = self.t2s.start()?;
+        let mut req = self.t2s.start_with_capacity(prefix.len)?;
         req.slow(&prefix.data, prefix.len)?;
         let snap = match req.snapshot_kv() {
             Ok(s) => Arc::new(s),

@@ -98,7 +98,7 @@ pub enum Error {
     },
     /// The bundle's format or format version is not the one this engine reads.
     #[error(
-        "bundle version mismatch in {file}, field `{field}`: expected {expected}, found {found}"
+        "bundle version mismatch in {file}, field `{field}`: expected {expected}, found {found}{hint}"
     )]
     VersionMismatch {
         /// File that carries the version (`manifest.json`).
@@ -109,6 +109,8 @@ pub enum Error {
         expected: String,
         /// What the bundle says.
         found: String,
+        /// What to do about it, with a leading `; ` (empty when there is nothing to add).
+        hint: &'static str,
     },
     /// A bundle file's size or sha256 does not match the manifest.
     #[error("bundle file {file} is corrupt: {field} expected {expected}, got {got} (re-export or re-copy the bundle)")]

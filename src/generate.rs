@@ -131,7 +131,8 @@ impl FrameGenerator {
             sampling = sampling.rounded_to_bf16();
         }
         Ok(Self {
-            req: t2s.start()?,
+            // The cache holds the prompt and every frame: no growth, no copy while decoding.
+            req: t2s.start_with_capacity(prompt.len + params.max_frames as usize)?,
             info,
             sampling,
             seed: params.seed,

@@ -140,6 +140,7 @@ impl Voice {
                 field: "version".into(),
                 expected: VOICE_FORMAT_VERSION.to_string(),
                 found: version.to_string(),
+                hint: "",
             });
         }
         let flags = u32_at(12);

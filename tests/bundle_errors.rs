@@ -43,13 +43,23 @@ fn bundle_missing_dir_or_manifest_is_bundle_not_found() {
 #[test]
 fn bundle_version_mismatch_is_version_mismatch() {
     let dir = bundle_copy("version");
-    edit_manifest(&dir, |m| m["format_version"] = 2.into());
+    edit_manifest(&dir, |m| m["format_version"] = 3.into());
     match Bundle::load(&dir, true) {
         Err(Error::VersionMismatch { field, expected, found, .. }) => {
             assert_eq!(
                 (field.as_str(), expected.as_str(), found.as_str()),
-                ("format_version", "1", "2")
+                ("format_version", "2", "3")
             );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A format-1 bundle (KV copied in and out of slow.onnx each step) names the re-export.
+    edit_manifest(&dir, |m| m["format_version"] = 1.into());
+    match Bundle::load(&dir, true) {
+        Err(e @ Error::VersionMismatch { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("expected 2, found 1"), "{msg}");
+            assert!(msg.contains("python -m s1mini_export --checkpoint"), "{msg}");
         }
         other => panic!("{other:?}"),
     }

@@ -29,6 +29,13 @@ pub trait Text2Semantic: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts a request with empty KV caches.
     fn start(&self) -> Result<Box<dyn T2sRequest>>;
+    /// Starts a request whose slow KV cache holds `positions` positions (prompt + frames) from
+    /// the start, so it never grows or copies while decoding. Backends with a fixed cache
+    /// ignore the hint (the default).
+    fn start_with_capacity(&self, positions: usize) -> Result<Box<dyn T2sRequest>> {
+        let _ = positions;
+        self.start()
+    }
 }
 
 /// Per-request state of the DualAR transformer (KV caches). One thread at a time.

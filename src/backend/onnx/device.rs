@@ -1,14 +1,18 @@
 //! The DualAR transformer on a GPU execution provider (CUDA or TensorRT) with IO binding: the
 //! KV caches stay in device memory for the whole request.
 //!
-//! Per slow call the host sends the token ids (`[1, 1+K, T]` i64) and receives the restricted
-//! head logits and the hidden state (`[1, fast_dim]`, which the frame loop passes to the fast
-//! transformer through the `T2sRequest` trait); per fast call it sends the previous code (one
-//! i64) and receives the fast logits. `present_*` outputs are bound to device memory and fed
-//! back as the next call's `past_*` inputs without leaving the device.
+//! Per slow call the host sends the token ids (`[1, 1+K, T]` i64) and the past length (one
+//! i64) and receives the restricted head logits and the hidden state (`[1, fast_dim]`, which the
+//! frame loop passes to the fast transformer through the `T2sRequest` trait); per fast call it
+//! sends the previous code (one i64) and receives the fast logits.
+//! The slow cache is one device buffer per layer for keys and values, bound as both `past_*_i`
+//! and `present_*_i` ([`super::kv::SlowKv`], allocated by the provider's device allocator), so
+//! GroupQueryAttention writes each step's position in place on the device. The fast cache's
+//! `present_*` outputs are bound to device memory and fed back as the next call's `past_*`.
 //!
-//! NOT RUN: no GPU was available when this was written; it compiles against ort 2.0.0-rc.15
-//! and its host-side plan is unit-tested (see `docs/gpu-onnx.md`).
+//! The format-2 slow graph on the device is NOT RUN: no GPU was available when it was written
+//! (the format-1 path ran on an H200). It compiles against ort 2.0.0-rc.15 and runs, through
+//! the same binding code, on the CPU provider in the tests below (see `docs/gpu-onnx.md`).
 
 use std::sync::Arc;
 
@@ -18,6 +22,7 @@ use ort::value::{DynTensor, DynValue, Tensor, TensorElementType};
 use parking_lot::Mutex;
 
 use super::super::{SlowOutput, T2sRequest, Text2Semantic};
+use super::kv::{SlowKv, DEFAULT_CAPACITY};
 use crate::bundle::ModelDims;
 use crate::error::{Error, Result};
 
@@ -35,14 +40,19 @@ pub(crate) enum Place {
 }
 
 /// `(name, place)` for every input and output of `slow.onnx`.
-pub(crate) const SLOW_PLAN: [(&str, Place); 7] = [
+/// (The binding itself is [`SlowKv`]'s; this table is what the tests hold it to.)
+/// `past_*` / `present_*` stand for every layer's `past_key_i`, `past_value_i`, `present_key_i`,
+/// `present_value_i`: one device buffer each pair, bound once per request (in place).
+#[cfg(test)]
+pub(crate) const SLOW_PLAN: [(&str, Place); 8] = [
     ("tokens", Place::HostIn),
-    ("past_keys", Place::DeviceIn),
-    ("past_values", Place::DeviceIn),
+    ("past_sequence_length", Place::HostIn),
+    ("past_key_i", Place::DeviceIn),
+    ("past_value_i", Place::DeviceIn),
     ("logits", Place::HostOut),
     ("hidden", Place::HostOut),
-    ("present_keys", Place::DeviceOut),
-    ("present_values", Place::DeviceOut),
+    ("present_key_i", Place::DeviceOut),
+    ("present_value_i", Place::DeviceOut),
 ];
 
 /// `(name, place)` for every input and output of `fast.onnx`. `hidden` is uploaded once per
@@ -68,6 +78,7 @@ pub(crate) fn bytes_per_frame(
 ) -> (usize, usize) {
     let k = d.num_codebooks;
     let up = (1 + k) * 8 // tokens [1, 1+K, 1] i64
+        + 8 // past_sequence_length [1] i64
         + d.fast_dim * float_bytes // hidden at fast position 0
         + k * 8; // one code per fast step (position 0 gets a dummy)
     let down = head_rows * float_bytes + d.fast_dim * float_bytes + k * fast_rows * float_bytes;
@@ -142,21 +153,28 @@ impl Text2Semantic for DeviceT2s {
     }
 
     fn start(&self) -> Result<Box<dyn T2sRequest>> {
+        self.start_with_capacity(DEFAULT_CAPACITY)
+    }
+
+    fn start_with_capacity(&self, positions: usize) -> Result<Box<dyn T2sRequest>> {
         let s = &self.shared;
         let d = &s.dims;
-        let slow_shape = [d.n_layer, 1, d.n_local_heads, 0, d.head_dim];
         let fast_shape = [d.n_fast_layer, 1, d.fast_n_local_heads, 0, d.fast_head_dim];
-        let slow_binding = s.slow.lock().create_binding().map_err(s.err("slow binding"))?;
+        let slow = {
+            let session = s.slow.lock();
+            // The provider's allocator: the cache buffers live in device memory.
+            let alloc =
+                Allocator::new(&session, s.device.clone()).map_err(s.err("kv allocator"))?;
+            let host = s.device.allocation_device() == AllocationDevice::CPU;
+            SlowKv::new(s.name, &session, alloc, host, &s.host, s.float, d, positions)?
+        };
         let fast_binding = s.fast.lock().create_binding().map_err(s.err("fast binding"))?;
         Ok(Box::new(DeviceRequest {
-            slow_k: empty_kv(s, slow_shape)?,
-            slow_v: empty_kv(s, slow_shape)?,
+            slow,
             fast_k: empty_kv(s, fast_shape)?,
             fast_v: empty_kv(s, fast_shape)?,
             fast_shape,
             fast_pos: 0,
-            kv_len: 0,
-            slow_binding,
             fast_binding,
             shared: s.clone(),
         }))
@@ -171,19 +189,16 @@ fn empty_kv(s: &DeviceShared, shape: [usize; 5]) -> Result<DynValue> {
         .map_err(s.err("empty kv"))
 }
 
-/// Per-request state: device-resident caches and the two IO bindings.
+/// Per-request state: device-resident caches and their IO bindings.
 struct DeviceRequest {
     shared: Arc<DeviceShared>,
-    slow_binding: IoBinding,
+    slow: SlowKv,
     fast_binding: IoBinding,
-    slow_k: DynValue,
-    slow_v: DynValue,
     fast_k: DynValue,
     fast_v: DynValue,
     fast_shape: [usize; 5],
     /// Fast positions run since `fast_reset`.
     fast_pos: usize,
-    kv_len: usize,
 }
 
 /// Reads a host output as f32 (fp16 graphs are widened).
@@ -240,53 +255,11 @@ fn take(
 impl T2sRequest for DeviceRequest {
     fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput> {
         let s = self.shared.clone();
-        let rows = 1 + s.dims.num_codebooks;
-        if t == 0 || tokens.len() != rows * t {
-            return Err(Error::Internal(format!(
-                "slow: {} tokens for [{rows}, {t}]",
-                tokens.len()
-            )));
-        }
-        // tokens [1, 1+K, T] i64 (host) + past_* [L, 1, H, P, D] (device)
-        //   -> logits [1, head_rows] (host), hidden [1, fast_dim] (host),
-        //      present_* [L, 1, H, P+T, D] (device)
-        let tokens = Tensor::<i64>::from_array(([1usize, rows, t], tokens.to_vec()))
-            .map_err(s.err("slow"))?;
-        let b = &mut self.slow_binding;
-        b.bind_input("tokens", &tokens).map_err(s.err("slow: bind tokens"))?;
-        b.bind_input("past_keys", &self.slow_k).map_err(s.err("slow: bind past_keys"))?;
-        b.bind_input("past_values", &self.slow_v).map_err(s.err("slow: bind past_values"))?;
-        for (name, place) in
-            SLOW_PLAN.iter().filter(|(_, p)| matches!(p, Place::HostOut | Place::DeviceOut))
-        {
-            let mem = if *place == Place::HostOut { &s.host } else { &s.device };
-            b.bind_output_to_device(*name, mem).map_err(s.err("slow: bind output"))?;
-        }
-        let mut session = s.slow.lock();
-        let mut out = session.run_binding(&self.slow_binding).map_err(s.err("slow"))?;
-        let logits = host_floats(&out, "logits", s.name, "slow")?;
-        let hidden = host_floats(&out, "hidden", s.name, "slow")?;
-        let k = take(&mut out, "present_keys", s.name, "slow")?;
-        let v = take(&mut out, "present_values", s.name, "slow")?;
-        drop(out);
-        drop(session);
-        if logits.len() != s.head_rows || hidden.len() != s.dims.fast_dim {
-            return Err(Error::Backend {
-                backend: s.name,
-                op: "slow".into(),
-                message: format!(
-                    "logits/hidden have {}/{} values, the manifest says {}/{}",
-                    logits.len(),
-                    hidden.len(),
-                    s.head_rows,
-                    s.dims.fast_dim
-                ),
-            });
-        }
-        self.slow_k = k;
-        self.slow_v = v;
-        self.kv_len += t;
-        Ok(SlowOutput { logits, hidden })
+        // tokens [1, 1+K, T] i64 + past_sequence_length [1] i64 (host) -> logits [1, head_rows],
+        // hidden [1, fast_dim] (host); the per-layer caches (device) are written in place
+        let out = self.slow.run(&mut s.slow.lock(), tokens, t)?;
+        super::check_slow_sizes(s.name, &out, s.head_rows, s.dims.fast_dim)?;
+        Ok(SlowOutput { logits: out.logits, hidden: out.hidden })
     }
 
     fn fast_reset(&mut self) -> Result<()> {
@@ -337,7 +310,7 @@ impl T2sRequest for DeviceRequest {
     }
 
     fn kv_len(&self) -> usize {
-        self.kv_len
+        self.slow.len()
     }
 }
 
@@ -347,13 +320,15 @@ mod tests {
 
     #[test]
     fn binding_plan_keeps_kv_on_device() {
-        for plan in [&SLOW_PLAN, &FAST_PLAN] {
+        for (slow, plan) in [(true, &SLOW_PLAN[..]), (false, &FAST_PLAN[..])] {
             for (name, place) in plan.iter() {
-                let want = if name.starts_with("past_") {
+                let want = if *name == "past_sequence_length" {
+                    Place::HostIn
+                } else if name.starts_with("past_") {
                     Place::DeviceIn
                 } else if name.starts_with("present_") {
                     Place::DeviceOut
-                } else if *name == "logits" || *name == "hidden" && plan == &SLOW_PLAN {
+                } else if *name == "logits" || *name == "hidden" && slow {
                     Place::HostOut
                 } else {
                     Place::HostIn
@@ -369,7 +344,7 @@ mod tests {
         // S1-mini: 4097 head rows, 4096 fast logit rows (codebook size), fp16.
         let (up, down) = bytes_per_frame(&d, 4097, 4096, 2);
         // ids + hidden + codes up (≈ 2.2 KB); logits (slow + 10 fast) + hidden down (≈ 92 KB).
-        assert_eq!(up, 11 * 8 + 2048 + 80);
+        assert_eq!(up, 11 * 8 + 8 + 2048 + 80);
         assert_eq!(down, 4097 * 2 + 2048 + 10 * 4096 * 2);
         // One position of the slow KV cache is 28·8·128·2·2 bytes ≈ 115 KB; the cache (positions
         // × that) never crosses.

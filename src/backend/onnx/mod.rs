@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use once_cell::sync::OnceCell;
 use ort::environment::Environment;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorRef};
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 
 pub(crate) mod device;
 pub(crate) mod ep;
+pub(crate) mod kv;
 
 use device::{DeviceShared, DeviceT2s, Float};
 pub(crate) use ep::Flavor;
@@ -290,6 +292,7 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
     }
     let env = environment(config)?;
     let slow = open_session(&env, config, info.graph("slow")?, Flavor::Cpu, None)?;
+    check_in_place_graph(&slow)?;
     let fast = open_session(&env, config, info.graph("fast")?, Flavor::Cpu, None)?;
     let t2s = Arc::new(OnnxT2s {
         shared: Arc::new(T2sShared {
@@ -312,6 +315,24 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
         open_encoder,
     )?;
     Ok((t2s, codec.map(|c| Arc::new(c) as Arc<dyn Codec>)))
+}
+
+/// Refuses a `slow.onnx` without the format-2 inputs (per-layer cache buffers), whatever its
+/// manifest says.
+fn check_in_place_graph(slow: &Session) -> Result<()> {
+    if kv::is_in_place_graph(slow) {
+        return Ok(());
+    }
+    Err(Error::bundle(
+        "slow.onnx",
+        "-",
+        format!(
+            "not a format-{} slow graph (no past_sequence_length / past_key_0 inputs: the KV \
+             cache would be copied every step); {}",
+            crate::bundle::BUNDLE_FORMAT_VERSION,
+            crate::bundle::REEXPORT_HINT
+        ),
+    ))
 }
 
 /// The codec sessions of `info` (None when the bundle has no `codec_decode` graph): the decoder
@@ -568,6 +589,30 @@ pub(crate) fn build_gpu(
     if !ep::compiled_in(flavor)? {
         return Err(ep::not_compiled_in(flavor, &library));
     }
+    if flavor == Flavor::TensorRt {
+        // Refused before any engine build (minutes): TensorRT has no GroupQueryAttention.
+        return Err(Error::BackendUnavailable {
+            backend: name,
+            reason: format!(
+                "bundle format {}'s slow.onnx updates its KV cache in place with \
+                 com.microsoft.GroupQueryAttention, which TensorRT does not run; use onnx-cuda",
+                crate::bundle::BUNDLE_FORMAT_VERSION
+            ),
+        });
+    }
+    if float == Float::F32 {
+        // CUDA's GroupQueryAttention kernel is fp16/bf16 only: ONNX Runtime would run the
+        // attention on the CPU and copy every layer's cache between host and device each step.
+        return Err(Error::BackendUnavailable {
+            backend: name,
+            reason: format!(
+                "bundle format {}'s slow.onnx runs its attention (GroupQueryAttention) on CUDA at \
+                 fp16 only; export the bundle with --precision fp16 for {name} (fp32 bundles are \
+                 for onnx-cpu)",
+                crate::bundle::BUNDLE_FORMAT_VERSION
+            ),
+        });
+    }
     let t0 = std::time::Instant::now();
     let mut watches = Vec::new();
     let mut open = |role: &str, path: &Path, profile: Option<ep::ProfileShapes>| {
@@ -581,6 +626,7 @@ pub(crate) fn build_gpu(
     };
     let fast_profile = (flavor == Flavor::TensorRt).then(|| ep::fast_profile(&info.model));
     let slow = open("slow", info.graph("slow")?, slow_profile)?;
+    check_in_place_graph(&slow)?;
     let fast = open("fast", info.graph("fast")?, fast_profile)?;
     let (encoder_trt, watch) = trt_options_for(config, info, flavor, "codec_encode", None)?;
     let (env2, config2) = (env.clone(), config.clone());
@@ -679,32 +725,68 @@ impl Text2Semantic for OnnxT2s {
     }
 
     fn start(&self) -> Result<Box<dyn T2sRequest>> {
-        let d = &self.shared.dims;
-        // past KV at P = 0: [L, 1, H, 0, D] / [Lf, 1, Hf, 0, Df] f32, no data.
-        let slow_shape = [d.n_layer, 1, d.n_local_heads, 0, d.head_dim];
-        let fast_shape = [d.n_fast_layer, 1, d.fast_n_local_heads, 0, d.fast_head_dim];
-        Ok(Box::new(OnnxRequest {
-            shared: self.shared.clone(),
-            slow_k: empty(slow_shape)?,
-            slow_v: empty(slow_shape)?,
-            fast_k: empty(fast_shape)?,
-            fast_v: empty(fast_shape)?,
-            fast_shape,
-            kv_len: 0,
-        }))
+        self.start_with_capacity(kv::DEFAULT_CAPACITY)
+    }
+
+    fn start_with_capacity(&self, positions: usize) -> Result<Box<dyn T2sRequest>> {
+        Ok(Box::new(self.request(positions)?))
     }
 }
 
-/// One request's caches, held as ONNX Runtime values so that each `present_*` output is fed
-/// back as the next `past_*` input without a copy through Rust memory.
+impl OnnxT2s {
+    fn request(&self, positions: usize) -> Result<OnnxRequest> {
+        self.request_in(positions, true)
+    }
+
+    /// `host`: whether the cache is read and written in place (host memory); `false` (tests)
+    /// stages every copy through a second host tensor, as for device memory.
+    fn request_in(&self, positions: usize, host: bool) -> Result<OnnxRequest> {
+        let d = &self.shared.dims;
+        // fast past KV at P = 0: [Lf, 1, Hf, 0, Df] f32, no data.
+        let fast_shape = [d.n_fast_layer, 1, d.fast_n_local_heads, 0, d.fast_head_dim];
+        let out_mem = host_memory()?;
+        let slow = kv::SlowKv::new(
+            NAME,
+            &self.shared.slow.lock(),
+            Allocator::default(),
+            host,
+            &out_mem,
+            Float::F32,
+            d,
+            positions,
+        )?;
+        Ok(OnnxRequest {
+            shared: self.shared.clone(),
+            slow,
+            fast_k: empty(fast_shape)?,
+            fast_v: empty(fast_shape)?,
+            fast_shape,
+        })
+    }
+}
+
+/// Host memory for the outputs the sampler reads.
+fn host_memory() -> Result<MemoryInfo<'static>> {
+    MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
+        .map_err(ort_err("memory info"))
+}
+
+/// One request's caches: the slow cache in per-layer buffers that ONNX Runtime updates in place
+/// ([`kv::SlowKv`]); the fast cache (≤ num_codebooks positions) as ONNX Runtime values, each
+/// `present_*` output fed back as the next `past_*` input.
 struct OnnxRequest {
     shared: Arc<T2sShared>,
-    slow_k: DynValue,
-    slow_v: DynValue,
+    slow: kv::SlowKv,
     fast_k: DynValue,
     fast_v: DynValue,
     fast_shape: [usize; 5],
-    kv_len: usize,
+}
+
+#[cfg(test)]
+impl OnnxRequest {
+    fn slow_kv(&mut self) -> &mut kv::SlowKv {
+        &mut self.slow
+    }
 }
 
 /// A KV tensor with no positions yet: `[layers, 1, heads, 0, head_dim]` f32.
@@ -736,50 +818,33 @@ fn take(outputs: &mut ort::session::SessionOutputs<'_>, name: &str, op: &str) ->
     })
 }
 
+/// Checks a slow call's output sizes against the manifest.
+pub(crate) fn check_slow_sizes(
+    backend: &'static str,
+    out: &kv::SlowRun,
+    head_rows: usize,
+    fast_dim: usize,
+) -> Result<()> {
+    if out.logits.len() != head_rows || out.hidden.len() != fast_dim {
+        return Err(Error::Backend {
+            backend,
+            op: "slow".into(),
+            message: format!(
+                "logits/hidden have {}/{} values, the manifest says {head_rows}/{fast_dim}",
+                out.logits.len(),
+                out.hidden.len(),
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl T2sRequest for OnnxRequest {
     fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput> {
-        let rows = 1 + self.shared.dims.num_codebooks;
-        if t == 0 || tokens.len() != rows * t {
-            return Err(Error::Internal(format!(
-                "slow: {} tokens for [{rows}, {t}]",
-                tokens.len()
-            )));
-        }
-        // tokens: [1, 1+K, T] i64 -> logits [1, head_rows], hidden [1, dim],
-        // present_*: [L, 1, H, P+T, D]
-        let tokens =
-            TensorRef::from_array_view(([1usize, rows, t], tokens)).map_err(ort_err("slow"))?;
-        let mut session = self.shared.slow.lock();
-        let mut out = session
-            .run(ort::inputs![
-                "tokens" => tokens,
-                "past_keys" => &self.slow_k,
-                "past_values" => &self.slow_v,
-            ])
-            .map_err(ort_err("slow"))?;
-        let logits = extract_f32(&out, "logits", "slow")?;
-        let hidden = extract_f32(&out, "hidden", "slow")?;
-        let k = take(&mut out, "present_keys", "slow")?;
-        let v = take(&mut out, "present_values", "slow")?;
-        drop(out);
-        drop(session);
-        if logits.len() != self.shared.head_rows || hidden.len() != self.shared.dims.fast_dim {
-            return Err(Error::Backend {
-                backend: NAME,
-                op: "slow".into(),
-                message: format!(
-                    "logits/hidden have {}/{} values, the manifest says {}/{}",
-                    logits.len(),
-                    hidden.len(),
-                    self.shared.head_rows,
-                    self.shared.dims.fast_dim
-                ),
-            });
-        }
-        self.slow_k = k;
-        self.slow_v = v;
-        self.kv_len += t;
-        Ok(SlowOutput { logits, hidden })
+        // tokens [1+K, t] -> logits [head_rows], hidden [fast_dim]; the cache is written in place
+        let out = self.slow.run(&mut self.shared.slow.lock(), tokens, t)?;
+        check_slow_sizes(NAME, &out, self.shared.head_rows, self.shared.dims.fast_dim)?;
+        Ok(SlowOutput { logits: out.logits, hidden: out.hidden })
     }
 
     fn fast_reset(&mut self) -> Result<()> {
@@ -825,42 +890,29 @@ impl T2sRequest for OnnxRequest {
     }
 
     fn kv_len(&self) -> usize {
-        self.kv_len
+        self.slow.len()
     }
 
     fn snapshot_kv(&self) -> Result<super::KvSnapshot> {
-        // present_* [L, 1, H, P, D] f32 -> owned copies (shape, data)
-        let copy = |v: &DynValue| -> Result<(Vec<i64>, Vec<f32>)> {
-            let (shape, data) = v.try_extract_tensor::<f32>().map_err(ort_err("snapshot kv"))?;
-            let dims: &[i64] = shape;
-            Ok((dims.to_vec(), data.to_vec()))
-        };
-        let k = copy(&self.slow_k)?;
-        let v = copy(&self.slow_v)?;
-        let bytes = 4 * (k.1.len() + v.1.len());
-        Ok(super::KvSnapshot { backend: NAME, len: self.kv_len, bytes, data: Box::new((k, v)) })
+        let prefix = self.slow.prefix()?;
+        Ok(super::KvSnapshot {
+            backend: NAME,
+            len: prefix.len,
+            bytes: prefix.bytes(),
+            data: Box::new(prefix),
+        })
     }
 
     fn restore_kv(&mut self, snapshot: &super::KvSnapshot) -> Result<()> {
-        type Kv = ((Vec<i64>, Vec<f32>), (Vec<i64>, Vec<f32>));
-        let Some(((ks, kd), (vs, vd))) =
-            snapshot.data.downcast_ref::<Kv>().filter(|_| snapshot.backend == NAME)
+        let Some(prefix) =
+            snapshot.data.downcast_ref::<kv::KvPrefix>().filter(|_| snapshot.backend == NAME)
         else {
             return Err(Error::Internal(format!(
                 "a {} KV snapshot given to {NAME}",
                 snapshot.backend
             )));
         };
-        let value = |shape: &[i64], data: &[f32]| -> Result<DynValue> {
-            let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-            Tensor::<f32>::from_array((shape, data.to_vec()))
-                .map(|t| t.into_dyn())
-                .map_err(ort_err("restore kv"))
-        };
-        self.slow_k = value(ks, kd)?;
-        self.slow_v = value(vs, vd)?;
-        self.kv_len = snapshot.len;
-        Ok(())
+        self.slow.restore(prefix)
     }
 }
 
@@ -1088,6 +1140,237 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    fn tiny_t2s() -> (OnnxT2s, Bundle) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+        let ort = std::env::var_os("ORT_DYLIB_PATH")
+            .expect("ORT_DYLIB_PATH: run `export ORT_DYLIB_PATH=$(scripts/fetch-ort.sh)`");
+        let config = EngineConfig::new(&dir).with_ort_library_path(ort);
+        let bundle = Bundle::load(&dir, false).unwrap();
+        let info = &bundle.info;
+        let env = environment(&config).unwrap();
+        let open = |role: &str| {
+            open_session(&env, &config, info.graph(role).unwrap(), Flavor::Cpu, None).unwrap()
+        };
+        let t2s = OnnxT2s {
+            shared: Arc::new(T2sShared {
+                slow: Mutex::new(open("slow")),
+                fast: Mutex::new(open("fast")),
+                dims: info.model.clone(),
+                head_rows: info.im_end_index.max(info.semantic_rows) + 1,
+                fast_rows: info.fast_logit_rows,
+            }),
+        };
+        (t2s, bundle)
+    }
+
+    /// A text prompt `[1+K, t]`: ids 1.. (mod 1000) in row 0, no codes.
+    fn text_prompt(rows: usize, t: usize) -> Vec<i64> {
+        let mut p = vec![0i64; rows * t];
+        for (i, v) in p.iter_mut().take(t).enumerate() {
+            *v = (i % 1000) as i64 + 1;
+        }
+        p
+    }
+
+    fn argmax(v: &[f32]) -> usize {
+        v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
+    }
+
+    /// Greedy frames after `prompt` (semantic head argmax, fast argmax), with the prefill logits.
+    fn greedy(
+        req: &mut OnnxRequest,
+        info: &BundleInfo,
+        prompt: &[i64],
+        t: usize,
+        frames: usize,
+    ) -> (Vec<f32>, Vec<Vec<i64>>) {
+        let k = info.model.num_codebooks;
+        let first = req.slow(prompt, t).unwrap();
+        let mut out = first.clone();
+        let mut all = Vec::new();
+        for _ in 0..frames {
+            let head = argmax(&out.logits[..info.semantic_rows]);
+            let mut frame = vec![i64::from(info.tokens.semantic_begin) + head as i64, head as i64];
+            req.fast_reset().unwrap();
+            req.fast(&out.hidden, 0).unwrap();
+            for kk in 1..k {
+                let l = req.fast(&out.hidden, frame[kk]).unwrap();
+                frame.push(argmax(&l[..info.fast_logit_rows]) as i64);
+            }
+            out = req.slow(&frame, 1).unwrap();
+            all.push(frame);
+        }
+        (first.logits, all)
+    }
+
+    fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+    }
+
+    #[test]
+    fn slow_cache_is_written_in_place_while_decoding() {
+        // The buffers bound at the start are the ones ONNX Runtime writes, call after call:
+        // same address, same capacity, present output = the bound buffer (no copy, no growth).
+        let (t2s, bundle) = tiny_t2s();
+        let info = &bundle.info;
+        let rows = 1 + info.model.num_codebooks;
+        let t = 40;
+        let mut req = t2s.request(t + 12).unwrap();
+        let addr = req.slow_kv().buffer_address();
+        // A sentinel in the last (never filled here) position of every buffer survives only if
+        // the kernel wrote the bound buffers in place: its unshared path zeroes present first.
+        req.slow_kv().poke_unfilled(12345.0);
+        let (_, frames) = greedy(&mut req, info, &text_prompt(rows, t), t, 11);
+        assert_eq!(frames.len(), 11);
+        let kv = req.slow_kv();
+        assert_eq!(kv.len(), t + 11);
+        assert_eq!(kv.capacity(), t + 12, "the cache never grew");
+        assert_eq!(kv.buffer_address(), addr, "the cache never moved");
+        assert!(kv.aliased(), "present_key_0 was the bound buffer");
+        let n = 2 * info.model.n_layer;
+        assert_eq!(
+            kv.peek_unfilled(),
+            vec![12345.0; n],
+            "every layer's cache was updated in place"
+        );
+    }
+
+    #[test]
+    fn chunked_prefill_equals_one_shot_prefill() {
+        // A 1,200-position prompt: the default 512-position chunks, 97-position chunks and one
+        // call give the same prefill logits (within the golden tolerance) and the same greedy
+        // frames.
+        let (t2s, bundle) = tiny_t2s();
+        let info = &bundle.info;
+        let rows = 1 + info.model.num_codebooks;
+        let t = 1200;
+        let prompt = text_prompt(rows, t);
+        let run = |chunk: Option<usize>| {
+            let mut req = t2s.request(t + 8).unwrap();
+            if let Some(c) = chunk {
+                req.slow_kv().set_chunk(c);
+            }
+            greedy(&mut req, info, &prompt, t, 8)
+        };
+        let (one_logits, one_frames) = run(Some(usize::MAX));
+        for chunk in [None, Some(97)] {
+            let (logits, frames) = run(chunk);
+            let d = rel_diff(&logits, &one_logits);
+            assert!(d < 1e-5, "chunk {chunk:?}: prefill logits differ by {d}");
+            assert_eq!(frames, one_frames, "chunk {chunk:?}");
+        }
+    }
+
+    /// The in-place check on a real-shape bundle (28 layers, 8 KV heads × 128):
+    /// `S1_REAL_BUNDLE=DIR cargo test --release --lib real_bundle -- --ignored`.
+    #[test]
+    #[ignore = "needs a real-shape bundle in S1_REAL_BUNDLE (about 3 GB of RAM)"]
+    fn real_bundle_cache_is_written_in_place() {
+        let Some(dir) = std::env::var_os("S1_REAL_BUNDLE").map(PathBuf::from) else {
+            println!("skipped: S1_REAL_BUNDLE is not set");
+            return;
+        };
+        let ort = std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH");
+        let config = EngineConfig::new(&dir).with_ort_library_path(ort);
+        let bundle = Bundle::load(&dir, false).unwrap();
+        let info = &bundle.info;
+        let env = environment(&config).unwrap();
+        let slow = open_session(&env, &config, info.graph("slow").unwrap(), Flavor::Cpu, None);
+        let t2s = OnnxT2s {
+            shared: Arc::new(T2sShared {
+                slow: Mutex::new(slow.unwrap()),
+                fast: Mutex::new(
+                    open_session(&env, &config, info.graph("fast").unwrap(), Flavor::Cpu, None)
+                        .unwrap(),
+                ),
+                dims: info.model.clone(),
+                head_rows: info.im_end_index.max(info.semantic_rows) + 1,
+                fast_rows: info.fast_logit_rows,
+            }),
+        };
+        let rows = 1 + info.model.num_codebooks;
+        let t = 600; // two prefill chunks
+        let mut req = t2s.request(t + 5).unwrap();
+        let addr = req.slow_kv().buffer_address();
+        req.slow_kv().poke_unfilled(12345.0);
+        req.slow(&text_prompt(rows, t), t).unwrap();
+        assert!(req.slow_kv().aliased(), "prefill wrote into the bound buffers");
+        for _ in 0..4 {
+            let frame: Vec<i64> = std::iter::once(i64::from(info.tokens.semantic_begin))
+                .chain(vec![0; rows - 1])
+                .collect();
+            req.slow(&frame, 1).unwrap();
+            let kv = req.slow_kv();
+            assert!(kv.aliased() && kv.buffer_address() == addr && kv.capacity() == t + 5);
+        }
+        assert_eq!(req.kv_len(), t + 4);
+        let n = 2 * info.model.n_layer;
+        assert_eq!(req.slow_kv().peek_unfilled(), vec![12345.0; n], "updated in place");
+    }
+
+    #[test]
+    fn staged_copies_for_device_memory_equal_direct_ones() {
+        // The copy path the GPU flavours take (ort copy_into through a host tensor) for growth,
+        // snapshot and restore, run here on host memory: same frames, same snapshot bytes.
+        let (t2s, bundle) = tiny_t2s();
+        let info = &bundle.info;
+        let rows = 1 + info.model.num_codebooks;
+        let t = 24;
+        let prompt = text_prompt(rows, t);
+        let mut direct = t2s.request_in(3, true).unwrap();
+        let mut staged = t2s.request_in(3, false).unwrap();
+        let (dl, df) = greedy(&mut direct, info, &prompt, t, 5);
+        let (sl, sf) = greedy(&mut staged, info, &prompt, t, 5);
+        assert_eq!((sl, sf), (dl, df));
+        let (a, b) = (direct.snapshot_kv().unwrap(), staged.snapshot_kv().unwrap());
+        let data = |s: &crate::backend::KvSnapshot| match &s
+            .data
+            .downcast_ref::<kv::KvPrefix>()
+            .unwrap()
+            .data
+        {
+            kv::PrefixData::F32(v) => v.clone(),
+            kv::PrefixData::F16(_) => panic!("fp16"),
+        };
+        assert_eq!((a.len, data(&a)), (b.len, data(&b)));
+        let mut restored = t2s.request_in(2, false).unwrap();
+        restored.restore_kv(&b).unwrap();
+        assert_eq!(data(&restored.snapshot_kv().unwrap()), data(&a));
+    }
+
+    #[test]
+    fn cache_grows_and_snapshots_restore_into_any_capacity() {
+        // A request started too small grows (copying its prefix once); a snapshot restored into
+        // a request of another capacity continues exactly like the original.
+        let (t2s, bundle) = tiny_t2s();
+        let info = &bundle.info;
+        let rows = 1 + info.model.num_codebooks;
+        let t = 30;
+        let prompt = text_prompt(rows, t);
+        let mut big = t2s.request(t + 6).unwrap();
+        let (want_logits, want) = greedy(&mut big, info, &prompt, t, 6);
+        let mut small = t2s.request(4).unwrap();
+        let (logits, frames) = greedy(&mut small, info, &prompt, t, 6);
+        assert!(small.slow_kv().capacity() >= t + 6);
+        assert!(rel_diff(&logits, &want_logits) < 1e-6);
+        assert_eq!(frames, want);
+        // Snapshot the first 20 positions, restore into a 2-position request, finish the prompt.
+        let mut head = t2s.request(20).unwrap();
+        head.slow(&text_prompt(rows, 20), 20).unwrap();
+        let snap = head.snapshot_kv().unwrap();
+        assert_eq!((snap.len, snap.bytes), (20, 2 * info.model.n_layer * 2 * 20 * 16 * 4));
+        let mut rest = t2s.request(2).unwrap();
+        rest.restore_kv(&snap).unwrap();
+        assert_eq!(rest.kv_len(), 20);
+        let tail: Vec<i64> =
+            (0..rows).flat_map(|r| prompt[r * t + 20..(r + 1) * t].to_vec()).collect();
+        let (logits, frames) = greedy(&mut rest, info, &tail, t - 20, 6);
+        assert!(rel_diff(&logits, &want_logits) < 1e-5);
+        assert_eq!(frames, want);
+    }
 
     #[test]
     fn codec_encoder_session_opens_on_first_use_only() {

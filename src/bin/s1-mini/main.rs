@@ -283,7 +283,8 @@ struct BenchArgs {
     #[arg(long, default_value = "tests/fixtures/tiny")]
     bundle: PathBuf,
     /// Frames per run (default: 5 s of audio = 108 frames), fixed: <|im_end|> is not sampled.
-    #[arg(long, conflicts_with = "text_file")]
+    /// Combines with --text-file (a long prompt, a few frames: the long-context decode rate).
+    #[arg(long)]
     frames: Option<u32>,
     /// Speak this file's text (UTF-8) instead of the built-in sentence.
     #[arg(long)]

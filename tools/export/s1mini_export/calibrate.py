@@ -133,12 +133,11 @@ def load_bundle(bundle: Path) -> BundleGraphs:
 
 
 def _empty_kv(m: dict, role: str) -> np.ndarray:
+    """The fast graph's empty past (the slow graph's caches are SlowRunner's)."""
     c = m["model"]
-    if role == "slow":
-        shape = (c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"])
-    else:
-        shape = (c["n_fast_layer"], 1, c["fast_n_local_heads"], 0, c["fast_head_dim"])
-    return np.zeros(shape, np.float32)
+    if role != "fast":
+        raise ValueError("slow.onnx takes per-layer cache buffers: use llm.SlowRunner")
+    return np.zeros((c["n_fast_layer"], 1, c["fast_n_local_heads"], 0, c["fast_head_dim"]), np.float32)
 
 
 def greedy_frame(fast, m: dict, logits: np.ndarray, hidden: np.ndarray, feeds: list[Feed]) -> np.ndarray:
@@ -161,14 +160,15 @@ def greedy_frame(fast, m: dict, logits: np.ndarray, hidden: np.ndarray, feeds: l
 
 def sentence_feeds(sessions: dict, m: dict, prompt: np.ndarray, frames: int) -> tuple[list[Feed], list[Feed]]:
     """The slow feeds (prefill, then `frames` decode steps) and the fast feeds of one sentence."""
+    from .llm import SlowRunner
+
     slow_feeds: list[Feed] = []
     fast_feeds: list[Feed] = []
-    kv = _empty_kv(m, "slow")
-    tokens, keys, values = prompt[None], kv, kv
+    slow = SlowRunner(sessions["slow"], m, capacity=prompt.shape[1] + frames + 1, dtype=np.float32)
+    tokens = prompt[None]
     for _ in range(frames + 1):
-        feed = {"tokens": tokens, "past_keys": keys, "past_values": values}
-        slow_feeds.append(feed)
-        logits, hidden, keys, values = sessions["slow"].run(None, feed)
+        slow_feeds.append(slow.feed(tokens))
+        logits, hidden = slow.run(tokens)
         frame = greedy_frame(sessions["fast"], m, logits, hidden, fast_feeds)
         tokens = frame[None, :, None]
     return slow_feeds, fast_feeds

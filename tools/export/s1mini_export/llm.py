@@ -1,9 +1,13 @@
 """Export-friendly torch modules of the DualAR LLM (gpt-fast style) and their ONNX export.
 
 fish-speech's own modules keep a static 8192-slot KV cache inside the model and index it with
-in-place writes; that does not export. These modules take the KV as inputs and return the grown KV
-as outputs, with the same parameter names as the checkpoint, and reproduce forward_generate /
-forward_generate_fast numerically (fp32 RMSNorm, interleaved-pair RoPE over a bf16-rounded table,
+in-place writes; that does not export as such. The slow graph keeps the same idea through ONNX
+Runtime's com.microsoft.GroupQueryAttention (GQA): per layer a cache buffer [1, Hkv, capacity, D]
+is an input and the same-shaped `present` output, and when the engine binds one buffer to both
+(IO binding), GQA writes the new positions in place and attends over the filled ones only, so a
+decode step neither copies nor grows the cache. The fast graph (a <= 10-position cache) takes its
+KV as inputs and returns the grown KV. Parameter names are the checkpoint's; the graphs reproduce
+forward_generate / forward_generate_fast numerically (fp32 RMSNorm, interleaved-pair RoPE over a bf16-rounded table,
 causal mask, GQA by grouping query heads, √(num_codebooks+1) scaling at audio positions).
 Every branch is a tensor `where` on shapes, never Python control flow on values, so the graphs
 carry no If/Loop (TensorRT friendly).
@@ -114,6 +118,79 @@ class Attention(nn.Module):
         y = y.reshape(b, hq, t, d).transpose(1, 2).reshape(b, t, hq * d)
         return self.wo(y), k, v
 
+    def forward_cached(
+        self, x: Tensor, cos_sin: Tensor, cache_k: Tensor, cache_v: Tensor, seqlens_k: Tensor, total: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        # x: [1, T, dim]; cache_k/v: [1, Hkv, C, D] (positions 0..P filled); new keys go to P..P+T.
+        b, t, _ = x.shape
+        hq, hk, d = self.n_head, self.n_kv, self.head_dim
+        q, k, v = self.wqkv(x).split([hq * d, hk * d, hk * d], dim=-1)
+        q = q.view(b, t, hq, d)
+        k = k.view(b, t, hk, d)
+        if self.qk_norm:
+            q = self.q_norm(q)
+            k = self.k_norm(k)
+        # qk-norm and fish's interleaved RoPE here, as in forward(); GQA gets rotated q/k
+        # (its own do_rotary is left off, so the bf16 table and the arithmetic stay the same).
+        q = apply_rope(q, cos_sin).reshape(b, t, hq * d)
+        k = apply_rope(k, cos_sin).reshape(b, t, hk * d)
+        y, present_k, present_v = GroupQueryAttention.apply(q, k, v, cache_k, cache_v, seqlens_k, total, hq, hk)
+        return self.wo(y), present_k, present_v
+
+
+class GroupQueryAttention(torch.autograd.Function):
+    """com.microsoft.GroupQueryAttention over a fixed-capacity cache, as ONNX Runtime runs it.
+
+    q [1, T, Hq*D], k/v [1, T, Hkv*D] (qk-norm and RoPE already applied), past_k/v [1, Hkv, C, D]
+    with positions 0..P filled, seqlens_k [1] int32 = P+T-1, total [] int32 = P+T.
+    Returns (out [1, T, Hq*D], present_k, present_v [1, Hkv, C, D]): present = past with positions
+    P..P+T overwritten by k/v; query i attends keys 0..P+i (causal). GQA maps query head h to kv
+    head h // (Hq/Hkv), as fish-speech's repeat_interleave. forward() is the reference math (used
+    when the module runs in torch); symbolic() emits the contrib op.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total, n_head: int, n_kv: int):  # noqa: ARG004
+        b, t, _ = q.shape
+        d = past_k.shape[3]
+        tot = int(total)
+        p = tot - t
+        qh = q.view(b, t, n_head, d).transpose(1, 2)
+        present_k = past_k.clone()
+        present_v = past_v.clone()
+        present_k[:, :, p:tot] = k.view(b, t, n_kv, d).transpose(1, 2)
+        present_v[:, :, p:tot] = v.view(b, t, n_kv, d).transpose(1, 2)
+        k_all, v_all = present_k[:, :, :tot], present_v[:, :, :tot]
+        rep = n_head // n_kv
+        qg = qh.reshape(b, n_kv, rep, t, d)
+        scores = torch.matmul(qg, k_all[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(d))
+        pos = torch.arange(t) + p
+        mask = torch.arange(tot)[None, :] <= pos[:, None]
+        scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
+        y = torch.matmul(torch.softmax(scores, dim=-1), v_all[:, :, None])
+        return y.reshape(b, n_head, t, d).transpose(1, 2).reshape(b, t, n_head * d), present_k, present_v
+
+    @staticmethod
+    def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total, n_head: int, n_kv: int):
+        out, present_k, present_v = g.op(
+            "com.microsoft::GroupQueryAttention",
+            q,
+            k,
+            v,
+            past_k,
+            past_v,
+            seqlens_k,
+            total,
+            num_heads_i=n_head,
+            kv_num_heads_i=n_kv,
+            outputs=3,
+        )
+        # Shapes as ONNX Runtime's own inference gives them: out like q, present like past.
+        out.setType(q.type())
+        present_k.setType(past_k.type())
+        present_v.setType(past_v.type())
+        return out, present_k, present_v
+
 
 class FeedForward(nn.Module):
     def __init__(self, dim: int, inter: int):
@@ -152,6 +229,13 @@ class Block(nn.Module):
         h = x + a
         return h + self.feed_forward(self.ffn_norm(h)), k, v
 
+    def forward_cached(
+        self, x: Tensor, cos_sin: Tensor, cache_k: Tensor, cache_v: Tensor, seqlens_k: Tensor, total: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        a, k, v = self.attention.forward_cached(self.attention_norm(x), cos_sin, cache_k, cache_v, seqlens_k, total)
+        h = x + a
+        return h + self.feed_forward(self.ffn_norm(h)), k, v
+
 
 def _positions_and_mask(past: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
     # Absolute positions P..P+T of the new tokens and the causal mask over the P+T keys.
@@ -162,7 +246,8 @@ def _positions_and_mask(past: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
 
 
 class SlowGraph(nn.Module):
-    """slow.onnx: tokens [1, 1+N, T] + past KV -> restricted logits, hidden, present KV."""
+    """slow.onnx: tokens [1, 1+N, T] at positions P..P+T + per-layer cache buffers [1, Hkv, C, D]
+    -> restricted logits, hidden, per-layer present buffers (the same buffers, P+T filled)."""
 
     def __init__(self, cfg: LlmConfig, tokens: TokenIds):
         super().__init__()
@@ -192,8 +277,9 @@ class SlowGraph(nn.Module):
         self.register_buffer("rope", rope_table(c.max_seq_len, c.head_dim, c.rope_base), persistent=False)
         self.register_buffer("cb_offsets", (torch.arange(c.num_codebooks) * c.codebook_size)[:, None], persistent=False)
 
-    def forward(self, tokens: Tensor, past_keys: Tensor, past_values: Tensor):
-        # tokens: [1, 1+N, T] int64; past_*: [L, 1, Hkv, P, D]
+    def forward(self, tokens: Tensor, past_sequence_length: Tensor, *cache: Tensor):
+        # tokens: [1, 1+N, T] int64; past_sequence_length: [1] int64 = P;
+        # cache: past_key_0, past_value_0, past_key_1, ... each [1, Hkv, C, D], C >= P+T
         c = self.cfg
         t = tokens.shape[2]
         ids = tokens[0, 0]  # [T]
@@ -203,19 +289,62 @@ class SlowGraph(nn.Module):
         if c.scale_codebook_embeddings:
             x = torch.where(is_sem[:, None], x / math.sqrt(c.num_codebooks + 1), x)
         x = x[None]  # [1, T, dim]
-        pos, mask = _positions_and_mask(past_keys, t)
+        pos = torch.arange(t, device=tokens.device) + past_sequence_length  # [T] absolute positions
         cos_sin = self.rope[pos]
-        ks, vs = [], []
+        total64 = past_sequence_length + t  # [1]
+        total = total64.reshape([]).to(torch.int32)  # GQA total_sequence_length: int32 scalar
+        seqlens_k = (total64 - 1).to(torch.int32)  # GQA seqlens_k: [1] int32 = P+T-1
+        presents = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, cos_sin, mask, past_keys[i], past_values[i])
-            ks.append(k)
-            vs.append(v)
+            x, k, v = layer.forward_cached(x, cos_sin, cache[2 * i], cache[2 * i + 1], seqlens_k, total)
+            presents += [k, v]
         last = x[:, -1]  # [1, dim], pre-final-norm
         logits = self.head(self.norm(last))
         hidden = self.fast_project_in(last)
-        present_k = torch.cat([past_keys, torch.stack(ks)], dim=3)
-        present_v = torch.cat([past_values, torch.stack(vs)], dim=3)
-        return logits, hidden, present_k, present_v
+        return (logits, hidden, *presents)
+
+
+def slow_cache_names(n_layer: int) -> tuple[list[str], list[str]]:
+    """slow.onnx's per-layer cache inputs and outputs, in graph order."""
+    ins = [f"past_{kv}_{i}" for i in range(n_layer) for kv in ("key", "value")]
+    outs = [f"present_{kv}_{i}" for i in range(n_layer) for kv in ("key", "value")]
+    return ins, outs
+
+
+class SlowRunner:
+    """Runs slow.onnx the way the engine does (one fixed-capacity cache per layer, P tracked on
+    the host) with numpy buffers: for tests and calibration. ONNX Runtime's Python API returns
+    the present outputs as new arrays, so this copies per call; the engine binds one buffer to
+    input and output instead (src/backend/onnx)."""
+
+    def __init__(self, session, manifest: dict, capacity: int, dtype=None):
+        import numpy as np
+
+        c = manifest["model"]
+        self.session = session
+        self.dtype = dtype or (np.float16 if manifest.get("precision") == "fp16" else np.float32)
+        self.names, self.outs = slow_cache_names(c["n_layer"])
+        shape = (1, c["n_local_heads"], capacity, c["head_dim"])
+        self.cache = {n: np.zeros(shape, self.dtype) for n in self.names}
+        self.pos = 0
+
+    def feed(self, tokens):
+        import numpy as np
+
+        tokens = np.asarray(tokens, np.int64)
+        if tokens.ndim == 2:
+            tokens = tokens[None]
+        return {"tokens": tokens, "past_sequence_length": np.array([self.pos], np.int64), **self.cache}
+
+    def run(self, tokens):
+        """tokens [1+N, T] or [1, 1+N, T] -> (logits [1, rows], hidden [1, fast_dim])."""
+        feed = self.feed(tokens)
+        out = self.session.run(None, feed)
+        logits, hidden = out[0], out[1]
+        for name, value in zip(self.names, out[2:]):
+            self.cache[name] = value
+        self.pos += feed["tokens"].shape[2]
+        return logits, hidden
 
 
 class FastGraph(nn.Module):
@@ -289,7 +418,13 @@ def build_fast(cfg: LlmConfig, sd: OrderedDict[str, Tensor], dtype: torch.dtype)
 
 
 def _export(
-    module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_axes: dict
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict,
+    custom_opsets: dict | None = None,
 ) -> None:
     """torch.onnx (TorchScript exporter, deterministic) -> path; weights > 2 GiB go to path.data."""
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -306,6 +441,7 @@ def _export(
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
+                custom_opsets=custom_opsets,
             )
         import onnx
 
@@ -314,6 +450,8 @@ def _export(
         # so the bytes do not depend on the torch build either.
         model.producer_name = "s1mini_export"
         model.producer_version = ""
+        if custom_opsets:
+            _retype_attention_outputs(model)
         big = sum(t.ByteSize() for t in model.graph.initializer) > PROTOBUF_LIMIT - 64 * 1024**2
         if big:
             onnx.save_model(
@@ -328,24 +466,42 @@ def _export(
             onnx.save_model(model, str(path))
 
 
+def _retype_attention_outputs(model) -> None:
+    """The tracer records trace-time shapes (T = 3, capacity 8) for the contrib op's outputs and
+    ONNX's shape inference stops at a com.microsoft node, so the value_info of the graph is
+    replaced by one entry per GroupQueryAttention output 0: [1, T, num_heads * head_dim] in the
+    cache's float type. Tools that rely on ONNX shape inference past the attention (ONNX
+    Runtime's calibrators) then see every tensor; ONNX Runtime infers the rest itself."""
+    import onnx
+
+    g = model.graph
+    inputs = {i.name: i for i in g.input}
+    del g.value_info[:]
+    for n in g.node:
+        if n.op_type != "GroupQueryAttention":
+            continue
+        past = inputs[n.input[3]].type.tensor_type
+        heads = next(a.i for a in n.attribute if a.name == "num_heads")
+        width = heads * past.shape.dim[3].dim_value
+        g.value_info.append(onnx.helper.make_tensor_value_info(n.output[0], past.elem_type, [1, "T", width]))
+
+
 def export_slow(m: SlowGraph, path: Path, dtype: torch.dtype) -> list[str]:
     c = m.cfg
     tok = torch.zeros(1, 1 + c.num_codebooks, 3, dtype=torch.long)
-    past = torch.zeros(c.n_layer, 1, c.n_local_heads, 2, c.head_dim, dtype=dtype)
-    kv_axes = {3: "past"}
+    past_len = torch.tensor([2], dtype=torch.long)
+    buf = torch.zeros(1, c.n_local_heads, 8, c.head_dim, dtype=dtype)
+    ins, outs = slow_cache_names(c.n_layer)
+    cache = tuple(buf.clone() for _ in ins)
+    axes = {n: {2: "capacity"} for n in ins + outs}
     _export(
         m,
-        (tok, past, past.clone()),
+        (tok, past_len, *cache),
         path,
-        ["tokens", "past_keys", "past_values"],
-        ["logits", "hidden", "present_keys", "present_values"],
-        {
-            "tokens": {2: "T"},
-            "past_keys": kv_axes,
-            "past_values": kv_axes,
-            "present_keys": {3: "total"},
-            "present_values": {3: "total"},
-        },
+        ["tokens", "past_sequence_length", *ins],
+        ["logits", "hidden", *outs],
+        {"tokens": {2: "T"}, **axes},
+        custom_opsets={"com.microsoft": 1},
     )
     return _written(path)
 

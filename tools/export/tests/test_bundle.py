@@ -13,7 +13,7 @@ from s1mini_export.sampling import sample
 
 def test_manifest_lists_every_file_with_its_hash(tiny_bundle):
     m = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert m["format"] == "s1-mini-bundle" and m["format_version"] == 1
+    assert m["format"] == "s1-mini-bundle" and m["format_version"] == 2
     on_disk = sorted(p.name for p in tiny_bundle.iterdir() if p.name != "manifest.json")
     assert sorted(m["files"]) == on_disk
     for name, info in m["files"].items():
@@ -59,18 +59,18 @@ def test_fp16_bundle_runs_and_tracks_fp32(tiny_ckpt, tiny_bundle, tmp_path):
     import onnxruntime as ort
 
     from s1mini_export.export import export
+    from s1mini_export.llm import SlowRunner
 
     out = tmp_path / "fp16"
     m = export(tiny_ckpt, out, "fp16", {"llm"}, log=lambda s: None)
     assert m["precision"] == "fp16"
-    c = m["model"]
     tokens = np.zeros((1, 11, 4), np.int64)
     tokens[0, 0] = [m["tokens"]["interleave"], 40, 41, 42]
     outs = []
     for bundle, dt in ((tiny_bundle, np.float32), (out, np.float16)):
         s = ort.InferenceSession(str(bundle / "slow.onnx"), providers=["CPUExecutionProvider"])
-        kv = np.zeros((c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"]), dt)
-        logits, hidden, k, _ = s.run(None, {"tokens": tokens, "past_keys": kv, "past_values": kv})
-        assert logits.dtype == dt and k.dtype == dt
+        r = SlowRunner(s, json.loads((bundle / "manifest.json").read_text()), capacity=6)
+        logits, hidden = r.run(tokens)
+        assert logits.dtype == dt and r.cache["past_key_0"].dtype == dt
         outs.append(logits.astype(np.float32))
     assert np.abs(outs[0] - outs[1]).max() < 2e-2 * np.abs(outs[0]).max()

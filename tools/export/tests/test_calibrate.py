@@ -20,6 +20,7 @@ from conftest import EXPORT_DIR, REPO
 from onnxruntime.quantization.CalTableFlatBuffers import TrtTable
 
 from s1mini_export import calibrate as cal
+from s1mini_export.llm import SlowRunner
 from s1mini_export.prompt import build_prompt, load_encoding
 
 FIXTURE = REPO / "tests" / "fixtures" / "tiny"
@@ -106,7 +107,8 @@ def test_tables_cover_the_graph_with_finite_ranges(tiny_run, role):
     matmuls = {n.output[0] for n in m.graph.node if n.op_type == "MatMul"}
     assert matmuls <= set(table), sorted(matmuls - set(table))
     # the KV inputs got their ranges from the decode steps (prefill's past is empty)
-    assert table["past_keys"] > 0 and table["present_values"] > 0 and table["logits"] > 0
+    kv = ("past_key_0", "present_value_0") if role == "slow" else ("past_keys", "present_values")
+    assert table[kv[0]] > 0 and table[kv[1]] > 0 and table["logits"] > 0
     # the masked attention scores (-inf fill) are left out, not written as inf
     assert not any("ConstantOfShape" in k and "attention" in k for k in table)
     text = path.with_suffix(".txt").read_text().splitlines()
@@ -174,8 +176,8 @@ def test_fp16_bundle_is_calibrated_on_its_own_tensor_names(tiny_ckpt, tmp_path, 
     # the fp32 copy runs like the fp32 export of the same checkpoint (the fixture: same weights)
     m = json.loads((FIXTURE / "manifest.json").read_text())
     enc, ids = load_encoding(FIXTURE)
-    feed = {"tokens": build_prompt(enc, ids, 10, "Hello there.")[None]}
-    feed["past_keys"] = feed["past_values"] = cal._empty_kv(m, "slow")
+    prompt = build_prompt(enc, ids, 10, "Hello there.")
+    feed = SlowRunner(None, m, capacity=prompt.shape[1], dtype=np.float32).feed(prompt)
     want = ort.InferenceSession(str(FIXTURE / "slow.onnx"), providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()

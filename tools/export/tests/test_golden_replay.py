@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from conftest import REPO
 
+from s1mini_export.llm import SlowRunner
 from s1mini_export.prompt import build_prompt, encode, load_encoding
 from s1mini_export.sampling import sample, window_columns
 
@@ -30,12 +31,11 @@ def run_frames(
     m = json.loads((FIXTURE / "manifest.json").read_text())
     c, tok = m["model"], m["tokens"]
     sem_rows = m["head"]["semantic_rows"]
-    slow = ort.InferenceSession(str(FIXTURE / "slow.onnx"), providers=["CPUExecutionProvider"])
+    slow_session = ort.InferenceSession(str(FIXTURE / "slow.onnx"), providers=["CPUExecutionProvider"])
+    slow = SlowRunner(slow_session, m, capacity=prompt.shape[1] + max_frames)
     fast = ort.InferenceSession(str(FIXTURE / "fast.onnx"), providers=["CPUExecutionProvider"])
     if compat:
         temperature, top_p, rp = bf16(temperature), bf16(top_p), bf16(rp)
-    keys = np.zeros((c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"]), np.float32)
-    values = keys.copy()
     fkv = np.zeros((c["n_fast_layer"], 1, c["fast_n_local_heads"], 0, c["fast_head_dim"]), np.float32)
 
     def head_index(ids: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def run_frames(
     history = np.zeros((1 + c["num_codebooks"], max_frames), np.int64)
     cur, frames, none = prompt, [], np.zeros(0, np.int64)
     for f in range(max_frames):
-        logits, hidden, keys, values = slow.run(None, {"tokens": cur[None], "past_keys": keys, "past_values": values})
+        logits, hidden = slow.run(cur)
         win = None if f == 0 else window_columns(history, f - 1)
         if win is None:
             main_win = none
@@ -94,12 +94,9 @@ def test_golden_prompts_from_bundle_files(name):
 
 def test_golden_prefill_logits_from_slow_graph():
     m = json.loads((FIXTURE / "manifest.json").read_text())
-    c = m["model"]
     slow = ort.InferenceSession(str(FIXTURE / "slow.onnx"), providers=["CPUExecutionProvider"])
-    kv = np.zeros((c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"]), np.float32)
-    logits, hidden, _, _ = slow.run(
-        None, {"tokens": load_prompt("prompt_text.json")[None], "past_keys": kv, "past_values": kv}
-    )
+    prompt = load_prompt("prompt_text.json")
+    logits, hidden = SlowRunner(slow, m, capacity=prompt.shape[1]).run(prompt)
     want = np.load(GOLDEN / "prefill_logits.npy")
     assert np.abs(logits - want).max() <= 1e-4 * np.abs(want).max()
     want_h = np.load(GOLDEN / "prefill_hidden.npy")

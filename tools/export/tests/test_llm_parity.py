@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from s1mini_export import oracle
+from s1mini_export.llm import SlowRunner, slow_cache_names
 from s1mini_export.prompt import build_prompt, load_encoding
 
 RTOL = 1e-4  # relative to the largest reference magnitude
@@ -39,26 +40,65 @@ def test_slow_prefill_and_5_decode_steps_match_forward_generate(tiny_bundle, fis
     import json
 
     m = json.loads((tiny_bundle / "manifest.json").read_text())
-    slow = session(tiny_bundle / "slow.onnx")
-    kv = empty_kv(m, False)
-    keys, values = kv, kv.copy()
+    slow = SlowRunner(session(tiny_bundle / "slow.onnx"), m, capacity=prompt.shape[1] + 8)
     cur, pos = prompt, 0
     rng = np.random.default_rng(3)
     sem_begin = m["tokens"]["semantic_begin"]
     for step in range(6):
         want_logits, want_hidden = oracle.slow_step(fish_model, cur, pos)
-        logits, hidden, keys, values = slow.run(None, {"tokens": cur[None], "past_keys": keys, "past_values": values})
+        logits, hidden = slow.run(cur)
         assert logits.shape == (1, m["head"]["semantic_rows"] + 1)
         assert close(logits[0], want_logits) < RTOL, f"step {step} logits"
         assert close(hidden[0], want_hidden) < RTOL, f"step {step} hidden"
         pos += cur.shape[1]
-        assert keys.shape[3] == pos
+        assert slow.pos == pos
+        assert all(v.shape[2] == prompt.shape[1] + 8 for v in slow.cache.values()), "capacity is fixed"
         # next input: a semantic frame (exercises the codebook embedding + √11 path), last one text
         codes = rng.integers(0, 1024, size=10)
         cur = np.concatenate([[sem_begin + codes[0]], codes])[:, None].astype(np.int64)
         if step == 4:
             cur = np.zeros((11, 1), np.int64)
             cur[0, 0] = 300
+
+
+def test_slow_chunked_prefill_equals_one_shot(tiny_bundle, prompt):
+    import json
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    s = session(tiny_bundle / "slow.onnx")
+    t = prompt.shape[1]
+    one = SlowRunner(s, m, capacity=t + 1)
+    want = one.run(prompt)
+    for chunk in (1, 5, t - 1):
+        r = SlowRunner(s, m, capacity=t + 1)
+        for a in range(0, t, chunk):
+            got = r.run(prompt[:, a : a + chunk])
+        for g, w in zip(got, want):
+            assert close(g[0], w[0]) < 1e-5, f"chunk {chunk}"
+        for name in r.names:
+            np.testing.assert_allclose(r.cache[name][:, :, :t], one.cache[name][:, :, :t], atol=1e-5)
+
+
+def test_slow_graph_writes_each_cache_in_place_without_concat(tiny_bundle):
+    """Every present_* output comes straight out of a GroupQueryAttention node that also reads
+    the matching past_* input, and no Concat touches a cache: with one buffer bound to both, ONNX
+    Runtime writes the new positions into it (docs/bundle-format.md, format 2)."""
+    import json
+
+    import onnx
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    g = onnx.load(str(tiny_bundle / "slow.onnx")).graph
+    ins, outs = slow_cache_names(m["model"]["n_layer"])
+    assert [i.name for i in g.input] == ["tokens", "past_sequence_length", *ins]
+    assert [o.name for o in g.output] == ["logits", "hidden", *outs]
+    gqa = [n for n in g.node if n.op_type == "GroupQueryAttention"]
+    assert len(gqa) == m["model"]["n_layer"] and all(n.domain == "com.microsoft" for n in gqa)
+    for i, n in enumerate(gqa):
+        assert list(n.input[3:5]) == [f"past_key_{i}", f"past_value_{i}"]
+        assert list(n.output[1:3]) == [f"present_key_{i}", f"present_value_{i}"]
+    cache = set(ins) | set(outs)
+    assert not [n for n in g.node if n.op_type == "Concat" and cache & (set(n.input) | set(n.output))]
 
 
 def test_fast_step_matches_forward_generate_fast_for_every_position(tiny_bundle, fish_model, prompt):
@@ -87,3 +127,20 @@ def test_fast_step_matches_forward_generate_fast_for_every_position(tiny_bundle,
         assert logits.shape == (1, rows)
         assert keys.shape[3] == k + 1
         assert close(logits[0], want) < RTOL, f"position {k}"
+
+
+def test_unbound_present_is_a_fresh_buffer_zeroed_past_the_filled_positions(tiny_bundle):
+    """The control for the engine's in-place test (src/backend/onnx: slow_cache_is_written_in_place
+    _while_decoding): without one buffer bound to past and present, GroupQueryAttention writes a
+    new present and zeroes its unfilled positions, so a sentinel there does not survive; with the
+    engine's binding it does."""
+    import json
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    r = SlowRunner(session(tiny_bundle / "slow.onnx"), m, capacity=10)
+    for name in r.names:
+        r.cache[name][0, 0, -1, 0] = 12345.0
+    tokens = np.zeros((11, 4), np.int64)
+    tokens[0] = [5, 6, 7, 8]
+    r.run(tokens)
+    assert all(r.cache[name][0, 0, -1, 0] == 0.0 for name in r.names)

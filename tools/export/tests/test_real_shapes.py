@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from s1mini_export import oracle
+from s1mini_export.llm import SlowRunner
 from s1mini_export.bpe import SAMPLE_TEXT, train_bpe
 from s1mini_export.prompt import build_prompt, load_encoding
 from s1mini_export.random_checkpoint import S1_MINI_CONFIG, TINY_MERGES, write_llm_checkpoint
@@ -37,17 +38,16 @@ def check_bundle_against_fish(ckpt: Path, bundle: Path, decode_steps: int, fast_
     model = oracle.load_model(ckpt)
     opts = ort.SessionOptions()
     slow = ort.InferenceSession(str(bundle / "slow.onnx"), opts, providers=["CPUExecutionProvider"])
-    keys = np.zeros((c["n_layer"], 1, c["n_local_heads"], 0, c["head_dim"]), np.float32)
-    values = keys.copy()
+    runner = SlowRunner(slow, m, capacity=prompt.shape[1] + decode_steps)
     cur, pos = prompt, 0
     for step in range(1 + decode_steps):
         want_l, want_h = oracle.slow_step(model, cur, pos)
-        logits, hidden, keys, values = slow.run(None, {"tokens": cur[None], "past_keys": keys, "past_values": values})
+        logits, hidden = runner.run(cur)
         assert rel(logits[0], want_l) < RTOL and rel(hidden[0], want_h) < RTOL, f"slow step {step}"
         pos += cur.shape[1]
         codes = rng.integers(0, m["fast"]["logit_rows"], size=c["num_codebooks"])
         cur = np.concatenate([[m["tokens"]["semantic_begin"] + codes[0]], codes])[:, None].astype(np.int64)
-    del slow
+    del slow, runner
     fast = ort.InferenceSession(str(bundle / "fast.onnx"), providers=["CPUExecutionProvider"])
     oracle.reset_fast(model)
     fk = np.zeros((c["n_fast_layer"], 1, c["fast_n_local_heads"], 0, c["fast_head_dim"]), np.float32)

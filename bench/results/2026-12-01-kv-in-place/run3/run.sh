@@ -1,0 +1,7 @@
+#!/bin/bash
+export ORT_DYLIB_PATH=/work/main/vendor/onnxruntime/lib/libonnxruntime.so
+NEW=/work/target-kv/release/s1-mini
+cd /work/kvreal
+b() { name=$1; shift; echo "== $name start $(date -u +%T) load $(cut -d' ' -f1 /proc/loadavg)"; "$@" --profile --json r3/$name.json > r3/$name.txt 2> r3/$name.err; echo "== $name rc $? end $(date -u +%T) load $(cut -d' ' -f1 /proc/loadavg)"; }
+b new4000 $NEW bench --backend onnx-cpu --bundle /work/kvreal/full --frames 24 --runs 1 --warmup 0 --text-file p4000.txt
+b new72 $NEW bench --backend onnx-cpu --bundle /work/kvreal/full --frames 24 --runs 2
