@@ -321,18 +321,36 @@ impl FrameGenerator {
 
     /// Stage 1: runs the prompt through the slow transformer and samples frame 0.
     pub fn prefill(&mut self) -> Result<Frame> {
+        self.prefill_cancellable(None)
+    }
+
+    /// [`FrameGenerator::prefill`], checking `cancel` before each chunk of
+    /// [`PREFILL_CANCEL_CHUNK`] prompt positions: a long prompt can be cancelled part-way.
+    pub fn prefill_cancellable(&mut self, cancel: Option<&CancelToken>) -> Result<Frame> {
         let prompt =
             self.prompt.take().ok_or_else(|| Error::Internal("prefill called twice".into()))?;
         let t0 = self.stamp();
-        let slow = match self.prefix.take() {
+        // prompt [1+K, T]: positions start.. go to kv positions start.. (after a cached prefix,
+        // start = prefix.len).
+        let start = match self.prefix.take() {
             Some(prefix) => {
                 self.req.restore_kv(&prefix)?;
-                // prompt [1+K, T] -> its positions prefix.len.. at kv positions prefix.len..
-                let rest = prompt.columns_from(prefix.len);
-                self.req.slow(&rest.data, rest.len)?
+                prefix.len
             }
-            None => self.req.slow(&prompt.data, prompt.len)?,
+            None => 0,
         };
+        let mut slow = None;
+        let mut at = start;
+        while at < prompt.len {
+            if cancel.is_some_and(CancelToken::is_cancelled) {
+                return Err(Error::Cancelled);
+            }
+            let end = (at + PREFILL_CANCEL_CHUNK).min(prompt.len);
+            let chunk = prompt.columns(at, end);
+            slow = Some(self.req.slow(&chunk.data, chunk.len)?);
+            at = end;
+        }
+        let slow = slow.ok_or_else(|| Error::Internal("no prompt positions to prefill".into()))?;
         self.prefill_logits = slow.logits.clone();
         let frame = match self.req.device_frame(&self.frame_sampling()) {
             Some(frame) => frame?,
@@ -387,6 +405,10 @@ impl FrameGenerator {
             if cancel.is_some_and(CancelToken::is_cancelled) {
                 return Err(Error::Cancelled);
             }
+            if self.prompt.is_some() && !self.finished {
+                out.push(self.prefill_cancellable(cancel)?);
+                continue;
+            }
             match self.decode_frame()? {
                 Some(f) => out.push(f),
                 None => break,
@@ -400,6 +422,10 @@ impl FrameGenerator {
 pub fn is_audio_frame(info: &BundleInfo, frame: &Frame) -> bool {
     frame[0] != i64::from(info.tokens.im_end)
 }
+
+/// Prompt positions per slow call of the prefill, so that a cancel is seen between chunks (the
+/// backends chunk further for memory: onnx 512, cuda its plan's chunk).
+pub const PREFILL_CANCEL_CHUNK: usize = 512;
 
 /// Runs a generator to the end and returns every sampled frame (including a final
 /// `<|im_end|>` frame, if any).
@@ -593,6 +619,76 @@ mod tests {
             .with_temperature(0.0)
             .with_repetition_penalty(1.0)
             .with_max_frames(max_frames)
+    }
+
+    /// Records each slow call's length; cancels `token` after the first call when asked.
+    struct Cancelling {
+        token: CancelToken,
+        cancel_after_first: bool,
+        calls: Arc<Mutex<Vec<usize>>>,
+    }
+    struct CancellingReq {
+        inner: MockReq,
+        token: CancelToken,
+        cancel_after_first: bool,
+        calls: Arc<Mutex<Vec<usize>>>,
+    }
+    impl Text2Semantic for Cancelling {
+        fn name(&self) -> &'static str {
+            "cancelling"
+        }
+        fn start(&self) -> Result<Box<dyn T2sRequest>> {
+            Ok(Box::new(CancellingReq {
+                inner: MockReq { script: vec![3], calls: 0, fast_pos: 0, kv: 0 },
+                token: self.token.clone(),
+                cancel_after_first: self.cancel_after_first,
+                calls: self.calls.clone(),
+            }))
+        }
+    }
+    impl T2sRequest for CancellingReq {
+        fn slow(&mut self, tokens: &[i64], t: usize) -> Result<SlowOutput> {
+            self.calls.lock().unwrap().push(t);
+            if self.cancel_after_first {
+                self.token.cancel();
+            }
+            self.inner.slow(tokens, t)
+        }
+        fn fast_reset(&mut self) -> Result<()> {
+            self.inner.fast_reset()
+        }
+        fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>> {
+            self.inner.fast(hidden, code)
+        }
+        fn kv_len(&self) -> usize {
+            self.inner.kv_len()
+        }
+    }
+
+    #[test]
+    fn generate_long_prefill_is_chunked_and_cancellable_between_chunks() {
+        let mut i = (*info()).clone();
+        i.model.max_seq_len = 4096;
+        let long = Prompt { rows: K + 1, len: 1300, data: vec![0; (K + 1) * 1300] };
+        for cancel_after_first in [false, true] {
+            let t2s = Cancelling {
+                token: CancelToken::new(),
+                cancel_after_first,
+                calls: Arc::new(Mutex::new(Vec::new())),
+            };
+            let mut g =
+                FrameGenerator::new(&t2s, Arc::new(i.clone()), long.clone(), &greedy(2)).unwrap();
+            let r = g.decode_frames(2, Some(&t2s.token));
+            let calls = t2s.calls.lock().unwrap().clone();
+            if cancel_after_first {
+                assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+                assert_eq!(calls, [PREFILL_CANCEL_CHUNK], "stopped after the first chunk");
+            } else {
+                assert_eq!(r.unwrap().len(), 2);
+                // 512 + 512 + 276 prompt positions, then one decode step.
+                assert_eq!(calls, [512, 512, 276, 1]);
+            }
+        }
     }
 
     #[test]

@@ -214,11 +214,11 @@ pub unsafe extern "C" fn s1_stream_run(
 /// `S1_STATUS_CANCELLED`, also after the last chunk was delivered. Still free the stream with
 /// `s1_stream_free`.
 ///
-/// What is cancellable: the frame loop checks before every frame, so a call in progress returns
-/// `S1_STATUS_CANCELLED` after at most one more frame. What is not: the prompt's prefill (one
-/// model call, in the first `s1_stream_next`) and a chunk's codec decode run to completion once
-/// started; a cancel during them takes effect right after (a chunk already decoded is still
-/// returned, and the next call is `S1_STATUS_CANCELLED`).
+/// What is cancellable: the frame loop checks before every frame, and the prompt's prefill (in the
+/// first `s1_stream_next`) before every chunk of 512 prompt positions, so a call in progress
+/// returns `S1_STATUS_CANCELLED` after at most one more frame or prefill chunk. What is not: a
+/// chunk's codec decode runs to completion once started; a cancel during it takes effect right
+/// after (a chunk already decoded is still returned, and the next call is `S1_STATUS_CANCELLED`).
 #[no_mangle]
 pub extern "C" fn s1_stream_cancel(stream: *mut s1_stream) -> Status {
     guard(|| {

@@ -63,6 +63,19 @@ impl Prompt {
         Prompt { rows: self.rows, len: n, data }
     }
 
+    /// Positions `start..end` as a prompt of their own (`[rows, end - start]`; both clamped to
+    /// `len`).
+    pub fn columns(&self, start: usize, end: usize) -> Prompt {
+        let end = end.min(self.len);
+        let start = start.min(end);
+        let n = end - start;
+        let mut data = Vec::with_capacity(self.rows * n);
+        for r in 0..self.rows {
+            data.extend_from_slice(&self.data[r * self.len + start..r * self.len + end]);
+        }
+        Prompt { rows: self.rows, len: n, data }
+    }
+
     /// Whether `prefix` equals this prompt's first `prefix.len` positions.
     pub fn starts_with(&self, prefix: &Prompt) -> bool {
         prefix.rows == self.rows

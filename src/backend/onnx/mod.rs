@@ -1264,53 +1264,6 @@ mod tests {
         }
     }
 
-    /// The in-place check on a real-shape bundle (28 layers, 8 KV heads × 128):
-    /// `S1_REAL_BUNDLE=DIR cargo test --release --lib real_bundle -- --ignored`.
-    #[test]
-    #[ignore = "needs a real-shape bundle in S1_REAL_BUNDLE (about 3 GB of RAM)"]
-    fn real_bundle_cache_is_written_in_place() {
-        let Some(dir) = std::env::var_os("S1_REAL_BUNDLE").map(PathBuf::from) else {
-            println!("skipped: S1_REAL_BUNDLE is not set");
-            return;
-        };
-        let ort = std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH");
-        let config = EngineConfig::new(&dir).with_ort_library_path(ort);
-        let bundle = Bundle::load(&dir, false).unwrap();
-        let info = &bundle.info;
-        let env = environment(&config).unwrap();
-        let slow = open_session(&env, &config, info.graph("slow").unwrap(), Flavor::Cpu, None);
-        let t2s = OnnxT2s {
-            shared: Arc::new(T2sShared {
-                slow: Mutex::new(slow.unwrap()),
-                fast: Mutex::new(
-                    open_session(&env, &config, info.graph("fast").unwrap(), Flavor::Cpu, None)
-                        .unwrap(),
-                ),
-                dims: info.model.clone(),
-                head_rows: info.im_end_index.max(info.semantic_rows) + 1,
-                fast_rows: info.fast_logit_rows,
-            }),
-        };
-        let rows = 1 + info.model.num_codebooks;
-        let t = 600; // two prefill chunks
-        let mut req = t2s.request(t + 5).unwrap();
-        let addr = req.slow_kv().buffer_address();
-        req.slow_kv().poke_unfilled(12345.0);
-        req.slow(&text_prompt(rows, t), t).unwrap();
-        assert!(req.slow_kv().aliased(), "prefill wrote into the bound buffers");
-        for _ in 0..4 {
-            let frame: Vec<i64> = std::iter::once(i64::from(info.tokens.semantic_begin))
-                .chain(vec![0; rows - 1])
-                .collect();
-            req.slow(&frame, 1).unwrap();
-            let kv = req.slow_kv();
-            assert!(kv.aliased() && kv.buffer_address() == addr && kv.capacity() == t + 5);
-        }
-        assert_eq!(req.kv_len(), t + 4);
-        let n = 2 * info.model.n_layer;
-        assert_eq!(req.slow_kv().peek_unfilled(), vec![12345.0; n], "updated in place");
-    }
-
     #[test]
     fn staged_copies_for_device_memory_equal_direct_ones() {
         // The copy path the GPU flavours take (ort copy_into through a host tensor) for growth,
