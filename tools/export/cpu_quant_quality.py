@@ -68,10 +68,44 @@ def dequantize(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.n
     return w.reshape(n, blocks * block)[:, :k]
 
 
-def checkpoint_name(node_name: str) -> str:
-    """'/layers.3/attention/wqkv/MatMul_Q4' -> 'layers.3.attention.wqkv.weight'."""
-    parts = node_name.strip("/").split("/")[:-1]
-    return ".".join(parts) + ".weight"
+LAYER_PARAMS = {
+    "wqkv": "attention.wqkv.weight",
+    "wo": "attention.wo.weight",
+    "w1": "feed_forward.w1.weight",
+    "w3": "feed_forward.w3.weight",
+    "w2": "feed_forward.w2.weight",
+}
+HEADS = {"head": "head.weight", "fast_output": "fast_output.weight", "fast_project_in": "fast_project_in.weight"}
+
+
+def kind_of(node_name: str) -> str:
+    """The matrix a MatMul(NBits) node applies, from the exporter's node name:
+    '/layers.3/attention/wqkv/MatMul_Q4' (format 1) and '/wqkv_3/MatMul_Q4' (format 2) -> 'wqkv'."""
+    parts = node_name.strip("/").split("/")
+    base = parts[-2] if len(parts) >= 2 else parts[-1]
+    stem, _, suffix = base.rpartition("_")
+    return stem if suffix.isdigit() and stem in LAYER_PARAMS else base
+
+
+def checkpoint_names(graph: str, node_names: list[str]) -> list[str]:
+    """Checkpoint parameter names of a graph's weight MatMuls, in graph order: each kind's n-th
+    occurrence is layer n (the graphs run their layers in order), heads by name. `graph` is
+    'slow' (layers.*) or 'fast' (fast_layers.*). The caller checks every guess against the
+    checkpoint's values, so a wrong order fails loudly rather than measuring the wrong matrix."""
+    prefix = "layers" if graph == "slow" else "fast_layers"
+    seen: dict[str, int] = {}
+    out = []
+    for name in node_names:
+        kind = kind_of(name)
+        if kind in HEADS:
+            out.append(HEADS[kind])
+        elif kind in LAYER_PARAMS:
+            i = seen.get(kind, 0)
+            seen[kind] = i + 1
+            out.append(f"{prefix}.{i}.{LAYER_PARAMS[kind]}")
+        else:
+            raise ValueError(f"{graph}: cannot tell which matrix node {name!r} applies")
+    return out
 
 
 class BundleWeights:
@@ -91,11 +125,9 @@ class BundleWeights:
         for graph in ("slow", "fast"):
             g = onnx.load(str(bundle / m["graphs"][graph]))
             inits = {i.name: i for i in g.graph.initializer}
-            for node in g.graph.node:
-                if node.op_type != "MatMulNBits":
-                    continue
+            nodes = [n for n in g.graph.node if n.op_type == "MatMulNBits"]
+            for node, name in zip(nodes, checkpoint_names(graph, [n.name for n in nodes]), strict=True):
                 w = torch.from_numpy(dequantize(node, inits))
-                name = checkpoint_name(node.name)
                 if name == "head.weight":
                     name, index = "output.weight", torch.tensor(rows)
                 elif name == "fast_output.weight":
@@ -106,6 +138,9 @@ class BundleWeights:
                 orig = p.detach()[index].clone() if index is not None else p.detach().clone()
                 if orig.shape != w.shape:
                     raise ValueError(f"{node.name} -> {name}: shape {tuple(w.shape)} vs {tuple(orig.shape)}")
+                err = float((w.double() - orig.double()).norm() / max(float(orig.double().norm()), 1e-30))
+                if err > 0.5:  # 4-bit blocks of 32 are ~0.06-0.09; an unrelated random matrix ~1.4
+                    raise ValueError(f"{node.name} -> {name}: relative error {err:.2f}, not this matrix")
                 num += float((w.double() - orig.double()).pow(2).sum())
                 den += float(orig.double().pow(2).sum())
                 elements += w.numel()

@@ -58,9 +58,19 @@ def test_dequantize_equals_onnxruntime_matmulnbits(tmp_path, precision):
 
 
 def test_checkpoint_names_of_the_exported_nodes():
-    assert cq.checkpoint_name("/layers.3/attention/wqkv/MatMul_Q4") == "layers.3.attention.wqkv.weight"
-    assert cq.checkpoint_name("/fast_layers.0/feed_forward/w2/MatMul_Q8") == "fast_layers.0.feed_forward.w2.weight"
-    assert cq.checkpoint_name("/head/MatMul_Q8") == "head.weight"
+    # format 2 (layer scopes flattened) and format 1 names
+    slow2 = ["/wqkv/MatMul_Q4", "/wo/MatMul_Q4", "/feed_forward/w1/MatMul_Q4", "/wqkv_1/MatMul_Q4", "/head/MatMul_Q8"]
+    assert cq.checkpoint_names("slow", slow2) == [
+        "layers.0.attention.wqkv.weight",
+        "layers.0.attention.wo.weight",
+        "layers.0.feed_forward.w1.weight",
+        "layers.1.attention.wqkv.weight",
+        "head.weight",
+    ]
+    fast1 = ["/fast_layers.0/feed_forward/w2/MatMul_Q8", "/fast_output/MatMul_Q8"]
+    assert cq.checkpoint_names("fast", fast1) == ["fast_layers.0.feed_forward.w2.weight", "fast_output.weight"]
+    with pytest.raises(ValueError, match="cannot tell"):
+        cq.checkpoint_names("slow", ["/something/MatMul_Q4"])
 
 
 def test_main_on_tiny_checkpoint(capsys):

@@ -59,13 +59,17 @@ def test_manifest_hashes_every_file_and_drops_the_bf16_weights(quantized):
 
 
 def _prefill_logits(bundle: Path) -> np.ndarray:
+    """slow.onnx of bundle format 2 on the golden prompt, with fresh cache buffers."""
     m = json.loads((bundle / "manifest.json").read_text())["model"]
     so = ort.SessionOptions()
     so.log_severity_level = 3
     s = ort.InferenceSession(str(bundle / "slow.onnx"), so, providers=["CPUExecutionProvider"])
     tokens = np.array(json.loads((GOLDEN / "prompt_text.json").read_text())["ids"], dtype=np.int64)[None]
-    kv = np.zeros((m["n_layer"], 1, m["n_local_heads"], 0, m["head_dim"]), np.float32)
-    return s.run(["logits"], {"tokens": tokens, "past_keys": kv, "past_values": kv})[0]
+    feed = {"tokens": tokens, "past_sequence_length": np.zeros(1, np.int64)}
+    for i in range(m["n_layer"]):
+        for kv in ("key", "value"):
+            feed[f"past_{kv}_{i}"] = np.zeros((1, m["n_local_heads"], tokens.shape[2], m["head_dim"]), np.float32)
+    return s.run(["logits"], feed)[0]
 
 
 def test_quantized_prefill_logits_stay_close_to_fp32(quantized):
