@@ -311,6 +311,26 @@ pub struct BenchReport {
     pub unavailable: Vec<Unavailable>,
 }
 
+impl Workload {
+    fn of(opts: &BenchOptions, info: &BundleInfo, prompt_tokens: usize, frames: u32) -> Self {
+        Workload {
+            text_chars: opts.text.chars().count(),
+            text_from_file: opts.text_from_file,
+            prompt_tokens,
+            fixed_frames: !opts.free,
+            frames,
+            frame_rate_hz: info.frame_rate_hz(),
+            runs: opts.runs,
+            warmup_runs: opts.warmup,
+            first_chunk_frames: opts.first_chunk_frames,
+            seed: opts.seed,
+            voices: opts.voices.len(),
+            voice_frames: opts.voices.iter().map(|v| v.codes().frames().0).sum(),
+            prefix_cache: opts.prefix_cache && !opts.voices.is_empty(),
+        }
+    }
+}
+
 /// Frames of `seconds` of audio at the bundle's frame rate (108 for 5 s of S1-mini).
 pub fn frames_for_seconds(info: &BundleInfo, seconds: f64) -> u32 {
     (seconds * info.frame_rate_hz()).round().max(1.0) as u32
@@ -367,21 +387,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
                     format!("{frames} frames do not fit the context after a {prompt_tokens}-token prompt (at most {context})"),
                 ));
             }
-            workload.get_or_insert(Workload {
-                text_chars: opts.text.chars().count(),
-                text_from_file: opts.text_from_file,
-                prompt_tokens,
-                fixed_frames: !opts.free,
-                frames,
-                frame_rate_hz: info.frame_rate_hz(),
-                runs: opts.runs,
-                warmup_runs: opts.warmup,
-                first_chunk_frames: opts.first_chunk_frames,
-                seed: opts.seed,
-                voices: opts.voices.len(),
-                voice_frames: opts.voices.iter().map(|v| v.codes().frames().0).sum(),
-                prefix_cache: opts.prefix_cache && !opts.voices.is_empty(),
-            });
+            workload.get_or_insert_with(|| Workload::of(opts, &info, prompt_tokens, frames));
             let params = SynthParams::default()
                 .with_seed(opts.seed)
                 .with_max_frames(frames)
@@ -417,21 +423,9 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
             results.push(r);
         }
     }
-    let workload = workload.unwrap_or(Workload {
-        text_chars: opts.text.chars().count(),
-        text_from_file: opts.text_from_file,
-        prompt_tokens: 0,
-        fixed_frames: !opts.free,
-        frames: opts.frames.unwrap_or(frames_5s),
-        frame_rate_hz: info.frame_rate_hz(),
-        runs: opts.runs,
-        warmup_runs: opts.warmup,
-        first_chunk_frames: opts.first_chunk_frames,
-        seed: opts.seed,
-        voices: opts.voices.len(),
-        voice_frames: opts.voices.iter().map(|v| v.codes().frames().0).sum(),
-        prefix_cache: opts.prefix_cache && !opts.voices.is_empty(),
-    });
+    // No backend ran: the workload as asked for.
+    let workload =
+        workload.unwrap_or_else(|| Workload::of(opts, &info, 0, opts.frames.unwrap_or(frames_5s)));
     Ok(BenchReport {
         schema_version: SCHEMA_VERSION,
         s1_mini_version: env!("CARGO_PKG_VERSION"),

@@ -122,6 +122,48 @@ impl ModelDims {
     }
 }
 
+#[cfg(test)]
+impl BundleInfo {
+    /// A small bundle for unit tests with mock backends: 3 codebooks, semantic tokens
+    /// 100..=109 (head rows 0..10), `<|im_end|>` 50 (head row 10), context 64, codec frames of
+    /// 2 samples, receptive field 2, calls of at most 8 frames.
+    pub(crate) fn for_tests() -> BundleInfo {
+        BundleInfo {
+            dir: ".".into(),
+            precision: "fp32".into(),
+            quantization: None,
+            exporter: "test".into(),
+            model: ModelDims {
+                dim: 4,
+                fast_dim: 4,
+                n_layer: 1,
+                n_local_heads: 1,
+                head_dim: 4,
+                n_fast_layer: 1,
+                fast_n_local_heads: 1,
+                fast_head_dim: 4,
+                num_codebooks: 3,
+                max_seq_len: 64,
+            },
+            tokens: TokenIds { im_end: 50, interleave: 60, semantic_begin: 100, semantic_end: 109 },
+            semantic_rows: 10,
+            im_end_index: 10,
+            fast_logit_rows: 8,
+            codec: CodecInfo {
+                sample_rate_hz: 44_100,
+                frame_samples: 2,
+                codebook_sizes: vec![10, 8, 8],
+                receptive_field_frames: 2,
+                max_decode_frames: 8,
+                max_encode_frames: 8,
+                step_state: Vec::new(),
+            },
+            graphs: BTreeMap::new(),
+            files: BTreeMap::new(),
+        }
+    }
+}
+
 /// Codec rates and limits (from the manifest's `codec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodecInfo {

@@ -513,57 +513,19 @@ pub fn synthesize(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     use super::*;
     use crate::backend::SlowOutput;
-    use crate::bundle::{CodecInfo, ModelDims, TokenIds};
 
     const K: usize = 3;
     const SEM_BEGIN: u32 = 100;
     const SEM_ROWS: usize = 10;
     const IM_END: u32 = 50;
 
+    /// `BundleInfo::for_tests`: K = 3 codebooks, semantic rows 100..110, <|im_end|> = 50.
     fn info() -> Arc<BundleInfo> {
-        Arc::new(BundleInfo {
-            dir: ".".into(),
-            precision: "fp32".into(),
-            quantization: None,
-            exporter: "test".into(),
-            model: ModelDims {
-                dim: 4,
-                fast_dim: 4,
-                n_layer: 1,
-                n_local_heads: 1,
-                head_dim: 4,
-                n_fast_layer: 1,
-                fast_n_local_heads: 1,
-                fast_head_dim: 4,
-                num_codebooks: K,
-                max_seq_len: 64,
-            },
-            tokens: TokenIds {
-                im_end: IM_END,
-                interleave: 60,
-                semantic_begin: SEM_BEGIN,
-                semantic_end: SEM_BEGIN + SEM_ROWS as u32 - 1,
-            },
-            semantic_rows: SEM_ROWS,
-            im_end_index: SEM_ROWS,
-            fast_logit_rows: 8,
-            codec: CodecInfo {
-                sample_rate_hz: 44_100,
-                frame_samples: 2,
-                codebook_sizes: vec![SEM_ROWS, 8, 8],
-                receptive_field_frames: 2,
-                max_decode_frames: 8,
-                max_encode_frames: 8,
-                step_state: Vec::new(),
-            },
-            graphs: BTreeMap::new(),
-            files: BTreeMap::new(),
-        })
+        Arc::new(BundleInfo::for_tests())
     }
 
     /// Slow head: a scripted winner per call (head index); one extra row (index 11) that is

@@ -184,44 +184,21 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::bundle::{CodecInfo, ModelDims, TokenIds};
+    use crate::bundle::TokenIds;
 
     const K: usize = 2;
 
+    /// `BundleInfo::for_tests` with K = 2 codebooks of 100 codes, receptive field `ctx` and calls
+    /// of at most `max` frames.
     fn info(ctx: usize, max: usize) -> Arc<BundleInfo> {
-        Arc::new(BundleInfo {
-            dir: ".".into(),
-            precision: "fp32".into(),
-            quantization: None,
-            exporter: "test".into(),
-            model: ModelDims {
-                dim: 4,
-                fast_dim: 4,
-                n_layer: 1,
-                n_local_heads: 1,
-                head_dim: 4,
-                n_fast_layer: 1,
-                fast_n_local_heads: 1,
-                fast_head_dim: 4,
-                num_codebooks: K,
-                max_seq_len: 64,
-            },
-            tokens: TokenIds { im_end: 1, interleave: 2, semantic_begin: 10, semantic_end: 19 },
-            semantic_rows: 10,
-            im_end_index: 10,
-            fast_logit_rows: 8,
-            codec: CodecInfo {
-                sample_rate_hz: 44_100,
-                frame_samples: 2,
-                codebook_sizes: vec![100, 100],
-                receptive_field_frames: ctx,
-                max_decode_frames: max,
-                max_encode_frames: max,
-                step_state: Vec::new(),
-            },
-            graphs: Default::default(),
-            files: Default::default(),
-        })
+        let mut i = BundleInfo::for_tests();
+        i.model.num_codebooks = K;
+        i.tokens = TokenIds { im_end: 1, interleave: 2, semantic_begin: 10, semantic_end: 19 };
+        i.codec.codebook_sizes = vec![100, 100];
+        i.codec.receptive_field_frames = ctx;
+        i.codec.max_decode_frames = max;
+        i.codec.max_encode_frames = max;
+        Arc::new(i)
     }
 
     /// A codec whose sample pair per frame is (code 0 of the frame, its position in the call's

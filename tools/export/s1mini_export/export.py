@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from . import llm
 from .checkpoint import load_llm_weights, open_checkpoint
+from .bundle_dir import check_out_dir, partial_dir, publish
 from .errors import ExportError
 from .manifest import build_manifest, write_manifest
 
@@ -48,15 +49,11 @@ def export(
     unknown = sorted(parts - set(PARTS))
     if unknown or not parts:
         raise ExportError(f"--parts: unknown part {', '.join(unknown) or '(empty)'} (expected {', '.join(PARTS)})")
-    if out_dir.exists() and not force:
-        raise ExportError(f"{out_dir}: already exists (remove it or pass --force)")
-    parent = out_dir.resolve().parent
-    if not parent.is_dir():
-        raise ExportError(f"{parent}: output's parent directory not found")
+    parent = check_out_dir(out_dir, force)
     ck = open_checkpoint(checkpoint, need_llm="llm" in parts, need_codec=bool(parts & CODEC_PARTS))
     dtype = PRECISIONS[precision]
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
+    tmp = partial_dir(out_dir, parent)
     try:
         files: list[str] = []
         graphs: dict[str, str] = {}
@@ -104,14 +101,7 @@ def export(
             files=files,
         )
         write_manifest(tmp / "manifest.json", manifest)
-        tmp.chmod(0o755)
-        if out_dir.exists():  # --force: swap, then drop the old bundle
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=parent))
-            out_dir.rename(old / "b")
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        publish(tmp, out_dir)
         log(f"wrote {out_dir}")
         return manifest
     except BaseException:
@@ -125,11 +115,7 @@ def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, fo
     parts = set(PARTS) if parts is None else parts
     if "llm" not in parts:
         raise ExportError(f"--precision {precision} quantises the transformer: --parts must include llm")
-    if out_dir.exists() and not force:
-        raise ExportError(f"{out_dir}: already exists (remove it or pass --force)")
-    parent = out_dir.resolve().parent
-    if not parent.is_dir():
-        raise ExportError(f"{parent}: output's parent directory not found")
+    parent = check_out_dir(out_dir, force)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.fp32-", dir=parent) as tmp:
         fp32 = Path(tmp) / "fp32"
         export(checkpoint, fp32, "fp32", parts, log=log)

@@ -25,12 +25,12 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import onnx
 import onnx.numpy_helper
 
+from .bundle_dir import check_out_dir, partial_dir, publish
 from .errors import ExportError
 from .manifest import sha256_file, write_manifest
 
@@ -118,13 +118,9 @@ def quantize_bundle(src: Path, out: Path, precision: str, force: bool = False, l
     graphs = manifest.get("graphs", {})
     if not all(g in graphs for g in GRAPHS):
         raise ExportError(f"{src}: the bundle has no transformer graphs (export with --parts llm)")
-    if out.exists() and not force:
-        raise ExportError(f"{out}: already exists (remove it or pass --force)")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise ExportError(f"{parent}: output's parent directory not found")
+    parent = check_out_dir(out, force)
     bits = PRECISIONS[precision]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    tmp = partial_dir(out, parent)
     try:
         report = {}
         transformer_files = set()
@@ -154,14 +150,7 @@ def quantize_bundle(src: Path, out: Path, precision: str, force: bool = False, l
         }
         manifest["files"] = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in sorted(files)}
         write_manifest(tmp / "manifest.json", manifest)
-        tmp.chmod(0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            out.rename(old / "b")
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        publish(tmp, out)
         log(f"wrote {out}")
         return manifest
     except BaseException:
