@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -80,6 +81,10 @@ def main() -> None:
         print(f"parity 320 frames, chunks (4, 16): streamed vs one-shot graph {rel(got, one_shot):.3g}, "
               f"streamed vs DAC.decode {rel(got, ref):.3g}, one-shot vs DAC.decode {rel(one_shot, ref):.3g}",
               flush=True)
+        # The bounds of tools/export/tests/test_codec.py's tiny-codec parity tests.
+        if not (rel(got, one_shot) <= 1e-5 and rel(got, ref) <= 1e-4 and rel(one_shot, ref) <= 1e-4):
+            print("parity: FAILED (bounds 1e-5 streamed vs one-shot, 1e-4 vs DAC.decode)", flush=True)
+            sys.exit(1)
 
     def best(f, n: int) -> str:
         ts = []
