@@ -331,15 +331,12 @@ impl Engine {
         params: &SynthParams,
         cancel: &CancelToken,
     ) -> Result<Codes> {
-        let mut gen = self.inner.generator_with(text, voices, params)?;
-        let frames = generate::run_to_end(&mut gen, Some(cancel))?;
-        generate::frames_to_codes(&self.inner.info, &frames)
+        self.generate_codes_with_progress(text, voices, params, Some(cancel), &mut |_| {})
     }
 
     /// Text → codes in the voice(s) of `voices` (none: the model's own), calling `on_frame` with
     /// the number of frames generated so far after each frame (for progress output) and
-    /// stopping with [`Error::Cancelled`] when `cancel` fires. The other `generate_codes*`
-    /// calls are this one with fewer arguments.
+    /// stopping with [`Error::Cancelled`] when `cancel` fires.
     pub fn generate_codes_with_progress(
         &self,
         text: &str,
@@ -349,11 +346,7 @@ impl Engine {
         on_frame: &mut dyn FnMut(usize),
     ) -> Result<Codes> {
         let mut gen = self.inner.generator_with(text, voices, params)?;
-        let mut frames = Vec::new();
-        while !gen.is_finished() {
-            frames.extend(gen.decode_frames(1, cancel)?);
-            on_frame(frames.len());
-        }
+        let frames = generate::run_to_end_with(&mut gen, cancel, on_frame)?;
         generate::frames_to_codes(&self.inner.info, &frames)
     }
 

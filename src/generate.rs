@@ -430,9 +430,19 @@ pub const PREFILL_CANCEL_CHUNK: usize = 512;
 /// Runs a generator to the end and returns every sampled frame (including a final
 /// `<|im_end|>` frame, if any).
 pub fn run_to_end(gen: &mut FrameGenerator, cancel: Option<&CancelToken>) -> Result<Vec<Frame>> {
+    run_to_end_with(gen, cancel, &mut |_| {})
+}
+
+/// [`run_to_end`], calling `on_frame` with the number of frames so far after each frame.
+pub fn run_to_end_with(
+    gen: &mut FrameGenerator,
+    cancel: Option<&CancelToken>,
+    on_frame: &mut dyn FnMut(usize),
+) -> Result<Vec<Frame>> {
     let mut frames = Vec::new();
     while !gen.is_finished() {
         frames.extend(gen.decode_frames(1, cancel)?);
+        on_frame(frames.len());
     }
     Ok(frames)
 }

@@ -39,15 +39,13 @@ impl VerifyCache {
 
     /// Whether `path` was verified to hash to `sha256` and has not changed since.
     pub fn is_verified(&self, path: &Path, sha256: &str) -> bool {
-        match (self.stamp_path(path), stamp_text(path, sha256)) {
-            (Some(p), Some(want)) => fs::read_to_string(p).is_ok_and(|got| got == want),
-            _ => false,
-        }
+        self.stamp(path, sha256)
+            .is_some_and(|(p, want)| fs::read_to_string(p).is_ok_and(|got| got == want))
     }
 
     /// Records that `path` hashed to `sha256` (best effort: failures are only logged).
     pub fn record(&self, path: &Path, sha256: &str) {
-        let (Some(p), Some(text)) = (self.stamp_path(path), stamp_text(path, sha256)) else {
+        let Some((p, text)) = self.stamp(path, sha256) else {
             return;
         };
         let tmp = p.with_extension(format!("tmp{}", std::process::id()));
@@ -60,18 +58,19 @@ impl VerifyCache {
         }
     }
 
-    fn stamp_path(&self, path: &Path) -> Option<PathBuf> {
+    /// Where `path`'s stamp lives and what it says for the file as it is now; `None` if the
+    /// file cannot be described.
+    fn stamp(&self, path: &Path, sha256: &str) -> Option<(PathBuf, String)> {
         let canonical = path.canonicalize().ok()?;
         let key = Sha256::digest(canonical.to_string_lossy().as_bytes());
         let name: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        Some(self.dir.join(format!("{name}.stamp")))
+        Some((self.dir.join(format!("{name}.stamp")), stamp_text(&canonical, sha256)?))
     }
 }
 
-/// The stamp for `path` as it is now, or `None` if it cannot be described.
-fn stamp_text(path: &Path, sha256: &str) -> Option<String> {
-    let canonical = path.canonicalize().ok()?;
-    let meta = fs::metadata(&canonical).ok()?;
+/// The stamp for the file at `canonical` as it is now, or `None` if it cannot be described.
+fn stamp_text(canonical: &Path, sha256: &str) -> Option<String> {
+    let meta = fs::metadata(canonical).ok()?;
     if !meta.is_file() {
         return None;
     }
@@ -148,7 +147,7 @@ mod tests {
         let c = VerifyCache::new(Some(&d.join("cache"))).unwrap();
         c.record(&a, "11");
         assert!(c.is_verified(&a, "11") && !c.is_verified(&b, "11"));
-        fs::write(c.stamp_path(&a).unwrap(), "junk").unwrap();
+        fs::write(c.stamp(&a, "11").unwrap().0, "junk").unwrap();
         assert!(!c.is_verified(&a, "11"));
     }
 

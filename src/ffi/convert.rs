@@ -75,19 +75,28 @@ pub(crate) fn into_handle<T: Any + Send + Sync, C>(obj: Arc<T>) -> Result<*mut C
     Ok(id as *mut C)
 }
 
-/// Looks a handle up: NULL → `NullPointer`, unknown/freed/other type → `InvalidHandle`.
-pub(crate) fn handle_ref<T: Any + Send + Sync, C>(
+/// The shared object behind `ptr` in the locked registry `reg`: NULL → `NullPointer`,
+/// unknown/freed/other type → `InvalidHandle`. The caller keeps the lock for whatever it does next.
+fn shared_in<T: Any + Send + Sync, C>(
+    reg: &HashMap<usize, Slot>,
     ptr: *const C,
     what: &'static str,
 ) -> Result<Arc<T>, Error> {
     if ptr.is_null() {
         return Err(Error::NullPointer { arg: what });
     }
-    let reg = registry();
     match reg.get(&(ptr as usize)) {
         Some(Slot::Shared(obj)) => Arc::clone(obj).downcast::<T>().map_err(|_| invalid(what)),
         _ => Err(invalid(what)),
     }
+}
+
+/// Looks a handle up: NULL → `NullPointer`, unknown/freed/other type → `InvalidHandle`.
+pub(crate) fn handle_ref<T: Any + Send + Sync, C>(
+    ptr: *const C,
+    what: &'static str,
+) -> Result<Arc<T>, Error> {
+    shared_in(&registry(), ptr, what)
 }
 
 /// Unregisters a handle. NULL is a no-op (free functions are NULL-safe); an unknown handle is an
@@ -162,14 +171,8 @@ pub(crate) fn handle_acquire<T: Exclusive + Any + Send + Sync, C>(
     ptr: *const C,
     what: &'static str,
 ) -> Result<InUse<T>, Error> {
-    if ptr.is_null() {
-        return Err(Error::NullPointer { arg: what });
-    }
     let reg = registry();
-    let obj = match reg.get(&(ptr as usize)) {
-        Some(Slot::Shared(obj)) => Arc::clone(obj).downcast::<T>().map_err(|_| invalid(what))?,
-        _ => return Err(invalid(what)),
-    };
+    let obj = shared_in::<T, C>(&reg, ptr, what)?;
     if obj.in_use().swap(true, Ordering::Acquire) {
         return Err(busy(what));
     }
