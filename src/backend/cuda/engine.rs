@@ -1450,6 +1450,57 @@ mod tests {
         }
     }
 
+    /// Issue #14 item 4: the backend's own prefill (chunked uploads, attention over thousands
+    /// of keys in several splits) and decode at a long prompt, against onnx-cpu on the same
+    /// prompt (which matches fish-speech, golden tests): the prefill logits within 1e-4 and 4
+    /// greedy frames identical. The prompt is ~1,000 tokens (`S1_EMULATOR_PROMPT_TOKENS`, up to
+    /// 4,000, the tiny model's context nearly full): the emulated prefill costs O(prompt²) host
+    /// work, ~10 CPU-minutes at 4,000 tokens (docs/cuda.md, "Long prompts on the emulator").
+    #[test]
+    fn emulated_backend_matches_onnx_cpu_at_a_long_prompt() {
+        use crate::generate::{run_to_end, FrameGenerator};
+        let engine = crate::Engine::new(crate::EngineConfig::new(tiny())).unwrap();
+        let context = engine.info().model.max_seq_len;
+        let tokens: usize = std::env::var("S1_EMULATOR_PROMPT_TOKENS")
+            .map_or(1_000, |v| v.parse().expect("S1_EMULATOR_PROMPT_TOKENS: a number"));
+        assert!((500..=context - 16).contains(&tokens), "S1_EMULATOR_PROMPT_TOKENS {tokens}");
+        // 22 tokens a sentence on the tiny tokenizer.
+        let sentence = "A long voice reference and a paragraph of text. ";
+        let mut text = sentence.to_string();
+        let mut prompt = engine.prompt(&text).unwrap();
+        while prompt.len < tokens {
+            text.push_str(sentence);
+            prompt = engine.prompt(&text).unwrap();
+        }
+        assert!(prompt.len + 4 <= context, "prompt {} tokens", prompt.len);
+        let params = crate::SynthParams {
+            max_frames: 4,
+            ignore_end: true,
+            ..crate::SynthParams::default().with_seed(3)
+        };
+        let bundle = Bundle::load(&tiny(), false).unwrap();
+        let (onnx, _) =
+            crate::backend::onnx::build_cpu(&EngineConfig::new(tiny()), &bundle).unwrap();
+        let info = Arc::new(bundle.info.clone());
+        let cuda = tiny_on_emulator(false, Numerics::Exact);
+        // One whole frame loop each (the emulator makes its frames on the "device", onnx-cpu on
+        // the host): fish-speech's greedy decoding, so every frame is a pure function of the
+        // logits. One run only: the emulated prefill costs O(prompt²) host work.
+        let run = |t2s: &dyn Text2Semantic| {
+            let p = crate::SynthParams { fish_speech_compat: true, top_p: 1e-6, ..params.clone() };
+            let mut g = FrameGenerator::new(t2s, info.clone(), prompt.clone(), &p).unwrap();
+            let frames = run_to_end(&mut g, None).unwrap();
+            (g.prefill_logits().to_vec(), frames)
+        };
+        let (want_logits, want_frames) = run(onnx.as_ref());
+        let (logits, frames) = run(&cuda);
+        let e = max_rel(&logits, &want_logits);
+        assert!(e < 1e-4, "prefill logits at {} tokens: {e:.3e}", prompt.len);
+        println!("prefill logits at {} tokens, emulator vs onnx-cpu: {e:.3e}", prompt.len);
+        assert_eq!(want_frames.len(), 4);
+        assert_eq!(frames, want_frames);
+    }
+
     #[test]
     fn emulated_fast_numerics_and_int8_prefill_paths_agree() {
         let want = crate::npy::read(&golden("prefill_logits.npy")).unwrap().into_f32();
