@@ -428,6 +428,14 @@ typedef struct s1_engine_config {
    * value (default `S1_CUDA_WEIGHTS_BF16`).
    */
   int32_t cuda_weights;
+  /**
+   * 1 = keep ONNX Runtime's optimised CPU graphs with their packed weights between loads
+   * (in `cache_dir/onnx`, else the user's cache directory, e.g. `~/.cache/s1-mini/onnx`), so
+   * a second load of the same bundle skips graph optimisation and weight packing (default);
+   * 0 = optimise and pack at every load. Entries take about 1.6 x the bundle's graph files
+   * on disk; a stale or damaged entry is rebuilt.
+   */
+  uint8_t optimized_model_cache;
 } s1_engine_config;
 
 /**
