@@ -330,26 +330,34 @@ fn open_cached(
     level: GraphOptimizationLevel,
     builder: &dyn Fn(GraphOptimizationLevel) -> Result<SessionBuilder>,
 ) -> Option<Session> {
-    if let Some(Plan::Hit { model, entry }) = cache.prepare(source, options) {
-        let opened = builder(GraphOptimizationLevel::Disable).and_then(|mut b| {
-            b.commit_from_file(&model).map_err(|e| Error::Internal(e.to_string()))
-        });
-        match opened {
-            Ok(session) => {
-                log::debug!("model cache: {} opened from {}", source.display(), model.display());
-                return Some(session);
-            }
-            Err(e) => {
-                log::warn!(
-                    "cached optimised graph {} refused ({e}); rebuilding it from {}",
-                    model.display(),
-                    source.display()
-                );
-                cache.discard(&entry);
+    let plan = match cache.prepare(source, options) {
+        Some(Plan::Hit { model, entry }) => {
+            let opened = builder(GraphOptimizationLevel::Disable).and_then(|mut b| {
+                b.commit_from_file(&model).map_err(|e| Error::Internal(e.to_string()))
+            });
+            match opened {
+                Ok(session) => {
+                    log::debug!(
+                        "model cache: {} opened from {}",
+                        source.display(),
+                        model.display()
+                    );
+                    return Some(session);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cached optimised graph {} refused ({e}); rebuilding it from {}",
+                        model.display(),
+                        source.display()
+                    );
+                    cache.discard(&entry);
+                    cache.prepare(source, options)
+                }
             }
         }
-    }
-    let Some(Plan::Miss(save)) = cache.prepare(source, options) else {
+        other => other,
+    };
+    let Some(Plan::Miss(save)) = plan else {
         return None;
     };
     let save_entries = [
@@ -378,8 +386,7 @@ fn open_cached(
             Some(session)
         }
         Err(e) => {
-            log::debug!("{}: not saved to the model cache: {e}", source.display());
-            save.abandon();
+            save.failed(&e.to_string());
             None
         }
     }

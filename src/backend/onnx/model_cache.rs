@@ -106,6 +106,9 @@ impl ModelCache {
         if let Some(model) = valid_entry(&entry, &key) {
             return Some(Plan::Hit { model, entry });
         }
+        if recently_failed(&failed_marker(&entry), &key) {
+            return None;
+        }
         // Unique per process and call: engines may be built concurrently.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nonce = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -137,15 +140,25 @@ impl Save {
     /// them and renames the directory into place (best effort: a failure only logs, and the
     /// next load tries again).
     pub(crate) fn commit(self) {
-        if let Err(e) = self.seal() {
-            log::debug!("onnx model cache entry {} not written: {e}", self.entry.display());
+        match self.seal() {
+            Ok(()) => {
+                let _ = fs::remove_file(failed_marker(&self.entry));
+            }
+            Err(e) => self.failed(&e.to_string()),
         }
-        let _ = fs::remove_dir_all(&self.tmp);
     }
 
-    /// Abandons the entry (the source could not be opened with saving on).
-    pub(crate) fn abandon(self) {
+    /// Abandons the entry: saving failed (`why`, e.g. a full disk). The same key is not tried
+    /// again for [`RETRY_AFTER`], so a disk too small for the entry costs one failed save per
+    /// day, not one per load.
+    pub(crate) fn failed(&self, why: &str) {
+        log::warn!(
+            "onnx model cache: {} not saved ({why}); loads optimise it again, next try in a day              (delete {} to retry now)",
+            self.entry.display(),
+            failed_marker(&self.entry).display()
+        );
         let _ = fs::remove_dir_all(&self.tmp);
+        let _ = fs::write(failed_marker(&self.entry), &self.key);
     }
 
     fn seal(&self) -> std::io::Result<()> {
@@ -179,6 +192,31 @@ impl Save {
     pub(crate) fn entry(&self) -> &Path {
         &self.entry
     }
+}
+
+impl Drop for Save {
+    /// The temporary directory never outlives the save (sealed, failed or dropped early).
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// How long a failed save of one key stops new attempts.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The marker a failed save of `entry` leaves (it holds the key).
+fn failed_marker(entry: &Path) -> PathBuf {
+    entry.with_extension("failed")
+}
+
+/// Whether saving `key` failed less than [`RETRY_AFTER`] ago.
+fn recently_failed(marker: &Path, key: &str) -> bool {
+    let young = fs::metadata(marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < RETRY_AFTER);
+    young && fs::read_to_string(marker).is_ok_and(|k| k == key)
 }
 
 /// The model file of the entry at `entry` if its stamp matches `key` and both files are as
@@ -312,6 +350,38 @@ mod tests {
         save(&cache, &src, "opt=3");
         fs::write(entry.join(STAMP), HEADER).unwrap();
         assert!(matches!(cache.prepare(&src, "opt=3"), Some(Plan::Miss(_))));
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_files_and_is_not_retried_at_once() {
+        let d = scratch("failed");
+        let src = d.join("g.onnx");
+        fs::write(&src, b"source").unwrap();
+        let cache = ModelCache::new(Some(&d.join("cache")), &src, "b").unwrap();
+        // A plan dropped unused (ONNX Runtime never ran) removes its temporary directory.
+        drop(cache.prepare(&src, "o"));
+        let Some(Plan::Miss(save)) = cache.prepare(&src, "o") else { panic!("expected a miss") };
+        fs::write(save.model(), b"half a graph").unwrap();
+        save.failed("disk full");
+        drop(save);
+        let left: Vec<_> = fs::read_dir(d.join("cache/onnx"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary directories left: {left:?}");
+        assert!(cache.prepare(&src, "o").is_none(), "the failed key is not saved again");
+        assert!(matches!(cache.prepare(&src, "o2"), Some(Plan::Miss(_))), "another key is");
+        // An old marker no longer stops a save.
+        let marker = fs::read_dir(d.join("cache/onnx"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".failed"))
+            .unwrap()
+            .path();
+        let old = std::time::SystemTime::now() - RETRY_AFTER - std::time::Duration::from_secs(1);
+        fs::File::options().write(true).open(&marker).unwrap().set_modified(old).unwrap();
+        assert!(matches!(cache.prepare(&src, "o"), Some(Plan::Miss(_))));
     }
 
     #[test]
