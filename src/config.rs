@@ -121,7 +121,8 @@ pub struct EngineConfig {
     /// Default `None`.
     pub tensorrt_int8_calibration_file: Option<PathBuf>,
     /// Directory for TensorRT's engine cache and timing cache (and the int8 calibration table)
-    /// and for the bundle files' verification stamps (`verified/`); created if missing, and an
+    /// and for the bundle files' verification stamps (`verified/`) and ONNX Runtime's optimised
+    /// graphs (`onnx/`, [`EngineConfig::optimized_model_cache`]); created if missing, and an
     /// error if it cannot be written. `None` = no caches: TensorRT
     /// rebuilds its engines (minutes for S1-mini) at every start. Default `None`.
     pub cache_dir: Option<PathBuf>,
