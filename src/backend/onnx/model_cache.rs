@@ -1,14 +1,13 @@
-//! ONNX Runtime's optimised graphs, kept between loads so a second load skips graph
-//! optimisation and weight packing.
+//! ONNX Runtime's optimised graphs, kept between loads so a second load skips reading the
+//! bundle's protobuf and rewriting its graphs.
 //!
-//! At the real shapes most of a load is ONNX Runtime rewriting each graph and packing its
-//! MatMul / MatMulNBits / Conv weights for MLAS (slow.onnx fp32: about 7 s of 9 on 2 cores).
 //! On a cache miss the session is created from the bundle's graph as before, with ONNX
 //! Runtime asked to save the optimised graph (`optimized_model_filepath`) with its initializers
-//! and its *prepacked* weights (`session.save_external_prepacked_constant_initializers`) in one
-//! external data file, large tensors at page-aligned offsets. On a hit the saved graph is
-//! opened with optimisation disabled: ONNX Runtime memory-maps the data file and takes the
-//! packed weights from it instead of packing them again.
+//! in one external data file, large tensors at page-aligned offsets. On a hit the saved graph
+//! is opened with optimisation disabled and the data file memory-mapped. Packed weights are not
+//! saved (`session.save_external_prepacked_constant_initializers`): ONNX Runtime 1.31.1 loads
+//! saved MatMulNBits packs wrongly (see `open_cached` in the parent module), so MLAS packs the
+//! weights again at each load.
 //!
 //! An entry is `<cache>/onnx/<name>/` with `model.onnx`, `model.onnx.data` and `stamp`, where
 //! `<cache>` is the engine's `cache_dir` or the user's cache directory (`~/.cache/s1-mini`).
@@ -24,16 +23,16 @@
 //! - the CPU architecture and the instruction-set features MLAS chooses its kernels and packed
 //!   layouts by (AVX2, AVX-512, VNNI, AMX, NEON dot product, ...).
 //!
-//! Thread counts are not in the key: the saved graph and packed bytes do not depend on them
-//! (fast.onnx fp32 and int4 saved with 1 and 2 intra-op threads are byte-identical).
+//! Thread counts are not in the key: the saved graph does not depend on them (fast.onnx fp32
+//! and int4 saved with 1 and 2 intra-op threads are byte-identical).
 //!
 //! A stale, damaged or unreadable entry is rebuilt, never an error: a key or file identity that
 //! does not match its stamp (any write to an entry file changes its identity), a missing file,
 //! or a saved graph ONNX Runtime refuses all mean the source is loaded and saved again. An entry
 //! is written into a temporary directory, its files synced, and renamed into place, so a
 //! crashed load leaves no half entry behind. What a stamp cannot see is damage without a write
-//! (a failing disk), as for the verification stamps. Entries are large (slow.onnx fp32:
-//! 4.4 GB, weights plus packed weights); deleting `<cache>/onnx` clears them.
+//! (a failing disk), as for the verification stamps. Entries are about as large as the graph
+//! files they come from; deleting `<cache>/onnx` clears them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,7 +42,8 @@ use sha2::{Digest, Sha256};
 
 use crate::verify_cache::{cache_base, file_identity};
 
-const HEADER: &str = "s1-mini onnx model cache v1";
+// v2: entries no longer hold packed weights (v1 entries of int4/int8 graphs were wrong).
+const HEADER: &str = "s1-mini onnx model cache v2";
 const MODEL: &str = "model.onnx";
 const DATA: &str = "model.onnx.data";
 const STAMP: &str = "stamp";
