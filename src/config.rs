@@ -126,13 +126,13 @@ pub struct EngineConfig {
     /// error if it cannot be written. `None` = no caches: TensorRT
     /// rebuilds its engines (minutes for S1-mini) at every start. Default `None`.
     pub cache_dir: Option<PathBuf>,
-    /// Keep ONNX Runtime's optimised CPU graphs, with their packed weights, between loads
-    /// (`cache_dir/onnx`, else the user's cache directory, e.g. `~/.cache/s1-mini/onnx`), so a
-    /// second load of the same bundle skips graph optimisation and weight packing. An entry is
-    /// keyed by the graph file's identity, the ONNX Runtime library, the options and the CPU's
-    /// instruction set; a stale or damaged entry is rebuilt. Entries take about 1.6 x the
-    /// bundle's graph files on disk (weights plus packed weights); delete the directory to
-    /// clear them. `onnx-cpu` and the codec on the CPU only. Default `true`.
+    /// Keep ONNX Runtime's optimised CPU graphs between loads (`cache_dir/onnx`, else the
+    /// user's cache directory, e.g. `~/.cache/s1-mini/onnx`), so a second load of the same
+    /// bundle skips parsing and optimising the bundle's graphs (weights are still packed at
+    /// each load). An entry is keyed by the graph file's identity, the ONNX Runtime library,
+    /// the options and the CPU's instruction set; a stale or damaged entry is rebuilt. Entries
+    /// take about the size of the bundle's graph files on disk; delete the directory to clear
+    /// them. `onnx-cpu` and the codec on the CPU only. Default `true`.
     pub optimized_model_cache: bool,
 }
 
