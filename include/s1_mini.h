@@ -428,6 +428,14 @@ typedef struct s1_engine_config {
    * value (default `S1_CUDA_WEIGHTS_BF16`).
    */
   int32_t cuda_weights;
+  /**
+   * 1 = keep ONNX Runtime's optimised CPU graphs between loads (in `cache_dir/onnx`, else
+   * the user's cache directory, e.g. `~/.cache/s1-mini/onnx`), so a second load of the same
+   * bundle skips parsing and optimising its graphs (default); 0 = at every load. Entries
+   * take about the size of the bundle's graph files on disk; a stale or damaged entry is
+   * rebuilt.
+   */
+  uint8_t optimized_model_cache;
 } s1_engine_config;
 
 /**

@@ -121,10 +121,19 @@ pub struct EngineConfig {
     /// Default `None`.
     pub tensorrt_int8_calibration_file: Option<PathBuf>,
     /// Directory for TensorRT's engine cache and timing cache (and the int8 calibration table)
-    /// and for the bundle files' verification stamps (`verified/`); created if missing, and an
+    /// and for the bundle files' verification stamps (`verified/`) and ONNX Runtime's optimised
+    /// graphs (`onnx/`, [`EngineConfig::optimized_model_cache`]); created if missing, and an
     /// error if it cannot be written. `None` = no caches: TensorRT
     /// rebuilds its engines (minutes for S1-mini) at every start. Default `None`.
     pub cache_dir: Option<PathBuf>,
+    /// Keep ONNX Runtime's optimised CPU graphs between loads (`cache_dir/onnx`, else the
+    /// user's cache directory, e.g. `~/.cache/s1-mini/onnx`), so a second load of the same
+    /// bundle skips parsing and optimising the bundle's graphs (weights are still packed at
+    /// each load). An entry is keyed by the graph file's identity, the ONNX Runtime library,
+    /// the options and the CPU's instruction set; a stale or damaged entry is rebuilt. Entries
+    /// take about the size of the bundle's graph files on disk; delete the directory to clear
+    /// them. `onnx-cpu` and the codec on the CPU only. Default `true`.
+    pub optimized_model_cache: bool,
 }
 
 impl Default for EngineConfig {
@@ -145,6 +154,7 @@ impl Default for EngineConfig {
             tensorrt_profile: PromptProfile::default(),
             tensorrt_int8_calibration_file: None,
             cache_dir: None,
+            optimized_model_cache: true,
         }
     }
 }
@@ -250,6 +260,13 @@ impl EngineConfig {
     #[must_use]
     pub fn with_tensorrt_int8_calibration_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tensorrt_int8_calibration_file = Some(path.into());
+        self
+    }
+
+    /// Sets [`EngineConfig::optimized_model_cache`].
+    #[must_use]
+    pub fn with_optimized_model_cache(mut self, on: bool) -> Self {
+        self.optimized_model_cache = on;
         self
     }
 

@@ -30,11 +30,7 @@ impl VerifyCache {
     /// `%LOCALAPPDATA%\s1-mini` on Windows) when `cache_dir` is `None`; `None` when there is
     /// no such directory to use.
     pub fn new(cache_dir: Option<&Path>) -> Option<Self> {
-        let base = match cache_dir {
-            Some(d) => d.to_path_buf(),
-            None => user_cache_dir()?.join("s1-mini"),
-        };
-        Some(Self { dir: base.join("verified") })
+        Some(Self { dir: cache_base(cache_dir)?.join("verified") })
     }
 
     /// Whether `path` was verified to hash to `sha256` and has not changed since.
@@ -70,18 +66,35 @@ impl VerifyCache {
 
 /// The stamp for the file at `canonical` as it is now, or `None` if it cannot be described.
 fn stamp_text(canonical: &Path, sha256: &str) -> Option<String> {
-    let meta = fs::metadata(canonical).ok()?;
+    Some(format!(
+        "{HEADER}\n{}\n{}\n{}\n",
+        canonical.display(),
+        file_identity(canonical)?,
+        sha256.to_ascii_lowercase()
+    ))
+}
+
+/// The identity of the regular file at `path` as it is now: size, modification time and (unix)
+/// status-change time, inode and device, or `None` if it cannot be described. Any write to the
+/// file changes it. The path itself is not part of it (callers add it where it matters), so a
+/// file keeps its identity when its directory is renamed.
+pub(crate) fn file_identity(path: &Path) -> Option<String> {
+    let meta = fs::metadata(path).ok()?;
     if !meta.is_file() {
         return None;
     }
     let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
-    Some(format!(
-        "{HEADER}\n{}\n{} {modified} {}\n{}\n",
-        canonical.display(),
-        meta.len(),
-        identity(&meta),
-        sha256.to_ascii_lowercase()
-    ))
+    Some(format!("{} {modified} {}", meta.len(), identity(&meta)))
+}
+
+/// The s1-mini directory of the user's cache (`$XDG_CACHE_HOME/s1-mini`, `~/.cache/s1-mini`,
+/// `~/Library/Caches/s1-mini` on macOS, `%LOCALAPPDATA%\s1-mini` on Windows), or `cache_dir`
+/// when one is configured; `None` when there is no such directory to use.
+pub(crate) fn cache_base(cache_dir: Option<&Path>) -> Option<PathBuf> {
+    match cache_dir {
+        Some(d) => Some(d.to_path_buf()),
+        None => Some(user_cache_dir()?.join("s1-mini")),
+    }
 }
 
 #[cfg(unix)]

@@ -101,3 +101,28 @@ fn quantized_bundle_is_refused_by_gpu_backends_with_the_reason() {
     let e = Engine::new(config(&dir)).unwrap();
     assert_eq!(e.backend(), BackendKind::OnnxCpu);
 }
+
+#[test]
+fn quantized_graphs_from_the_model_cache_compute_what_the_bundle_does() {
+    // ONNX Runtime 1.31.1 loads saved MatMulNBits packs wrongly; the cache must not keep them.
+    let text = "Hello there, general.";
+    let p = SynthParams::default().with_temperature(0.0).with_max_frames(4).with_ignore_end(true);
+    let dir = quantized("int4");
+    let cache = std::env::temp_dir().join(format!("s1-quantized-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let load = |on: bool| {
+        let c = config(&dir)
+            .with_backend(BackendKind::OnnxCpu)
+            .with_cache_dir(&cache)
+            .with_optimized_model_cache(on);
+        Engine::new(c).unwrap().generate_frames(text, &p).unwrap()
+    };
+    let want = load(false);
+    for round in ["saving", "cached"] {
+        let (frames, logits) = load(true);
+        assert_eq!(frames, want.0, "{round}");
+        let rel = rel_rmse(&want.1, &logits);
+        assert!(rel <= 1e-6, "{round}: logits rel RMSE {rel}");
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -72,6 +72,12 @@ pub struct s1_engine_config {
     /// Weight type of the native "cuda" backend's transformer layers: an `s1_cuda_weights`
     /// value (default `S1_CUDA_WEIGHTS_BF16`).
     pub cuda_weights: i32,
+    /// 1 = keep ONNX Runtime's optimised CPU graphs between loads (in `cache_dir/onnx`, else
+    /// the user's cache directory, e.g. `~/.cache/s1-mini/onnx`), so a second load of the same
+    /// bundle skips parsing and optimising its graphs (default); 0 = at every load. Entries
+    /// take about the size of the bundle's graph files on disk; a stale or damaged entry is
+    /// rebuilt.
+    pub optimized_model_cache: u8,
 }
 
 /// Graph optimisation level of the ONNX Runtime sessions (`s1_engine_config.graph_optimization`).
@@ -229,6 +235,7 @@ impl s1_engine_config {
             cache_dir: std::ptr::null(),
             tensorrt_int8_calibration_file: std::ptr::null(),
             cuda_weights: cuda_weights_c(c.cuda_weights),
+            optimized_model_cache: c.optimized_model_cache as u8,
         }
     }
 }
@@ -274,7 +281,7 @@ pub unsafe extern "C" fn s1_engine_new(
                     verify_hashes, tensorrt_workspace_bytes, inter_op_threads, device_id,
                     graph_optimization, tensorrt_precision, cudnn_conv_algo_search,
                     tensorrt_profile_opt_tokens, tensorrt_profile_max_tokens, cache_dir,
-                    tensorrt_int8_calibration_file, cuda_weights),
+                    tensorrt_int8_calibration_file, cuda_weights, optimized_model_cache),
                 "config",
             )
         }?;
@@ -299,6 +306,7 @@ pub unsafe extern "C" fn s1_engine_new(
         }
         rc.ort_library_path = ort.map(PathBuf::from);
         rc.verify_hashes = flag(c.verify_hashes);
+        rc.optimized_model_cache = flag(c.optimized_model_cache);
         rc.intra_op_threads = c.intra_op_threads as usize;
         rc.inter_op_threads = c.inter_op_threads as usize;
         rc.device_id = c.device_id;

@@ -217,6 +217,8 @@ fn ffi_engine_config_defaults_match_rust() {
     assert_eq!(cfg.tensorrt_profile_max_tokens, 0);
     assert!(cfg.cache_dir.is_null() && cfg.tensorrt_int8_calibration_file.is_null());
     assert_eq!(cfg.cuda_weights, s1_cuda_weights::Bf16 as i32);
+    assert_eq!(cfg.optimized_model_cache, rust.optimized_model_cache as u8);
+    assert_eq!(cfg.optimized_model_cache, 1);
 }
 
 #[test]

@@ -87,6 +87,7 @@ namespace S1Mini
             public IntPtr cache_dir;
             public IntPtr tensorrt_int8_calibration_file;
             public int cuda_weights;
+            public byte optimized_model_cache;
         }
 
         [StructLayout(LayoutKind.Sequential)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use once_cell::sync::OnceCell;
 use ort::environment::Environment;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorRef};
 use parking_lot::Mutex;
@@ -32,9 +32,11 @@ use crate::error::{Error, Result};
 pub(crate) mod device;
 pub(crate) mod ep;
 pub(crate) mod kv;
+pub(crate) mod model_cache;
 
 use device::{DeviceShared, DeviceT2s, Float};
 pub(crate) use ep::Flavor;
+use model_cache::{ModelCache, Plan};
 
 const NAME: &str = "onnx-cpu";
 
@@ -229,6 +231,14 @@ fn optimization_level(level: GraphOptimization) -> GraphOptimizationLevel {
     }
 }
 
+/// Session config entries of every session (key, value). They are part of the model cache key.
+const CONFIG_ENTRIES: [(&str, &str); 1] = [
+    // Packing the MatMul weights for MLAS is most of a real bundle's load when nothing is
+    // cached (slow.onnx: 6.5 s serial, 4.1 s in parallel on 2 cores); decode is 20% slower
+    // without packed weights.
+    ("session.prepack.enable_parallel", "1"),
+];
+
 fn open_session(
     env: &Environment,
     config: &EngineConfig,
@@ -250,33 +260,139 @@ fn open_session(
         },
         false => Error::bundle(&file, "-", format!("onnx runtime cannot load it: {e}")),
     };
-    let mut b = Session::builder(env)
-        .map_err(|e| invalid(e.to_string()))?
-        .with_optimization_level(optimization_level(config.graph_optimization))
-        .map_err(|e| invalid(e.to_string()))?;
-    if config.intra_op_threads > 0 {
-        b = b.with_intra_threads(config.intra_op_threads).map_err(|e| invalid(e.to_string()))?;
+    let builder = |level: GraphOptimizationLevel| -> Result<SessionBuilder> {
+        let mut b = Session::builder(env)
+            .map_err(|e| invalid(e.to_string()))?
+            .with_optimization_level(level)
+            .map_err(|e| invalid(e.to_string()))?;
+        if config.intra_op_threads > 0 {
+            b = b
+                .with_intra_threads(config.intra_op_threads)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        if config.inter_op_threads > 0 {
+            b = b
+                .with_inter_threads(config.inter_op_threads)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        // The frame loop is many short, strictly sequential calls (1 slow + 10 fast per
+        // frame). Spinning pool threads then compete with the calling thread (and with
+        // concurrent requests) for the cores: on the 2-core CI machine the tiny bundle ran 3x
+        // slower with spinning on.
+        b = b.with_intra_op_spinning(false).map_err(|e| invalid(e.to_string()))?;
+        for (k, v) in CONFIG_ENTRIES {
+            b = b.with_config_entry(k, v).map_err(|e| invalid(e.to_string()))?;
+        }
+        if flavor.is_gpu() {
+            b = ep::register(b, config, flavor, trt.clone()).map_err(|message| {
+                Error::BackendUnavailable {
+                    backend: flavor.name(),
+                    reason: ep::explain_device_failure(flavor, config.device_id, &message)
+                        .unwrap_or_else(|| {
+                            format!("registering the execution provider failed: {message}")
+                        }),
+                }
+            })?;
+        }
+        Ok(b)
+    };
+    let level = optimization_level(config.graph_optimization);
+    // The cache holds CPU graphs only: a GPU provider's optimised graph may hold fused nodes
+    // of that provider, and TensorRT keeps its own engine cache.
+    if flavor == Flavor::Cpu && config.optimized_model_cache {
+        let cache = ModelCache::new(
+            config.cache_dir.as_deref(),
+            &loaded_library().unwrap_or_default(),
+            ort::info(),
+        );
+        if let Some(cache) = cache {
+            let options = format!(
+                "ep cpu\ngraph_optimization {:?}\nconfig {}",
+                config.graph_optimization,
+                CONFIG_ENTRIES.map(|(k, v)| format!("{k}={v}")).join(" ")
+            );
+            if let Some(session) = open_cached(&cache, path, &options, level, &builder) {
+                return Ok(session);
+            }
+        }
     }
-    if config.inter_op_threads > 0 {
-        b = b.with_inter_threads(config.inter_op_threads).map_err(|e| invalid(e.to_string()))?;
+    builder(level)?.commit_from_file(path).map_err(|e| invalid(e.to_string()))
+}
+
+/// `source` through the optimised-model cache ([`model_cache`]): the saved graph when a valid
+/// entry exists (opened with optimisation off), else the source opened with `level` and saved.
+/// `None` when neither worked (the caller then opens the source without the cache, which
+/// reports the source's own error if it has one).
+fn open_cached(
+    cache: &ModelCache,
+    source: &Path,
+    options: &str,
+    level: GraphOptimizationLevel,
+    builder: &dyn Fn(GraphOptimizationLevel) -> Result<SessionBuilder>,
+) -> Option<Session> {
+    let plan = match cache.prepare(source, options) {
+        Some(Plan::Hit { model, entry }) => {
+            let opened = builder(GraphOptimizationLevel::Disable).and_then(|mut b| {
+                b.commit_from_file(&model).map_err(|e| Error::Internal(e.to_string()))
+            });
+            match opened {
+                Ok(session) => {
+                    log::debug!(
+                        "model cache: {} opened from {}",
+                        source.display(),
+                        model.display()
+                    );
+                    return Some(session);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cached optimised graph {} refused ({e}); rebuilding it from {}",
+                        model.display(),
+                        source.display()
+                    );
+                    cache.discard(&entry);
+                    cache.prepare(source, options)
+                }
+            }
+        }
+        other => other,
+    };
+    let Some(Plan::Miss(save)) = plan else {
+        return None;
+    };
+    let save_entries = [
+        ("session.optimized_model_external_initializers_file_name", model_cache::DATA_FILE),
+        // Tensors of 1 KiB and more go to the data file (ONNX Runtime aligns those above 1 MiB
+        // to 4 KiB, so they are memory-mapped at the next load).
+        ("session.optimized_model_external_initializers_min_size_in_bytes", "1024"),
+        // Not `session.save_external_prepacked_constant_initializers`: in ONNX Runtime 1.31.1 a
+        // graph saved with its packed MatMulNBits weights computes wrong numbers when loaded
+        // (tiny int4 fast.onnx: logits off by 2.9 where they reach 1.9; tests/quantized.rs
+        // catches it), so weights are packed again at each load.
+    ];
+    let opened = builder(level).and_then(|b| {
+        let ort = |e: ort::Error<SessionBuilder>| Error::Internal(e.to_string());
+        let mut b = b.with_optimized_model_path(save.model()).map_err(ort)?;
+        for (k, v) in save_entries {
+            b = b.with_config_entry(k, v).map_err(ort)?;
+        }
+        b.commit_from_file(source).map_err(|e| Error::Internal(e.to_string()))
+    });
+    match opened {
+        Ok(session) => {
+            log::debug!(
+                "model cache: {} optimised and saved to {}",
+                source.display(),
+                save.entry().display()
+            );
+            save.commit();
+            Some(session)
+        }
+        Err(e) => {
+            save.failed(&e.to_string());
+            None
+        }
     }
-    // The frame loop is many short, strictly sequential calls (1 slow + 10 fast per frame).
-    // Spinning pool threads then compete with the calling thread (and with concurrent requests)
-    // for the cores: on the 2-core CI machine the tiny bundle ran 3x slower with spinning on.
-    b = b.with_intra_op_spinning(false).map_err(|e| invalid(e.to_string()))?;
-    // Packing the MatMul weights for MLAS is most of a real bundle's load (slow.onnx: 6.5 s
-    // serial, 4.1 s in parallel on 2 cores); decode is 20% slower without packed weights.
-    b = b
-        .with_config_entry("session.prepack.enable_parallel", "1")
-        .map_err(|e| invalid(e.to_string()))?;
-    if flavor.is_gpu() {
-        b = ep::register(b, config, flavor, trt).map_err(|message| Error::BackendUnavailable {
-            backend: flavor.name(),
-            reason: ep::explain_device_failure(flavor, config.device_id, &message)
-                .unwrap_or_else(|| format!("registering the execution provider failed: {message}")),
-        })?;
-    }
-    b.commit_from_file(path).map_err(|e| invalid(e.to_string()))
 }
 
 /// Builds the CPU backend for `bundle`: the transformer, and the codec when the bundle has one.
@@ -291,9 +407,34 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
         )));
     }
     let env = environment(config)?;
-    let slow = open_session(&env, config, info.graph("slow")?, Flavor::Cpu, None)?;
+    let (slow_path, fast_path) = (info.graph("slow")?, info.graph("fast")?);
+    let (env2, config2) = (env.clone(), config.clone());
+    let open_encoder: SessionOpener =
+        Box::new(move |p| open_session(&env2, &config2, p, Flavor::Cpu, None));
+    // The slow graph is most of the load, and much of its session creation runs on one thread
+    // (ONNX Runtime's graph set-up before packing): it opens on its own thread while this one
+    // opens the others, which on 2 cores cuts a real bundle's load by the smaller share.
+    let (slow, rest) = std::thread::scope(|scope| {
+        let slow = scope.spawn(|| open_session(&env, config, slow_path, Flavor::Cpu, None));
+        let rest = open_session(&env, config, fast_path, Flavor::Cpu, None).and_then(|fast| {
+            let codec = open_codec(
+                info,
+                NAME,
+                Float::F32,
+                true,
+                |_, p| open_session(&env, config, p, Flavor::Cpu, None),
+                open_encoder,
+            )?;
+            Ok((fast, codec))
+        });
+        let slow = slow
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("opening slow.onnx panicked".into())));
+        (slow, rest)
+    });
+    let slow = slow?;
     check_in_place_graph(&slow)?;
-    let fast = open_session(&env, config, info.graph("fast")?, Flavor::Cpu, None)?;
+    let (fast, codec) = rest?;
     let t2s = Arc::new(OnnxT2s {
         shared: Arc::new(T2sShared {
             slow: Mutex::new(slow),
@@ -303,17 +444,6 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
             fast_rows: info.fast_logit_rows,
         }),
     });
-    let (env2, config2) = (env.clone(), config.clone());
-    let open_encoder: SessionOpener =
-        Box::new(move |p| open_session(&env2, &config2, p, Flavor::Cpu, None));
-    let codec = open_codec(
-        info,
-        NAME,
-        Float::F32,
-        true,
-        |_, p| open_session(&env, config, p, Flavor::Cpu, None),
-        open_encoder,
-    )?;
     Ok((t2s, codec.map(|c| Arc::new(c) as Arc<dyn Codec>)))
 }
 

@@ -106,6 +106,9 @@ struct EngineArgs {
     /// Skip the sha256 check of the bundle files (faster start).
     #[arg(long)]
     no_verify: bool,
+    /// Do not keep or use ONNX Runtime's optimised CPU graphs between loads (docs/rust-core.md).
+    #[arg(long)]
+    no_model_cache: bool,
     /// ONNX Runtime intra-op threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -143,7 +146,7 @@ struct GpuArgs {
     /// TensorRT profile: longest prompt in tokens (0 = the model's context).
     #[arg(long, default_value_t = 0)]
     trt_max_tokens: u32,
-    /// Directory for TensorRT engine + timing caches (created if missing).
+    /// Cache directory (created if missing): TensorRT engine + timing caches, the bundle files' verification stamps, ONNX Runtime's optimised graphs.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// INT8: file of sample sentences naming the calibration table in --cache-dir.
@@ -320,6 +323,10 @@ struct BenchArgs {
     /// Check the bundle's sha256 at load (counted in the load time).
     #[arg(long)]
     verify: bool,
+    /// Do not keep or use ONNX Runtime's optimised CPU graphs between loads (both loads then
+    /// optimise and pack every graph).
+    #[arg(long)]
+    no_model_cache: bool,
     /// ONNX Runtime intra-op threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -336,6 +343,7 @@ fn config(a: &EngineArgs) -> Result<EngineConfig> {
     let mut c = EngineConfig::new(&a.bundle)
         .with_backend(a.backend.parse::<BackendKind>()?)
         .with_verify_hashes(!a.no_verify)
+        .with_optimized_model_cache(!a.no_model_cache)
         .with_intra_op_threads(a.threads);
     if let Some(p) = &a.ort_library {
         c = c.with_ort_library_path(p);
@@ -808,8 +816,10 @@ fn reason(e: &Error) -> String {
 
 fn bench(ui: &Ui, a: &BenchArgs) -> Result<()> {
     use s1_mini::bench;
-    let mut cfg =
-        EngineConfig::new(&a.bundle).with_verify_hashes(a.verify).with_intra_op_threads(a.threads);
+    let mut cfg = EngineConfig::new(&a.bundle)
+        .with_verify_hashes(a.verify)
+        .with_optimized_model_cache(!a.no_model_cache)
+        .with_intra_op_threads(a.threads);
     if let Some(p) = &a.ort_library {
         cfg = cfg.with_ort_library_path(p);
     }
