@@ -168,6 +168,7 @@ def main(argv=None) -> dict:
     src.add_argument("--random", choices=["tiny", "s1-mini"], help="random checkpoint, exported and quantised here")
     ap.add_argument("--bundle", type=Path, help="the int8/int4 bundle made from --checkpoint")
     ap.add_argument("--precision", choices=["int8", "int4"], default="int4", help="with --random")
+    ap.add_argument("--block-size", type=int, default=32, help="with --random: weights per scale")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--text", default=iq.DEFAULT_TEXT)
@@ -190,7 +191,7 @@ def main(argv=None) -> dict:
             write_random_checkpoint(args.random, args.seed, ckpt, log, with_codec=False)
             export(ckpt, Path(tmp) / "fp32", "fp32", {"llm"}, log=log)
             bundle = Path(tmp) / "q"
-            quantize_bundle(Path(tmp) / "fp32", bundle, args.precision, log=log)
+            quantize_bundle(Path(tmp) / "fp32", bundle, args.precision, log=log, block_size=args.block_size)
             name, kind = f"--random {args.random}", args.random
         else:
             ckpt, bundle, name, kind = args.checkpoint, args.bundle, str(args.checkpoint), "checkpoint"

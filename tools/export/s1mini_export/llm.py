@@ -48,9 +48,13 @@ def rope_table(seq_len: int, head_dim: int, base: float) -> Tensor:
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    # fish RMSNorm: normalise in fp32, cast back, then scale.
+    # fish RMSNorm: normalise in fp32, cast back, then scale. Written as x / sqrt(mean(x^2) + eps)
+    # (Pow, ReduceMean, Add, Sqrt, Div, Mul): the pattern ONNX Runtime's SimplifiedLayerNormFusion
+    # turns into one SimplifiedLayerNormalization node, where fish's x * rsqrt(...) stays six
+    # nodes per norm (113 norms per slow step, 9 per fast step: a tenth of a decoded frame's
+    # time went to such element-wise nodes). Same value up to the last bit of the division.
     xf = x.float()
-    y = xf * torch.rsqrt(torch.mean(xf * xf, dim=-1, keepdim=True) + eps)
+    y = xf / torch.sqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
     return y.to(x.dtype) * weight
 
 
@@ -75,6 +79,32 @@ def apply_rope(x: Tensor, cos_sin: Tensor) -> Tensor:
     return out.reshape(b, t, h, d).to(x.dtype)
 
 
+def rope_caches(table: Tensor) -> tuple[Tensor, Tensor]:
+    """cos and sin [seq_len, D/2] of a rope_table, the caches RotaryEmbedding takes."""
+    return table[..., 0].contiguous(), table[..., 1].contiguous()
+
+
+class RotaryEmbedding(torch.autograd.Function):
+    """com.microsoft.RotaryEmbedding, interleaved (fish's adjacent-pair rotation), as ONNX
+    Runtime runs it: x [1, T, H*D], position_ids [1, T] int64, cos/sin caches [S, D/2] ->
+    [1, T, H*D]. One node where the written-out rotation is about twenty (Split, Squeeze, Mul,
+    Sub, Add, Unsqueeze, Concat, Reshape, Gather per call); out = (x0 c - x1 s, x1 c + x0 s), the
+    same products and sums as apply_rope. forward() is the reference math; symbolic() emits the
+    contrib op."""
+
+    @staticmethod
+    def forward(ctx, x, position_ids, cos, sin, n_head: int):  # noqa: ARG004
+        b, t, hd = x.shape
+        cs = torch.stack([cos[position_ids[0]], sin[position_ids[0]]], dim=-1)
+        return apply_rope(x.view(b, t, n_head, hd // n_head), cs).reshape(b, t, hd)
+
+    @staticmethod
+    def symbolic(g, x, position_ids, cos, sin, n_head: int):
+        out = g.op("com.microsoft::RotaryEmbedding", x, position_ids, cos, sin, interleaved_i=1, num_heads_i=n_head)
+        out.setType(x.type())
+        return out
+
+
 class Attention(nn.Module):
     def __init__(
         self, dim: int, n_head: int, n_kv: int, head_dim: int, qk_norm: bool, qkv_bias: bool, o_bias: bool, eps: float
@@ -90,50 +120,53 @@ class Attention(nn.Module):
             self.k_norm = Norm(head_dim, eps)
 
     def forward(
-        self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor
+        self, x: Tensor, position_ids: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        # x: [1, T, dim]; past_k/v: [1, Hkv, P, D]; mask: [T, P+T] bool (True = may attend)
-        b, t, _ = x.shape
+        # One new position (the fast graph): x [1, 1, dim]; past_k/v [1, Hkv, P, D]. The query
+        # attends to all P+1 keys, so there is no mask. Reshapes name constant sizes (batch 1,
+        # -1 for T): a traced x.shape would put a Shape/Gather/Unsqueeze/Concat chain before
+        # every Reshape of the graph.
         hq, hk, d = self.n_head, self.n_kv, self.head_dim
         q, k, v = self.wqkv(x).split([hq * d, hk * d, hk * d], dim=-1)
-        q = q.view(b, t, hq, d)
-        k = k.view(b, t, hk, d)
-        v = v.view(b, t, hk, d)
         if self.qk_norm:
-            q = self.q_norm(q)
-            k = self.k_norm(k)
-        q = apply_rope(q, cos_sin).transpose(1, 2)  # [1, Hq, T, D]
-        k = apply_rope(k, cos_sin).transpose(1, 2)  # [1, Hkv, T, D]
-        v = v.transpose(1, 2)
-        k_all = torch.cat([past_k, k], dim=2)  # [1, Hkv, P+T, D]
+            q = self.q_norm(q.reshape(1, -1, hq, d)).reshape(1, -1, hq * d)
+            k = self.k_norm(k.reshape(1, -1, hk, d)).reshape(1, -1, hk * d)
+        q = RotaryEmbedding.apply(q, position_ids, cos, sin, hq).reshape(1, -1, hq, d).transpose(1, 2)
+        k = RotaryEmbedding.apply(k, position_ids, cos, sin, hk).reshape(1, -1, hk, d).transpose(1, 2)
+        v = v.reshape(1, -1, hk, d).transpose(1, 2)
+        k_all = torch.cat([past_k, k], dim=2)  # [1, Hkv, P+1, D]
         v_all = torch.cat([past_v, v], dim=2)
         # GQA: query head h uses kv head h // rep (fish's repeat_interleave), done by grouping
-        # queries as [1, Hkv, rep, T, D] so the KV is broadcast instead of copied.
+        # queries as [1, Hkv, rep, 1, D] so the KV is broadcast instead of copied.
         rep = hq // hk
-        qg = q.reshape(b, hk, rep, t, d)
+        qg = q.reshape(1, hk, rep, -1, d)
         scores = torch.matmul(qg, k_all[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(d))
-        scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
         probs = torch.softmax(scores, dim=-1)
-        y = torch.matmul(probs, v_all[:, :, None])  # [1, Hkv, rep, T, D]
-        y = y.reshape(b, hq, t, d).transpose(1, 2).reshape(b, t, hq * d)
+        y = torch.matmul(probs, v_all[:, :, None])  # [1, Hkv, rep, 1, D]
+        y = y.reshape(1, hq, -1, d).transpose(1, 2).reshape(1, -1, hq * d)
         return self.wo(y), k, v
 
     def forward_cached(
-        self, x: Tensor, cos_sin: Tensor, cache_k: Tensor, cache_v: Tensor, seqlens_k: Tensor, total: Tensor
+        self,
+        x: Tensor,
+        position_ids: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache_k: Tensor,
+        cache_v: Tensor,
+        seqlens_k: Tensor,
+        total: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         # x: [1, T, dim]; cache_k/v: [1, Hkv, C, D] (positions 0..P filled); new keys go to P..P+T.
-        b, t, _ = x.shape
         hq, hk, d = self.n_head, self.n_kv, self.head_dim
         q, k, v = self.wqkv(x).split([hq * d, hk * d, hk * d], dim=-1)
-        q = q.view(b, t, hq, d)
-        k = k.view(b, t, hk, d)
         if self.qk_norm:
-            q = self.q_norm(q)
-            k = self.k_norm(k)
-        # qk-norm and fish's interleaved RoPE here, as in forward(); GQA gets rotated q/k
-        # (its own do_rotary is left off, so the bf16 table and the arithmetic stay the same).
-        q = apply_rope(q, cos_sin).reshape(b, t, hq * d)
-        k = apply_rope(k, cos_sin).reshape(b, t, hk * d)
+            q = self.q_norm(q.reshape(1, -1, hq, d)).reshape(1, -1, hq * d)
+            k = self.k_norm(k.reshape(1, -1, hk, d)).reshape(1, -1, hk * d)
+        # qk-norm, then fish's interleaved RoPE over its bf16 table (RotaryEmbedding); GQA gets
+        # rotated q/k (its own do_rotary is left off: it derives positions from the cache).
+        q = RotaryEmbedding.apply(q, position_ids, cos, sin, hq)
+        k = RotaryEmbedding.apply(k, position_ids, cos, sin, hk)
         y, present_k, present_v = GroupQueryAttention.apply(q, k, v, cache_k, cache_v, seqlens_k, total, hq, hk)
         return self.wo(y), present_k, present_v
 
@@ -223,26 +256,33 @@ class Block(nn.Module):
         self.ffn_norm = Norm(dim, eps)
 
     def forward(
-        self, x: Tensor, cos_sin: Tensor, mask: Tensor, past_k: Tensor, past_v: Tensor
+        self, x: Tensor, position_ids: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        a, k, v = self.attention(self.attention_norm(x), cos_sin, mask, past_k, past_v)
+        a, k, v = self.attention(self.attention_norm(x), position_ids, cos, sin, past_k, past_v)
         h = x + a
         return h + self.feed_forward(self.ffn_norm(h)), k, v
 
     def forward_cached(
-        self, x: Tensor, cos_sin: Tensor, cache_k: Tensor, cache_v: Tensor, seqlens_k: Tensor, total: Tensor
+        self,
+        x: Tensor,
+        position_ids: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache_k: Tensor,
+        cache_v: Tensor,
+        seqlens_k: Tensor,
+        total: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        a, k, v = self.attention.forward_cached(self.attention_norm(x), cos_sin, cache_k, cache_v, seqlens_k, total)
+        a, k, v = self.attention.forward_cached(
+            self.attention_norm(x), position_ids, cos, sin, cache_k, cache_v, seqlens_k, total
+        )
         h = x + a
         return h + self.feed_forward(self.ffn_norm(h)), k, v
 
 
-def _positions_and_mask(past: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
-    # Absolute positions P..P+T of the new tokens and the causal mask over the P+T keys.
-    p = past.shape[3]
-    pos = torch.arange(t, device=past.device) + p
-    keys = torch.arange(p + t, device=past.device)
-    return pos, keys[None, :] <= pos[:, None]
+def _positions(past: Tensor) -> Tensor:
+    # [1]: the absolute position P of one new token after P cached ones.
+    return torch.arange(1, device=past.device) + past.shape[3]
 
 
 class SlowGraph(nn.Module):
@@ -274,7 +314,9 @@ class SlowGraph(nn.Module):
         # Restricted head: rows semantic_begin..semantic_end, then <|im_end|> (filled by load()).
         self.head = nn.Linear(c.dim, tokens.semantic_rows + 1, bias=False)
         self.fast_project_in: nn.Module = nn.Linear(c.dim, c.fast_dim) if c.fast_dim != c.dim else nn.Identity()
-        self.register_buffer("rope", rope_table(c.max_seq_len, c.head_dim, c.rope_base), persistent=False)
+        cos, sin = rope_caches(rope_table(c.max_seq_len, c.head_dim, c.rope_base))
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.register_buffer("cb_offsets", (torch.arange(c.num_codebooks) * c.codebook_size)[:, None], persistent=False)
 
     def forward(self, tokens: Tensor, past_sequence_length: Tensor, *cache: Tensor):
@@ -289,14 +331,15 @@ class SlowGraph(nn.Module):
         if c.scale_codebook_embeddings:
             x = torch.where(is_sem[:, None], x / math.sqrt(c.num_codebooks + 1), x)
         x = x[None]  # [1, T, dim]
-        pos = torch.arange(t, device=tokens.device) + past_sequence_length  # [T] absolute positions
-        cos_sin = self.rope[pos]
+        pos = (torch.arange(t, device=tokens.device) + past_sequence_length)[None]  # [1, T] absolute positions
         total64 = past_sequence_length + t  # [1]
         total = total64.reshape([]).to(torch.int32)  # GQA total_sequence_length: int32 scalar
         seqlens_k = (total64 - 1).to(torch.int32)  # GQA seqlens_k: [1] int32 = P+T-1
         presents = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer.forward_cached(x, cos_sin, cache[2 * i], cache[2 * i + 1], seqlens_k, total)
+            x, k, v = layer.forward_cached(
+                x, pos, self.rope_cos, self.rope_sin, cache[2 * i], cache[2 * i + 1], seqlens_k, total
+            )
             presents += [k, v]
         last = x[:, -1]  # [1, dim], pre-final-norm
         logits = self.head(self.norm(last))
@@ -371,17 +414,18 @@ class FastGraph(nn.Module):
         )
         self.fast_norm = Norm(c.fast_dim, c.norm_eps)
         self.fast_output = nn.Linear(c.fast_dim, logit_rows, bias=False)  # first logit_rows rows
-        self.register_buffer("rope", rope_table(c.num_codebooks, c.fast_head_dim, c.rope_base), persistent=False)
+        cos, sin = rope_caches(rope_table(c.num_codebooks, c.fast_head_dim, c.rope_base))
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, hidden: Tensor, code: Tensor, past_keys: Tensor, past_values: Tensor):
         # hidden: [1, fast_dim]; code: [1] int64; past_*: [Lf, 1, Hkv, P, Df]
-        pos, mask = _positions_and_mask(past_keys, 1)
+        pos = _positions(past_keys)
         emb = self.fast_embeddings(code)  # [1, fast_dim]
         x = torch.where(pos[:, None] == 0, hidden, emb)[None]  # [1, 1, fast_dim]
-        cos_sin = self.rope[pos]
         ks, vs = [], []
         for i, layer in enumerate(self.fast_layers):
-            x, k, v = layer(x, cos_sin, mask, past_keys[i], past_values[i])
+            x, k, v = layer(x, pos[None], self.rope_cos, self.rope_sin, past_keys[i], past_values[i])
             ks.append(k)
             vs.append(v)
         logits = self.fast_output(self.fast_norm(x[:, 0]))

@@ -10,9 +10,10 @@ initializer: per layer wqkv, wo, w1, w3, w2 and the two output heads. Embeddings
 and the attention's own MatMuls (activations x activations) stay fp32, and so does the codec.
 `int8`: every matrix 8 bits. `int4`: layer matrices 4 bits, the heads 8 bits (HEAD_BITS; measured
 in tools/export/cpu_quant_quality.py: the heads are 1 % of the weights and carry the sampling).
-Blocks of BLOCK_SIZE = 32 along the input dimension, symmetric (no zero points), one fp32 scale
-per block; ACCURACY_LEVEL = 4 lets ONNX Runtime's CPU kernel quantise activations to int8 per
-block and use integer dot products (the fastest path on x86-64 and arm64).
+Blocks of BLOCK_SIZE = 32 along the input dimension (`--block-size` 16..256, a power of two:
+larger blocks are fewer scales to read and apply, so faster at M = 1, and a coarser grid),
+symmetric (no zero points), one fp32 scale per block; ACCURACY_LEVEL = 4 lets ONNX Runtime's CPU
+kernel quantise activations to int8 per block and use integer dot products (the fastest path on x86-64 and arm64).
 
 The quantised bundle holds no llm.safetensors (the native CUDA backend's bf16 weights): it is a
 CPU bundle; GPU backends refuse it with a reason.
@@ -49,7 +50,10 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
 
 
-def quantize_graph(src: Path, dst: Path, bits: int, log=lambda m: None) -> dict:
+BLOCK_SIZES = (16, 32, 64, 128, 256)  # what MatMulNBits takes
+
+
+def quantize_graph(src: Path, dst: Path, bits: int, log=lambda m: None, block_size: int = BLOCK_SIZE) -> dict:
     """src (fp32 graph, external data beside it allowed) -> dst with MatMulNBits weights."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -64,11 +68,11 @@ def quantize_graph(src: Path, dst: Path, bits: int, log=lambda m: None) -> dict:
     for group, nodes, b, exclude in (("layer", layers, bits, heads), ("head", heads, head_bits, [])):
         if not nodes:
             continue
-        log(f"{src.name}: {len(nodes)} {group} matrices -> {b}-bit blocks of {BLOCK_SIZE}")
+        log(f"{src.name}: {len(nodes)} {group} matrices -> {b}-bit blocks of {block_size}")
         q = MatMulNBitsQuantizer(
             model,
             bits=b,
-            block_size=BLOCK_SIZE,
+            block_size=block_size,
             is_symmetric=True,
             accuracy_level=ACCURACY_LEVEL,
             nodes_to_exclude=exclude,
@@ -104,11 +108,15 @@ def _nbytes(t: onnx.TensorProto) -> int:
     return int(onnx.numpy_helper.to_array(t).nbytes)
 
 
-def quantize_bundle(src: Path, out: Path, precision: str, force: bool = False, log=lambda m: None) -> dict:
-    """Writes the `precision` (int8 | int4) bundle of the fp32 bundle `src` to `out` atomically;
-    returns its manifest."""
+def quantize_bundle(
+    src: Path, out: Path, precision: str, force: bool = False, log=lambda m: None, block_size: int = BLOCK_SIZE
+) -> dict:
+    """Writes the `precision` (int8 | int4) bundle of the fp32 bundle `src` to `out` atomically,
+    with blocks of `block_size` weights; returns its manifest."""
     if precision not in PRECISIONS:
         raise ExportError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if block_size not in BLOCK_SIZES:
+        raise ExportError(f"--block-size: {block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
     try:
         manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -127,7 +135,7 @@ def quantize_bundle(src: Path, out: Path, precision: str, force: bool = False, l
         for g in GRAPHS:
             name = graphs[g]
             transformer_files |= {name, name + ".data"}
-            report[g] = quantize_graph(src / name, tmp / name, bits, log)
+            report[g] = quantize_graph(src / name, tmp / name, bits, log, block_size)
         files = []
         for name in manifest["files"]:
             if name in transformer_files or name == manifest.get("weights", {}).get("llm"):
@@ -142,7 +150,7 @@ def quantize_bundle(src: Path, out: Path, precision: str, force: bool = False, l
             "op": "com.microsoft.MatMulNBits",
             "layer_bits": bits,
             "head_bits": max(bits, HEAD_BITS),
-            "block_size": BLOCK_SIZE,
+            "block_size": block_size,
             "symmetric": True,
             "accuracy_level": ACCURACY_LEVEL,
             "matrix_bytes": {g: report[g]["matrix_bytes"] for g in GRAPHS},
@@ -163,11 +171,12 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", type=Path, required=True, help="fp32 bundle directory")
     ap.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     ap.add_argument("--precision", required=True, choices=sorted(PRECISIONS))
+    ap.add_argument("--block-size", type=int, default=BLOCK_SIZE, help=f"weights per scale (default {BLOCK_SIZE})")
     ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     log = lambda m: print(f"s1mini_export.quantize: {m}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        quantize_bundle(args.bundle, args.out, args.precision, args.force, log)
+        quantize_bundle(args.bundle, args.out, args.precision, args.force, log, args.block_size)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

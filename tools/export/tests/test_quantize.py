@@ -100,3 +100,16 @@ def test_exporter_precision_int4_exports_fp32_then_quantises(tiny_ckpt, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"], "temporary fp32 bundle left behind"
     with pytest.raises(ExportError, match="--parts must include llm"):
         export(tiny_ckpt, tmp_path / "c", "int4", {"codec-decode"}, log=lambda m: None)
+
+
+def test_block_size_is_applied_to_every_matrix_and_recorded(tmp_path):
+    out = tmp_path / "b128"
+    quantize_bundle(FIXTURE, out, "int4", block_size=128)
+    assert json.loads((out / "manifest.json").read_text())["quantization"]["block_size"] == 128
+    for g in ("slow", "fast"):
+        model = onnx.load(str(out / f"{g}.onnx"))
+        nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+        sizes = {a.i for n in nbits for a in n.attribute if a.name == "block_size"}
+        assert sizes == {128}, g
+    with pytest.raises(ExportError, match="block-size"):
+        quantize_bundle(FIXTURE, tmp_path / "b48", "int4", block_size=48)
