@@ -282,10 +282,6 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Every precision, in manifest spelling order.
-    pub const ALL: [Precision; 4] =
-        [Precision::Fp32, Precision::Fp16, Precision::Int8, Precision::Int4];
-
     /// The manifest spelling: `fp32`, `fp16`, `int8`, `int4`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -298,7 +294,9 @@ impl Precision {
 
     /// The precision spelt `s` in a manifest, if any.
     pub fn parse(s: &str) -> Option<Precision> {
-        Precision::ALL.into_iter().find(|p| p.as_str() == s)
+        [Precision::Fp32, Precision::Fp16, Precision::Int8, Precision::Int4]
+            .into_iter()
+            .find(|p| p.as_str() == s)
     }
 
     /// Bits per quantised layer weight (`int8`: 8, `int4`: 4); `None` for float bundles.
