@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use s1_mini::backend::{self, cuda};
 use s1_mini::bundle::Bundle;
-use s1_mini::{BackendKind, EngineConfig, SynthParams};
+use s1_mini::{BackendKind, EngineConfig, Request, SynthParams};
 
 fn prompt_ids(bundle: &std::path::Path) -> Result<(Vec<i64>, usize), String> {
     let p = bundle.join("golden/prompt_text.json");
@@ -241,7 +241,9 @@ fn frames_on(
     params: &SynthParams,
 ) -> Result<Vec<Vec<i64>>, String> {
     let engine = s1_mini::Engine::new(EngineConfig::new(dir).with_backend(kind)).map_err(err)?;
-    Ok(engine.generate_frames(text, params).map_err(err)?.0)
+    Ok(s1_mini::internal::generate_frames(&engine, &Request::new(text).with_params(params.clone()))
+        .map_err(err)?
+        .0)
 }
 
 /// Frames equal from the start.
@@ -274,7 +276,8 @@ fn ort_parity(dir: PathBuf) -> Result<bool, String> {
     step(&mut ok, "codec on the GPU: PCM vs onnx-cpu", || {
         let engine = |k| s1_mini::Engine::new(EngineConfig::new(&dir).with_backend(k)).map_err(err);
         let cpu = engine(BackendKind::OnnxCpu)?;
-        let codes = cpu.generate_codes(&text, &greedy_params()).map_err(err)?;
+        let codes =
+            cpu.generate_codes(&Request::new(text).with_params(greedy_params())).map_err(err)?;
         let want = cpu.decode_codes(&codes).map_err(err)?.samples;
         let mut pass = true;
         for (label, kind) in [("onnx_cuda", BackendKind::OnnxCuda), ("cuda", BackendKind::Cuda)] {
@@ -310,12 +313,17 @@ fn t2s_bench(args: &[String]) -> Result<bool, String> {
             .with_top_p(0.8)
             .with_repetition_penalty(1.1)
             .with_seed(7)
-            .with_ignore_end(true)
             .with_max_frames(n)
     };
     let time = |n: usize| -> Result<(f64, usize), String> {
         let t0 = std::time::Instant::now();
-        let (f, _) = engine.generate_frames(&text, &params(n as u32)).map_err(err)?;
+        let (f, _) = s1_mini::internal::generate_frames(
+            &engine,
+            &s1_mini::internal::ignore_end(
+                Request::new(text.as_str()).with_params(params(n as u32)),
+            ),
+        )
+        .map_err(err)?;
         Ok((t0.elapsed().as_secs_f64(), f.len()))
     };
     time(4)?; // warm-up

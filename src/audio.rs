@@ -50,37 +50,81 @@ pub enum WavFormat {
     Float32,
 }
 
-/// Encodes mono samples as a WAV file in memory.
-pub fn wav_bytes(samples: &[f32], sample_rate_hz: u32, format: WavFormat) -> Vec<u8> {
-    let (tag, bits): (u16, u16) = match format {
-        WavFormat::Pcm16 => (1, 16),
-        WavFormat::Float32 => (3, 32),
+/// The `hound` spec of a mono WAV file in `format`.
+fn wav_spec(sample_rate_hz: u32, format: WavFormat) -> hound::WavSpec {
+    let (bits_per_sample, sample_format) = match format {
+        WavFormat::Pcm16 => (16, hound::SampleFormat::Int),
+        WavFormat::Float32 => (32, hound::SampleFormat::Float),
     };
-    let block_align = bits / 8;
-    let data_len = samples.len() as u32 * u32::from(block_align);
-    let mut out = Vec::with_capacity(44 + data_len as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&tag.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&sample_rate_hz.to_le_bytes());
-    out.extend_from_slice(&(sample_rate_hz * u32::from(block_align)).to_le_bytes());
-    out.extend_from_slice(&block_align.to_le_bytes());
-    out.extend_from_slice(&bits.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for &s in samples {
-        match format {
-            WavFormat::Pcm16 => {
-                let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            WavFormat::Float32 => out.extend_from_slice(&s.to_le_bytes()),
-        }
+    hound::WavSpec { channels: 1, sample_rate: sample_rate_hz, bits_per_sample, sample_format }
+}
+
+/// Writes one sample in `format` (16-bit PCM: clipped to [-1, 1], scaled by 32767, rounded).
+fn write_sample<W: std::io::Write + std::io::Seek>(
+    w: &mut hound::WavWriter<W>,
+    s: f32,
+    format: WavFormat,
+) -> hound::Result<()> {
+    match format {
+        WavFormat::Pcm16 => w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16),
+        WavFormat::Float32 => w.write_sample(s),
     }
-    out
+}
+
+/// Encodes mono samples as a WAV file in memory (16-bit PCM: a 44-byte header; 32-bit float:
+/// `hound`'s WAVE_FORMAT_EXTENSIBLE header).
+pub fn wav_bytes(samples: &[f32], sample_rate_hz: u32, format: WavFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    // Writing into memory fails only on sizes past a WAV file's 4 GiB limit.
+    let written =
+        hound::WavWriter::new(&mut out, wav_spec(sample_rate_hz, format)).and_then(|mut w| {
+            for &s in samples {
+                write_sample(&mut w, s, format)?;
+            }
+            w.finalize()
+        });
+    if let Err(e) = written {
+        log::error!("WAV encoding of {} samples failed: {e}", samples.len());
+    }
+    out.into_inner()
+}
+
+/// A mono WAV file written chunk by chunk, playable after every [`WavFileWriter::append`]
+/// (the header's sizes are rewritten each time).
+pub struct WavFileWriter {
+    writer: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    path: std::path::PathBuf,
+    format: WavFormat,
+}
+
+impl WavFileWriter {
+    /// Creates (or truncates) `path` with an empty WAV of `format` at `sample_rate_hz`.
+    pub fn create(path: &Path, sample_rate_hz: u32, format: WavFormat) -> Result<WavFileWriter> {
+        let writer = hound::WavWriter::create(path, wav_spec(sample_rate_hz, format))
+            .map_err(|e| wav_io(path, e))?;
+        Ok(WavFileWriter { writer, path: path.into(), format })
+    }
+
+    /// Appends `samples` and updates the header, so what was written stays playable.
+    pub fn append(&mut self, samples: &[f32]) -> Result<()> {
+        for &s in samples {
+            write_sample(&mut self.writer, s, self.format).map_err(|e| wav_io(&self.path, e))?;
+        }
+        self.writer.flush().map_err(|e| wav_io(&self.path, e))
+    }
+
+    /// Samples written so far.
+    pub fn samples(&self) -> usize {
+        self.writer.len() as usize
+    }
+}
+
+/// A `hound` error on `path`: I/O errors as [`Error::Io`], the rest as an invalid `wav`.
+fn wav_io(path: &Path, e: hound::Error) -> Error {
+    match e {
+        hound::Error::IoError(source) => Error::io(path, source),
+        other => Error::arg("wav", format!("{}: {other}", path.display())),
+    }
 }
 
 /// Writes mono samples to a WAV file.
@@ -90,66 +134,37 @@ pub fn write_wav(path: &Path, audio: &Audio, format: WavFormat) -> Result<()> {
     f.write_all(&bytes).map_err(|e| Error::io(path, e))
 }
 
-/// Reads a WAV file (PCM 16/24/32-bit or float 32), mixing channels down to mono.
+/// Reads a WAV file (PCM 8/16/24/32-bit or float 32, plain or WAVE_FORMAT_EXTENSIBLE), mixing
+/// channels down to mono. A data chunk cut short (a file still being written, or truncated)
+/// gives the whole frames that are there.
 pub fn read_wav(path: &Path) -> Result<Audio> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_wav(&bytes).map_err(|why| Error::arg("wav", format!("{}: {why}", path.display())))
 }
 
 fn parse_wav(b: &[u8]) -> std::result::Result<Audio, String> {
-    if b.len() < 12 || &b[..4] != b"RIFF" || &b[8..12] != b"WAVE" {
-        return Err("not a RIFF/WAVE file".into());
+    let mut r = hound::WavReader::new(std::io::Cursor::new(b)).map_err(|e| e.to_string())?;
+    let spec = r.spec();
+    if spec.channels == 0 {
+        return Err("zero channels".into());
     }
-    let u16_at = |i: usize| b.get(i..i + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
-    let u32_at = |i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
-    let mut pos = 12;
-    let mut fmt: Option<(u16, u16, u32, u16)> = None;
-    while pos + 8 <= b.len() {
-        let id = &b[pos..pos + 4];
-        let len = u32_at(pos + 4).ok_or("truncated chunk")? as usize;
-        let body = pos + 8;
-        if id == b"fmt " {
-            let tag = u16_at(body).ok_or("truncated fmt")?;
-            let ch = u16_at(body + 2).ok_or("truncated fmt")?;
-            let rate = u32_at(body + 4).ok_or("truncated fmt")?;
-            let bits = u16_at(body + 14).ok_or("truncated fmt")?;
-            // WAVE_FORMAT_EXTENSIBLE: the sub-format tag sits at offset 24 of the fmt body.
-            let tag = if tag == 0xFFFE { u16_at(body + 24).ok_or("truncated fmt")? } else { tag };
-            fmt = Some((tag, ch, rate, bits));
-        } else if id == b"data" {
-            let (tag, ch, rate, bits) = fmt.ok_or("data before fmt")?;
-            if ch == 0 {
-                return Err("zero channels".into());
-            }
-            let data = b.get(body..(body + len).min(b.len())).ok_or("truncated data")?;
-            let width = usize::from(bits / 8);
-            let decode = |s: &[u8]| -> std::result::Result<f32, String> {
-                Ok(match (tag, bits) {
-                    (1, 16) => f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0,
-                    (1, 24) => {
-                        (i32::from_le_bytes([0, s[0], s[1], s[2]]) >> 8) as f32 / 8_388_608.0
-                    }
-                    (1, 32) => {
-                        i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as f32 / 2_147_483_648.0
-                    }
-                    (3, 32) => f32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-                    _ => return Err(format!("unsupported sample format tag {tag}, {bits} bits")),
-                })
-            };
-            let frame = width * usize::from(ch);
-            let mut samples = Vec::with_capacity(data.len() / frame.max(1));
-            for fr in data.chunks_exact(frame.max(1)) {
-                let mut acc = 0.0f32;
-                for c in fr.chunks_exact(width.max(1)) {
-                    acc += decode(c)?;
-                }
-                samples.push(acc / f32::from(ch));
-            }
-            return Ok(Audio { samples, sample_rate_hz: rate });
+    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => r.samples::<f32>().map_while(|s| s.ok()).collect(),
+        (hound::SampleFormat::Int, bits @ 1..=32) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f64;
+            r.samples::<i32>()
+                .map_while(|s| s.ok())
+                .map(|v| (f64::from(v) * scale) as f32)
+                .collect()
         }
-        pos = body + len + (len & 1);
-    }
-    Err("no data chunk".into())
+        (f, bits) => return Err(format!("unsupported sample format {f:?}, {bits} bits")),
+    };
+    let ch = usize::from(spec.channels);
+    let samples = interleaved
+        .chunks_exact(ch)
+        .map(|fr| fr.iter().sum::<f32>() / f32::from(spec.channels))
+        .collect();
+    Ok(Audio { samples, sample_rate_hz: spec.sample_rate })
 }
 
 /// Lowest input sample rate accepted for reference audio, Hz. Below it the resampler's output
@@ -285,6 +300,36 @@ mod tests {
             assert!((x - y).abs() < 1e-4);
         }
         assert!(parse_wav(b"nope").is_err());
+    }
+
+    #[test]
+    fn wav_truncated_data_gives_whole_frames_and_bad_headers_say_why() {
+        let s: Vec<f32> = (0..100).map(|i| i as f32 / 200.0).collect();
+        let bytes = wav_bytes(&s, 16_000, WavFormat::Pcm16);
+        assert_eq!(bytes.len(), 44 + 200, "16-bit mono: the plain 44-byte header");
+        // Cut in the middle of sample 60: samples 0..60 remain.
+        let a = parse_wav(&bytes[..44 + 121]).unwrap();
+        assert_eq!(a.samples.len(), 60);
+        assert!((a.samples[59] - s[59]).abs() < 1e-4);
+        let why = parse_wav(&bytes[..30]).unwrap_err();
+        assert!(!why.is_empty(), "a cut header is an error with a reason");
+        let why = parse_wav(b"RIFX\0\0\0\0WAVE").unwrap_err();
+        assert!(why.to_lowercase().contains("riff"), "{why}");
+    }
+
+    #[test]
+    fn wav_file_writer_is_playable_after_each_append() {
+        let dir = std::env::temp_dir().join(format!("s1-wav-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stream.wav");
+        let mut w = WavFileWriter::create(&path, 44_100, WavFormat::Float32).unwrap();
+        w.append(&[0.25, -0.5]).unwrap();
+        assert_eq!(read_wav(&path).unwrap().samples, vec![0.25, -0.5]);
+        w.append(&[1.0]).unwrap();
+        assert_eq!(w.samples(), 3);
+        assert_eq!(read_wav(&path).unwrap().samples, vec![0.25, -0.5, 1.0]);
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn tone(rate: u32, hz: f64, n: usize) -> Vec<f32> {

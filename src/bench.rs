@@ -6,7 +6,7 @@
 //! followed by the same utterance streamed (time to first audio, to every chunk, and in all;
 //! [`BenchOptions::stream`]). Figures are the median
 //! of the runs with min and max. Random weights never emit `<|im_end|>` on purpose, so the frame
-//! count is fixed ([`SynthParams::ignore_end`]) unless [`BenchOptions::free`] lets a real model
+//! count is fixed ([`crate::internal::ignore_end`]) unless [`BenchOptions::free`] lets a real model
 //! stop. The JSON report ([`BenchReport`], schema [`SCHEMA_VERSION`]) is documented in
 //! `docs/bench.md`. Speed is measured here, never by a test (STYLE rule 25).
 
@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bundle::BundleInfo;
+use crate::api::{Engine, Request};
+use crate::bundle::{BundleInfo, Precision};
 use crate::config::{BackendKind, EngineConfig, SynthParams};
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::generate::{self, StageTimes};
 use crate::voice::Voice;
@@ -391,9 +391,11 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
             let params = SynthParams::default()
                 .with_seed(opts.seed)
                 .with_max_frames(frames)
-                .with_ignore_end(!opts.free)
                 .with_prefix_cache(opts.prefix_cache)
                 .with_chunk_frames(opts.first_chunk_frames, SynthParams::default().chunk_frames);
+            let mut request =
+                Request::new(text).with_voices(opts.voices.iter().cloned()).with_params(params);
+            request.ignore_end = !opts.free;
             let name = engine.backend().name();
             progress(&format!(
                 "{name}: loaded in {load_s:.2} s (again: {reload_s:.2} s); prompt {prompt_tokens} tokens: {} warm-up + {} runs of {frames} frames",
@@ -401,7 +403,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
             ));
             let mut runs = Vec::new();
             for i in 0..opts.warmup + opts.runs {
-                let r = one_run(&engine, text, &opts.voices, &params, opts.profile, opts.stream)?;
+                let r = one_run(&engine, &request, opts.profile, opts.stream)?;
                 let (tag, n) =
                     if i < opts.warmup { ("warm-up", i + 1) } else { ("run", i + 1 - opts.warmup) };
                 progress(&format!(
@@ -431,7 +433,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         s1_mini_version: env!("CARGO_PKG_VERSION"),
         host: host_info(),
         bundle: opts.config.bundle_dir.display().to_string(),
-        precision: info.precision.clone(),
+        precision: info.precision.to_string(),
         intra_op_threads: opts.config.intra_op_threads,
         workload,
         results,
@@ -482,7 +484,9 @@ fn sweep_texts(
     text: &str,
     targets: &[usize],
 ) -> Result<Vec<(String, usize)>> {
-    let len = |t: &str| engine.prompt_with_voices(voices, t).map(|p| p.len);
+    let len = |t: &str| {
+        engine.prompt(&Request::new(t).with_voices(voices.iter().cloned())).map(|p| p.len)
+    };
     if targets.is_empty() {
         return Ok(vec![(text.to_owned(), len(text)?)]);
     }
@@ -515,27 +519,20 @@ fn ms(t: Instant) -> f64 {
 
 /// One one-shot synthesis, timed per stage, then the same utterance streamed (to its end with
 /// `stream`, else to its first chunk).
-fn one_run(
-    engine: &Engine,
-    text: &str,
-    voices: &[Voice],
-    params: &SynthParams,
-    profile: bool,
-    stream: bool,
-) -> Result<RunTimes> {
+fn one_run(engine: &Engine, request: &Request, profile: bool, stream: bool) -> Result<RunTimes> {
     let info = engine.info_arc();
     let codec = engine.codec()?;
     let t_all = Instant::now();
-    let mut gen = engine.generator_with_voices(text, voices, params)?;
+    let mut gen = engine.generator(request)?;
     if profile {
         gen.enable_profile();
     }
     let t = Instant::now();
-    let mut frames = Vec::with_capacity(params.max_frames as usize);
-    frames.extend(gen.decode_frame()?);
+    let mut frames = Vec::with_capacity(request.params.max_frames as usize);
+    frames.extend(gen.decode_frame(&request.cancel)?);
     let prefill_ms = ms(t);
     let t = Instant::now();
-    while let Some(f) = gen.decode_frame()? {
+    while let Some(f) = gen.decode_frame(&request.cancel)? {
         frames.push(f);
     }
     let decode_ms = ms(t);
@@ -552,7 +549,7 @@ fn one_run(
     drop(gen);
 
     let t = Instant::now();
-    let mut s = engine.stream_with_voices(text, voices, params)?;
+    let mut s = engine.stream(request)?;
     s.next_chunk()?;
     let first_chunk_ms = ms(t);
     let mut arrivals = vec![first_chunk_ms];
@@ -657,7 +654,7 @@ pub fn weight_bytes_per_frame(info: &BundleInfo) -> Option<u64> {
         return Some(q.slow_matrix_bytes + q.fast_matrix_bytes * info.model.num_codebooks as u64);
     }
     let header = safetensors_header(&info.dir.join("llm.safetensors"))?;
-    let elem: u64 = if info.precision == "fp32" { 4 } else { 2 };
+    let elem: u64 = if info.precision == Precision::Fp32 { 4 } else { 2 };
     let (mut slow, mut fast) = (0u64, 0u64);
     for (name, entry) in header.as_object()? {
         let shape: Vec<u64> = match entry.get("shape").and_then(|s| s.as_array()) {

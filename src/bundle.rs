@@ -130,7 +130,7 @@ impl BundleInfo {
     pub(crate) fn for_tests() -> BundleInfo {
         BundleInfo {
             dir: ".".into(),
-            precision: "fp32".into(),
+            precision: Precision::Fp32,
             quantization: None,
             exporter: "test".into(),
             model: ModelDims {
@@ -268,6 +268,53 @@ pub struct Quantization {
     pub fast_matrix_bytes: u64,
 }
 
+/// Number format of a bundle's transformer graphs and weights (manifest `precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// fp32 graphs (CPU; the cuda backend reads its bf16 weights with exact numerics).
+    Fp32,
+    /// fp16 graphs (GPU execution providers; cuda with bf16 caches).
+    Fp16,
+    /// Weight-only int8 fp32 graphs for the CPU (see [`BundleInfo::quantization`]).
+    Int8,
+    /// Weight-only int4 fp32 graphs for the CPU (see [`BundleInfo::quantization`]).
+    Int4,
+}
+
+impl Precision {
+    /// The manifest spelling: `fp32`, `fp16`, `int8`, `int4`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+            Precision::Int4 => "int4",
+        }
+    }
+
+    /// The precision spelt `s` in a manifest, if any.
+    pub fn parse(s: &str) -> Option<Precision> {
+        [Precision::Fp32, Precision::Fp16, Precision::Int8, Precision::Int4]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+
+    /// Bits per quantised layer weight (`int8`: 8, `int4`: 4); `None` for float bundles.
+    pub fn quantized_bits(self) -> Option<u32> {
+        match self {
+            Precision::Fp32 | Precision::Fp16 => None,
+            Precision::Int8 => Some(8),
+            Precision::Int4 => Some(4),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything about a loaded bundle that callers may want to see.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BundleInfo {
@@ -275,7 +322,7 @@ pub struct BundleInfo {
     pub dir: PathBuf,
     /// `precision`: `fp32`, `fp16`, or `int8` / `int4` (weight-only quantised fp32 graphs for
     /// the CPU, see [`BundleInfo::quantization`]).
-    pub precision: String,
+    pub precision: Precision,
     /// How the transformer's weights are quantised (`int8` / `int4` bundles only).
     pub quantization: Option<Quantization>,
     /// Exporter name and version, for humans.
@@ -401,17 +448,17 @@ impl Bundle {
             });
         }
 
-        let precision = str_field(&m, "precision")?.to_string();
-        let quantization = match precision.as_str() {
-            "fp32" | "fp16" => None,
-            "int8" | "int4" => Some(quantization(&m, &precision)?),
-            other => {
-                return Err(Error::bundle(
-                    MANIFEST,
-                    "precision",
-                    format!("{other:?} is not fp32, fp16, int8 or int4"),
-                ))
-            }
+        let spelt = str_field(&m, "precision")?;
+        let precision = Precision::parse(spelt).ok_or_else(|| {
+            Error::bundle(
+                MANIFEST,
+                "precision",
+                format!("{spelt:?} is not fp32, fp16, int8 or int4"),
+            )
+        })?;
+        let quantization = match precision.quantized_bits() {
+            None => None,
+            Some(bits) => Some(quantization(&m, precision, bits)?),
         };
         let exporter = match m.get("exporter") {
             Some(e) => format!(
@@ -668,7 +715,7 @@ impl Bundle {
 }
 
 /// The manifest's `quantization` section of an `int8` / `int4` bundle.
-fn quantization(m: &Value, precision: &str) -> Result<Quantization> {
+fn quantization(m: &Value, precision: Precision, want: u32) -> Result<Quantization> {
     let bits = |field: &str| -> Result<u32> {
         match usize_field(m, field)? {
             b @ (4 | 8) => Ok(b as u32),
@@ -682,7 +729,6 @@ fn quantization(m: &Value, precision: &str) -> Result<Quantization> {
         slow_matrix_bytes: usize_field(m, "quantization.matrix_bytes.slow")? as u64,
         fast_matrix_bytes: usize_field(m, "quantization.matrix_bytes.fast")? as u64,
     };
-    let want = if precision == "int8" { 8 } else { 4 };
     if q.layer_bits != want {
         return Err(Error::bundle(
             MANIFEST,

@@ -374,10 +374,6 @@ pub struct SynthParams {
     pub first_chunk_frames: u32,
     /// Frames in each later streamed chunk, ≥ 1. Default 16 (≈ 743 ms).
     pub chunk_frames: u32,
-    /// For benchmarks: never sample `<|im_end|>`, so generation runs exactly `max_frames`
-    /// frames, every one of them audio (random weights never stop on their own, and a real model
-    /// stops wherever it likes). Costs nothing per frame. Default `false`. Not in the C ABI.
-    pub ignore_end: bool,
     /// With voices: reuse the cached keys/values of the voices' prompt prefix
     /// (`<|interleave|>` + reference parts), computed once per engine and voice list, and
     /// prefill only the rest. Same frames as without (logits differ by float rounding, < 1e-4).
@@ -401,7 +397,6 @@ impl Default for SynthParams {
             fish_speech_compat: false,
             first_chunk_frames: 4,
             chunk_frames: 16,
-            ignore_end: false,
             prefix_cache: true,
             parse_special_tokens: false,
         }
@@ -470,13 +465,6 @@ impl SynthParams {
     pub fn with_chunk_frames(mut self, first: u32, rest: u32) -> Self {
         self.first_chunk_frames = first;
         self.chunk_frames = rest;
-        self
-    }
-
-    /// Sets [`SynthParams::ignore_end`] (benchmarks).
-    #[must_use]
-    pub fn with_ignore_end(mut self, v: bool) -> Self {
-        self.ignore_end = v;
         self
     }
 

@@ -1,5 +1,7 @@
-//! The frame loop as gpt-fast-style stages (`prefill`, `decode_frame`, `decode_frames`,
-//! `synthesize`), the stop rules, the streaming chunker and cancellation.
+//! The one frame loop, as gpt-fast-style stages (`prefill`, `decode_frame`, `decode_frames`,
+//! `run_to_end`), the stop rules ([`StopRules`]) and cancellation. Every backend is driven
+//! through the same step trait ([`FrameStep`]); host sampling is its adapter
+//! (`backend/host.rs`).
 //!
 //! One frame = one slow step (sampled main token → c0) + `num_codebooks` fast steps (position 0
 //! takes the slow hidden state, position k the code c_{k-1} and gives c_k). Sampling follows
@@ -10,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Codec, FrameSampling, KvSnapshot, T2sRequest, Text2Semantic};
+use crate::backend::{Codec, FrameSampling, FrameStep, KvSnapshot, StepRow, Text2Semantic};
 use crate::bundle::BundleInfo;
 use crate::codes::Codes;
 use crate::config::SynthParams;
 use crate::error::{Error, Result};
-use crate::sampling::{self, SamplingParams, REPETITION_WINDOW_FRAMES};
+use crate::sampling::SamplingParams;
 use crate::text::prompt::Prompt;
 
 mod codec_stream;
@@ -73,22 +75,30 @@ impl StageTimes {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Stage {
-    Slow,
-    Fast,
-    Sampling,
+/// The stop rules, in one place: after which frame a request ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRules {
+    /// The main token that ends the utterance (`<|im_end|>`); its frame is the last, and its
+    /// codes are dropped.
+    pub end_token: i64,
+    /// Most frames sampled, the prefill frame and the end frame included.
+    pub max_frames: usize,
 }
 
-/// Per-request generator state: the backend's KV caches, the repetition history and the RNG
-/// position. Drives one utterance frame by frame.
+impl StopRules {
+    /// Whether generation ends after `frame`, the `frames_made`-th frame sampled.
+    pub fn stops_after(&self, frame: &[i64], frames_made: usize) -> bool {
+        frame.first() == Some(&self.end_token) || frames_made >= self.max_frames
+    }
+}
+
+/// The frame loop of one request: its backend step object (KV caches), the repetition
+/// history, the RNG position and the stop rules. Drives one utterance frame by frame; every
+/// backend comes through the same [`FrameStep`].
 pub struct FrameGenerator {
-    req: Box<dyn T2sRequest>,
-    info: Arc<BundleInfo>,
-    sampling: SamplingParams,
-    seed: u64,
-    compat: bool,
-    max_frames: usize,
+    step: Box<dyn FrameStep>,
+    sampling: FrameSampling,
+    stop: StopRules,
     /// Frames decoded after the prefill frame (the repetition history, d = 0, 1, ..).
     history: Vec<Frame>,
     /// Next frame index f (0 = prefill frame).
@@ -98,8 +108,6 @@ pub struct FrameGenerator {
     finished: bool,
     /// Head logits of the prefill step, kept for parity checks.
     prefill_logits: Vec<f32>,
-    /// `<|im_end|>` is never sampled ([`SynthParams::ignore_end`]).
-    ignore_end: bool,
     /// Stage timings; `None` = not measured (no clock reads).
     profile: Option<Box<StageTimes>>,
     /// Cached keys/values of the prompt's first positions (a voice prefix), if any.
@@ -130,24 +138,42 @@ impl FrameGenerator {
         if params.fish_speech_compat {
             sampling = sampling.rounded_to_bf16();
         }
-        Ok(Self {
-            // The cache holds the prompt and every frame: no growth, no copy while decoding.
-            req: t2s.start_with_capacity(prompt.len + params.max_frames as usize)?,
-            info,
-            sampling,
-            seed: params.seed,
-            compat: params.fish_speech_compat,
+        let stop = StopRules {
+            end_token: i64::from(info.tokens.im_end),
             max_frames: params.max_frames as usize,
+        };
+        // The cache holds the prompt and every frame: no growth, no copy while decoding.
+        let step = t2s.start_frames(info, prompt.len + params.max_frames as usize)?;
+        let sampling = FrameSampling {
+            params: sampling,
+            seed: params.seed,
+            fish_speech_compat: params.fish_speech_compat,
+            ignore_end: false,
+        };
+        Ok(Self::from_step(step, prompt, sampling, stop))
+    }
+
+    /// A generator over a backend's step object, with the prompt, sampling and stop rules
+    /// already decided (benchmarks without a bundle; [`FrameGenerator::new`] otherwise).
+    pub(crate) fn from_step(
+        step: Box<dyn FrameStep>,
+        prompt: Prompt,
+        sampling: FrameSampling,
+        stop: StopRules,
+    ) -> Self {
+        Self {
+            step,
+            sampling,
+            stop,
             history: Vec::new(),
             frame_index: 0,
             prompt: Some(prompt),
             last: None,
             finished: false,
             prefill_logits: Vec::new(),
-            ignore_end: params.ignore_end,
             profile: None,
             prefix: None,
-        })
+        }
     }
 
     /// Prefills from `prefix`, the cached keys/values of the prompt's first `prefix.len`
@@ -161,6 +187,19 @@ impl FrameGenerator {
         self
     }
 
+    /// Never samples `<|im_end|>` when `ignore_end` is set (benchmarks and parity tests: exactly
+    /// `max_frames` frames, every one audio).
+    #[must_use]
+    pub(crate) fn ignoring_end(mut self, ignore_end: bool) -> Self {
+        self.sampling.ignore_end = ignore_end;
+        self
+    }
+
+    /// Frames sampled so far, the prefill frame included.
+    pub fn frames_made(&self) -> usize {
+        self.frame_index
+    }
+
     /// Starts measuring [`StageTimes`] (benchmarks). Without it no clock is read.
     pub fn enable_profile(&mut self) {
         self.profile = Some(Box::default());
@@ -171,191 +210,78 @@ impl FrameGenerator {
         self.profile.as_deref()
     }
 
-    /// Now, if profiling (else no clock read).
-    fn stamp(&self) -> Option<Instant> {
-        self.profile.as_ref().map(|_| Instant::now())
-    }
-
-    /// Adds the time since `t0` to a decode stage; the prefill frame is charged as a whole.
-    fn charge(&mut self, t0: Option<Instant>, stage: Stage) {
-        if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t0) {
-            if self.frame_index > 0 {
-                let d = t0.elapsed();
-                match stage {
-                    Stage::Slow => p.slow += d,
-                    Stage::Fast => p.fast += d,
-                    Stage::Sampling => p.sampling += d,
-                }
-            }
-        }
-    }
-
-    /// Whether generation has ended (`<|im_end|>` or `max_frames`).
+    /// Whether generation has ended (see [`StopRules`]).
     pub fn is_finished(&self) -> bool {
         self.finished
     }
 
-    /// The slow head's logits at the end of the prompt (empty before [`FrameGenerator::prefill`]).
+    /// The slow head's logits at the end of the prompt (empty before the prefill frame).
     pub fn prefill_logits(&self) -> &[f32] {
         &self.prefill_logits
     }
 
-    /// Maps a token id to its row in the restricted head; `None` outside the head.
-    fn head_index(&self, id: i64) -> Option<usize> {
-        let t = &self.info.tokens;
-        if id >= i64::from(t.semantic_begin) && id <= i64::from(t.semantic_end) {
-            Some((id - i64::from(t.semantic_begin)) as usize)
-        } else if id == i64::from(t.im_end) {
-            Some(self.info.im_end_index)
-        } else {
-            None
-        }
-    }
-
-    /// The window's columns for decoded frame d (fish-speech `decode_n_tokens`): columns 0..16
-    /// of a zero-initialised history while d < 16, else d-16..d.
-    fn window_column(&self, d: usize, j: usize) -> Option<&Frame> {
-        let col = if d < REPETITION_WINDOW_FRAMES { j } else { d - REPETITION_WINDOW_FRAMES + j };
-        self.history.get(col)
-    }
-
-    /// Penalty indices of slot `slot` (0 = main head, k = codebook k) for decoded frame `d`.
-    fn window(&self, d: usize, slot: usize) -> Vec<usize> {
-        let k = self.info.model.num_codebooks;
-        let zero_col = vec![0i64; k + 1];
-        let col = |j: usize| self.window_column(d, j).unwrap_or(&zero_col);
-        if slot == 0 {
-            if self.compat {
-                // fish-speech's `previous_tokens[:, 0]`: the first column's 11 values read as ids.
-                col(0).iter().filter_map(|&v| self.head_index(v)).collect()
-            } else {
-                (0..REPETITION_WINDOW_FRAMES).filter_map(|j| self.head_index(col(j)[0])).collect()
-            }
-        } else {
-            (0..REPETITION_WINDOW_FRAMES)
-                .filter_map(|j| usize::try_from(col(j)[slot + 1]).ok())
-                .collect()
-        }
-    }
-
-    fn frame_sampling(&self) -> FrameSampling {
-        FrameSampling {
-            params: self.sampling,
-            seed: self.seed,
-            fish_speech_compat: self.compat,
-            ignore_end: self.ignore_end,
-        }
-    }
-
-    /// Samples the frame from the slow output: main token, then the fast codebooks.
-    fn sample_frame(&mut self, slow: crate::backend::SlowOutput) -> Result<Frame> {
-        let f = self.frame_index;
-        let decoded = f.checked_sub(1); // d; None for the prefill frame (no penalty)
-        let k_books = self.info.model.num_codebooks;
-        let frame_u32 =
-            u32::try_from(f).map_err(|_| Error::Internal("frame index overflow".into()))?;
-
-        let t0 = self.stamp();
-        let mut logits = slow.logits;
-        // Only the semantic rows and <|im_end|> may win, whatever else the head holds
-        // (<|im_end|> neither, when a benchmark asks for a fixed frame count).
-        let keep_end = !self.ignore_end;
-        let keep =
-            |i: usize| i < self.info.semantic_rows || (keep_end && i == self.info.im_end_index);
-        for (i, v) in logits.iter_mut().enumerate() {
-            if !keep(i) {
-                *v = f32::NEG_INFINITY;
-            }
-        }
-        let window = decoded.map(|d| self.window(d, 0)).unwrap_or_default();
-        let head = sampling::sample(&mut logits, &window, self.sampling, self.seed, frame_u32, 0);
-        let (main_id, c0) = if head == self.info.im_end_index {
-            // fish-speech clamps the negative code of a non-semantic token to 0.
-            (i64::from(self.info.tokens.im_end), 0i64)
-        } else {
-            (i64::from(self.info.tokens.semantic_begin) + head as i64, head as i64)
+    /// Makes frame `frame_index` through the backend's step (a batch of this one request).
+    fn step_frame(&mut self) -> Result<Frame> {
+        // The prefill frame is timed as a whole (`StageTimes::prefill`), not per stage.
+        let profile = match self.frame_index {
+            0 => None,
+            _ => self.profile.as_deref_mut(),
         };
-        let mut frame = Vec::with_capacity(k_books + 1);
-        frame.push(main_id);
-        frame.push(c0);
-        self.charge(t0, Stage::Sampling);
-
-        let t0 = self.stamp();
-        self.req.fast_reset()?;
-        // Position 0: the slow hidden state; its logits are discarded.
-        self.req.fast(&slow.hidden, 0)?;
-        self.charge(t0, Stage::Fast);
-        let rows = self.info.fast_logit_rows;
-        for k in 1..k_books {
-            let prev = frame[k];
-            let t0 = self.stamp();
-            let mut logits = self.req.fast(&slow.hidden, prev)?;
-            self.charge(t0, Stage::Fast);
-            let t0 = self.stamp();
-            logits.truncate(rows);
-            let window = decoded.map(|d| self.window(d, k)).unwrap_or_default();
-            let c = sampling::sample(
-                &mut logits,
-                &window,
-                self.sampling,
-                self.seed,
-                frame_u32,
-                k as u32,
-            );
-            frame.push(c as i64);
-            self.charge(t0, Stage::Sampling);
-        }
-        Ok(frame)
+        let mut rows = [StepRow {
+            frame: self.frame_index,
+            prev: self.last.as_deref(),
+            history: &self.history,
+            sampling: &self.sampling,
+            profile,
+            out: Vec::new(),
+        }];
+        self.step.step(&mut rows)?;
+        let [row] = rows;
+        Ok(row.out)
     }
 
+    /// Records `frame` and applies the stop rules.
     fn finish_frame(&mut self, frame: &Frame) {
         if self.frame_index > 0 {
             self.history.push(frame.clone());
         }
         self.frame_index += 1;
-        if frame[0] == i64::from(self.info.tokens.im_end) || self.frame_index >= self.max_frames {
+        if self.stop.stops_after(frame, self.frame_index) {
             self.finished = true;
         }
         self.last = Some(frame.clone());
     }
 
-    /// Stage 1: runs the prompt through the slow transformer and samples frame 0.
-    pub fn prefill(&mut self) -> Result<Frame> {
-        self.prefill_cancellable(None)
-    }
-
-    /// [`FrameGenerator::prefill`], checking `cancel` before each chunk of
-    /// [`PREFILL_CANCEL_CHUNK`] prompt positions: a long prompt can be cancelled part-way.
-    pub fn prefill_cancellable(&mut self, cancel: Option<&CancelToken>) -> Result<Frame> {
+    /// Stage 1: runs the prompt through the slow transformer and samples frame 0, checking
+    /// `cancel` before each chunk of [`PREFILL_CANCEL_CHUNK`] prompt positions: a long prompt
+    /// can be cancelled part-way.
+    pub fn prefill(&mut self, cancel: &CancelToken) -> Result<Frame> {
         let prompt =
             self.prompt.take().ok_or_else(|| Error::Internal("prefill called twice".into()))?;
-        let t0 = self.stamp();
+        let t0 = self.profile.as_ref().map(|_| Instant::now());
         // prompt [1+K, T]: positions start.. go to kv positions start.. (after a cached prefix,
         // start = prefix.len).
         let start = match self.prefix.take() {
             Some(prefix) => {
-                self.req.restore_kv(&prefix)?;
+                self.step.restore_kv(&prefix)?;
                 prefix.len
             }
             None => 0,
         };
-        let mut slow = None;
+        let mut logits = None;
         let mut at = start;
         while at < prompt.len {
-            if cancel.is_some_and(CancelToken::is_cancelled) {
+            if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             let end = (at + PREFILL_CANCEL_CHUNK).min(prompt.len);
             let chunk = prompt.columns(at, end);
-            slow = Some(self.req.slow(&chunk.data, chunk.len)?);
+            logits = Some(self.step.prefill(&chunk.data, chunk.len)?);
             at = end;
         }
-        let slow = slow.ok_or_else(|| Error::Internal("no prompt positions to prefill".into()))?;
-        self.prefill_logits = slow.logits.clone();
-        let frame = match self.req.device_frame(&self.frame_sampling()) {
-            Some(frame) => frame?,
-            None => self.sample_frame(slow)?,
-        };
+        self.prefill_logits =
+            logits.ok_or_else(|| Error::Internal("no prompt positions to prefill".into()))?;
+        let frame = self.step_frame()?;
         self.finish_frame(&frame);
         if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t0) {
             p.prefill += t0.elapsed();
@@ -363,34 +289,23 @@ impl FrameGenerator {
         Ok(frame)
     }
 
-    /// Stage 2: feeds the previous frame back and samples the next one. Prefills first if
-    /// needed. Returns `None` once generation has finished.
-    pub fn decode_frame(&mut self) -> Result<Option<Frame>> {
+    /// Stage 2: the next frame: the prefill frame first (see [`FrameGenerator::prefill`]), then
+    /// the previous frame fed back. Returns [`Error::Cancelled`] when `cancel` fired before the
+    /// frame, `None` once generation has finished.
+    pub fn decode_frame(&mut self, cancel: &CancelToken) -> Result<Option<Frame>> {
         if self.finished {
             return Ok(None);
         }
-        if self.prompt.is_some() {
-            return self.prefill().map(Some);
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
         }
-        let t_frame = self.stamp();
-        let prev =
-            self.last.clone().ok_or_else(|| Error::Internal("decode before prefill".into()))?;
-        let t0 = self.stamp();
-        let frame = match self.req.device_frame(&self.frame_sampling()) {
-            Some(frame) => {
-                let frame = frame?;
-                self.charge(t0, Stage::Slow); // the whole frame, sampling included
-                frame
-            }
-            None => {
-                // prev: [1+K] → tokens [1+K, 1]
-                let slow = self.req.slow(&prev, 1)?;
-                self.charge(t0, Stage::Slow);
-                self.sample_frame(slow)?
-            }
-        };
+        if self.prompt.is_some() {
+            return self.prefill(cancel).map(Some);
+        }
+        let t0 = self.profile.as_ref().map(|_| Instant::now());
+        let frame = self.step_frame()?;
         self.finish_frame(&frame);
-        if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t_frame) {
+        if let (Some(p), Some(t0)) = (self.profile.as_deref_mut(), t0) {
             p.decode_total += t0.elapsed();
             p.decoded_frames += 1;
         }
@@ -399,17 +314,10 @@ impl FrameGenerator {
 
     /// Stage 3: decodes up to `n` more frames, checking `cancel` before each. Stops early at the
     /// end of the utterance.
-    pub fn decode_frames(&mut self, n: usize, cancel: Option<&CancelToken>) -> Result<Vec<Frame>> {
+    pub fn decode_frames(&mut self, n: usize, cancel: &CancelToken) -> Result<Vec<Frame>> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            if cancel.is_some_and(CancelToken::is_cancelled) {
-                return Err(Error::Cancelled);
-            }
-            if self.prompt.is_some() && !self.finished {
-                out.push(self.prefill_cancellable(cancel)?);
-                continue;
-            }
-            match self.decode_frame()? {
+            match self.decode_frame(cancel)? {
                 Some(f) => out.push(f),
                 None => break,
             }
@@ -428,20 +336,15 @@ pub fn is_audio_frame(info: &BundleInfo, frame: &Frame) -> bool {
 pub const PREFILL_CANCEL_CHUNK: usize = 512;
 
 /// Runs a generator to the end and returns every sampled frame (including a final
-/// `<|im_end|>` frame, if any).
-pub fn run_to_end(gen: &mut FrameGenerator, cancel: Option<&CancelToken>) -> Result<Vec<Frame>> {
-    run_to_end_with(gen, cancel, &mut |_| {})
-}
-
-/// [`run_to_end`], calling `on_frame` with the number of frames so far after each frame.
-pub fn run_to_end_with(
+/// `<|im_end|>` frame, if any), calling `on_frame` with the number of frames so far after each.
+pub fn run_to_end(
     gen: &mut FrameGenerator,
-    cancel: Option<&CancelToken>,
+    cancel: &CancelToken,
     on_frame: &mut dyn FnMut(usize),
 ) -> Result<Vec<Frame>> {
     let mut frames = Vec::new();
-    while !gen.is_finished() {
-        frames.extend(gen.decode_frames(1, cancel)?);
+    while let Some(f) = gen.decode_frame(cancel)? {
+        frames.push(f);
         on_frame(frames.len());
     }
     Ok(frames)
@@ -506,27 +409,12 @@ pub fn decode_range(
     Ok(out)
 }
 
-/// Stage 4: prompt → frames → codes → PCM in one call.
-pub fn synthesize(
-    t2s: &dyn Text2Semantic,
-    codec: &dyn Codec,
-    info: Arc<BundleInfo>,
-    prompt: Prompt,
-    params: &SynthParams,
-    cancel: Option<&CancelToken>,
-) -> Result<Vec<f32>> {
-    let mut gen = FrameGenerator::new(t2s, info.clone(), prompt, params)?;
-    let frames = run_to_end(&mut gen, cancel)?;
-    let codes = frames_to_codes(&info, &frames)?;
-    decode_range(codec, &info, &codes, 0, codes.frames().0)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::backend::SlowOutput;
+    use crate::backend::{SlowOutput, T2sRequest};
 
     const K: usize = 3;
     const SEM_BEGIN: u32 = 100;
@@ -650,7 +538,7 @@ mod tests {
             };
             let mut g =
                 FrameGenerator::new(&t2s, Arc::new(i.clone()), long.clone(), &greedy(2)).unwrap();
-            let r = g.decode_frames(2, Some(&t2s.token));
+            let r = g.decode_frames(2, &t2s.token);
             let calls = t2s.calls.lock().unwrap().clone();
             if cancel_after_first {
                 assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
@@ -667,22 +555,22 @@ mod tests {
     fn generate_stops_at_im_end_and_drops_its_codes() {
         let mock = Mock { script: vec![3, 4, 5, SEM_ROWS] };
         let mut g = FrameGenerator::new(&mock, info(), prompt(), &greedy(20)).unwrap();
-        let frames = run_to_end(&mut g, None).unwrap();
+        let frames = run_to_end(&mut g, &CancelToken::new(), &mut |_| {}).unwrap();
         assert_eq!(frames.len(), 4);
         assert_eq!(frames[0], vec![103, 3, 1, 2]);
         assert_eq!(frames[3][0], i64::from(IM_END));
         assert_eq!(frames[3][1], 0, "im_end gives c0 = 0");
         let codes = frames_to_codes(&info(), &frames).unwrap();
         assert_eq!(codes.frames().0, 3);
-        assert!(g.decode_frame().unwrap().is_none());
+        assert!(g.decode_frame(&CancelToken::new()).unwrap().is_none());
     }
 
     #[test]
     fn generate_ignore_end_runs_exactly_max_frames_of_audio() {
         let mock = Mock { script: vec![3, SEM_ROWS] }; // im_end wins from frame 1 on
         let mut g =
-            FrameGenerator::new(&mock, info(), prompt(), &greedy(6).with_ignore_end(true)).unwrap();
-        let frames = run_to_end(&mut g, None).unwrap();
+            FrameGenerator::new(&mock, info(), prompt(), &greedy(6)).unwrap().ignoring_end(true);
+        let frames = run_to_end(&mut g, &CancelToken::new(), &mut |_| {}).unwrap();
         assert_eq!(frames.len(), 6);
         assert!(frames.iter().all(|f| is_audio_frame(&info(), f)));
         assert_eq!(frames_to_codes(&info(), &frames).unwrap().frames().0, 6);
@@ -694,12 +582,12 @@ mod tests {
         let mut g = FrameGenerator::new(&mock, info(), prompt(), &greedy(5)).unwrap();
         assert!(g.profile().is_none());
         g.enable_profile();
-        run_to_end(&mut g, None).unwrap();
+        run_to_end(&mut g, &CancelToken::new(), &mut |_| {}).unwrap();
         let p = g.profile().unwrap();
         assert_eq!(p.decoded_frames, 4, "the prefill frame is counted apart");
         assert!(p.decode_total >= p.slow + p.fast + p.sampling);
         let mut plain = FrameGenerator::new(&mock, info(), prompt(), &greedy(5)).unwrap();
-        run_to_end(&mut plain, None).unwrap();
+        run_to_end(&mut plain, &CancelToken::new(), &mut |_| {}).unwrap();
         assert!(plain.profile().is_none());
     }
 
@@ -707,7 +595,7 @@ mod tests {
     fn generate_stops_at_max_frames() {
         let mock = Mock { script: vec![1] };
         let mut g = FrameGenerator::new(&mock, info(), prompt(), &greedy(5)).unwrap();
-        assert_eq!(run_to_end(&mut g, None).unwrap().len(), 5);
+        assert_eq!(run_to_end(&mut g, &CancelToken::new(), &mut |_| {}).unwrap().len(), 5);
     }
 
     #[test]
@@ -715,7 +603,7 @@ mod tests {
         let mock = Mock { script: vec![7] };
         for params in [greedy(3), SynthParams::default().with_max_frames(3).with_seed(5)] {
             let mut g = FrameGenerator::new(&mock, info(), prompt(), &params).unwrap();
-            for f in run_to_end(&mut g, None).unwrap() {
+            for f in run_to_end(&mut g, &CancelToken::new(), &mut |_| {}).unwrap() {
                 let id = f[0];
                 assert!(
                     id == i64::from(IM_END)
@@ -735,57 +623,6 @@ mod tests {
         ));
     }
 
-    fn generator_with_history(compat: bool, history: Vec<Frame>) -> FrameGenerator {
-        let mock = Mock { script: vec![1] };
-        let mut g = FrameGenerator::new(
-            &mock,
-            info(),
-            prompt(),
-            &greedy(20).with_fish_speech_compat(compat),
-        )
-        .unwrap();
-        g.history = history;
-        g
-    }
-
-    #[test]
-    fn penalty_window_zero_padded_while_short() {
-        let g = generator_with_history(false, vec![vec![103, 3, 4, 5]]);
-        // Main token: row 0 → head index 3; the zero padding (id 0) is outside the head.
-        assert_eq!(g.window(1, 0), vec![3]);
-        // Codebook 1 (row 2): the decoded frame's 4, then 15 zero-padding columns (code 0).
-        let w = g.window(1, 1);
-        assert_eq!(w.len(), 16);
-        assert_eq!(w[0], 4);
-        assert!(w[1..].iter().all(|&c| c == 0));
-    }
-
-    #[test]
-    fn penalty_window_slides_after_sixteen_frames() {
-        let history: Vec<Frame> =
-            (0..20).map(|i| vec![i64::from(SEM_BEGIN) + i % 10, i % 10, i, 7]).collect();
-        let g = generator_with_history(false, history);
-        // d = 18: columns 2..18.
-        let w = g.window(18, 1);
-        assert_eq!(w, (2..18).collect::<Vec<usize>>());
-        assert_eq!(g.window(18, 0), (2..18).map(|i| i % 10).collect::<Vec<usize>>());
-    }
-
-    #[test]
-    fn penalty_compat_mode_reads_first_column_as_ids() {
-        // fish-speech's bug: previous_tokens[:, 0] = (main id, c0, c1, c2) of the window's first
-        // column, read as token ids. Codes are small ids outside the head, so only the first
-        // column's main token is penalised, not the window's row 0.
-        let history: Vec<Frame> =
-            (0..20).map(|i| vec![i64::from(SEM_BEGIN) + i % 10, i % 10, 1, 2]).collect();
-        let fixed = generator_with_history(false, history.clone());
-        let compat = generator_with_history(true, history);
-        assert_eq!(compat.window(18, 0), vec![2]); // column 2 → head index 2 only
-        assert_eq!(fixed.window(18, 0).len(), 16);
-        // Codebooks are the same in both modes.
-        assert_eq!(compat.window(18, 2), fixed.window(18, 2));
-    }
-
     #[test]
     fn penalty_compat_mode_rounds_knobs_to_bf16() {
         let mock = Mock { script: vec![1] };
@@ -796,8 +633,8 @@ mod tests {
             &SynthParams::default().with_fish_speech_compat(true).with_max_frames(4),
         )
         .unwrap();
-        assert_eq!(g.sampling.temperature, 0.80078125);
-        assert_eq!(g.sampling.repetition_penalty, 1.1015625);
+        assert_eq!(g.sampling.params.temperature, 0.80078125);
+        assert_eq!(g.sampling.params.repetition_penalty, 1.1015625);
     }
 
     struct MockCodec {

@@ -2,37 +2,40 @@
 //!
 //! Text → prompt → DualAR transformer (frames of 10 codes, 21.53 per second) → codec → PCM
 //! f32 mono at 44.1 kHz, in one call ([`Engine::synthesize`]) or streamed in chunks
-//! ([`Engine::stream`]). The model comes as a bundle directory (`docs/bundle-format.md`).
+//! ([`Engine::stream`]); every call takes one [`Request`] (text, voices, parameters, cancel
+//! token). The model comes as a bundle directory (`docs/bundle-format.md`).
 //!
 //! This file only re-exports the public API.
 
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 pub mod audio;
 pub mod backend;
 pub mod bench;
 pub mod bundle;
 mod codes;
 pub mod config;
-mod engine;
 pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
 mod fsio;
 pub mod generate;
+#[doc(hidden)]
+pub mod internal;
 pub mod npy;
 pub mod sampling;
 pub mod text;
 mod verify_cache;
 pub mod voice;
 
+pub use api::{Engine, ProgressFn, Request, Stream};
 pub use audio::{Audio, AudioChunk, WavFormat};
 pub use backend::Skipped;
 pub use bundle::BundleInfo;
 pub use codes::{Codes, Frames};
 pub use config::{BackendKind, EngineConfig, SynthParams};
-pub use engine::{Engine, Stream};
 pub use error::{Error, Result, Status};
 pub use generate::{CancelToken, CodecStream};
 pub use voice::Voice;

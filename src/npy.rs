@@ -1,5 +1,5 @@
-//! A minimal `.npy` (format 1.0/2.0) reader and writer for little-endian i64/i32/f32/f64 arrays
-//! in C order: enough for codes files (`[10, T]` int64, as fish-speech's codec CLI) and the
+//! `.npy` arrays through `npyz`: i64/i32/f32/f64 (widened to i64 or narrowed to f32, C or
+//! Fortran order), enough for codes files (`[10, T]` int64, as fish-speech's codec CLI) and the
 //! golden fixtures.
 
 use std::path::Path;
@@ -53,72 +53,35 @@ pub fn read(path: &Path) -> Result<NpyArray> {
 }
 
 fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err("not an .npy file".into());
+    let file = npyz::NpyFile::new(bytes).map_err(|e| format!("not an .npy file ({e})"))?;
+    let shape = file
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("dimension {d} is too large")))
+        .collect::<std::result::Result<Vec<usize>, String>>()?;
+    let fortran = file.order() == npyz::Order::Fortran;
+    let npyz::DType::Plain(ty) = file.dtype() else {
+        return Err("structured or array dtypes are not supported".into());
+    };
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or("shape too large")?;
+    // The element count against the bytes present, before anything is allocated.
+    let size = usize::try_from(ty.size_field()).unwrap_or(usize::MAX);
+    let have = bytes.len().saturating_sub(data_offset(bytes));
+    if n.checked_mul(size).is_none_or(|need| need > have) {
+        return Err(format!("data truncated: need {} bytes", n.saturating_mul(size)));
     }
-    let major = bytes[6];
-    let (hlen, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err("truncated header".into());
-            }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-        }
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    let header = bytes.get(start..start + hlen).ok_or("truncated header")?;
-    let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
-    let descr = dict_value(header, "descr").ok_or("no descr")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = match dict_value(header, "fortran_order").map(str::trim) {
-        Some("False") => false,
-        Some("True") => true,
-        _ => return Err("no fortran_order".into()),
-    };
-    let shape_s = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split('(').nth(1))
-        .and_then(|s| s.split(')').next())
-        .ok_or("no shape")?;
-    let shape: Vec<usize> = shape_s
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape {shape_s}")))
-        .collect::<std::result::Result<_, _>>()?;
-    let n: usize = shape.iter().product();
-    let body = &bytes[start + hlen..];
-    let need = |size: usize| -> std::result::Result<&[u8], String> {
-        body.get(..n * size).ok_or_else(|| format!("data truncated: need {} bytes", n * size))
-    };
-    let data = match descr {
-        "<i8" => NpyData::I64(
-            need(8)?
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
+    let truncated = |e: std::io::Error| format!("data truncated or unreadable: {e}");
+    use npyz::TypeChar::{Float, Int};
+    let data = match (ty.type_char(), ty.size_field()) {
+        (Int, 8) => NpyData::I64(file.into_vec::<i64>().map_err(truncated)?),
+        (Int, 4) => NpyData::I64(
+            file.into_vec::<i32>().map_err(truncated)?.into_iter().map(i64::from).collect(),
         ),
-        "<i4" => NpyData::I64(
-            need(4)?
-                .chunks_exact(4)
-                .map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
-                .collect(),
+        (Float, 4) => NpyData::F32(file.into_vec::<f32>().map_err(truncated)?),
+        (Float, 8) => NpyData::F32(
+            file.into_vec::<f64>().map_err(truncated)?.into_iter().map(|v| v as f32).collect(),
         ),
-        "<f4" => NpyData::F32(
-            need(4)?
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-                .collect(),
-        ),
-        "<f8" => NpyData::F32(
-            need(8)?
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-        ),
-        other => return Err(format!("unsupported dtype {other}")),
+        _ => return Err(format!("unsupported dtype {ty}")),
     };
     let data = if fortran {
         match data {
@@ -129,6 +92,16 @@ fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         data
     };
     Ok(NpyArray { shape, data })
+}
+
+/// Where the data starts: magic (6), version (2), header length (2 bytes in version 1, 4 in
+/// later versions), header. Only called once `npyz` has accepted the preamble.
+fn data_offset(bytes: &[u8]) -> usize {
+    let at = |i: usize| usize::from(bytes.get(i).copied().unwrap_or(0));
+    match bytes.get(6) {
+        Some(1) => 10 + (at(8) | at(9) << 8),
+        _ => 12 + (at(8) | at(9) << 8 | at(10) << 16 | at(11) << 24),
+    }
 }
 
 /// Reorders column-major (Fortran) data into row-major (C) order.
@@ -157,43 +130,36 @@ fn fortran_to_c<T: Copy>(v: &[T], shape: &[usize]) -> Vec<T> {
     out
 }
 
-fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let after = header.split(&format!("'{key}':")).nth(1)?;
-    Some(after.split(',').next()?.trim())
-}
-
-fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
-    let shape_s = match shape.len() {
-        1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
-    // Pad so that magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64.
-    let total = 10 + h.len() + 1;
-    h.push_str(&" ".repeat((64 - total % 64) % 64));
-    h.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    out.extend_from_slice(h.as_bytes());
-    out
+/// Writes `data` (C order) as an `.npy` array of `shape`.
+fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+    path: &Path,
+    shape: &[usize],
+    data: &[T],
+) -> Result<()> {
+    use npyz::WriterBuilder;
+    let mut out = Vec::new();
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let written = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(&mut out)
+        .begin_nd()
+        .and_then(|mut w| {
+            w.extend(data.iter().copied())?;
+            w.finish()
+        });
+    written.map_err(|e| Error::io(path, e))?;
+    std::fs::write(path, out).map_err(|e| Error::io(path, e))
 }
 
 /// Writes an int64 array.
 pub fn write_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
-    let mut out = header("<i8", shape);
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, out).map_err(|e| Error::io(path, e))
+    write(path, shape, data)
 }
 
 /// Writes a float32 array.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let mut out = header("<f4", shape);
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, out).map_err(|e| Error::io(path, e))
+    write(path, shape, data)
 }
 
 #[cfg(test)]
@@ -211,15 +177,24 @@ mod tests {
         assert_eq!(a.data, NpyData::I64(vec![1, 2, 3, 4, 5, -6]));
         write_f32(&p, &[3], &[0.5, 1.0, -2.0]).unwrap();
         assert_eq!(read(&p).unwrap().into_f32(), vec![0.5, 1.0, -2.0]);
-        // fortran_order: [[1, 2, 3], [4, 5, 6]] stored column-major.
-        let mut f = header("<i8", &[2, 3]);
-        let at = f.windows(5).position(|w| w == b"False").unwrap();
-        f[at..at + 5].copy_from_slice(b"True ");
+        // fortran_order: [[1, 2, 3], [4, 5, 6]] stored column-major (numpy's own header).
+        let h = "{'descr': '<i8', 'fortran_order': True, 'shape': (2, 3), }";
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        let pad = 64 - (10 + h.len() + 1) % 64;
+        f.extend_from_slice(&((h.len() + pad + 1) as u16).to_le_bytes());
+        f.extend_from_slice(h.as_bytes());
+        f.extend(std::iter::repeat_n(b' ', pad));
+        f.push(b'\n');
+        let body_at = f.len();
         for v in [1i64, 4, 2, 5, 3, 6] {
             f.extend_from_slice(&v.to_le_bytes());
         }
-        std::fs::write(&p, f).unwrap();
+        std::fs::write(&p, &f).unwrap();
         assert_eq!(read(&p).unwrap().data, NpyData::I64(vec![1, 2, 3, 4, 5, 6]));
+        // A body cut short is an error that says so, not a short array.
+        std::fs::write(&p, &f[..body_at + 20]).unwrap();
+        let e = read(&p).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
         std::fs::write(&p, b"junk").unwrap();
         assert!(read(&p).is_err());
     }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use s1_mini::{Codes, Error, Frames, Status, SynthParams};
+use s1_mini::{Codes, Error, Frames, Request, Status, SynthParams};
 
 fn p() -> SynthParams {
     SynthParams::default().with_max_frames(8)
@@ -12,9 +12,12 @@ fn p() -> SynthParams {
 #[test]
 fn empty_text_is_empty_text() {
     let e = tiny_engine();
-    assert!(matches!(e.synthesize("", &p()), Err(Error::EmptyText)));
-    assert!(matches!(e.synthesize(" \n\t ", &p()), Err(Error::EmptyText)));
-    assert!(matches!(e.stream("", &p()), Err(Error::EmptyText)));
+    assert!(matches!(e.synthesize(&Request::new("").with_params(p())), Err(Error::EmptyText)));
+    assert!(matches!(
+        e.synthesize(&Request::new(" \n\t ").with_params(p())),
+        Err(Error::EmptyText)
+    ));
+    assert!(matches!(e.stream(&Request::new("").with_params(p())), Err(Error::EmptyText)));
     assert_eq!(Error::EmptyText.status(), Status::EmptyText);
 }
 
@@ -22,7 +25,7 @@ fn empty_text_is_empty_text() {
 fn one_megabyte_text_is_text_too_long() {
     let e = tiny_engine();
     let text = "a".repeat(1 << 20);
-    match e.synthesize(&text, &p()) {
+    match e.synthesize(&Request::new(&text).with_params(p())) {
         Err(err @ Error::TextTooLong { chars, .. }) => {
             assert_eq!(chars, 1 << 20);
             assert_eq!(err.status(), Status::TextTooLong);
@@ -33,8 +36,7 @@ fn one_megabyte_text_is_text_too_long() {
 
 #[test]
 fn invalid_utf8_bytes_are_invalid_utf8() {
-    let e = tiny_engine();
-    match e.synthesize_bytes(b"ok \xff\xfe bad", &p()) {
+    match Request::from_utf8(b"ok \xff\xfe bad") {
         Err(err @ Error::InvalidUtf8 { arg: "text", valid_up_to: 3 }) => {
             assert_eq!(err.status(), Status::InvalidUtf8)
         }
@@ -48,8 +50,10 @@ fn prompt_longer_than_context_minus_frame_budget_is_prompt_too_long() {
     let ctx = e.info().model.max_seq_len;
     // The tiny tokenizer is byte-level for most text: about one token per character.
     let text = "word ".repeat(ctx / 5);
-    let budget = e.context_frames(&text).unwrap();
-    match e.synthesize(&text, &SynthParams::default().with_max_frames(budget + 1)) {
+    let budget = e.context_frames(&Request::new(&text)).unwrap();
+    match e.synthesize(
+        &Request::new(&text).with_params(SynthParams::default().with_max_frames(budget + 1)),
+    ) {
         Err(Error::PromptTooLong { prompt_tokens, max_frames, context_tokens }) => {
             assert_eq!(context_tokens, ctx);
             assert_eq!(max_frames, budget + 1);
@@ -70,7 +74,7 @@ fn out_of_range_params_are_invalid_argument_naming_the_parameter() {
         (p().with_max_frames(u32::MAX), "max_frames"),
         (p().with_chunk_frames(1, 0), "chunk_frames"),
     ] {
-        match e.synthesize("hello", &params) {
+        match e.synthesize(&Request::new("hello").with_params(params.clone())) {
             Err(Error::InvalidArgument { name: got, .. }) => assert_eq!(got, name),
             other => panic!("{name}: {other:?}"),
         }
@@ -93,8 +97,12 @@ fn codes_out_of_range_or_wrong_shape_are_invalid_argument() {
 #[test]
 fn synthesis_produces_audio_at_the_codec_rate() {
     let e = tiny_engine();
-    let a =
-        e.synthesize("Hello.", &SynthParams::default().with_max_frames(5).with_seed(9)).unwrap();
+    let a = e
+        .synthesize(
+            &Request::new("Hello.")
+                .with_params(SynthParams::default().with_max_frames(5).with_seed(9)),
+        )
+        .unwrap();
     assert_eq!(a.sample_rate_hz, 44_100);
     assert!(a.samples.len() <= 5 * e.info().codec.frame_samples);
     assert!(a.samples.iter().all(|s| s.is_finite()));

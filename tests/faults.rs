@@ -20,7 +20,7 @@ use s1_mini::ffi::engine::s1_engine_free;
 use s1_mini::ffi::stream::{
     s1_chunk, s1_stream_free, s1_stream_next, s1_stream_run, s1_stream_start,
 };
-use s1_mini::{BackendKind, Codes, Engine, Error, Frames, Status, SynthParams};
+use s1_mini::{BackendKind, Codes, Engine, Error, Frames, Request, Status, SynthParams};
 
 fn engine(dir: &Path, verify: bool) -> Result<Engine, Error> {
     Engine::new(config(dir).with_verify_hashes(verify).with_backend(BackendKind::OnnxCpu))
@@ -87,7 +87,7 @@ fn every_bundle_file_truncated_corrupted_or_removed_is_a_specific_error() {
         } else if name == READ_AT_FIRST_USE {
             // Loads; the first encode opens the graph and names it.
             let e = unverified.unwrap();
-            match e.encode_audio(&vec![0.01; 4096]) {
+            match e.encode_pcm(&vec![0.01; 4096], 44_100) {
                 Err(err) => {
                     assert_eq!(err.status(), Status::BundleInvalid, "{err}");
                     assert!(err.to_string().contains(name.as_str()), "{err}");
@@ -151,7 +151,9 @@ fn impossible_requests_are_refused_before_allocating() {
     // A frame budget beyond the context: refused by validation, nothing generated.
     for max_frames in [context + 1, u32::MAX] {
         let t = Instant::now();
-        let r = engine.synthesize("Hello.", &SynthParams::default().with_max_frames(max_frames));
+        let r = engine.synthesize(
+            &Request::new("Hello.").with_params(SynthParams::default().with_max_frames(max_frames)),
+        );
         assert!(
             matches!(&r, Err(Error::InvalidArgument { name, .. }) if *name == "max_frames"),
             "{r:?}"
@@ -160,12 +162,13 @@ fn impossible_requests_are_refused_before_allocating() {
     }
     // Prompt + frames beyond the context: refused before the KV cache exists.
     let long = "word ".repeat(context as usize);
-    let r = engine.synthesize(&long, &SynthParams::default().with_max_frames(16));
+    let r = engine
+        .synthesize(&Request::new(long).with_params(SynthParams::default().with_max_frames(16)));
     assert_eq!(r.unwrap_err().status(), Status::TextTooLong);
     // 64 MiB of text: refused by length before tokenizing (no 64 MiB-token prompt is built).
     let huge = "a".repeat(64 << 20);
     let t = Instant::now();
-    let r = engine.synthesize(&huge, &SynthParams::default());
+    let r = engine.synthesize(&Request::new(huge).with_params(SynthParams::default()));
     assert!(matches!(r, Err(Error::TextTooLong { .. })), "{r:?}");
     assert!(t.elapsed().as_secs_f64() < 1.0, "{:?}", t.elapsed());
     // Codes whose shape would wrap around usize: an error, not a bogus buffer.

@@ -5,8 +5,7 @@ mod common;
 
 use common::*;
 use s1_mini::bundle::Bundle;
-use s1_mini::text::prompt::Reference;
-use s1_mini::{npy, Codes, Frames, SynthParams};
+use s1_mini::{npy, Codes, Frames, Request, SynthParams, Voice};
 
 /// Tolerance of fp32 ONNX against fp32 PyTorch (STYLE.md §23).
 const FP32_TOL: f32 = 1e-4;
@@ -28,16 +27,13 @@ fn tokenizer_matches_fish_speech_corpus() {
     }
 }
 
-fn golden_prompt(name: &str) -> (String, Vec<Reference>, Vec<i64>) {
+fn golden_prompt(name: &str) -> (String, Vec<Voice>, Vec<i64>) {
     let g = read_json(&golden(name));
     let refs = g["references"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| Reference {
-            text: r["text"].as_str().unwrap().to_string(),
-            codes: json_codes(&r["codes"]),
-        })
+        .map(|r| Voice::new(json_codes(&r["codes"]), r["text"].as_str().unwrap()).unwrap())
         .collect();
     let ids: Vec<i64> = g["ids"]
         .as_array()
@@ -55,7 +51,7 @@ fn prompt_ids_match_fish_speech_with_zero_one_two_references() {
     let engine = tiny_engine();
     for name in ["prompt_text.json", "prompt_ref1.json", "prompt_ref2.json"] {
         let (text, refs, want) = golden_prompt(name);
-        let p = engine.prompt_with_references(&refs, &text).unwrap();
+        let p = engine.prompt(&Request::new(text).with_voices(refs)).unwrap();
         assert_eq!(p.rows, 11);
         assert_eq!(p.data, want, "{name}");
     }
@@ -86,7 +82,11 @@ fn golden_text() -> String {
 fn prefill_logits_match_fish_speech() {
     let engine = tiny_engine();
     let p = SynthParams::default().with_max_frames(1).with_temperature(0.0);
-    let (_, logits) = engine.generate_frames(&golden_text(), &p).unwrap();
+    let (_, logits) = s1_mini::internal::generate_frames(
+        &engine,
+        &Request::new(golden_text()).with_params(p.clone()),
+    )
+    .unwrap();
     let want = npy::read(&golden("prefill_logits.npy")).unwrap().into_f32();
     check_close(&logits, &want, "prefill logits");
 }
@@ -102,7 +102,11 @@ fn greedy_frames_match_fish_speech_generate_in_compat_mode() {
         .with_repetition_penalty(g["repetition_penalty"].as_f64().unwrap() as f32)
         .with_max_frames(params["max_new_tokens"].as_u64().unwrap() as u32)
         .with_fish_speech_compat(true);
-    let (frames, _) = engine.generate_frames(&golden_text(), &p).unwrap();
+    let (frames, _) = s1_mini::internal::generate_frames(
+        &engine,
+        &Request::new(golden_text()).with_params(p.clone()),
+    )
+    .unwrap();
     assert_eq!(frames, frames_golden("greedy_frames.npy"));
 }
 
@@ -117,7 +121,11 @@ fn seeded_sampled_frames_match_reference_sampler() {
         .with_top_p(s["top_p"].as_f64().unwrap() as f32)
         .with_repetition_penalty(s["repetition_penalty"].as_f64().unwrap() as f32)
         .with_max_frames(params["max_new_tokens"].as_u64().unwrap() as u32);
-    let (frames, _) = engine.generate_frames(&golden_text(), &p).unwrap();
+    let (frames, _) = s1_mini::internal::generate_frames(
+        &engine,
+        &Request::new(golden_text()).with_params(p.clone()),
+    )
+    .unwrap();
     assert_eq!(frames, frames_golden("sampled_frames.npy"));
 }
 

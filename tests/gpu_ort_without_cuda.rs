@@ -15,7 +15,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::tiny_dir;
-use s1_mini::{BackendKind, Engine, EngineConfig, Error};
+use s1_mini::{BackendKind, Engine, EngineConfig, Error, Request};
 
 fn gpu_library() -> Option<PathBuf> {
     std::env::var_os("S1_TEST_ORT_GPU_DYLIB").map(PathBuf::from).filter(|p| p.is_file())
@@ -63,8 +63,11 @@ fn gpu_ort_without_cuda_libraries_names_the_missing_library() {
     assert_eq!(engine.backend(), BackendKind::OnnxCpu);
     let skipped: Vec<BackendKind> = engine.skipped_backends().iter().map(|s| s.backend).collect();
     assert!(skipped.ends_with(&[BackendKind::TensorRt, BackendKind::OnnxCuda]), "{skipped:?}");
-    let audio =
-        engine.synthesize("Hi.", &s1_mini::SynthParams::default().with_max_frames(4)).unwrap();
+    let audio = engine
+        .synthesize(
+            &Request::new("Hi.").with_params(s1_mini::SynthParams::default().with_max_frames(4)),
+        )
+        .unwrap();
     assert!(!audio.samples.is_empty());
 }
 

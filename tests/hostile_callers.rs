@@ -12,7 +12,7 @@ use s1_mini::ffi::stream::{
     s1_chunk, s1_stream_cancel, s1_stream_free, s1_stream_next, s1_stream_run, s1_stream_start,
 };
 use s1_mini::ffi::synth::{s1_synth_params, s1_synth_params_default};
-use s1_mini::Status;
+use s1_mini::{Request, Status};
 
 fn params() -> s1_synth_params {
     let mut p = std::mem::MaybeUninit::uninit();
@@ -290,7 +290,7 @@ fn special_token_strings_in_text_and_transcripts_are_plain_text_by_default() {
             .count()
     };
     let text = "Say <|im_end|> then <|semantic:5|> and <|interleave|> please.";
-    let p = engine.prompt(text).unwrap();
+    let p = engine.prompt(&Request::new(text)).unwrap();
     let t = p.token_ids();
     assert_eq!(count(t, ids.im_end), 0, "{t:?}");
     assert_eq!(count(t, ids.interleave), 1, "only the prompt's own first token: {t:?}");
@@ -298,18 +298,21 @@ fn special_token_strings_in_text_and_transcripts_are_plain_text_by_default() {
     // A voice transcript: only the reference's own end token and frames.
     let codes = s1_mini::Codes::new(10, s1_mini::Frames(3), (0..30).collect()).unwrap();
     let voice = engine.voice_from_codes(codes, "ref <|im_end|><|semantic:3|> text").unwrap();
-    let p = engine.prompt_with_voices(std::slice::from_ref(&voice), "hi").unwrap();
+    let p = engine.prompt(&Request::new("hi").with_voices([voice.clone()])).unwrap();
     let t = p.token_ids();
     assert_eq!(count(t, ids.im_end), 1, "{t:?}");
     assert_eq!(semantic(t), 3, "{t:?}");
     // fish-speech's parsing only when asked: then they are the control tokens.
     let on = s1_mini::SynthParams::default().with_parse_special_tokens(true);
-    let p = engine.prompt_with_params(std::slice::from_ref(&voice), text, &on).unwrap();
+    let p = engine
+        .prompt(&Request::new(text).with_voices([voice.clone()]).with_params(on.clone()))
+        .unwrap();
     let t = p.token_ids();
     assert_eq!(count(t, ids.im_end), 3, "{t:?}");
     assert_eq!(semantic(t), 3 + 2, "{t:?}");
     let off = s1_mini::SynthParams::default();
-    let p = engine.prompt_with_params(&[voice], text, &off).unwrap();
+    let p =
+        engine.prompt(&Request::new(text).with_voices([voice]).with_params(off.clone())).unwrap();
     assert_eq!(count(p.token_ids(), ids.im_end), 1);
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use common::*;
-use s1_mini::{BackendKind, Engine, Error, SynthParams};
+use s1_mini::{BackendKind, Engine, Error, Request, SynthParams};
 
 fn quantized(precision: &str) -> PathBuf {
     static MADE: OnceLock<PathBuf> = OnceLock::new();
@@ -51,21 +51,22 @@ fn rel_rmse(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn quantized_bundles_run_on_onnx_cpu_close_to_fp32() {
     let text = "Hello there, general.";
-    let p = SynthParams::default().with_temperature(0.0).with_max_frames(12).with_ignore_end(true);
+    let p = SynthParams::default().with_temperature(0.0).with_max_frames(12);
+    let req = s1_mini::internal::ignore_end(Request::new(text).with_params(p));
     let fp32 = Engine::new(config(&tiny_dir()).with_backend(BackendKind::OnnxCpu)).unwrap();
-    let (ref_frames, ref_logits) = fp32.generate_frames(text, &p).unwrap();
+    let (ref_frames, ref_logits) = s1_mini::internal::generate_frames(&fp32, &req).unwrap();
     for (precision, bound) in [("int8", 0.03), ("int4", 0.25)] {
         let dir = quantized(precision);
         let e = Engine::new(config(&dir).with_backend(BackendKind::OnnxCpu)).unwrap();
-        assert_eq!(e.info().precision, precision);
+        assert_eq!(e.info().precision.as_str(), precision);
         let q = e.info().quantization.clone().unwrap();
         assert_eq!((q.layer_bits, q.head_bits), (if precision == "int8" { 8 } else { 4 }, 8));
-        let (frames, logits) = e.generate_frames(text, &p).unwrap();
+        let (frames, logits) = s1_mini::internal::generate_frames(&e, &req).unwrap();
         let rel = rel_rmse(&ref_logits, &logits);
         assert!(rel > 0.0 && rel < bound, "{precision}: prefill logits rel RMSE {rel}");
         assert_eq!(frames.len(), ref_frames.len());
         // Codes in range: the quantised graphs still give a valid frame every step.
-        let audio = e.synthesize(text, &p).unwrap();
+        let audio = e.synthesize(&req).unwrap();
         assert_eq!(audio.samples.len(), 12 * e.info().codec.frame_samples);
         assert!(audio.samples.iter().all(|x| x.is_finite()));
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 
 use common::*;
-use s1_mini::{Error, SynthParams};
+use s1_mini::{Error, Request, SynthParams};
 
 const TEXT: &str = "Hello world! Streaming test.";
 /// With seed 0 the tiny model runs past 1024 frames on this text without `<|im_end|>`, so a
@@ -21,10 +21,12 @@ fn params(seed: u64) -> SynthParams {
 #[test]
 fn stream_concatenation_equals_one_shot_for_several_chunk_sizes() {
     let engine = tiny_engine();
-    let one_shot = engine.synthesize(TEXT, &params(7)).unwrap();
+    let one_shot = engine.synthesize(&Request::new(TEXT).with_params(params(7))).unwrap();
     assert!(!one_shot.samples.is_empty());
     for (first, rest) in [(1, 1), (4, 16), (2, 7)] {
-        let mut s = engine.stream(TEXT, &params(7).with_chunk_frames(first, rest)).unwrap();
+        let mut s = engine
+            .stream(&Request::new(TEXT).with_params(params(7).with_chunk_frames(first, rest)))
+            .unwrap();
         let mut pcm = Vec::new();
         let mut chunks = Vec::new();
         while let Some(c) = s.next_chunk().unwrap() {
@@ -49,8 +51,8 @@ fn stream_longer_than_receptive_field_equals_one_shot() {
     let engine = tiny_engine();
     let rf = engine.info().codec.receptive_field_frames as u32;
     let p = params(3).with_max_frames(rf * 2 + 5).with_chunk_frames(3, 5);
-    let one_shot = engine.synthesize(TEXT, &p).unwrap();
-    let mut s = engine.stream(TEXT, &p).unwrap();
+    let one_shot = engine.synthesize(&Request::new(TEXT).with_params(p.clone())).unwrap();
+    let mut s = engine.stream(&Request::new(TEXT).with_params(p.clone())).unwrap();
     let mut pcm = Vec::new();
     while let Some(c) = s.next_chunk().unwrap() {
         pcm.extend_from_slice(&c.samples);
@@ -62,7 +64,7 @@ fn stream_longer_than_receptive_field_equals_one_shot() {
 #[test]
 fn stream_outlives_engine_handle() {
     let engine = tiny_engine();
-    let mut s = engine.stream(TEXT, &params(1)).unwrap();
+    let mut s = engine.stream(&Request::new(TEXT).with_params(params(1))).unwrap();
     drop(engine);
     assert!(s.next_chunk().unwrap().is_some());
 }
@@ -71,13 +73,17 @@ fn stream_outlives_engine_handle() {
 fn eight_threads_with_seeds_equal_single_threaded_runs() {
     let engine = Arc::new(tiny_engine());
     let seeds: Vec<u64> = (0..8).map(|i| 100 + i).collect();
-    let single: Vec<_> =
-        seeds.iter().map(|&s| engine.generate_codes(TEXT, &params(s)).unwrap()).collect();
+    let single: Vec<_> = seeds
+        .iter()
+        .map(|&s| engine.generate_codes(&Request::new(TEXT).with_params(params(s))).unwrap())
+        .collect();
     let handles: Vec<_> = seeds
         .iter()
         .map(|&s| {
             let e = engine.clone();
-            thread::spawn(move || e.generate_codes(TEXT, &params(s)).unwrap())
+            thread::spawn(move || {
+                e.generate_codes(&Request::new(TEXT).with_params(params(s))).unwrap()
+            })
         })
         .collect();
     for (h, want) in handles.into_iter().zip(&single) {
@@ -91,7 +97,10 @@ fn eight_threads_with_seeds_equal_single_threaded_runs() {
 fn cancel_from_another_thread_stops_stream() {
     let engine = tiny_engine();
     let mut s = engine
-        .stream(TEXT, &SynthParams::default().with_max_frames(3000).with_chunk_frames(1, 1))
+        .stream(
+            &Request::new(TEXT)
+                .with_params(SynthParams::default().with_max_frames(3000).with_chunk_frames(1, 1)),
+        )
         .unwrap();
     let token = s.cancel_token();
     let (tx, rx) = mpsc::channel();
@@ -123,7 +132,11 @@ fn cancel_token_stops_generate_codes() {
     let token = s1_mini::CancelToken::new();
     let (e, t) = (engine.clone(), token.clone());
     let h = thread::spawn(move || {
-        e.generate_codes_cancellable(LONG_TEXT, &SynthParams::default().with_max_frames(3000), &t)
+        e.generate_codes(
+            &Request::new(LONG_TEXT)
+                .with_params(SynthParams::default().with_max_frames(3000))
+                .with_cancel(t.clone()),
+        )
     });
     thread::sleep(std::time::Duration::from_millis(100));
     token.cancel();
@@ -140,11 +153,13 @@ fn stream_through_step_graph_equals_one_shot_within_1e5_relative() {
     let engine = tiny_engine();
     assert!(engine.info().graphs.contains_key("codec_decode_step"), "fixture has the step graph");
     let p = params(11).with_max_frames(60);
-    let one_shot = engine.synthesize(TEXT, &p).unwrap();
+    let one_shot = engine.synthesize(&Request::new(TEXT).with_params(p.clone())).unwrap();
     let frames = one_shot.samples.len() / engine.info().codec.frame_samples;
     assert!(frames > 24, "longer than the tiny codec's receptive field ({frames} frames)");
     for (first, rest) in [(1, 1), (4, 16), (2, 7), (16, 64)] {
-        let mut s = engine.stream(TEXT, &p.clone().with_chunk_frames(first, rest)).unwrap();
+        let mut s = engine
+            .stream(&Request::new(TEXT).with_params(p.clone().with_chunk_frames(first, rest)))
+            .unwrap();
         let mut pcm = Vec::new();
         while let Some(c) = s.next_chunk().unwrap() {
             pcm.extend_from_slice(&c.samples);
@@ -213,8 +228,8 @@ fn bundle_without_step_graph_streams_through_decode_range() {
     std::fs::remove_file(dir.join("codec_decode_step.onnx")).unwrap();
     let engine = s1_mini::Engine::new(config(&dir)).unwrap();
     let p = params(11).with_max_frames(30).with_chunk_frames(2, 7);
-    let one_shot = engine.synthesize(TEXT, &p).unwrap();
-    let mut s = engine.stream(TEXT, &p).unwrap();
+    let one_shot = engine.synthesize(&Request::new(TEXT).with_params(p.clone())).unwrap();
+    let mut s = engine.stream(&Request::new(TEXT).with_params(p.clone())).unwrap();
     let mut pcm = Vec::new();
     while let Some(c) = s.next_chunk().unwrap() {
         pcm.extend_from_slice(&c.samples);

@@ -17,7 +17,7 @@ use common::*;
 use s1_mini::ffi::engine::{s1_engine, s1_engine_free};
 use s1_mini::ffi::synth::{s1_audio_free, s1_synthesize};
 use s1_mini::generate::Frame;
-use s1_mini::{CancelToken, Codes, Engine, Error, Status, SynthParams, Voice};
+use s1_mini::{CancelToken, Codes, Engine, Error, Request, Status, SynthParams, Voice};
 
 const THREADS: usize = 16;
 const ITERATIONS: usize = 6;
@@ -57,9 +57,19 @@ fn reference(engine: &Engine) -> Reference {
     let mut codes = Vec::new();
     for t in TEXTS {
         audio.push(
-            SEEDS.iter().map(|&s| engine.synthesize(t, &params(s)).unwrap().samples).collect(),
+            SEEDS
+                .iter()
+                .map(|&s| {
+                    engine.synthesize(&Request::new(t).with_params(params(s))).unwrap().samples
+                })
+                .collect(),
         );
-        codes.push(SEEDS.iter().map(|&s| engine.generate_codes(t, &params(s)).unwrap()).collect());
+        codes.push(
+            SEEDS
+                .iter()
+                .map(|&s| engine.generate_codes(&Request::new(t).with_params(params(s))).unwrap())
+                .collect(),
+        );
     }
     Reference { audio, codes }
 }
@@ -109,9 +119,11 @@ fn request(
     let si = (t * 7 + i) % SEEDS.len();
     let (text, p) = (TEXTS[ti], params(SEEDS[si]));
     let outcome = match (t + i) % 6 {
-        0 => Outcome::Audio(engine.synthesize(text, &p).unwrap().samples),
+        0 => Outcome::Audio(
+            engine.synthesize(&Request::new(text).with_params(p.clone())).unwrap().samples,
+        ),
         1 => {
-            let mut s = engine.stream(text, &p).unwrap();
+            let mut s = engine.stream(&Request::new(text).with_params(p.clone())).unwrap();
             let mut pcm = Vec::new();
             while let Some(chunk) = s.next_chunk().unwrap() {
                 pcm.extend(chunk.samples);
@@ -121,7 +133,9 @@ fn request(
         2 => {
             // Cancel from another thread after the first chunk: Cancelled, or the end if the
             // utterance finished first.
-            let mut s = engine.stream(text, &p.clone().with_chunk_frames(1, 1)).unwrap();
+            let mut s = engine
+                .stream(&Request::new(text).with_params(p.clone().with_chunk_frames(1, 1)))
+                .unwrap();
             let token = s.cancel_token();
             let first = s.next_chunk().unwrap();
             assert!(first.is_some());
@@ -139,7 +153,9 @@ fn request(
                 let t2 = token.clone();
                 thread::spawn(move || t2.cancel());
             }
-            match engine.generate_codes_cancellable(text, &p, &token) {
+            match engine.generate_codes(
+                &Request::new(text).with_params(p.clone()).with_cancel(token.clone()),
+            ) {
                 Ok(codes) => Outcome::Codes(codes),
                 Err(Error::Cancelled) => Outcome::Cancelled,
                 Err(e) => panic!("{e}"),
@@ -148,7 +164,11 @@ fn request(
         4 => Outcome::Audio(c_synthesize(c, text, &p)),
         _ => {
             let vs = (t + 2 * i) % voices.len();
-            let (frames, _) = engine.generate_frames_with_voices(text, &voices[vs], &p).unwrap();
+            let (frames, _) = s1_mini::internal::generate_frames(
+                engine,
+                &Request::new(text).with_voices(voices[vs].iter().cloned()).with_params(p.clone()),
+            )
+            .unwrap();
             Outcome::VoiceFrames(vs, frames)
         }
     };
@@ -201,8 +221,13 @@ fn sixteen_threads_mixed_requests_no_deadlock_and_equal_single_threaded() {
                     // Against an uncached single-threaded run: the prefix cache, filled by
                     // racing threads, changes nothing.
                     let p = params(SEEDS[si]).with_prefix_cache(false);
-                    let (want_frames, _) =
-                        engine.generate_frames_with_voices(TEXTS[ti], &voices[vs], &p).unwrap();
+                    let (want_frames, _) = s1_mini::internal::generate_frames(
+                        &engine,
+                        &Request::new(TEXTS[ti])
+                            .with_voices(voices[vs].iter().cloned())
+                            .with_params(p.clone()),
+                    )
+                    .unwrap();
                     assert_eq!(frames, want_frames, "voices {vs} text {ti} seed {si}");
                     counts[3] += 1;
                 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use s1_mini::{audio, npy, Codes, Error, Frames, SynthParams, Voice};
+use s1_mini::{audio, npy, Codes, Error, Frames, Request, SynthParams, Voice};
 
 fn golden_i64(name: &str) -> (Vec<usize>, Vec<i64>) {
     let path = golden(name);
@@ -22,7 +22,7 @@ fn encode_signal() -> Vec<f32> {
 fn encode_matches_fish_speech_dac_encode_exactly() {
     let engine = tiny_engine();
     let (shape, want) = golden_i64("encode_codes.npy");
-    let codes = engine.encode_audio(&encode_signal()).unwrap();
+    let codes = engine.encode_pcm(&encode_signal(), 44_100).unwrap();
     assert_eq!(codes.num_codebooks(), shape[0]);
     assert_eq!(codes.frames().0, shape[1]);
     assert_eq!(codes.as_slice(), &want[..]);
@@ -78,8 +78,8 @@ fn encode_bad_input_is_a_clear_error() {
     assert_eq!(max, 128);
     // Exactly the limit passes; one sample more does not.
     let fs = engine.info().codec.frame_samples;
-    assert_eq!(engine.encode_audio(&vec![0.01; max * fs]).unwrap().frames().0, max);
-    assert!(engine.encode_audio(&vec![0.01; max * fs + 1]).is_err());
+    assert_eq!(engine.encode_pcm(&vec![0.01; max * fs], 44_100).unwrap().frames().0, max);
+    assert!(engine.encode_pcm(&vec![0.01; max * fs + 1], 44_100).is_err());
     let e = engine.create_voice(&[0.0; 100], 44_100, " ").unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { name: "transcript", .. }));
 }
@@ -134,8 +134,11 @@ fn voice_synthesis_matches_fish_speech_generate_with_reference() {
     let want: Vec<Vec<i64>> = want.chunks(shape[1]).map(|c| c.to_vec()).collect();
     for cache in [false, true, true] {
         let p = greedy_ref1_params().with_prefix_cache(cache);
-        let (frames, _) =
-            engine.generate_frames_with_voices(&text, std::slice::from_ref(&voice), &p).unwrap();
+        let (frames, _) = s1_mini::internal::generate_frames(
+            &engine,
+            &Request::new(&text).with_voices([voice.clone()]).with_params(p.clone()),
+        )
+        .unwrap();
         assert_eq!(frames, want, "prefix_cache {cache}");
     }
 }
@@ -147,17 +150,22 @@ fn prefix_cached_synthesis_equals_uncached() {
     let v2 = engine.create_voice(&encode_signal(), 44_100, "第二段参考音频。").unwrap();
     for voices in [vec![v1.clone()], vec![v1, v2]] {
         let p = SynthParams::default().with_seed(7).with_max_frames(20);
-        let (a, la) = engine
-            .generate_frames_with_voices(
-                "Cached or not.",
-                &voices,
-                &p.clone().with_prefix_cache(false),
-            )
-            .unwrap();
+        let (a, la) = s1_mini::internal::generate_frames(
+            &engine,
+            &Request::new("Cached or not.")
+                .with_voices(voices.iter().cloned())
+                .with_params(p.clone().with_prefix_cache(false)),
+        )
+        .unwrap();
         // Twice cached: the first call fills the cache, the second reuses it.
         for _ in 0..2 {
-            let (b, lb) =
-                engine.generate_frames_with_voices("Cached or not.", &voices, &p).unwrap();
+            let (b, lb) = s1_mini::internal::generate_frames(
+                &engine,
+                &Request::new("Cached or not.")
+                    .with_voices(voices.iter().cloned())
+                    .with_params(p.clone()),
+            )
+            .unwrap();
             assert_eq!(a, b);
             let d = la.iter().zip(&lb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
             assert!(d <= 1e-4, "prefill logits differ by {d}");
@@ -166,8 +174,11 @@ fn prefix_cached_synthesis_equals_uncached() {
     // Streams use it too, and equal the one-shot audio.
     let v = golden_voice(&engine);
     let p = SynthParams::default().with_seed(3).with_max_frames(12);
-    let one = engine.synthesize_with_voices("Streamed.", std::slice::from_ref(&v), &p).unwrap();
-    let mut s = engine.stream_with_voices("Streamed.", &[v], &p).unwrap();
+    let one = engine
+        .synthesize(&Request::new("Streamed.").with_voices([v.clone()]).with_params(p.clone()))
+        .unwrap();
+    let mut s =
+        engine.stream(&Request::new("Streamed.").with_voices([v]).with_params(p.clone())).unwrap();
     let mut pcm = Vec::new();
     while let Some(c) = s.next_chunk().unwrap() {
         pcm.extend(c.samples);
@@ -184,7 +195,9 @@ fn voice_for_another_model_is_refused() {
     let engine = tiny_engine();
     let codes = Codes::new(3, Frames(2), vec![0; 6]).unwrap();
     let v = Voice::new(codes, "x").unwrap();
-    let e = engine.synthesize_with_voices("Hi.", &[v], &SynthParams::default()).unwrap_err();
+    let e = engine
+        .synthesize(&Request::new("Hi.").with_voices([v]).with_params(SynthParams::default()))
+        .unwrap_err();
     assert!(e.to_string().contains("codebooks"), "{e}");
     let codes = Codes::new(10, Frames(1), vec![5000; 10]).unwrap();
     assert!(engine.voice_from_codes(codes, "x").is_err());

@@ -1,10 +1,11 @@
-//! Backends behind two object-safe traits: [`Text2Semantic`] (slow + fast transformer) and
-//! [`Codec`] (codes ↔ PCM). Sampling and the frame loop stay outside (`sampling.rs`,
-//! `generate.rs`), so every backend draws the same tokens.
+//! Backends behind object-safe traits: [`Text2Semantic`] (slow + fast transformer) whose
+//! requests the frame loop drives through one step trait, [`FrameStep`], and [`Codec`]
+//! (codes ↔ PCM). The frame loop and its stop rules stay outside (`generate.rs`); host sampling
+//! is one adapter (`host.rs`) over `sampling.rs`, so every backend draws the same tokens.
 
 use std::sync::Arc;
 
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, BundleInfo};
 use crate::codes::Codes;
 use crate::config::{BackendKind, EngineConfig};
 use crate::error::{Error, Result};
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 // The only module besides ffi/ allowed `unsafe` (STYLE.md rule 6): raw CUDA driver calls.
 #[allow(unsafe_code)]
 pub mod cuda;
+pub mod host;
 pub mod onnx;
 
 /// Outputs of one slow-transformer call, at its last position.
@@ -36,6 +38,12 @@ pub trait Text2Semantic: Send + Sync {
         let _ = positions;
         self.start()
     }
+    /// Starts a request for the frame loop, with room for `positions` positions: by default
+    /// [`Text2Semantic::start_with_capacity`] behind the host-sampling adapter; backends that
+    /// make frames on their device return their own [`FrameStep`].
+    fn start_frames(&self, info: Arc<BundleInfo>, positions: usize) -> Result<Box<dyn FrameStep>> {
+        Ok(Box::new(host::HostSampled::new(self.start_with_capacity(positions)?, info)))
+    }
 }
 
 /// Per-request state of the DualAR transformer (KV caches). One thread at a time.
@@ -51,16 +59,6 @@ pub trait T2sRequest: Send {
     fn fast(&mut self, hidden: &[f32], code: i64) -> Result<Vec<f32>>;
     /// Positions in the slow KV cache.
     fn kv_len(&self) -> usize;
-    /// Makes the next frame (`[main id, c0, .., c(K-1)]`) entirely on the backend's device:
-    /// the slow step on the previous frame, the fast steps and every sampling, by the algorithm
-    /// and RNG of `sampling.rs`. The first call after the prompt's [`T2sRequest::slow`] makes
-    /// the prefill frame from its logits. `None` (the default): the backend cannot, and the
-    /// engine's frame loop drives [`T2sRequest::slow`] and [`T2sRequest::fast`] with CPU
-    /// sampling. A backend answers the same way for every call of a request.
-    fn device_frame(&mut self, sampling: &FrameSampling) -> Option<Result<Vec<i64>>> {
-        let _ = sampling;
-        None
-    }
     /// A copy of the slow KV cache (positions `0..kv_len()`), to start other requests from
     /// (the voice prefix cache). Backends without it return [`Error::BackendUnavailable`] and
     /// the engine prefills the whole prompt instead.
@@ -81,8 +79,8 @@ pub trait T2sRequest: Send {
     }
 }
 
-/// What whole-frame sampling on a device needs ([`T2sRequest::device_frame`]); the same for
-/// every frame of a request.
+/// How a request samples its frames ([`StepRow::sampling`]); the same for every frame of a
+/// request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameSampling {
     /// Temperature, top-p and repetition penalty (already bf16-rounded in compat mode).
@@ -91,8 +89,56 @@ pub struct FrameSampling {
     pub seed: u64,
     /// fish-speech's main-token repetition window (`SynthParams::fish_speech_compat`).
     pub fish_speech_compat: bool,
-    /// `<|im_end|>` is never sampled (`SynthParams::ignore_end`).
+    /// `<|im_end|>` is never sampled (benchmarks: [`crate::internal::ignore_end`]).
     pub ignore_end: bool,
+}
+
+/// One request's row of a decode step: what it needs to make its next frame, and the frame.
+pub struct StepRow<'a> {
+    /// Frame index f of the frame to make (0 = the prefill frame, sampled from the prompt's
+    /// last position).
+    pub frame: usize,
+    /// The previous frame `[main id, c0, .., c(K-1)]`, fed back through the slow transformer;
+    /// `None` for the prefill frame.
+    pub prev: Option<&'a [i64]>,
+    /// Frames decoded after the prefill frame so far, oldest first (the repetition history).
+    pub history: &'a [Vec<i64>],
+    /// Sampling of this request.
+    pub sampling: &'a FrameSampling,
+    /// Stage timings to add to (`None`: not measured, read no clock).
+    pub profile: Option<&'a mut crate::generate::StageTimes>,
+    /// Out: the frame made, `[main id, c0, .., c(K-1)]`.
+    pub out: Vec<i64>,
+}
+
+/// The step every backend implements, the only thing the frame loop (`generate.rs`) calls:
+/// prefill a request's prompt, then make the next frame of each row of a batch. Backends that
+/// make whole frames on their device (slow step, fast steps, sampling: `cuda`) implement it
+/// directly; backends that compute logits implement [`T2sRequest`] and come through the one
+/// adapter [`host::HostSampled`], which samples on the CPU. Both draw the same tokens
+/// (`sampling.rs`).
+///
+/// A step object holds the state (KV caches) of the requests it steps. Every backend steps a
+/// batch of one today (`rows.len() == 1`); a batching backend admits several requests and
+/// steps them in one call, each row in order of admission.
+pub trait FrameStep: Send {
+    /// Runs prompt positions `tokens` (`[1+K, t]` i64 row-major) through the slow transformer
+    /// after those already prefilled, and returns the restricted head logits of the last one
+    /// (`[semantic_rows + 1]`, for parity checks). The prefill frame is made by the next
+    /// [`FrameStep::step`].
+    fn prefill(&mut self, tokens: &[i64], t: usize) -> Result<Vec<f32>>;
+    /// Makes the next frame of every row into [`StepRow::out`].
+    fn step(&mut self, rows: &mut [StepRow<'_>]) -> Result<()>;
+    /// Replaces the slow KV cache by `snapshot` (a voice prefix, from
+    /// [`T2sRequest::snapshot_kv`] of the same backend); the next [`FrameStep::prefill`]
+    /// continues at position `snapshot.len`.
+    fn restore_kv(&mut self, snapshot: &KvSnapshot) -> Result<()> {
+        let _ = snapshot;
+        Err(Error::BackendUnavailable {
+            backend: "prefix-cache",
+            reason: "this backend cannot restore a KV cache".into(),
+        })
+    }
 }
 
 /// A copy of a slow KV cache: positions `0..len`, in a backend-specific layout.

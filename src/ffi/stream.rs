@@ -8,7 +8,7 @@ use super::convert;
 use super::engine::s1_engine;
 use super::synth::{params_and_voices_arg, s1_synth_params};
 use super::{guard, guard_flow};
-use crate::{CancelToken, Engine, Error, Status, Stream};
+use crate::{CancelToken, Engine, Error, Request, Status, Stream};
 
 /// One synthesis in progress. Opaque.
 ///
@@ -121,7 +121,7 @@ pub unsafe extern "C" fn s1_stream_start(
         if out_stream.is_null() {
             return Err(Error::NullPointer { arg: "out_stream" });
         }
-        let stream = engine.stream_with_voices(text, &voices, &params)?;
+        let stream = engine.stream(&Request::new(text).with_voices(voices).with_params(params))?;
         let slot = StreamSlot {
             cancel: stream.cancel_token(),
             in_use: AtomicBool::new(false),

@@ -5,7 +5,7 @@ use super::convert::{self, flag};
 use super::engine::s1_engine;
 use super::guard;
 use super::voice::{s1_voice, voices_arg};
-use crate::{Engine, Error, Status, SynthParams, Voice};
+use crate::{Engine, Error, Request, Status, SynthParams, Voice};
 
 /// Options for one synthesis. Fill it with `s1_synth_params_default()`, then change fields.
 /// Passing NULL where a `const s1_synth_params *` is taken means "the defaults".
@@ -87,7 +87,6 @@ impl s1_synth_params {
             fish_speech_compat: flag(self.fish_speech_compat),
             first_chunk_frames: self.first_chunk_frames,
             chunk_frames: self.chunk_frames,
-            ignore_end: false,
             prefix_cache: flag(self.prefix_cache),
             parse_special_tokens: flag(self.parse_special_tokens),
         }
@@ -191,7 +190,8 @@ pub unsafe extern "C" fn s1_synthesize(
         if out_audio.is_null() {
             return Err(Error::NullPointer { arg: "out_audio" });
         }
-        let audio = engine.synthesize_with_voices(text, &voices, &params)?;
+        let audio =
+            engine.synthesize(&Request::new(text).with_voices(voices).with_params(params))?;
         let mut b = Box::new(AudioBox {
             public: s1_audio {
                 samples: std::ptr::null(),

@@ -222,14 +222,11 @@ impl Task for SynthTask {
         let params = std::mem::replace(&mut self.params, Ok(SynthParams::default()));
         let run = || {
             let params = params?;
-            // The cancellable form of `Engine::synthesize`: the same two steps, with the token.
-            let codes = self.engine.generate_codes_with_voices_cancellable(
-                &self.text,
-                &self.voices,
-                &params,
-                &self.cancel,
-            )?;
-            Ok(self.engine.decode_codes(&codes)?.samples)
+            let request = s1_mini::Request::new(std::mem::take(&mut self.text))
+                .with_voices(std::mem::take(&mut self.voices))
+                .with_params(params)
+                .with_cancel(self.cancel.clone());
+            Ok(self.engine.synthesize(&request)?.samples)
         };
         Ok(run())
     }
@@ -290,7 +287,7 @@ impl Engine {
         let voices = voice_list(voices);
         let run = || {
             let params = synth_params(options.as_ref())?;
-            self.inner.stream_with_voices(&text, &voices, &params)
+            self.inner.stream(&s1_mini::Request::new(text).with_voices(voices).with_params(params))
         };
         let stream = run().map_err(|e| js_error(&env, &e))?;
         Ok(NativeStream { cancel: stream.cancel_token(), inner: Arc::new(Mutex::new(stream)) })

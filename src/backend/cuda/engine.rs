@@ -11,11 +11,16 @@ use parking_lot::Mutex;
 use super::device::{args, DevBuf, Gpu, PinnedBuf};
 use super::layout::{self, ModelConfig, WeightPlan};
 use super::plan::{self, Dims};
-use crate::backend::{BackendPair, FrameSampling, SlowOutput, T2sRequest, Text2Semantic};
+use crate::backend::{
+    BackendPair, FrameSampling, FrameStep, SlowOutput, StepRow, T2sRequest, Text2Semantic,
+};
 use crate::bundle::Bundle;
+use crate::bundle::{BundleInfo, Precision};
 use crate::config::{CudaWeights, EngineConfig};
 use crate::error::{Error, Result};
+use crate::generate::{self, CancelToken, FrameGenerator, StopRules};
 use crate::sampling::SamplingParams;
+use crate::text::prompt::Prompt;
 
 use super::BenchResult;
 
@@ -73,8 +78,8 @@ pub(super) enum Numerics {
 
 impl Numerics {
     /// The mode for a bundle of `precision` (`fp32`, `fp16`).
-    pub(super) fn for_precision(precision: &str) -> Numerics {
-        if precision == "fp32" {
+    pub(super) fn for_precision(precision: Precision) -> Numerics {
+        if precision == Precision::Fp32 {
             Numerics::Exact
         } else {
             Numerics::Fast
@@ -99,7 +104,7 @@ impl LoadOptions {
         let numerics = match std::env::var("S1_CUDA_NUMERICS").as_deref() {
             Ok("fast") => Numerics::Fast,
             Ok("exact") => Numerics::Exact,
-            _ => Numerics::for_precision(&bundle.info.precision),
+            _ => Numerics::for_precision(bundle.info.precision),
         };
         LoadOptions { int8: config.cuda_weights == CudaWeights::Int8, numerics }
     }
@@ -1024,6 +1029,16 @@ impl Text2Semantic for CudaT2s {
     fn start(&self) -> Result<Box<dyn T2sRequest>> {
         Ok(Box::new(self.start_cuda()?))
     }
+
+    /// Frames are made on the device (slow step, fast steps, sampling in one graph replay):
+    /// the request is its own [`FrameStep`], no host sampling.
+    fn start_frames(
+        &self,
+        _info: Arc<BundleInfo>,
+        _positions: usize,
+    ) -> Result<Box<dyn FrameStep>> {
+        Ok(Box::new(self.start_cuda()?))
+    }
 }
 
 impl CudaT2s {
@@ -1176,38 +1191,6 @@ impl CudaRequest {
         Ok(out)
     }
 
-    /// Runs the prompt (if given) and then frames on the device until `n` frames or
-    /// `<|im_end|>` (unless `s.ignore_end`), calling `on_frame` after each.
-    pub(super) fn generate_on_device(
-        &mut self,
-        prompt: Option<(&[i64], usize)>,
-        n: usize,
-        s: &FrameSampling,
-        mut on_frame: impl FnMut(&[i64]),
-    ) -> Result<Vec<Vec<i64>>> {
-        if let Some((tokens, t)) = prompt {
-            let m = self.model.clone();
-            let _g = m.op_lock.lock();
-            m.bind()?;
-            self.slow_upload(tokens, t)?;
-        }
-        let im_end = self.model.cfg.im_end as i64;
-        let mut frames = Vec::new();
-        for _ in 0..n {
-            if self.frame > 0 && self.kv_len >= self.model.cfg.max_seq_len {
-                break;
-            }
-            let f = self.next_device_frame(s)?;
-            on_frame(&f);
-            let end = f[0] == im_end;
-            frames.push(f);
-            if end && !s.ignore_end {
-                break;
-            }
-        }
-        Ok(frames)
-    }
-
     /// Uploads `tokens` ([1+K, t] row-major) chunk by chunk and runs the slow passes.
     fn slow_upload(&mut self, tokens: &[i64], t: usize) -> Result<()> {
         let m = self.model.clone();
@@ -1283,9 +1266,32 @@ impl T2sRequest for CudaRequest {
     fn kv_len(&self) -> usize {
         self.kv_len
     }
+}
 
-    fn device_frame(&mut self, sampling: &FrameSampling) -> Option<Result<Vec<i64>>> {
-        Some(self.next_device_frame(sampling))
+impl FrameStep for CudaRequest {
+    fn prefill(&mut self, tokens: &[i64], t: usize) -> Result<Vec<f32>> {
+        let m = self.model.clone();
+        let _g = m.op_lock.lock();
+        m.bind()?;
+        self.slow_upload(tokens, t)?;
+        let ws = self.ws().map_err(|e| backend_err("slow", e))?;
+        let mut logits = vec![0f32; m.cfg.head_rows()];
+        m.gpu.download(&mut logits, ws.logits.ptr()).map_err(|e| backend_err("slow logits", e))?;
+        Ok(logits)
+    }
+
+    fn step(&mut self, rows: &mut [StepRow<'_>]) -> Result<()> {
+        // One request per workspace: a batch of one (rows beyond it would need a batched
+        // frame graph, measured on a GPU first).
+        let [row] = rows else {
+            return Err(Error::Internal(format!("cuda steps one request, got {}", rows.len())));
+        };
+        let t0 = row.profile.as_ref().map(|_| std::time::Instant::now());
+        row.out = self.next_device_frame(row.sampling)?;
+        if let (Some(p), Some(t0)) = (row.profile.as_deref_mut(), t0) {
+            p.slow += t0.elapsed(); // the whole frame, fast steps and sampling included
+        }
+        Ok(())
     }
 }
 
@@ -1319,13 +1325,14 @@ pub(super) fn bench_random(
         ignore_end: true,
     };
     let run = |n: usize| -> Result<(f64, f64, usize)> {
-        let mut req = t2s.start_cuda()?;
-        let r = &mut req;
+        let step: Box<dyn FrameStep> = Box::new(t2s.start_cuda()?);
+        let prompt = Prompt { rows: k1, len: prompt_len, data: prompt.clone() };
+        let stop = StopRules { end_token: cfg.im_end as i64, max_frames: n };
+        let mut gen = FrameGenerator::from_step(step, prompt, s, stop);
+        let never = CancelToken::new();
         let t0 = std::time::Instant::now();
         let mut first_ms = 0.0;
-        let mut count = 0usize;
-        let out = r.generate_on_device(Some((&prompt, prompt_len)), n, &s, |_| {
-            count += 1;
+        let out = generate::run_to_end(&mut gen, &never, &mut |count| {
             if count == 1 {
                 first_ms = t0.elapsed().as_secs_f64() * 1e3;
             }
@@ -1406,7 +1413,7 @@ mod tests {
 
     fn prefill_logits(t2s: &CudaT2s) -> Vec<f32> {
         let (ids, t) = golden_prompt();
-        t2s.start_cuda().unwrap().slow(&ids, t).unwrap().logits
+        FrameStep::prefill(&mut t2s.start_cuda().unwrap(), &ids, t).unwrap()
     }
 
     /// The self-test's measure (NaN or a length mismatch gives infinity), against f32 values.
@@ -1444,8 +1451,13 @@ mod tests {
                 fish_speech_compat: compat,
                 ignore_end: false,
             };
-            let mut req = t2s.start_cuda().unwrap();
-            let frames = req.generate_on_device(Some((&ids, t)), FRAMES, &s, |_| {}).unwrap();
+            // The engine's frame loop over the device step, as `FrameGenerator::new` sets it up.
+            let step: Box<dyn FrameStep> = Box::new(t2s.start_cuda().unwrap());
+            let prompt = Prompt { rows: ids.len() / t, len: t, data: ids.clone() };
+            let stop = StopRules { end_token: t2s.model.cfg.im_end as i64, max_frames: FRAMES };
+            let mut gen = FrameGenerator::from_step(step, prompt, s, stop);
+            let never = CancelToken::new();
+            let frames = generate::run_to_end(&mut gen, &never, &mut |_| {}).unwrap();
             assert_eq!(frames, golden_frames(&format!("{name}_frames.npy"))[..FRAMES], "{name}");
         }
     }

@@ -9,16 +9,17 @@
 
 mod ui;
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use s1_mini::audio::wav_bytes;
+use s1_mini::audio::{wav_bytes, WavFileWriter};
 use s1_mini::{
-    npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Result, SynthParams,
-    Voice, WavFormat,
+    npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Request, Result,
+    SynthParams, Voice, WavFormat,
 };
 
 use ui::{Ui, Verbosity};
@@ -433,23 +434,13 @@ fn params(g: &GenArgs) -> Result<SynthParams> {
     Ok(p)
 }
 
-/// `--max-frames`, or min(1024, what the context leaves after the prompt).
-fn fill_max_frames(
-    engine: &Engine,
-    g: &GenArgs,
-    p: SynthParams,
-    text: &str,
-    voices: &[Voice],
-) -> Result<SynthParams> {
-    let max_frames = match g.max_frames {
+/// `request` with `--max-frames`, or min(1024, what the context leaves after the prompt).
+fn fill_max_frames(engine: &Engine, g: &GenArgs, mut request: Request) -> Result<Request> {
+    request.params.max_frames = match g.max_frames {
         Some(m) => m,
-        None => {
-            let prompt = engine.prompt_with_voices(voices, text)?.len;
-            let left = engine.info().model.max_seq_len.saturating_sub(prompt);
-            u32::try_from(left).unwrap_or(u32::MAX).clamp(1, 1024)
-        }
+        None => engine.context_frames(&request)?.clamp(1, 1024),
     };
-    Ok(p.with_max_frames(max_frames))
+    Ok(request)
 }
 
 fn wav_format(float: bool) -> WavFormat {
@@ -509,12 +500,21 @@ fn synth(ui: &Ui, a: &SynthArgs) -> Result<()> {
     let out = OutFile::create(&a.gen.out)?;
     let codes_out = a.codes_out.as_deref().map(OutFile::create).transpose()?;
     let engine = load(ui, cfg)?;
-    let p = fill_max_frames(&engine, &a.gen, p, &text, &voices)?;
+    let req = Request::new(text).with_voices(voices).with_params(p);
+    let req = fill_max_frames(&engine, &a.gen, req)?;
     let t = Instant::now();
-    let mut progress = ui.frames("generating", p.max_frames, engine.info().frame_rate_hz());
-    let codes =
-        engine.generate_codes_with_progress(&text, &voices, &p, None, &mut |n| progress.set(n))?;
-    progress.finish();
+    let frame_rate = engine.info().frame_rate_hz();
+    let progress = Arc::new(Mutex::new(ui.frames("generating", req.params.max_frames, frame_rate)));
+    let bar = progress.clone();
+    let req = req.with_progress(move |n| {
+        if let Ok(mut bar) = bar.lock() {
+            bar.set(n);
+        }
+    });
+    let codes = engine.generate_codes(&req)?;
+    if let Ok(bar) = progress.lock() {
+        bar.finish();
+    }
     ui.detail(format!(
         "{} frames generated in {:.2} s",
         codes.frames().0,
@@ -536,43 +536,38 @@ fn synth(ui: &Ui, a: &SynthArgs) -> Result<()> {
     Ok(())
 }
 
-/// A WAV file written chunk by chunk; the header's sizes are patched at the end.
+/// The stream's output file: created empty up front (a bad path fails before the model loads),
+/// then written as a WAV chunk by chunk once the codec's rate is known; playable after every
+/// chunk, also when a later one fails.
 struct WavStream {
-    file: std::fs::File,
     path: PathBuf,
     format: WavFormat,
-    samples: usize,
+    writer: Option<WavFileWriter>,
     rate: u32,
 }
 
 impl WavStream {
-    fn create(path: &Path, rate: u32, format: WavFormat) -> Result<Self> {
-        let mut file =
-            std::fs::File::create(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-        file.write_all(&wav_bytes(&[], rate, format))
-            .map_err(|e| Error::Io { path: path.into(), source: e })?;
-        Ok(Self { file, path: path.into(), format, samples: 0, rate })
+    fn create(path: &Path, format: WavFormat) -> Result<Self> {
+        std::fs::File::create(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        Ok(Self { path: path.into(), format, writer: None, rate: 0 })
+    }
+
+    /// Starts the WAV at the codec's rate.
+    fn start(&mut self, rate: u32) -> Result<()> {
+        self.writer = Some(WavFileWriter::create(&self.path, rate, self.format)?);
+        self.rate = rate;
+        Ok(())
     }
 
     fn append(&mut self, samples: &[f32]) -> Result<()> {
-        let bytes = wav_bytes(samples, self.rate, self.format);
-        self.file
-            .write_all(&bytes[44..])
-            .map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
-        self.file.flush().map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
-        self.samples += samples.len();
-        Ok(())
+        match &mut self.writer {
+            Some(w) => w.append(samples),
+            None => Err(Error::Internal("stream output written before its rate was known".into())),
+        }
     }
 
-    /// Patches the header's sizes (also after a failure: what was written stays playable).
-    fn finish(&mut self) -> Result<()> {
-        let header = wav_bytes(&vec![0.0; self.samples], self.rate, self.format);
-        let io = |e| Error::Io { path: self.path.clone(), source: e };
-        self.file.seek(SeekFrom::Start(0)).map_err(io)?;
-        self.file
-            .write_all(&header[..44])
-            .map_err(|e| Error::Io { path: self.path.clone(), source: e })?;
-        Ok(())
+    fn samples(&self) -> usize {
+        self.writer.as_ref().map_or(0, WavFileWriter::samples)
     }
 }
 
@@ -582,14 +577,14 @@ fn stream(ui: &Ui, a: &StreamArgs) -> Result<()> {
     p.validate(u32::MAX)?;
     let text = read_text(&a.gen)?;
     let voices = load_voices(ui, &a.gen.voices)?;
-    // The codec's rate is known only once the bundle is read; the header is patched at the end.
-    let mut out = WavStream::create(&a.gen.out, 44_100, wav_format(a.gen.float))?;
+    // The codec's rate is known only once the bundle is read.
+    let mut out = WavStream::create(&a.gen.out, wav_format(a.gen.float))?;
     let r = stream_into(ui, a, cfg, p, &text, &voices, &mut out);
-    if r.is_err() && out.samples == 0 {
+    if r.is_err() && out.samples() == 0 {
+        drop(out);
         let _ = std::fs::remove_file(&a.gen.out);
         return r;
     }
-    out.finish()?;
     r?;
     ui.say(format!("wrote {}", a.gen.out.display()));
     Ok(())
@@ -605,19 +600,21 @@ fn stream_into(
     out: &mut WavStream,
 ) -> Result<()> {
     let engine = load(ui, cfg)?;
-    let p = fill_max_frames(&engine, &a.gen, p, text, voices)?;
-    out.rate = engine.info().codec.sample_rate_hz;
+    let req = Request::new(text).with_voices(voices.iter().cloned()).with_params(p);
+    let req = fill_max_frames(&engine, &a.gen, req)?;
+    let p = &req.params;
+    out.start(engine.info().codec.sample_rate_hz)?;
     if !voices.is_empty() && p.prefix_cache {
         // Fill the prefix cache first, so the timing below shows the cached case.
         let t = Instant::now();
-        engine.stream_with_voices(text, voices, &p)?.next_chunk()?;
+        engine.stream(&req)?.next_chunk()?;
         ui.detail(format!(
             "first chunk with an empty prefix cache: {:.1} ms (fills the cache)",
             t.elapsed().as_secs_f64() * 1e3
         ));
     }
     let t = Instant::now();
-    let mut s = engine.stream_with_voices(text, voices, &p)?;
+    let mut s = engine.stream(&req)?;
     let mut progress = ui.frames("streaming", p.max_frames, engine.info().frame_rate_hz());
     let mut frames = 0usize;
     let mut first_ms = None;
@@ -637,7 +634,7 @@ fn stream_into(
     if let Some(ms) = first_ms {
         ui.say(format!("first chunk after {ms:.1} ms ({} frames)", p.first_chunk_frames));
     }
-    report(ui, out.samples as f64 / f64::from(out.rate), t.elapsed().as_secs_f64(), frames);
+    report(ui, out.samples() as f64 / f64::from(out.rate), t.elapsed().as_secs_f64(), frames);
     let codec = s.codec_stream();
     if codec.is_stateful() {
         ui.say(format!("codec: stateful step decoder ({} frame-steps)", codec.stepped_frames()));
@@ -752,10 +749,10 @@ fn info(a: &InfoArgs) -> Result<()> {
     if let Some(dir) = &a.bundle {
         let bundle = s1_mini::bundle::Bundle::load(dir, !a.no_verify)?;
         print_bundle(&bundle.info, a.no_verify);
-        precision = Some(bundle.info.precision);
+        precision = Some(bundle.info.precision.as_str());
     }
     let gpu = print_backends(&cfg);
-    print_precision_advice(gpu, precision.as_deref());
+    print_precision_advice(gpu, precision);
     Ok(())
 }
 

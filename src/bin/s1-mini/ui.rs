@@ -150,7 +150,7 @@ impl FrameProgress {
     }
 
     /// Removes the bar (the caller prints the final summary line).
-    pub fn finish(self) {
+    pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

@@ -1,0 +1,21 @@
+//! Test and benchmark hooks: **not API**. Hidden from the docs, no stability promise; the
+//! parity tests, `examples/` and `s1-mini bench` use them to see what the model sampled.
+
+use crate::api::{Engine, Request};
+use crate::error::Result;
+pub use crate::generate::Frame;
+
+/// `request` that never samples `<|im_end|>`: generation runs exactly `max_frames` frames,
+/// every one audio (random weights never stop on their own, a real model stops wherever it
+/// likes). Costs nothing per frame.
+pub fn ignore_end(mut request: Request) -> Request {
+    request.ignore_end = true;
+    request
+}
+
+/// Every sampled frame of `request` (`[main token id, c0..]`, including a final `<|im_end|>`
+/// frame) and the slow head's logits at the end of the prompt: the raw material of the
+/// parity tests.
+pub fn generate_frames(engine: &Engine, request: &Request) -> Result<(Vec<Frame>, Vec<f32>)> {
+    engine.frames(request)
+}
