@@ -15,7 +15,7 @@ use std::sync::{Mutex, Once};
 
 use common::{config, max_abs_diff, tiny_dir};
 use s1_mini::config::BackendKind;
-use s1_mini::{Engine, SynthParams};
+use s1_mini::{Engine, Request, SynthParams};
 
 /// Tolerance of logits and PCM between the cached and the uncached graphs (max abs difference,
 /// relative to max(1, |value|) for logits). The cached graph is the same optimised graph, so
@@ -78,10 +78,11 @@ struct Outputs {
 
 fn outputs(e: &Engine) -> Outputs {
     let text = "A cached graph must not change a single code.";
-    let p = SynthParams::default().with_seed(7).with_max_frames(12).with_ignore_end(true);
-    let (frames, logits) = e.generate_frames(text, &p).unwrap();
-    let pcm = e.synthesize(text, &p).unwrap().samples;
-    let mut stream = e.stream(text, &p).unwrap();
+    let p = SynthParams::default().with_seed(7).with_max_frames(12);
+    let req = s1_mini::internal::ignore_end(Request::new(text).with_params(p));
+    let (frames, logits) = s1_mini::internal::generate_frames(e, &req).unwrap();
+    let pcm = e.synthesize(&req).unwrap().samples;
+    let mut stream = e.stream(&req).unwrap();
     let mut streamed = Vec::new();
     while let Some(c) = stream.next_chunk().unwrap() {
         streamed.extend(c.samples);

@@ -107,7 +107,8 @@ fn quantized_bundle_is_refused_by_gpu_backends_with_the_reason() {
 fn quantized_graphs_from_the_model_cache_compute_what_the_bundle_does() {
     // ONNX Runtime 1.31.1 loads saved MatMulNBits packs wrongly; the cache must not keep them.
     let text = "Hello there, general.";
-    let p = SynthParams::default().with_temperature(0.0).with_max_frames(4).with_ignore_end(true);
+    let p = SynthParams::default().with_temperature(0.0).with_max_frames(4);
+    let req = s1_mini::internal::ignore_end(Request::new(text).with_params(p));
     let dir = quantized("int4");
     let cache = std::env::temp_dir().join(format!("s1-quantized-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
@@ -116,7 +117,7 @@ fn quantized_graphs_from_the_model_cache_compute_what_the_bundle_does() {
             .with_backend(BackendKind::OnnxCpu)
             .with_cache_dir(&cache)
             .with_optimized_model_cache(on);
-        Engine::new(c).unwrap().generate_frames(text, &p).unwrap()
+        s1_mini::internal::generate_frames(&Engine::new(c).unwrap(), &req).unwrap()
     };
     let want = load(false);
     for round in ["saving", "cached"] {

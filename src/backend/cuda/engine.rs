@@ -1479,17 +1479,14 @@ mod tests {
         // 22 tokens a sentence on the tiny tokenizer.
         let sentence = "A long voice reference and a paragraph of text. ";
         let mut text = sentence.to_string();
-        let mut prompt = engine.prompt(&text).unwrap();
+        let mut prompt = engine.prompt(&crate::Request::new(text.as_str())).unwrap();
         while prompt.len < tokens {
             text.push_str(sentence);
-            prompt = engine.prompt(&text).unwrap();
+            prompt = engine.prompt(&crate::Request::new(text.as_str())).unwrap();
         }
         assert!(prompt.len + 4 <= context, "prompt {} tokens", prompt.len);
-        let params = crate::SynthParams {
-            max_frames: 4,
-            ignore_end: true,
-            ..crate::SynthParams::default().with_seed(3)
-        };
+        let params =
+            crate::SynthParams { max_frames: 4, ..crate::SynthParams::default().with_seed(3) };
         let bundle = Bundle::load(&tiny(), false).unwrap();
         let (onnx, _) =
             crate::backend::onnx::build_cpu(&EngineConfig::new(tiny()), &bundle).unwrap();
@@ -1500,8 +1497,10 @@ mod tests {
         // logits. One run only: the emulated prefill costs O(prompt²) host work.
         let run = |t2s: &dyn Text2Semantic| {
             let p = crate::SynthParams { fish_speech_compat: true, top_p: 1e-6, ..params.clone() };
-            let mut g = FrameGenerator::new(t2s, info.clone(), prompt.clone(), &p).unwrap();
-            let frames = run_to_end(&mut g, None).unwrap();
+            let mut g = FrameGenerator::new(t2s, info.clone(), prompt.clone(), &p)
+                .unwrap()
+                .ignoring_end(true);
+            let frames = run_to_end(&mut g, &crate::CancelToken::new(), &mut |_| {}).unwrap();
             (g.prefill_logits().to_vec(), frames)
         };
         let (want_logits, want_frames) = run(onnx.as_ref());
