@@ -9,7 +9,7 @@ use crate::bundle::{Bundle, BundleInfo, Verify, VerifyCache};
 use crate::codes::Codes;
 use crate::config::{BackendKind, EngineConfig, SynthParams};
 use crate::error::{Error, Result};
-use crate::generate::{self, CancelToken, CodecStream, Frame, FrameGenerator};
+use crate::generate::{self, CancelToken, CodecStream, CodecWorker, Frame, FrameGenerator};
 use crate::text::prompt::{build_prefix, build_prompt, Prompt, Reference};
 use crate::voice::Voice;
 
@@ -203,7 +203,7 @@ impl Engine {
         let codec = self.inner.codec()?;
         let info = &self.inner.info;
         Engine::check_codes_with(info, codes, "codes")?;
-        let samples = generate::decode_range(codec.as_ref(), info, codes, 0, codes.frames().0)?;
+        let samples = generate::decode_all(codec.as_ref(), info, codes)?;
         Ok(Audio { samples, sample_rate_hz: info.codec.sample_rate_hz })
     }
 
@@ -377,7 +377,8 @@ impl Engine {
             params: params.clone(),
             frames: Vec::new(),
             emitted: 0,
-            codec,
+            codec: CodecWorker::spawn(codec)?,
+            in_flight: None,
             cancel: CancelToken::new(),
             done: false,
         })
@@ -565,10 +566,20 @@ pub struct Stream {
     frames: Vec<Vec<i64>>,
     /// Frames already returned as audio.
     emitted: usize,
-    /// The codec's streaming state (frames `0..emitted` decoded).
-    codec: CodecStream,
+    /// The codec's streaming state on its own thread (frames `0..emitted` decoded, and the
+    /// chunk in flight).
+    codec: CodecWorker,
+    /// The chunk submitted to the codec and not returned yet: frames `start..end`.
+    in_flight: Option<InFlight>,
     cancel: CancelToken,
     done: bool,
+}
+
+/// Frames `start..end`, submitted to the codec worker.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    start: usize,
+    end: usize,
 }
 
 impl std::fmt::Debug for Stream {
@@ -587,6 +598,11 @@ impl Stream {
 
     /// The next chunk: `first_chunk_frames` frames first, then `chunk_frames` each, the last one
     /// possibly shorter. `Ok(None)` after the last chunk.
+    ///
+    /// The codec decodes on its own thread: while it decodes this chunk, this call generates
+    /// the next chunk's frames (checking between frames whether the samples are ready), and a
+    /// chunk whose frames are all there when this call returns is decoded while the caller
+    /// plays this one.
     pub fn next_chunk(&mut self) -> Result<Option<AudioChunk>> {
         // Cancelled wins over finished: after a cancel every call says so, as documented.
         if self.cancel.is_cancelled() {
@@ -595,50 +611,80 @@ impl Stream {
         if self.done {
             return Ok(None);
         }
-        let want = if self.emitted == 0 {
-            self.params.first_chunk_frames
-        } else {
-            self.params.chunk_frames
-        };
-        let target = self.emitted + want as usize;
-        while self.frames.len() < target && !self.gen.is_finished() {
-            for f in self.gen.decode_frames(1, Some(&self.cancel))? {
-                if generate::is_audio_frame(&self.inner.info, &f) {
-                    self.frames.push(f[1..].to_vec());
+        let chunk = match self.in_flight {
+            Some(c) => c,
+            None => {
+                let want = if self.emitted == 0 {
+                    self.params.first_chunk_frames
+                } else {
+                    self.params.chunk_frames
+                };
+                let target = self.emitted + want as usize;
+                while self.frames.len() < target && !self.gen.is_finished() {
+                    generate_frame(
+                        &mut self.gen,
+                        &mut self.frames,
+                        &self.inner.info,
+                        &self.cancel,
+                    )?;
                 }
+                if self.cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let end = self.frames.len().min(target);
+                if end == self.emitted {
+                    // Nothing left (e.g. the utterance ended right after the previous chunk).
+                    self.done = true;
+                    return Ok(None);
+                }
+                self.submit(end)?
             }
-        }
-        if self.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let end = self.frames.len().min(target);
-        let is_last = self.gen.is_finished() && end == self.frames.len();
-        if end == self.emitted {
-            // Nothing left (e.g. the utterance ended right after the previous chunk).
+        };
+        // While the codec decodes, generate (at most) the next chunk's frames.
+        let next_target = chunk.end + self.params.chunk_frames as usize;
+        let (gen, frames, info, cancel) =
+            (&mut self.gen, &mut self.frames, &self.inner.info, &self.cancel);
+        let samples = self.codec.wait_while(|| {
+            if frames.len() >= next_target || gen.is_finished() {
+                return Ok(false);
+            }
+            generate_frame(gen, frames, info, cancel)?;
+            Ok(true)
+        })?;
+        self.in_flight = None;
+        self.emitted = chunk.end;
+        let is_last = self.gen.is_finished() && chunk.end == self.frames.len();
+        if is_last {
             self.done = true;
-            return Ok(None);
+        } else if self.frames.len() >= next_target
+            || (self.gen.is_finished() && self.frames.len() > chunk.end)
+        {
+            self.submit(self.frames.len().min(next_target))?;
         }
+        Ok(Some(AudioChunk {
+            samples,
+            sample_rate_hz: self.inner.info.codec.sample_rate_hz,
+            first_frame: chunk.start,
+            frames: chunk.end - chunk.start,
+            is_last,
+        }))
+    }
+
+    /// Hands frames `emitted..end` to the codec worker.
+    fn submit(&mut self, end: usize) -> Result<InFlight> {
         let info = &self.inner.info;
         // Only the new frames: the codec stream carries the rest (or keeps them as context).
         let codes = Codes::from_frames(info.model.num_codebooks, &self.frames[self.emitted..end])?;
-        let samples = self.codec.push(&codes)?;
-        let chunk = AudioChunk {
-            samples,
-            sample_rate_hz: info.codec.sample_rate_hz,
-            first_frame: self.emitted,
-            frames: end - self.emitted,
-            is_last,
-        };
-        self.emitted = end;
-        if is_last {
-            self.done = true;
-        }
-        Ok(Some(chunk))
+        self.codec.submit(codes)?;
+        let c = InFlight { start: self.emitted, end };
+        self.in_flight = Some(c);
+        Ok(c)
     }
 
-    /// The codec's streaming state: whether chunks go through the stateful decoder
-    /// ([`CodecStream::is_stateful`]) and how many frames it ran ([`CodecStream::stepped_frames`]).
-    pub fn codec_stream(&self) -> &CodecStream {
+    /// The codec's streaming state (on its worker thread): whether chunks go through the
+    /// stateful decoder ([`CodecWorker::is_stateful`]) and how many frames it ran
+    /// ([`CodecWorker::stepped_frames`]).
+    pub fn codec_stream(&self) -> &CodecWorker {
         &self.codec
     }
 
@@ -646,4 +692,19 @@ impl Stream {
     pub fn codes(&self) -> Result<Codes> {
         Codes::from_frames(self.inner.info.model.num_codebooks, &self.frames)
     }
+}
+
+/// Generates one frame (or finishes the utterance) and keeps its codes if it is audio.
+fn generate_frame(
+    gen: &mut FrameGenerator,
+    frames: &mut Vec<Vec<i64>>,
+    info: &BundleInfo,
+    cancel: &CancelToken,
+) -> Result<()> {
+    for f in gen.decode_frames(1, Some(cancel))? {
+        if generate::is_audio_frame(info, &f) {
+            frames.push(f[1..].to_vec());
+        }
+    }
+    Ok(())
 }

@@ -34,5 +34,5 @@ pub use codes::{Codes, Frames};
 pub use config::{BackendKind, EngineConfig, SynthParams};
 pub use engine::{Engine, Stream};
 pub use error::{Error, Result, Status};
-pub use generate::{CancelToken, CodecStream};
+pub use generate::{CancelToken, CodecStream, CodecWorker};
 pub use voice::Voice;
