@@ -539,7 +539,7 @@ fn one_run(engine: &Engine, request: &Request, profile: bool, stream: bool) -> R
     let codes = generate::frames_to_codes(&info, &frames)?;
     let audio_frames = codes.frames().0;
     let t = Instant::now();
-    let pcm = generate::decode_range(codec.as_ref(), &info, &codes, 0, audio_frames)?;
+    let pcm = generate::decode_all(codec.as_ref(), &info, &codes)?;
     let codec_ms = ms(t);
     let synth_ms = ms(t_all);
     let audio_s = pcm.len() as f64 / f64::from(info.codec.sample_rate_hz);

@@ -37,5 +37,5 @@ pub use bundle::BundleInfo;
 pub use codes::{Codes, Frames};
 pub use config::{BackendKind, EngineConfig, SynthParams};
 pub use error::{Error, Result, Status};
-pub use generate::{CancelToken, CodecStream};
+pub use generate::{CancelToken, CodecStream, CodecWorker};
 pub use voice::Voice;

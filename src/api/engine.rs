@@ -128,7 +128,7 @@ impl Engine {
     pub fn stream(&self, request: &Request) -> Result<Stream> {
         let codec = CodecStream::new(self.inner.codec()?.clone(), self.inner.info.clone(), true)?;
         let gen = self.inner.generator(request)?;
-        Ok(Stream::new(self.inner.info.clone(), gen, request, codec))
+        Stream::new(self.inner.info.clone(), gen, request, codec)
     }
 
     /// The prompt the engine feeds the model for `request` (`[1+K, T]` ids): its voices'
@@ -155,7 +155,7 @@ impl Engine {
         let codec = self.inner.codec()?;
         let info = &self.inner.info;
         Engine::check_codes_with(info, codes, "codes")?;
-        let samples = generate::decode_range(codec.as_ref(), info, codes, 0, codes.frames().0)?;
+        let samples = generate::decode_all(codec.as_ref(), info, codes)?;
         Ok(Audio { samples, sample_rate_hz: info.codec.sample_rate_hz })
     }
 

@@ -128,6 +128,40 @@ impl CodecStream {
     }
 }
 
+/// A whole decode (frames `0..n` of `codes`) through the codec's stateful decoder, `chunk` frames
+/// per call: the samples of [`decode_range`] of `0..n` (to float rounding, ≤ 1e-5 relative),
+/// or `None` when the codec has no step decoder (or its windows are too short for one).
+///
+/// Faster than one call of the whole-utterance graph on a CPU once the utterance is long: a
+/// chunk's activations stay in the cache (measured at the real shapes, fp32, 2 cores: 1.39 vs
+/// 1.50 s of CPU per second of audio at 20 s of audio, 1.40 vs 1.42 at 5 s; docs/rust-core.md
+/// "Codec speed"), and memory is bounded by the chunk, not the utterance.
+pub fn decode_stepped(
+    codec: &dyn Codec,
+    info: &BundleInfo,
+    codes: &Codes,
+    chunk: usize,
+) -> Result<Option<Vec<f32>>> {
+    let ctx = info.codec.receptive_field_frames;
+    let step = info.codec.max_decode_frames.saturating_sub(ctx);
+    if step <= ctx {
+        return Ok(None);
+    }
+    let Some(primary) = codec.start_step()? else {
+        return Ok(None);
+    };
+    let mut w = Windows { step, ctx, window: 0, primary, shadow: None };
+    let n = codes.frames().0;
+    let mut out = Vec::with_capacity(n.saturating_mul(info.codec.frame_samples));
+    let (mut stepped, mut s) = (0, 0);
+    while s < n {
+        let e = n.min(s + chunk.max(1));
+        step_pieces(&mut w, codec, &codes.slice_frames(s, e), s, &mut out, &mut stepped)?;
+        s = e;
+    }
+    Ok(Some(out))
+}
+
 /// Runs frames `base..base + T` (`codes`) through the window decoders, appending the primary's
 /// samples to `out`.
 fn step_pieces(
@@ -298,6 +332,23 @@ mod tests {
         }
         // Frame 8 is window 1's frame at position 8 - 4.
         assert_eq!(&one_shot[16..18], &[8.0, 4.0]);
+    }
+
+    #[test]
+    fn stepped_one_shot_equals_decode_range_across_windows() {
+        let info = info(3, 10);
+        let all = codes(30);
+        let one_shot = decode_range(mock(true, 10).as_ref(), &info, &all, 0, 30).unwrap();
+        for chunk in [1, 4, 16, 64] {
+            let c = mock(true, 10);
+            let got = decode_stepped(c.as_ref(), &info, &all, chunk).unwrap().unwrap();
+            assert_eq!(got, one_shot, "chunk {chunk}");
+            assert_eq!(*c.range_frames.lock().unwrap(), 0, "never the decode_range path");
+        }
+        assert!(decode_stepped(mock(false, 10).as_ref(), &info, &all, 16).unwrap().is_none());
+        assert!(decode_stepped(mock(true, 10).as_ref(), &self::info(6, 10), &all, 16)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -35,8 +35,51 @@ def _fish():  # imported lazily: fish-speech pulls in audiotools, hydra, librosa
 
 
 def snake(x: Tensor, alpha: Tensor) -> Tensor:
-    # dac.nn.layers.snake without its reshape (a no-op on [B, C, T]) and without torch.jit.script.
-    return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
+    # dac.nn.layers.snake without its reshape (a no-op on [B, C, T]) and without torch.jit.script;
+    # sin² as s * s (a Mul) rather than pow(2), which ONNX Runtime's CPU Pow runs more slowly.
+    s = torch.sin(alpha * x)
+    return x + (alpha + 1e-9).reciprocal() * (s * s)
+
+
+def trans_conv_taps(m: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """A causal transposed conv (kernel k, stride s, groups 1) as a stride-1 conv with n + 1 taps,
+    n = ceil(k / s) - 1, and C_out * s output channels (channel o * s + j = output sample j of
+    each block of s): (weight [C_out * s, C_in, n + 1], bias [C_out * s] or None).
+
+    Output block t of the transposed conv (its tail trimmed) is sum_q W[:, :, q s + j] x[t - q],
+    q = 0..n; tap tau of the conv multiplies x[t - n + tau], so it holds kernel block q = n - tau.
+    ONNX Runtime's CPU ConvTranspose (GEMM + col2im) ran at about half the rate of its Conv on
+    the same FLOPs (codec profile, docs/rust-core.md "Codec speed"). Precomputed on the module by
+    `prepare_for_export` (a buffer, so `.half()` converts it); computed here otherwise."""
+    cached = getattr(m, "conv_taps", None)
+    if cached is not None:
+        return cached, getattr(m, "conv_taps_bias", None)
+    conv = m.conv
+    assert conv.groups == 1 and conv.dilation[0] == 1 and conv.padding[0] == 0 and conv.output_padding[0] == 0
+    w = conv.weight  # [C_in, C_out, k]
+    c_in, c_out, k = w.shape
+    s = int(m.stride)
+    n = math.ceil(k / s) - 1
+    blocks = []
+    for q in range(n, -1, -1):  # tap tau = n - q
+        b = w[..., q * s : min(k, (q + 1) * s)]
+        if b.shape[-1] < s:
+            b = torch.cat([b, b.new_zeros(c_in, c_out, s - b.shape[-1])], dim=-1)
+        blocks.append(b)
+    taps = torch.stack(blocks, dim=-1)  # [C_in, C_out, s, n + 1]
+    weight = taps.permute(1, 2, 0, 3).reshape(c_out * s, c_in, n + 1).contiguous()
+    bias = None if conv.bias is None else conv.bias.repeat_interleave(s)
+    return weight, bias
+
+
+def trans_conv(m: nn.Module, xx: Tensor) -> Tensor:
+    """xx [B, C_in, n + L] (n = ceil(k / s) - 1 samples of left context, then the L inputs) ->
+    [B, C_out, L * s]: the causal transposed conv's output for the L inputs, tail trimmed."""
+    weight, bias = trans_conv_taps(m)
+    s = int(m.stride)
+    y = F.conv1d(xx, weight, bias)  # [B, C_out * s, L]
+    b, cs, t = y.shape
+    return y.view(b, cs // s, s, t).transpose(2, 3).reshape(b, cs // s, t * s)
 
 
 def run(m: nn.Module, x: Tensor) -> Tensor:
@@ -59,10 +102,10 @@ def run(m: nn.Module, x: Tensor) -> Tensor:
         # x: [B, C, L] -> [B, C', L / stride]; left pad = (k - 1) * dilation + 1 - stride.
         return m.conv(F.pad(x, (m.padding, 0)))
     if isinstance(m, (md.CausalTransConvNet, rvq.CausalTransConvNet)):
-        # x: [B, C, L] -> [B, C', L * stride]: the transposed conv's k - stride tail is dropped.
-        y = m.conv(x)
-        trim = m.kernel_size - m.stride
-        return y[..., :-trim] if trim > 0 else y
+        # x: [B, C, L] -> [B, C', L * stride]: the transposed conv with its k - stride tail
+        # dropped, as a conv over n zeros of left context (trans_conv_taps).
+        n = math.ceil(int(m.kernel_size) / int(m.stride)) - 1
+        return trans_conv(m, F.pad(x, (n, 0)) if n > 0 else x)
     if isinstance(m, rvq.ConvNeXtBlock):
         return convnext(m, x)
     if isinstance(m, md.WindowLimitedTransformer):
@@ -149,8 +192,9 @@ def export_patches() -> Iterator[None]:
 
 
 def prepare_for_export(dac: nn.Module) -> nn.Module:
-    """In place: folds weight norm into plain weights, drops the causal-mask buffers, and gives each
-    transformer an f32 RoPE table (`rope_f32`) that survives a later `.half()`."""
+    """In place: folds weight norm into plain weights, drops the causal-mask buffers, gives each
+    transformer an f32 RoPE table (`rope_f32`) that survives a later `.half()`, and each causal
+    transposed conv its stride-1 conv form (`conv_taps`, `conv_taps_bias`: trans_conv_taps)."""
     md, rvq, _ = _fish()
     from torch.nn.utils import parametrize
 
@@ -159,6 +203,10 @@ def prepare_for_export(dac: nn.Module) -> nn.Module:
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
         if hasattr(m, "weight_g") and hasattr(m, "weight_v"):
             torch.nn.utils.remove_weight_norm(m)
+        if isinstance(m, (md.CausalTransConvNet, rvq.CausalTransConvNet)):
+            weight, bias = trans_conv_taps(m)
+            m.register_buffer("conv_taps", weight.detach().clone())
+            m.register_buffer("conv_taps_bias", None if bias is None else bias.detach().clone())
         if isinstance(m, md.Transformer):
             m.causal_mask = None  # 16384² / 4096² bools: never read by our forward
             m.rope_f32 = m.freqs_cis.float()

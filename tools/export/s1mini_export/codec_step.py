@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .codec_graph import _fish, convnext_tail, from_codes, rope_table, snake
+from .codec_graph import _fish, convnext_tail, from_codes, rope_table, snake, trans_conv
 
 KEYS, VALUES = "keys", "values"
 
@@ -181,17 +181,16 @@ class DecodeStepGraph(nn.Module):
 
     def _trans_conv(self, m: nn.Module, x: Tensor, carry: _Carry) -> Tensor:
         # x [1, C, L] -> [1, C', L * s]: output block t of the one-shot decode depends on inputs
-        # t - n..t, n = ceil(k / s) - 1; with those n inputs prepended, blocks n..n+L are the chunk's.
+        # t - n..t, n = ceil(k / s) - 1; with those n inputs prepended, the stride-1 conv form
+        # (codec_graph.trans_conv) gives exactly the chunk's L blocks.
         s, k = int(m.stride), int(m.kernel_size)
         assert m.conv.dilation[0] == 1 and m.conv.padding[0] == 0
         n = math.ceil(k / s) - 1
         if n == 0:
-            y = m.conv(x)
-            return y[..., : y.shape[-1] - (k - s)] if k > s else y
+            return trans_conv(m, x)
         xx = torch.cat([carry.take(self.names[id(m)], [1, int(m.conv.in_channels), n]), x], dim=-1)
         carry.put(self.names[id(m)], xx[..., -n:])
-        y = m.conv(xx)  # [(n + L - 1) * s + k]
-        return y[..., n * s : y.shape[-1] - (k - s)]
+        return trans_conv(m, xx)
 
 
 @torch.no_grad()

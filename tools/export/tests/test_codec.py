@@ -66,7 +66,8 @@ def _signal(n: int, seed: int) -> np.ndarray:
 
 def test_codec_manifest_section_matches_tiny_config(tiny: dict) -> None:
     c = tiny["info"]["codec"]
-    assert tiny["info"]["files"] == ["codec_decode.onnx", "codec_encode.onnx", "codec_decode_step.onnx"]
+    assert tiny["info"]["files"] == ["codec_decode.onnx", "codec_encode.onnx", "codec_decode_step.onnx",
+                                     codec.SHARED_DECODER_DATA]
     assert c["sample_rate_hz"] == 44100 and c["frame_samples"] == 2048 and c["num_codebooks"] == 10
     assert c["codebook_sizes"] == [1024] * 10  # = the tiny LLM's codebook_size
     # 2 layers x (window 8 - 1) + 10 frames of conv context (see receptive_field_frames).
@@ -81,6 +82,8 @@ def test_codec_tiny_graphs_are_small_opset17_batch1(tiny: dict) -> None:
     for name in tiny["info"]["files"]:
         path = tiny["dir"] / name
         total += path.stat().st_size
+        if not name.endswith(".onnx"):
+            continue
         m = onnx.load(str(path))
         onnx.checker.check_model(m)
         assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [17]
@@ -234,6 +237,25 @@ def test_codec_random_checkpoint_is_deterministic_and_loads_like_fish_speech(tmp
     dac = build_dac(TINY)
     result = dac.load_state_dict(sa, strict=False, assign=True)
     assert result.missing_keys == [] and result.unexpected_keys == ["codec_config"]
+
+
+def test_codec_decode_graphs_store_their_shared_weights_once(tiny: dict) -> None:
+    d = tiny["dir"]
+    external: dict[str, list[tuple[str, int, int]]] = {}
+    for name in ("codec_decode.onnx", "codec_decode_step.onnx"):
+        m = onnx.load(str(d / name), load_external_data=False)
+        ext = [t for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert ext, f"{name} has no external weights"
+        entries = [{e.key: e.value for e in t.external_data} for t in ext]
+        assert {e["location"] for e in entries} == {codec.SHARED_DECODER_DATA}
+        assert all(int(e["offset"]) % codec.DATA_ALIGN == 0 for e in entries)
+        external[name] = [(t.name, int(e["offset"]), int(e["length"])) for t, e in zip(ext, entries)]
+    # Every decoder weight of the step graph is one of the one-shot graph's: no byte twice.
+    one_shot = {(o, n) for _, o, n in external["codec_decode.onnx"]}
+    assert {(o, n) for _, o, n in external["codec_decode_step.onnx"]} <= one_shot
+    size = (d / codec.SHARED_DECODER_DATA).stat().st_size
+    assert size < sum(n for _, n in one_shot) + codec.DATA_ALIGN * len(one_shot)
+    assert size >= sum(n for _, n in one_shot)
 
 
 # --------------------------------------------------------------------------------------------------
