@@ -411,6 +411,12 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
     let (env2, config2) = (env.clone(), config.clone());
     let open_encoder: SessionOpener =
         Box::new(move |p| open_session(&env2, &config2, p, Flavor::Cpu, None));
+    // One-shot decodes run through the step graph (generate::decode_all), so the whole-utterance
+    // decoder is opened only if something asks for it (a bundle without a step graph, or a
+    // comparison through re-decoded context).
+    let (env3, config3) = (env.clone(), config.clone());
+    let open_decoder: SessionOpener =
+        Box::new(move |p| open_session(&env3, &config3, p, Flavor::Cpu, None));
     // The slow graph is most of the load, and much of its session creation runs on one thread
     // (ONNX Runtime's graph set-up before packing): it opens on its own thread while this one
     // opens the others, which on 2 cores cuts a real bundle's load by the smaller share.
@@ -424,6 +430,7 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
                 true,
                 |_, p| open_session(&env, config, p, Flavor::Cpu, None),
                 open_encoder,
+                Some(open_decoder),
             )?;
             Ok((fast, codec))
         });
@@ -465,9 +472,11 @@ fn check_in_place_graph(slow: &Session) -> Result<()> {
     ))
 }
 
-/// The codec sessions of `info` (None when the bundle has no `codec_decode` graph): the decoder
-/// opened now by `open(role, path)`, the stateful decoder `codec_decode_step` too when the bundle
-/// has it and `with_step` is set, the encoder by `open_encoder` when it is first used.
+/// The codec sessions of `info` (None when the bundle has no `codec_decode` graph): the
+/// stateful decoder `codec_decode_step` opened now by `open(role, path)` when the bundle has it
+/// and `with_step` is set, the whole-utterance decoder now too, or by `open_decoder` when it is
+/// first used if that is given and the step graph is there; the encoder by `open_encoder` when
+/// it is first used.
 fn open_codec(
     info: &BundleInfo,
     name: &'static str,
@@ -475,14 +484,12 @@ fn open_codec(
     with_step: bool,
     mut open: impl FnMut(&str, &Path) -> Result<Session>,
     open_encoder: SessionOpener,
+    open_decoder: Option<SessionOpener>,
 ) -> Result<Option<OnnxCodec>> {
     let Some(p) = info.graphs.get("codec_decode") else {
         return Ok(None);
     };
-    let decode = open("codec_decode", p)?;
     let encode = info.graphs.get("codec_encode").map(|p| LazySession::new(p, open_encoder));
-    // Optional input (an overridable initializer, default 0) of newer exports.
-    let start_frame = decode.inputs().iter().any(|i| i.name() == "start_frame");
     let step = match info.graphs.get("codec_decode_step") {
         Some(p) if with_step => {
             let session = open("codec_decode_step", p)?;
@@ -497,12 +504,16 @@ fn open_codec(
         }
         _ => None,
     };
+    let decode = match open_decoder {
+        Some(opener) if step.is_some() => LazySession::new(p, opener),
+        _ => LazySession::opened(p, open("codec_decode", p)?),
+    };
     Ok(Some(OnnxCodec {
         name,
         float,
-        decode: Mutex::new(decode),
+        decode,
         encode,
-        start_frame,
+        start_frame: std::sync::OnceLock::new(),
         step,
         info: info.clone(),
     }))
@@ -524,6 +535,13 @@ impl LazySession {
         Self { path: path.to_path_buf(), open, session: Mutex::new(None) }
     }
 
+    /// A session opened already (it is never closed, so `open` is never called).
+    fn opened(path: &Path, session: Session) -> Self {
+        let open: SessionOpener =
+            Box::new(|p| Err(Error::Internal(format!("{} was opened at load", p.display()))));
+        Self { path: path.to_path_buf(), open, session: Mutex::new(Some(session)) }
+    }
+
     /// The session, opened now if this is its first use (an error is returned, not kept: the
     /// next call tries again).
     fn lock(&self) -> Result<parking_lot::MappedMutexGuard<'_, Session>> {
@@ -532,7 +550,7 @@ impl LazySession {
             *guard = Some((self.open)(&self.path)?);
         }
         parking_lot::MutexGuard::try_map(guard, Option::as_mut)
-            .map_err(|_| Error::Internal("codec encoder session vanished".into()))
+            .map_err(|_| Error::Internal(format!("{} session vanished", self.path.display())))
     }
 }
 
@@ -595,6 +613,7 @@ pub(crate) fn build_codec(
         true,
         |_, p| open_session(&env, config, p, flavor, None),
         open_encoder,
+        None,
     )?;
     if let Some(c) = &codec {
         warm_up_codec(c, info).map_err(|e| Error::BackendUnavailable {
@@ -775,6 +794,7 @@ pub(crate) fn build_gpu(
             open(role, p, profile)
         },
         open_encoder,
+        None,
     )?
     .map(Arc::new);
     watches.extend(watch);
@@ -1052,11 +1072,13 @@ struct OnnxCodec {
     name: &'static str,
     /// Float type of the codec's PCM input/output.
     float: Float,
-    decode: Mutex<Session>,
+    /// The whole-utterance decoder: opened at load, or on first use where one-shot decodes go
+    /// through the step graph (onnx-cpu).
+    decode: LazySession,
     /// Opened on first use (voice creation only).
     encode: Option<LazySession>,
-    /// Whether `codec_decode.onnx` has the `start_frame` input.
-    start_frame: bool,
+    /// Whether `codec_decode.onnx` has the `start_frame` input (known once it is open).
+    start_frame: std::sync::OnceLock<bool>,
     /// The stateful decoder (`codec_decode_step.onnx`), when the bundle has one.
     step: Option<Arc<StepShared>>,
     info: BundleInfo,
@@ -1160,13 +1182,27 @@ impl CodecStep for OnnxCodecStep {
     }
 }
 
+impl OnnxCodec {
+    /// Whether `codec_decode.onnx` has the optional `start_frame` input (an overridable
+    /// initializer, default 0, of newer exports); opens the decoder if it is not open yet.
+    fn has_start_frame(&self) -> Result<bool> {
+        if let Some(&known) = self.start_frame.get() {
+            return Ok(known);
+        }
+        let session = self.decode.lock()?;
+        let has = session.inputs().iter().any(|i| i.name() == "start_frame");
+        Ok(*self.start_frame.get_or_init(|| has))
+    }
+}
+
 impl Codec for OnnxCodec {
     fn name(&self) -> &'static str {
         self.name
     }
 
     fn supports_start_frame(&self) -> bool {
-        self.start_frame
+        // A decoder that cannot be opened has no start frame; decode_at then reports why.
+        self.has_start_frame().unwrap_or(false)
     }
 
     fn decode_at(&self, codes: &Codes, start_frame: usize, pcm: &mut Vec<f32>) -> Result<()> {
@@ -1175,15 +1211,16 @@ impl Codec for OnnxCodec {
         if t == 0 {
             return Ok(());
         }
-        if start_frame > 0 && !self.start_frame {
+        let has_start_frame = self.has_start_frame()?;
+        if start_frame > 0 && !has_start_frame {
             return Err(Error::Internal("codec_decode has no start_frame input".into()));
         }
         // codes [1, K, T] i64 (+ start_frame [1] i64) -> pcm [1, 1, T * frame_samples] f32
         let input = TensorRef::from_array_view(([1usize, k, t], codes.as_slice()))
             .map_err(codec_err(self.name, "codec_decode"))?;
         let start = [start_frame as i64];
-        let mut session = self.decode.lock();
-        let out = if self.start_frame {
+        let mut session = self.decode.lock()?;
+        let out = if has_start_frame {
             let start = TensorRef::from_array_view(([1usize], &start[..]))
                 .map_err(codec_err(self.name, "codec_decode"))?;
             session.run(ort::inputs!["codes" => input, "start_frame" => start])
@@ -1456,36 +1493,55 @@ mod tests {
     }
 
     #[test]
-    fn codec_encoder_session_opens_on_first_use_only() {
+    fn codec_encoder_and_whole_decoder_sessions_open_on_first_use_only() {
         let ort = std::env::var_os("ORT_DYLIB_PATH")
             .expect("ORT_DYLIB_PATH: run `export ORT_DYLIB_PATH=$(scripts/fetch-ort.sh)`");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
         let config = EngineConfig::new(&dir).with_ort_library_path(ort);
         let bundle = Bundle::load(&dir, false).unwrap();
         let env = environment(&config).unwrap();
-        let opened = Arc::new(AtomicUsize::new(0));
-        let (env2, config2, count) = (env.clone(), config.clone(), opened.clone());
-        let open_encoder: SessionOpener = Box::new(move |p| {
-            count.fetch_add(1, Ordering::SeqCst);
-            open_session(&env2, &config2, p, Flavor::Cpu, None)
-        });
+        let counting = |count: &Arc<AtomicUsize>| -> SessionOpener {
+            let (env, config, count) = (env.clone(), config.clone(), count.clone());
+            Box::new(move |p| {
+                count.fetch_add(1, Ordering::SeqCst);
+                open_session(&env, &config, p, Flavor::Cpu, None)
+            })
+        };
+        let (encoder, decoder) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let codec = open_codec(
             &bundle.info,
             NAME,
             Float::F32,
             true,
             |_, p| open_session(&env, &config, p, Flavor::Cpu, None),
-            open_encoder,
+            counting(&encoder),
+            Some(counting(&decoder)),
         )
         .unwrap()
         .unwrap();
-        assert_eq!(opened.load(Ordering::SeqCst), 0, "encoder opened at load");
+        let opened = |c: &Arc<AtomicUsize>| c.load(Ordering::SeqCst);
+        assert_eq!((opened(&encoder), opened(&decoder)), (0, 0), "opened at load");
         let pcm = vec![0.01f32; 4096];
         let a = codec.encode(&pcm).unwrap();
         let b = codec.encode(&pcm).unwrap();
-        assert_eq!(opened.load(Ordering::SeqCst), 1, "opened once, then reused");
+        assert_eq!(opened(&encoder), 1, "encoder opened once, then reused");
         assert_eq!(a, b);
         assert_eq!(a.frames(), Frames(2));
+        // One-shot decodes go through the step graph: the whole-utterance decoder stays closed
+        // until something decodes through it, and then gives the same samples.
+        let codes = Codes::new(10, Frames(6), (0..60).map(|i| (i * 37) % 1024).collect()).unwrap();
+        let stepped = crate::generate::decode_all(&codec, &bundle.info, &codes).unwrap();
+        assert_eq!(opened(&decoder), 0, "whole decoder opened by a stepped decode");
+        // Asking whether it takes a start frame opens it (the answer is in its inputs).
+        let _ = codec.supports_start_frame();
+        assert_eq!(opened(&decoder), 1, "whole decoder not opened by supports_start_frame");
+        let mut whole = Vec::new();
+        codec.decode_at(&codes, 0, &mut whole).unwrap();
+        codec.decode_at(&codes, 0, &mut Vec::new()).unwrap();
+        assert_eq!(opened(&decoder), 1, "whole decoder opened once, then reused");
+        let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = whole.iter().zip(&stepped).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-5 * scale, "stepped vs whole: {worst} of {scale}");
     }
 
     #[test]
