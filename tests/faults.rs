@@ -30,8 +30,9 @@ fn engine(dir: &Path, verify: bool) -> Result<Engine, Error> {
 /// not detected at load (they are listed for other backends and tools). Everything else must
 /// fail to load when corrupted, even unverified.
 const NOT_READ_BY_ONNX_CPU: [&str; 2] = ["llm.safetensors", "special_tokens.json"];
-/// Read by onnx-cpu at first use, not at load: the codec encoder (voice creation only).
-const READ_AT_FIRST_USE: &str = "codec_encode.onnx";
+/// Read by onnx-cpu at first use, not at load: the codec encoder (voice creation only) and the
+/// whole-utterance decoder (one-shot decodes go through the step graph).
+const READ_AT_FIRST_USE: [&str; 2] = ["codec_encode.onnx", "codec_decode.onnx"];
 /// Raw weight bytes (the decode graphs' shared external data): a same-size corruption changes
 /// weight values only, which nothing but the sha256 check can see, so unverified it loads.
 const RAW_WEIGHTS: &str = "codec_decoder.onnx.data";
@@ -87,15 +88,21 @@ fn every_bundle_file_truncated_corrupted_or_removed_is_a_specific_error() {
         let unverified = engine(&dir, false);
         if NOT_READ_BY_ONNX_CPU.contains(&name.as_str()) || name == RAW_WEIGHTS {
             assert!(unverified.is_ok(), "{name}: {unverified:?}");
-        } else if name == READ_AT_FIRST_USE {
-            // Loads; the first encode opens the graph and names it.
+        } else if READ_AT_FIRST_USE.contains(&name.as_str()) {
+            // Loads; the first use opens the graph and names it.
             let e = unverified.unwrap();
-            match e.encode_pcm(&vec![0.01; 4096], 44_100) {
+            let used = if name == "codec_encode.onnx" {
+                e.encode_pcm(&vec![0.01; 4096], 44_100).map(|_| ())
+            } else {
+                let codes = s1_mini::Codes::new(10, s1_mini::Frames(2), vec![1; 20]).unwrap();
+                e.codec_stream(false).and_then(|mut s| s.push(&codes)).map(|_| ())
+            };
+            match used {
                 Err(err) => {
                     assert_eq!(err.status(), Status::BundleInvalid, "{err}");
                     assert!(err.to_string().contains(name.as_str()), "{err}");
                 }
-                Ok(_) => panic!("{name} corrupted, unverified: encoded"),
+                Ok(()) => panic!("{name} corrupted, unverified: used"),
             }
         } else {
             expect_err(
