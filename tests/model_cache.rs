@@ -68,12 +68,14 @@ fn engine(bundle: &Path, cache: &Path, on: bool) -> Engine {
 }
 
 /// What the engine computes: prefill logits and sampled frames (slow + fast graphs), one-shot
-/// PCM (codec_decode) and streamed PCM (codec_decode_step).
+/// and streamed PCM (codec_decode_step), and the codes decoded through re-decoded context
+/// (codec_decode, which onnx-cpu opens on this first use).
 struct Outputs {
     logits: Vec<f32>,
     frames: Vec<Vec<i64>>,
     pcm: Vec<f32>,
     streamed: Vec<f32>,
+    redecoded: Vec<f32>,
 }
 
 fn outputs(e: &Engine) -> Outputs {
@@ -87,7 +89,8 @@ fn outputs(e: &Engine) -> Outputs {
     while let Some(c) = stream.next_chunk().unwrap() {
         streamed.extend(c.samples);
     }
-    Outputs { logits, frames, pcm, streamed }
+    let redecoded = e.codec_stream(false).unwrap().push(&stream.codes().unwrap()).unwrap();
+    Outputs { logits, frames, pcm, streamed, redecoded }
 }
 
 fn assert_same(got: &Outputs, want: &Outputs, what: &str) {
@@ -96,8 +99,11 @@ fn assert_same(got: &Outputs, want: &Outputs, what: &str) {
     for (i, (g, w)) in got.logits.iter().zip(&want.logits).enumerate() {
         assert!((g - w).abs() <= TOL * w.abs().max(1.0), "{what}: logits[{i}] {g} vs {w}");
     }
-    for (name, g, w) in [("pcm", &got.pcm, &want.pcm), ("streamed", &got.streamed, &want.streamed)]
-    {
+    for (name, g, w) in [
+        ("pcm", &got.pcm, &want.pcm),
+        ("streamed", &got.streamed, &want.streamed),
+        ("redecoded", &got.redecoded, &want.redecoded),
+    ] {
         assert_eq!(g.len(), w.len(), "{what}: {name} length");
         let d = max_abs_diff(g, w);
         assert!(d <= TOL, "{what}: {name} max abs diff {d}");
@@ -114,7 +120,8 @@ fn entries(cache: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The graphs an onnx-cpu engine opens at load (the encoder opens when first used).
+/// The graphs an onnx-cpu engine has opened after [`outputs`]: slow, fast, the step decoder at
+/// load, the whole-utterance decoder at its first use (the encoder only for voice creation).
 const LOADED_GRAPHS: usize = 4;
 
 #[test]
@@ -150,7 +157,7 @@ fn damaged_cache_entries_are_rebuilt_and_outputs_stay_right() {
     let d = scratch("damage");
     let cache = d.join("cache");
     let want = outputs(&engine(&tiny_dir(), &d.join("off"), false));
-    drop(engine(&tiny_dir(), &cache, true));
+    outputs(&engine(&tiny_dir(), &cache, true));
     let found = entries(&cache);
     assert_eq!(found.len(), LOADED_GRAPHS);
     // Damage every entry a different way: garbage weights of the same size, a truncated data
@@ -188,7 +195,7 @@ fn a_changed_source_graph_is_not_served_from_the_cache() {
         }
     }
     let cache = d.join("cache");
-    drop(engine(&bundle, &cache, true));
+    outputs(&engine(&bundle, &cache, true));
     assert_eq!(logged(&cache, "optimised and saved to"), LOADED_GRAPHS);
     // Rewrite fast.onnx (same bytes: only its identity changes, as with any write).
     std::thread::sleep(std::time::Duration::from_millis(20));
