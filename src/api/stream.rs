@@ -114,14 +114,8 @@ impl Stream {
         };
         // While the codec decodes, generate (at most) the next chunk's frames.
         let next_target = chunk.end + self.params.chunk_frames as usize;
-        let mut frames = FrameSource {
-            gen: &mut self.gen,
-            frames: &mut self.frames,
-            info: &self.info,
-            cancel: &self.cancel,
-            progress: self.progress.as_ref(),
-        };
-        let samples = self.codec.wait_while(|| {
+        let (mut frames, codec) = self.parts();
+        let samples = codec.wait_while(|| {
             if frames.frames.len() >= next_target || frames.gen.is_finished() {
                 return Ok(false);
             }
@@ -149,14 +143,19 @@ impl Stream {
 
     /// Generates one frame (or finishes the utterance).
     fn generate_frame(&mut self) -> Result<()> {
-        FrameSource {
+        self.parts().0.generate()
+    }
+
+    /// The frame-making parts and the codec worker, borrowed apart.
+    fn parts(&mut self) -> (FrameSource<'_>, &mut CodecWorker) {
+        let source = FrameSource {
             gen: &mut self.gen,
             frames: &mut self.frames,
             info: &self.info,
             cancel: &self.cancel,
             progress: self.progress.as_ref(),
-        }
-        .generate()
+        };
+        (source, &mut self.codec)
     }
 
     /// Hands frames `emitted..end` to the codec worker.
