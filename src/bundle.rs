@@ -19,9 +19,10 @@ pub use crate::verify_cache::VerifyCache;
 
 /// The `format` string of a bundle manifest.
 pub const BUNDLE_FORMAT: &str = "s1-mini-bundle";
-/// The manifest `format_version` this engine reads. Version 2: `slow.onnx` takes one cache
-/// buffer per layer and updates it in place (version 1 copied the whole cache in and out).
-pub const BUNDLE_FORMAT_VERSION: u64 = 2;
+/// The manifest `format_version` this engine reads. Version 3: `slow.onnx` and `fast.onnx`
+/// take a batch dimension with each row at its own position (concurrent requests decode as one
+/// batch); version 2 fixed the batch at 1; version 1 copied the whole KV cache in and out.
+pub const BUNDLE_FORMAT_VERSION: u64 = 3;
 
 /// How to make a bundle this engine reads, quoted in errors about old bundles.
 pub const REEXPORT_HINT: &str = "re-export the bundle with this engine's exporter: \
@@ -29,8 +30,9 @@ pub const REEXPORT_HINT: &str = "re-export the bundle with this engine's exporte
      (docs/bundle-format.md)";
 
 /// [`Error::VersionMismatch`]'s hint for a bundle older than [`BUNDLE_FORMAT_VERSION`].
-const OLDER_BUNDLE_HINT: &str = "; this bundle is older than the engine (format 1 copied the \
-     whole KV cache in and out of slow.onnx every step): re-export the bundle with this \
+const OLDER_BUNDLE_HINT: &str = "; this bundle is older than the engine (format 2 graphs decode \
+     one request at a time, format 1 copied the whole KV cache in and out of slow.onnx every \
+     step): re-export the bundle with this \
      engine's exporter: `PYTHONPATH=tools/export python -m s1mini_export --checkpoint CKPT \
      --out BUNDLE` (docs/bundle-format.md)";
 /// Output rate of the S1 codec; the engine's audio is always at this rate.

@@ -2,6 +2,7 @@
 //! parity tests, `examples/` and `s1-mini bench` use them to see what the model sampled.
 
 use crate::api::{Engine, Request};
+pub use crate::backend::BatchStats;
 use crate::error::Result;
 pub use crate::generate::Frame;
 
@@ -18,4 +19,10 @@ pub fn ignore_end(mut request: Request) -> Request {
 /// parity tests.
 pub fn generate_frames(engine: &Engine, request: &Request) -> Result<(Vec<Frame>, Vec<f32>)> {
     engine.frames(request)
+}
+
+/// How the engine's backend batched concurrent requests so far (`None`: it steps each request
+/// alone): the batching tests and `bench --streams`.
+pub fn batch_stats(engine: &Engine) -> Option<BatchStats> {
+    engine.t2s_batch_stats()
 }

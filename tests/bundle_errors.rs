@@ -43,25 +43,28 @@ fn bundle_missing_dir_or_manifest_is_bundle_not_found() {
 #[test]
 fn bundle_version_mismatch_is_version_mismatch() {
     let dir = bundle_copy("version");
-    edit_manifest(&dir, |m| m["format_version"] = 3.into());
+    edit_manifest(&dir, |m| m["format_version"] = 4.into());
     match Bundle::load(&dir, true) {
         Err(Error::VersionMismatch { field, expected, found, .. }) => {
             assert_eq!(
                 (field.as_str(), expected.as_str(), found.as_str()),
-                ("format_version", "2", "3")
+                ("format_version", "3", "4")
             );
         }
         other => panic!("{other:?}"),
     }
-    // A format-1 bundle (KV copied in and out of slow.onnx each step) names the re-export.
-    edit_manifest(&dir, |m| m["format_version"] = 1.into());
-    match Bundle::load(&dir, true) {
-        Err(e @ Error::VersionMismatch { .. }) => {
-            let msg = e.to_string();
-            assert!(msg.contains("expected 2, found 1"), "{msg}");
-            assert!(msg.contains("python -m s1mini_export --checkpoint"), "{msg}");
+    // Older bundles (format 2: batch fixed at 1; format 1: KV copied in and out of slow.onnx
+    // each step) name the re-export.
+    for old in [1u64, 2] {
+        edit_manifest(&dir, |m| m["format_version"] = old.into());
+        match Bundle::load(&dir, true) {
+            Err(e @ Error::VersionMismatch { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&format!("expected 3, found {old}")), "{msg}");
+                assert!(msg.contains("python -m s1mini_export --checkpoint"), "{msg}");
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
     edit_manifest(&dir, |m| m["format"] = "something-else".into());
     assert!(

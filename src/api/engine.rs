@@ -90,6 +90,11 @@ impl Engine {
         })
     }
 
+    /// The backend's batching counters (`internal::batch_stats`).
+    pub(crate) fn t2s_batch_stats(&self) -> Option<crate::backend::BatchStats> {
+        self.inner.t2s.batch_stats()
+    }
+
     /// Facts about the loaded bundle.
     pub fn info(&self) -> &BundleInfo {
         &self.inner.info

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backend::{FrameStep, KvSnapshot, SlowOutput, StepRow, T2sRequest};
+use crate::backend::{FrameSampling, FrameStep, KvSnapshot, SlowOutput, StepRow, T2sRequest};
 use crate::bundle::BundleInfo;
 use crate::error::{Error, Result};
 use crate::generate::{Frame, StageTimes};
@@ -54,38 +54,9 @@ impl HostSampled {
         HostSampled { req, info, prefilled: None }
     }
 
-    /// Maps a token id to its row in the restricted head; `None` outside the head.
-    fn head_index(&self, id: i64) -> Option<usize> {
-        let t = &self.info.tokens;
-        if id >= i64::from(t.semantic_begin) && id <= i64::from(t.semantic_end) {
-            Some((id - i64::from(t.semantic_begin)) as usize)
-        } else if id == i64::from(t.im_end) {
-            Some(self.info.im_end_index)
-        } else {
-            None
-        }
-    }
-
-    /// Penalty indices of slot `slot` (0 = main head, k = codebook k) for decoded frame `d`
-    /// (fish-speech `decode_n_tokens`): columns 0..16 of a zero-initialised history while
-    /// d < 16, else d-16..d.
+    #[cfg(test)]
     fn window(&self, history: &[Frame], d: usize, slot: usize, compat: bool) -> Vec<usize> {
-        let k = self.info.model.num_codebooks;
-        let zero_col = vec![0i64; k + 1];
-        let first = d.saturating_sub(REPETITION_WINDOW_FRAMES);
-        let col = |j: usize| history.get(first + j).unwrap_or(&zero_col);
-        if slot == 0 {
-            if compat {
-                // fish-speech's `previous_tokens[:, 0]`: the first column's 11 values read as ids.
-                col(0).iter().filter_map(|&v| self.head_index(v)).collect()
-            } else {
-                (0..REPETITION_WINDOW_FRAMES).filter_map(|j| self.head_index(col(j)[0])).collect()
-            }
-        } else {
-            (0..REPETITION_WINDOW_FRAMES)
-                .filter_map(|j| usize::try_from(col(j)[slot + 1]).ok())
-                .collect()
-        }
+        window(&self.info, history, d, slot, compat)
     }
 
     /// Samples the frame from the slow output: main token, then the fast codebooks.
@@ -95,35 +66,15 @@ impl HostSampled {
         row: &StepRow<'_>,
         clock: &mut Clock<'_>,
     ) -> Result<Frame> {
-        let f = row.frame;
+        let info = self.info.clone();
         let s = row.sampling;
-        let decoded = f.checked_sub(1); // d; None for the prefill frame (no penalty)
-        let k_books = self.info.model.num_codebooks;
-        let frame_u32 =
-            u32::try_from(f).map_err(|_| Error::Internal("frame index overflow".into()))?;
+        let windows = penalty_windows(&info, row.history, row.frame, s.fish_speech_compat);
+        let frame_u32 = frame_u32(row.frame)?;
+        let k_books = info.model.num_codebooks;
 
         let t0 = clock.stamp();
-        let mut logits = slow.logits;
-        // Only the semantic rows and <|im_end|> may win, whatever else the head holds
-        // (<|im_end|> neither, when a benchmark asks for a fixed frame count).
-        let keep_end = !s.ignore_end;
-        let keep =
-            |i: usize| i < self.info.semantic_rows || (keep_end && i == self.info.im_end_index);
-        for (i, v) in logits.iter_mut().enumerate() {
-            if !keep(i) {
-                *v = f32::NEG_INFINITY;
-            }
-        }
-        let compat = s.fish_speech_compat;
-        let window = decoded.map(|d| self.window(row.history, d, 0, compat)).unwrap_or_default();
-        let head = sampling::sample(&mut logits, &window, s.params, s.seed, frame_u32, 0);
-        let (main_id, c0) = if head == self.info.im_end_index {
-            // fish-speech clamps the negative code of a non-semantic token to 0.
-            (i64::from(self.info.tokens.im_end), 0i64)
-        } else {
-            (i64::from(self.info.tokens.semantic_begin) + head as i64, head as i64)
-        };
         let mut frame = Vec::with_capacity(k_books + 1);
+        let (main_id, c0) = sample_main(&info, slow.logits, &windows[0], s, frame_u32);
         frame.push(main_id);
         frame.push(c0);
         clock.charge(t0, Stage::Sampling);
@@ -133,22 +84,110 @@ impl HostSampled {
         // Position 0: the slow hidden state; its logits are discarded.
         self.req.fast(&slow.hidden, 0)?;
         clock.charge(t0, Stage::Fast);
-        let rows = self.info.fast_logit_rows;
         for k in 1..k_books {
             let prev = frame[k];
             let t0 = clock.stamp();
-            let mut logits = self.req.fast(&slow.hidden, prev)?;
+            let logits = self.req.fast(&slow.hidden, prev)?;
             clock.charge(t0, Stage::Fast);
             let t0 = clock.stamp();
-            logits.truncate(rows);
-            let window =
-                decoded.map(|d| self.window(row.history, d, k, compat)).unwrap_or_default();
-            let c = sampling::sample(&mut logits, &window, s.params, s.seed, frame_u32, k as u32);
-            frame.push(c as i64);
+            frame.push(sample_code(&info, logits, &windows[k], s, frame_u32, k));
             clock.charge(t0, Stage::Sampling);
         }
         Ok(frame)
     }
+}
+
+/// Frame index f as the RNG's frame counter.
+pub(crate) fn frame_u32(frame: usize) -> Result<u32> {
+    u32::try_from(frame).map_err(|_| Error::Internal("frame index overflow".into()))
+}
+
+/// Maps a token id to its row in the restricted head; `None` outside the head.
+fn head_index(info: &BundleInfo, id: i64) -> Option<usize> {
+    let t = &info.tokens;
+    if id >= i64::from(t.semantic_begin) && id <= i64::from(t.semantic_end) {
+        Some((id - i64::from(t.semantic_begin)) as usize)
+    } else if id == i64::from(t.im_end) {
+        Some(info.im_end_index)
+    } else {
+        None
+    }
+}
+
+/// Penalty indices of slot `slot` (0 = main head, k = codebook k) for decoded frame `d`
+/// (fish-speech `decode_n_tokens`): columns 0..16 of a zero-initialised history while
+/// d < 16, else d-16..d.
+fn window(info: &BundleInfo, history: &[Frame], d: usize, slot: usize, compat: bool) -> Vec<usize> {
+    let k = info.model.num_codebooks;
+    let zero_col = vec![0i64; k + 1];
+    let first = d.saturating_sub(REPETITION_WINDOW_FRAMES);
+    let col = |j: usize| history.get(first + j).unwrap_or(&zero_col);
+    if slot == 0 {
+        if compat {
+            // fish-speech's `previous_tokens[:, 0]`: the first column's 11 values read as ids.
+            col(0).iter().filter_map(|&v| head_index(info, v)).collect()
+        } else {
+            (0..REPETITION_WINDOW_FRAMES).filter_map(|j| head_index(info, col(j)[0])).collect()
+        }
+    } else {
+        (0..REPETITION_WINDOW_FRAMES).filter_map(|j| usize::try_from(col(j)[slot + 1]).ok()).collect()
+    }
+}
+
+/// The penalty windows of every slot (main head, codebooks 1..K-1) of frame `frame`, all
+/// known before the frame is made: they depend on earlier frames only. The prefill frame
+/// (f = 0) has no penalty (empty windows).
+pub(crate) fn penalty_windows(
+    info: &BundleInfo,
+    history: &[Frame],
+    frame: usize,
+    compat: bool,
+) -> Vec<Vec<usize>> {
+    let k_books = info.model.num_codebooks;
+    match frame.checked_sub(1) {
+        None => vec![Vec::new(); k_books.max(1)],
+        Some(d) => (0..k_books.max(1)).map(|slot| window(info, history, d, slot, compat)).collect(),
+    }
+}
+
+/// Samples the main token from the slow head's logits: `(main id, c0)`. Only the semantic
+/// rows and `<|im_end|>` may win, whatever else the head holds (`<|im_end|>` neither, when a
+/// benchmark asks for a fixed frame count).
+pub(crate) fn sample_main(
+    info: &BundleInfo,
+    mut logits: Vec<f32>,
+    window: &[usize],
+    s: &FrameSampling,
+    frame: u32,
+) -> (i64, i64) {
+    let keep_end = !s.ignore_end;
+    let keep = |i: usize| i < info.semantic_rows || (keep_end && i == info.im_end_index);
+    for (i, v) in logits.iter_mut().enumerate() {
+        if !keep(i) {
+            *v = f32::NEG_INFINITY;
+        }
+    }
+    let head = sampling::sample(&mut logits, window, s.params, s.seed, frame, 0);
+    if head == info.im_end_index {
+        // fish-speech clamps the negative code of a non-semantic token to 0.
+        (i64::from(info.tokens.im_end), 0)
+    } else {
+        (i64::from(info.tokens.semantic_begin) + head as i64, head as i64)
+    }
+}
+
+/// Samples codebook `k` (1..K-1) from the fast transformer's logits (the first
+/// `fast_logit_rows` are used, as fish-speech does).
+pub(crate) fn sample_code(
+    info: &BundleInfo,
+    mut logits: Vec<f32>,
+    window: &[usize],
+    s: &FrameSampling,
+    frame: u32,
+    k: usize,
+) -> i64 {
+    logits.truncate(info.fast_logit_rows);
+    sampling::sample(&mut logits, window, s.params, s.seed, frame, k as u32) as i64
 }
 
 impl FrameStep for HostSampled {

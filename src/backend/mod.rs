@@ -44,6 +44,22 @@ pub trait Text2Semantic: Send + Sync {
     fn start_frames(&self, info: Arc<BundleInfo>, positions: usize) -> Result<Box<dyn FrameStep>> {
         Ok(Box::new(host::HostSampled::new(self.start_with_capacity(positions)?, info)))
     }
+    /// How concurrent requests were batched so far; `None` for a backend that steps each
+    /// request alone (the default).
+    fn batch_stats(&self) -> Option<BatchStats> {
+        None
+    }
+}
+
+/// Counters of a batching backend ([`Text2Semantic::batch_stats`]), since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Decode steps run (one slow call and the fast calls for every row in it).
+    pub steps: u64,
+    /// Request rows made in those steps (frames).
+    pub rows: u64,
+    /// Most rows in one step.
+    pub max_rows: usize,
 }
 
 /// Per-request state of the DualAR transformer (KV caches). One thread at a time.

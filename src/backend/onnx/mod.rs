@@ -29,6 +29,7 @@ use crate::codes::{Codes, Frames};
 use crate::config::{EngineConfig, GraphOptimization, TensorRtPrecision};
 use crate::error::{Error, Result};
 
+mod batch;
 pub(crate) mod device;
 pub(crate) mod ep;
 pub(crate) mod kv;
@@ -442,15 +443,15 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
     let slow = slow?;
     check_in_place_graph(&slow)?;
     let (fast, codec) = rest?;
-    let t2s = Arc::new(OnnxT2s {
-        shared: Arc::new(T2sShared {
-            slow: Mutex::new(slow),
-            fast: Mutex::new(fast),
-            dims: info.model.clone(),
-            head_rows: info.im_end_index.max(info.semantic_rows) + 1,
-            fast_rows: info.fast_logit_rows,
-        }),
+    let shared = Arc::new(T2sShared {
+        slow: Mutex::new(slow),
+        fast: Mutex::new(fast),
+        dims: info.model.clone(),
+        head_rows: info.im_end_index.max(info.semantic_rows) + 1,
+        fast_rows: info.fast_logit_rows,
     });
+    let batcher = Arc::new(batch::Batcher::new(shared.clone(), Arc::new(info.clone()))?);
+    let t2s = Arc::new(OnnxT2s { shared, batcher });
     Ok((t2s, codec.map(|c| Arc::new(c) as Arc<dyn Codec>)))
 }
 
@@ -864,9 +865,11 @@ struct T2sShared {
     fast_rows: usize,
 }
 
-/// The DualAR transformer on ONNX Runtime.
+/// The DualAR transformer on ONNX Runtime's CPU provider.
 struct OnnxT2s {
     shared: Arc<T2sShared>,
+    /// Concurrent requests' frames decode as one batch (`batch.rs`).
+    batcher: Arc<batch::Batcher>,
 }
 
 impl Text2Semantic for OnnxT2s {
@@ -880,6 +883,19 @@ impl Text2Semantic for OnnxT2s {
 
     fn start_with_capacity(&self, positions: usize) -> Result<Box<dyn T2sRequest>> {
         Ok(Box::new(self.request(positions)?))
+    }
+
+    fn start_frames(
+        &self,
+        _info: Arc<BundleInfo>,
+        positions: usize,
+    ) -> Result<Box<dyn super::FrameStep>> {
+        let req = self.request(positions)?;
+        Ok(Box::new(batch::Batched::new(self.batcher.clone(), req, positions)))
+    }
+
+    fn batch_stats(&self) -> Option<super::BatchStats> {
+        Some(self.batcher.stats())
     }
 }
 
@@ -1319,16 +1335,15 @@ mod tests {
         let open = |role: &str| {
             open_session(&env, &config, info.graph(role).unwrap(), Flavor::Cpu, None).unwrap()
         };
-        let t2s = OnnxT2s {
-            shared: Arc::new(T2sShared {
-                slow: Mutex::new(open("slow")),
-                fast: Mutex::new(open("fast")),
-                dims: info.model.clone(),
-                head_rows: info.im_end_index.max(info.semantic_rows) + 1,
-                fast_rows: info.fast_logit_rows,
-            }),
-        };
-        (t2s, bundle)
+        let shared = Arc::new(T2sShared {
+            slow: Mutex::new(open("slow")),
+            fast: Mutex::new(open("fast")),
+            dims: info.model.clone(),
+            head_rows: info.im_end_index.max(info.semantic_rows) + 1,
+            fast_rows: info.fast_logit_rows,
+        });
+        let batcher = Arc::new(batch::Batcher::new(shared.clone(), Arc::new(info.clone())).unwrap());
+        (OnnxT2s { shared, batcher }, bundle)
     }
 
     /// A text prompt `[1+K, t]`: ids 1.. (mod 1000) in row 0, no codes.

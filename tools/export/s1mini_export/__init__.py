@@ -2,5 +2,5 @@
 
 __version__ = "0.1.0"
 FORMAT_NAME = "s1-mini-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FISH_SPEECH_VERSION = "0.1.0"

@@ -69,11 +69,14 @@ class Norm(nn.Module):
 
 
 def apply_rope(x: Tensor, cos_sin: Tensor) -> Tensor:
-    # x: [B, T, H, D]; cos_sin: [T, D/2, 2]. Adjacent pairs (x0, x1) rotate together.
+    # x: [B, T, H, D]; cos_sin: [T, D/2, 2] (every row at the same positions) or [B, T, D/2, 2]
+    # (per-row positions). Adjacent pairs (x0, x1) rotate together.
     b, t, h, d = x.shape
     xs = x.float().reshape(b, t, h, d // 2, 2)
-    c = cos_sin[None, :, None, :, 0]
-    s = cos_sin[None, :, None, :, 1]
+    if cos_sin.dim() == 3:
+        cos_sin = cos_sin[None]
+    c = cos_sin[:, :, None, :, 0]
+    s = cos_sin[:, :, None, :, 1]
     x0, x1 = xs[..., 0], xs[..., 1]
     out = torch.stack([x0 * c - x1 * s, x1 * c + x0 * s], dim=-1)
     return out.reshape(b, t, h, d).to(x.dtype)
@@ -86,8 +89,8 @@ def rope_caches(table: Tensor) -> tuple[Tensor, Tensor]:
 
 class RotaryEmbedding(torch.autograd.Function):
     """com.microsoft.RotaryEmbedding, interleaved (fish's adjacent-pair rotation), as ONNX
-    Runtime runs it: x [1, T, H*D], position_ids [1, T] int64, cos/sin caches [S, D/2] ->
-    [1, T, H*D]. One node where the written-out rotation is about twenty (Split, Squeeze, Mul,
+    Runtime runs it: x [B, T, H*D], position_ids [B, T] int64 (each row's own positions) or [1]
+    (the first position of every row: positions p..p+T), cos/sin caches [S, D/2] -> [B, T, H*D]. One node where the written-out rotation is about twenty (Split, Squeeze, Mul,
     Sub, Add, Unsqueeze, Concat, Reshape, Gather per call); out = (x0 c - x1 s, x1 c + x0 s), the
     same products and sums as apply_rope. forward() is the reference math; symbolic() emits the
     contrib op."""
@@ -95,7 +98,8 @@ class RotaryEmbedding(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, position_ids, cos, sin, n_head: int):  # noqa: ARG004
         b, t, hd = x.shape
-        cs = torch.stack([cos[position_ids[0]], sin[position_ids[0]]], dim=-1)
+        pos = position_ids if position_ids.dim() == 2 else (position_ids[0] + torch.arange(t))[None]
+        cs = torch.stack([cos[pos], sin[pos]], dim=-1)  # [B or 1, T, D/2, 2]
         return apply_rope(x.view(b, t, n_head, hd // n_head), cs).reshape(b, t, hd)
 
     @staticmethod
@@ -122,28 +126,29 @@ class Attention(nn.Module):
     def forward(
         self, x: Tensor, position_ids: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        # One new position (the fast graph): x [1, 1, dim]; past_k/v [1, Hkv, P, D]. The query
-        # attends to all P+1 keys, so there is no mask. Reshapes name constant sizes (batch 1,
-        # -1 for T): a traced x.shape would put a Shape/Gather/Unsqueeze/Concat chain before
-        # every Reshape of the graph.
+        # One new position per row (the fast graph): x [B, 1, dim]; past_k/v [B, Hkv, P, D];
+        # position_ids [1] (every row is at the same fast position). The query attends to all
+        # P+1 keys, so there is no mask. Reshapes name constant sizes (-1 for the batch, 1 for
+        # T): a traced x.shape would put a Shape/Gather/Unsqueeze/Concat chain before every
+        # Reshape of the graph.
         hq, hk, d = self.n_head, self.n_kv, self.head_dim
         q, k, v = self.wqkv(x).split([hq * d, hk * d, hk * d], dim=-1)
         if self.qk_norm:
-            q = self.q_norm(q.reshape(1, -1, hq, d)).reshape(1, -1, hq * d)
-            k = self.k_norm(k.reshape(1, -1, hk, d)).reshape(1, -1, hk * d)
-        q = RotaryEmbedding.apply(q, position_ids, cos, sin, hq).reshape(1, -1, hq, d).transpose(1, 2)
-        k = RotaryEmbedding.apply(k, position_ids, cos, sin, hk).reshape(1, -1, hk, d).transpose(1, 2)
-        v = v.reshape(1, -1, hk, d).transpose(1, 2)
-        k_all = torch.cat([past_k, k], dim=2)  # [1, Hkv, P+1, D]
+            q = self.q_norm(q.reshape(-1, 1, hq, d)).reshape(-1, 1, hq * d)
+            k = self.k_norm(k.reshape(-1, 1, hk, d)).reshape(-1, 1, hk * d)
+        q = RotaryEmbedding.apply(q, position_ids, cos, sin, hq).reshape(-1, 1, hq, d).transpose(1, 2)
+        k = RotaryEmbedding.apply(k, position_ids, cos, sin, hk).reshape(-1, 1, hk, d).transpose(1, 2)
+        v = v.reshape(-1, 1, hk, d).transpose(1, 2)
+        k_all = torch.cat([past_k, k], dim=2)  # [B, Hkv, P+1, D]
         v_all = torch.cat([past_v, v], dim=2)
         # GQA: query head h uses kv head h // rep (fish's repeat_interleave), done by grouping
-        # queries as [1, Hkv, rep, 1, D] so the KV is broadcast instead of copied.
+        # queries as [B, Hkv, rep, 1, D] so the KV is broadcast instead of copied.
         rep = hq // hk
-        qg = q.reshape(1, hk, rep, -1, d)
+        qg = q.reshape(-1, hk, rep, 1, d)
         scores = torch.matmul(qg, k_all[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(d))
         probs = torch.softmax(scores, dim=-1)
-        y = torch.matmul(probs, v_all[:, :, None])  # [1, Hkv, rep, 1, D]
-        y = y.reshape(1, hq, -1, d).transpose(1, 2).reshape(1, -1, hq * d)
+        y = torch.matmul(probs, v_all[:, :, None])  # [B, Hkv, rep, 1, D]
+        y = y.reshape(-1, hq, 1, d).transpose(1, 2).reshape(-1, 1, hq * d)
         return self.wo(y), k, v
 
     def forward_cached(
@@ -157,12 +162,14 @@ class Attention(nn.Module):
         seqlens_k: Tensor,
         total: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        # x: [1, T, dim]; cache_k/v: [1, Hkv, C, D] (positions 0..P filled); new keys go to P..P+T.
+        # x: [B, T, dim]; cache_k/v: [B, Hkv, C, D] (row b: positions 0..P_b filled); row b's
+        # new keys go to P_b..P_b+T. qk-norm works on [B*T, H, D] and takes its shape back from
+        # the projection (one Shape node: B and T are both dynamic here).
         hq, hk, d = self.n_head, self.n_kv, self.head_dim
         q, k, v = self.wqkv(x).split([hq * d, hk * d, hk * d], dim=-1)
         if self.qk_norm:
-            q = self.q_norm(q.reshape(1, -1, hq, d)).reshape(1, -1, hq * d)
-            k = self.k_norm(k.reshape(1, -1, hk, d)).reshape(1, -1, hk * d)
+            q = self.q_norm(q.reshape(-1, hq, d)).reshape_as(q)
+            k = self.k_norm(k.reshape(-1, hk, d)).reshape_as(k)
         # qk-norm, then fish's interleaved RoPE over its bf16 table (RotaryEmbedding); GQA gets
         # rotated q/k (its own do_rotary is left off: it derives positions from the cache).
         q = RotaryEmbedding.apply(q, position_ids, cos, sin, hq)
@@ -174,10 +181,11 @@ class Attention(nn.Module):
 class GroupQueryAttention(torch.autograd.Function):
     """com.microsoft.GroupQueryAttention over a fixed-capacity cache, as ONNX Runtime runs it.
 
-    q [1, T, Hq*D], k/v [1, T, Hkv*D] (qk-norm and RoPE already applied), past_k/v [1, Hkv, C, D]
-    with positions 0..P filled, seqlens_k [1] int32 = P+T-1, total [] int32 = P+T.
-    Returns (out [1, T, Hq*D], present_k, present_v [1, Hkv, C, D]): present = past with positions
-    P..P+T overwritten by k/v; query i attends keys 0..P+i (causal). GQA maps query head h to kv
+    q [B, T, Hq*D], k/v [B, T, Hkv*D] (qk-norm and RoPE already applied), past_k/v
+    [B, Hkv, C, D] with row b's positions 0..P_b filled, seqlens_k [B] int32 = P_b+T-1,
+    total [] int32 = max_b P_b + T. Returns (out [B, T, Hq*D], present_k, present_v
+    [B, Hkv, C, D]): present = past with row b's positions P_b..P_b+T overwritten by its k/v;
+    its query i attends keys 0..P_b+i (causal). GQA maps query head h to kv
     head h // (Hq/Hkv), as fish-speech's repeat_interleave. forward() is the reference math (used
     when the module runs in torch); symbolic() emits the contrib op.
     """
@@ -186,22 +194,24 @@ class GroupQueryAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total, n_head: int, n_kv: int):  # noqa: ARG004
         b, t, _ = q.shape
         d = past_k.shape[3]
-        tot = int(total)
-        p = tot - t
-        qh = q.view(b, t, n_head, d).transpose(1, 2)
         present_k = past_k.clone()
         present_v = past_v.clone()
-        present_k[:, :, p:tot] = k.view(b, t, n_kv, d).transpose(1, 2)
-        present_v[:, :, p:tot] = v.view(b, t, n_kv, d).transpose(1, 2)
-        k_all, v_all = present_k[:, :, :tot], present_v[:, :, :tot]
         rep = n_head // n_kv
-        qg = qh.reshape(b, n_kv, rep, t, d)
-        scores = torch.matmul(qg, k_all[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(d))
-        pos = torch.arange(t) + p
-        mask = torch.arange(tot)[None, :] <= pos[:, None]
-        scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
-        y = torch.matmul(torch.softmax(scores, dim=-1), v_all[:, :, None])
-        return y.reshape(b, n_head, t, d).transpose(1, 2).reshape(b, t, n_head * d), present_k, present_v
+        ys = []
+        for r in range(b):  # reference math, row by row: each row at its own position
+            tot = int(seqlens_k[r]) + 1
+            p = tot - t
+            present_k[r, :, p:tot] = k[r].view(t, n_kv, d).transpose(0, 1)
+            present_v[r, :, p:tot] = v[r].view(t, n_kv, d).transpose(0, 1)
+            k_all, v_all = present_k[r : r + 1, :, :tot], present_v[r : r + 1, :, :tot]
+            qg = q[r : r + 1].view(1, t, n_head, d).transpose(1, 2).reshape(1, n_kv, rep, t, d)
+            scores = torch.matmul(qg, k_all[:, :, None].transpose(-2, -1)) * (1.0 / math.sqrt(d))
+            pos = torch.arange(t) + p
+            mask = torch.arange(tot)[None, :] <= pos[:, None]
+            scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
+            y = torch.matmul(torch.softmax(scores, dim=-1), v_all[:, :, None])
+            ys.append(y.reshape(1, n_head, t, d).transpose(1, 2).reshape(1, t, n_head * d))
+        return torch.cat(ys), present_k, present_v
 
     @staticmethod
     def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total, n_head: int, n_kv: int):
@@ -286,8 +296,10 @@ def _positions(past: Tensor) -> Tensor:
 
 
 class SlowGraph(nn.Module):
-    """slow.onnx: tokens [1, 1+N, T] at positions P..P+T + per-layer cache buffers [1, Hkv, C, D]
-    -> restricted logits, hidden, per-layer present buffers (the same buffers, P+T filled)."""
+    """slow.onnx: tokens [B, 1+N, T], row b at positions P_b..P_b+T, + per-layer cache buffers
+    [B, Hkv, C, D] -> restricted logits [B, rows], hidden [B, fast_dim], per-layer present
+    buffers (the same buffers, row b filled to P_b+T). B > 1 is a decode batch of independent
+    requests (continuous batching); a prompt runs as B = 1."""
 
     def __init__(self, cfg: LlmConfig, tokens: TokenIds):
         super().__init__()
@@ -320,28 +332,28 @@ class SlowGraph(nn.Module):
         self.register_buffer("cb_offsets", (torch.arange(c.num_codebooks) * c.codebook_size)[:, None], persistent=False)
 
     def forward(self, tokens: Tensor, past_sequence_length: Tensor, *cache: Tensor):
-        # tokens: [1, 1+N, T] int64; past_sequence_length: [1] int64 = P;
-        # cache: past_key_0, past_value_0, past_key_1, ... each [1, Hkv, C, D], C >= P+T
+        # tokens: [B, 1+N, T] int64; past_sequence_length: [B] int64 = P_b;
+        # cache: past_key_0, past_value_0, past_key_1, ... each [B, Hkv, C, D], C >= P_b+T
         c = self.cfg
         t = tokens.shape[2]
-        ids = tokens[0, 0]  # [T]
-        vq = self.codebook_embeddings(tokens[0, 1:] + self.cb_offsets).sum(dim=0)  # [T, dim]
+        ids = tokens[:, 0]  # [B, T]
+        vq = self.codebook_embeddings(tokens[:, 1:] + self.cb_offsets).sum(dim=1)  # [B, T, dim]
         is_sem = (ids >= self.sem_begin) & (ids <= self.sem_end)
-        x = self.embeddings(ids) + torch.where(is_sem[:, None], vq, torch.zeros_like(vq))
+        x = self.embeddings(ids) + torch.where(is_sem[..., None], vq, torch.zeros_like(vq))
         if c.scale_codebook_embeddings:
-            x = torch.where(is_sem[:, None], x / math.sqrt(c.num_codebooks + 1), x)
-        x = x[None]  # [1, T, dim]
-        pos = (torch.arange(t, device=tokens.device) + past_sequence_length)[None]  # [1, T] absolute positions
-        total64 = past_sequence_length + t  # [1]
-        total = total64.reshape([]).to(torch.int32)  # GQA total_sequence_length: int32 scalar
-        seqlens_k = (total64 - 1).to(torch.int32)  # GQA seqlens_k: [1] int32 = P+T-1
+            x = torch.where(is_sem[..., None], x / math.sqrt(c.num_codebooks + 1), x)
+        # [B, T] absolute positions of each row
+        pos = torch.arange(t, device=tokens.device)[None] + past_sequence_length[:, None]
+        total64 = past_sequence_length + t  # [B]
+        total = total64.max().to(torch.int32)  # GQA total_sequence_length: int32 scalar
+        seqlens_k = (total64 - 1).to(torch.int32)  # GQA seqlens_k: [B] int32 = P_b+T-1
         presents = []
         for i, layer in enumerate(self.layers):
             x, k, v = layer.forward_cached(
                 x, pos, self.rope_cos, self.rope_sin, cache[2 * i], cache[2 * i + 1], seqlens_k, total
             )
             presents += [k, v]
-        last = x[:, -1]  # [1, dim], pre-final-norm
+        last = x[:, -1]  # [B, dim], pre-final-norm
         logits = self.head(self.norm(last))
         hidden = self.fast_project_in(last)
         return (logits, hidden, *presents)
@@ -391,7 +403,7 @@ class SlowRunner:
 
 
 class FastGraph(nn.Module):
-    """fast.onnx: one fast-transformer position P (from the past KV length)."""
+    """fast.onnx: one fast-transformer position P (from the past KV length) for B rows."""
 
     def __init__(self, cfg: LlmConfig, logit_rows: int):
         super().__init__()
@@ -419,13 +431,14 @@ class FastGraph(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, hidden: Tensor, code: Tensor, past_keys: Tensor, past_values: Tensor):
-        # hidden: [1, fast_dim]; code: [1] int64; past_*: [Lf, 1, Hkv, P, Df]
+        # hidden: [B, fast_dim]; code: [B] int64; past_*: [Lf, B, Hkv, P, Df]. Every row of a
+        # batch is at the same fast position P (each frame restarts the fast transformer).
         pos = _positions(past_keys)
-        emb = self.fast_embeddings(code)  # [1, fast_dim]
-        x = torch.where(pos[:, None] == 0, hidden, emb)[None]  # [1, 1, fast_dim]
+        emb = self.fast_embeddings(code)  # [B, fast_dim]
+        x = torch.where(pos[:, None] == 0, hidden, emb)[:, None]  # [B, 1, fast_dim]
         ks, vs = [], []
         for i, layer in enumerate(self.fast_layers):
-            x, k, v = layer(x, pos[None], self.rope_cos, self.rope_sin, past_keys[i], past_values[i])
+            x, k, v = layer(x, pos, self.rope_cos, self.rope_sin, past_keys[i], past_values[i])
             ks.append(k)
             vs.append(v)
         logits = self.fast_output(self.fast_norm(x[:, 0]))
@@ -513,7 +526,7 @@ def _export(
 def _retype_attention_outputs(model) -> None:
     """The tracer records trace-time shapes (T = 3, capacity 8) for the contrib op's outputs and
     ONNX's shape inference stops at a com.microsoft node, so the value_info of the graph is
-    replaced by one entry per GroupQueryAttention output 0: [1, T, num_heads * head_dim] in the
+    replaced by one entry per GroupQueryAttention output 0: [B, T, num_heads * head_dim] in the
     cache's float type. Tools that rely on ONNX shape inference past the attention (ONNX
     Runtime's calibrators) then see every tensor; ONNX Runtime infers the rest itself."""
     import onnx
@@ -527,24 +540,31 @@ def _retype_attention_outputs(model) -> None:
         past = inputs[n.input[3]].type.tensor_type
         heads = next(a.i for a in n.attribute if a.name == "num_heads")
         width = heads * past.shape.dim[3].dim_value
-        g.value_info.append(onnx.helper.make_tensor_value_info(n.output[0], past.elem_type, [1, "T", width]))
+        g.value_info.append(onnx.helper.make_tensor_value_info(n.output[0], past.elem_type, ["B", "T", width]))
 
 
 def export_slow(m: SlowGraph, path: Path, dtype: torch.dtype) -> list[str]:
     c = m.cfg
-    tok = torch.zeros(1, 1 + c.num_codebooks, 3, dtype=torch.long)
-    past_len = torch.tensor([2], dtype=torch.long)
-    buf = torch.zeros(1, c.n_local_heads, 8, c.head_dim, dtype=dtype)
+    # Traced at B = 2 with different past lengths, so nothing specialises to one row.
+    tok = torch.zeros(2, 1 + c.num_codebooks, 3, dtype=torch.long)
+    past_len = torch.tensor([2, 1], dtype=torch.long)
+    buf = torch.zeros(2, c.n_local_heads, 8, c.head_dim, dtype=dtype)
     ins, outs = slow_cache_names(c.n_layer)
     cache = tuple(buf.clone() for _ in ins)
-    axes = {n: {2: "capacity"} for n in ins + outs}
+    axes = {n: {0: "B", 2: "capacity"} for n in ins + outs}
     _export(
         m,
         (tok, past_len, *cache),
         path,
         ["tokens", "past_sequence_length", *ins],
         ["logits", "hidden", *outs],
-        {"tokens": {2: "T"}, **axes},
+        {
+            "tokens": {0: "B", 2: "T"},
+            "past_sequence_length": {0: "B"},
+            "logits": {0: "B"},
+            "hidden": {0: "B"},
+            **axes,
+        },
         custom_opsets={"com.microsoft": 1},
     )
     return _written(path)
@@ -552,17 +572,26 @@ def export_slow(m: SlowGraph, path: Path, dtype: torch.dtype) -> list[str]:
 
 def export_fast(m: FastGraph, path: Path, dtype: torch.dtype) -> list[str]:
     c = m.cfg
-    hidden = torch.zeros(1, c.fast_dim, dtype=dtype)
-    code = torch.zeros(1, dtype=torch.long)
-    past = torch.zeros(c.n_fast_layer, 1, c.fast_n_local_heads, 2, c.fast_head_dim, dtype=dtype)
-    kv_axes = {3: "past"}
+    hidden = torch.zeros(2, c.fast_dim, dtype=dtype)
+    code = torch.zeros(2, dtype=torch.long)
+    past = torch.zeros(c.n_fast_layer, 2, c.fast_n_local_heads, 2, c.fast_head_dim, dtype=dtype)
+    kv_axes = {1: "B", 3: "past"}
+    out_axes = {1: "B", 3: "total"}
     _export(
         m,
         (hidden, code, past, past.clone()),
         path,
         ["hidden", "code", "past_keys", "past_values"],
         ["logits", "present_keys", "present_values"],
-        {"past_keys": kv_axes, "past_values": kv_axes, "present_keys": {3: "total"}, "present_values": {3: "total"}},
+        {
+            "hidden": {0: "B"},
+            "code": {0: "B"},
+            "logits": {0: "B"},
+            "past_keys": kv_axes,
+            "past_values": kv_axes,
+            "present_keys": out_axes,
+            "present_values": out_axes,
+        },
     )
     return _written(path)
 

@@ -13,7 +13,7 @@ from s1mini_export.sampling import sample
 
 def test_manifest_lists_every_file_with_its_hash(tiny_bundle):
     m = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert m["format"] == "s1-mini-bundle" and m["format_version"] == 2
+    assert m["format"] == "s1-mini-bundle" and m["format_version"] == 3
     on_disk = sorted(p.name for p in tiny_bundle.iterdir() if p.name != "manifest.json")
     assert sorted(m["files"]) == on_disk
     for name, info in m["files"].items():

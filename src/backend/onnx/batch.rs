@@ -1,0 +1,630 @@
+//! Continuous batching on onnx-cpu: concurrent requests on one engine decode as one batch.
+//!
+//! A decode step is bound by reading the weights (S1-mini: 0.5 B parameters per frame), and a
+//! batch of rows reads them once: the slow graph takes `[B, 1+K, 1]` tokens with each row at its
+//! own position (bundle format 3), the fast graph `[B, ..]` rows at one fast position. So a
+//! request's frame loop (`generate.rs`, unchanged) calls [`FrameStep::step`] on a [`Batched`]
+//! handle, which hands its row to the engine's [`Batcher`] and waits; the thread whose row
+//! completes the set (or that waited [`GATHER_WAIT`]) runs the whole batch, samples every row and
+//! wakes the others. Requests join at their prefill frame and leave when their handle drops, so
+//! the batch changes at frame boundaries only (continuous batching).
+//!
+//! Keys and values live in one pool per layer, `[rows, H, capacity, D]` ([`Pool`]), slot `s`
+//! holding one request, bound as both past and present of the slow graph's
+//! GroupQueryAttention so it is updated in place (as [`super::kv::SlowKv`] does for one
+//! request). A prompt runs through the request's own [`super::kv::SlowKv`] (batch 1, chunked,
+//! beside the running batch) and its cache is copied into a slot once, at the prefill frame.
+//! A slot whose request has no row in a step runs as a harmless dummy row: it writes its next,
+//! still unfilled, position, which its next real step overwrites.
+//!
+//! A row's numbers do not depend on its batch: every row is sampled by the same host code with
+//! its own seed (`host.rs`), and ONNX Runtime computes rows independently (checked by
+//! `a_request_decodes_the_same_codes_alone_and_in_a_batch` and by `bench --streams` at the real
+//! shapes).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ort::memory::Allocator;
+use ort::session::{IoBinding, Session};
+use ort::value::{DynTensor, Tensor, TensorRef};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::kv::{cache_names, KvPrefix, PrefixData};
+use super::{empty, extract_f32, host_memory, ort_err, take, OnnxRequest, T2sShared, NAME};
+use crate::backend::host::{frame_u32, penalty_windows, sample_code, sample_main};
+use crate::backend::{
+    BatchStats, FrameSampling, FrameStep, KvSnapshot, SlowOutput, StepRow, T2sRequest,
+};
+use crate::bundle::BundleInfo;
+use crate::error::{Error, Result};
+use crate::generate::{Frame, StageTimes};
+
+/// Longest wait of a step for a row that was in the previous step: long enough for threads that
+/// were just woken with their frames to come back (microseconds of frame bookkeeping, more on a
+/// loaded machine), short beside a step (25-300 ms at the real shapes on 2 cores). A row that
+/// misses a step (a stream whose reader paused) is not waited for again until it is back.
+pub(crate) const GATHER_WAIT: Duration = Duration::from_millis(10);
+
+/// The engine's batch: the rows waiting for the next step and the slot pool.
+pub(crate) struct Batcher {
+    shared: Arc<T2sShared>,
+    info: Arc<BundleInfo>,
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Touched by the thread leading a step only (and by the last request to leave).
+    pool: Mutex<Pool>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per slot: whether a request holds it.
+    taken: Vec<bool>,
+    /// Rows waiting for the next step.
+    pending: Vec<Job>,
+    /// When the next step's wait began (its first row, or the end of the last step).
+    gather_since: Option<Instant>,
+    /// Slots that had a row in the last step: the next step waits for these.
+    expected: HashSet<usize>,
+    /// Frames made, by ticket, until their thread takes them.
+    done: HashMap<u64, Result<Done>>,
+    /// A thread is running a step.
+    leading: bool,
+    stats: BatchStats,
+    next_ticket: u64,
+}
+
+/// One request's row of a step.
+struct Job {
+    ticket: u64,
+    slot: usize,
+    frame: usize,
+    /// The previous frame (fed through the slow graph); `None` for the prefill frame.
+    prev: Option<Vec<i64>>,
+    /// The prefill frame: the prompt's cache (copied into the slot) and its last slow output.
+    join: Option<Join>,
+    windows: Vec<Vec<usize>>,
+    sampling: FrameSampling,
+    /// Positions the slot must hold (prompt + max frames).
+    capacity: usize,
+    /// Stage timings wanted.
+    timed: bool,
+}
+
+struct Join {
+    prefix: KvPrefix,
+    out: SlowOutput,
+}
+
+/// A row's frame and the stage times of the step that made it (the whole batch's).
+struct Done {
+    frame: Frame,
+    times: StageTimes,
+}
+
+impl Batcher {
+    pub(crate) fn new(shared: Arc<T2sShared>, info: Arc<BundleInfo>) -> Result<Batcher> {
+        let pool = Pool::new(&shared)?;
+        Ok(Batcher {
+            shared,
+            info,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            pool: Mutex::new(pool),
+        })
+    }
+
+    /// Counters so far.
+    pub(crate) fn stats(&self) -> BatchStats {
+        self.state.lock().stats
+    }
+
+    /// The lowest free slot, now held by the caller.
+    fn take_slot(&self) -> usize {
+        let mut st = self.state.lock();
+        let slot = match st.taken.iter().position(|t| !t) {
+            Some(s) => s,
+            None => {
+                st.taken.push(false);
+                st.taken.len() - 1
+            }
+        };
+        st.taken[slot] = true;
+        slot
+    }
+
+    /// Frees `slot`; the last request out frees the pool's memory.
+    fn leave(&self, slot: usize) {
+        let mut st = self.state.lock();
+        if let Some(t) = st.taken.get_mut(slot) {
+            *t = false;
+        }
+        st.expected.remove(&slot);
+        while st.taken.last() == Some(&false) {
+            st.taken.pop();
+        }
+        if st.taken.is_empty() && !st.leading {
+            // No step can start while the state is locked, so the pool is free.
+            self.pool.lock().clear();
+        }
+        self.wake.notify_all();
+    }
+
+    /// Queues `job` and returns its frame once a step has made it; this thread may run that
+    /// step.
+    fn submit(&self, mut job: Job) -> Result<Done> {
+        let mut st = self.state.lock();
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        job.ticket = ticket;
+        if st.pending.is_empty() && st.gather_since.is_none() {
+            st.gather_since = Some(Instant::now());
+        }
+        st.pending.push(job);
+        self.wake.notify_all();
+        loop {
+            if let Some(done) = st.done.remove(&ticket) {
+                return done;
+            }
+            let waited = st.gather_since.map_or(Duration::ZERO, |t| t.elapsed());
+            let all_in = st
+                .expected
+                .iter()
+                .all(|s| st.pending.iter().any(|j| j.slot == *s) || !st.taken[*s]);
+            if !st.leading && !st.pending.is_empty() && (all_in || waited >= GATHER_WAIT) {
+                st.leading = true;
+                let jobs = std::mem::take(&mut st.pending);
+                st.stats.steps += 1;
+                st.stats.rows += jobs.len() as u64;
+                st.stats.max_rows = st.stats.max_rows.max(jobs.len());
+                st.expected = jobs.iter().map(|j| j.slot).collect();
+                let taken = st.taken.clone();
+                let results = MutexGuard::unlocked(&mut st, || self.run(jobs, &taken));
+                st.done.extend(results);
+                st.leading = false;
+                // The rows just served get their wait from now.
+                st.gather_since = Some(Instant::now());
+                if st.taken.iter().all(|t| !t) {
+                    self.pool.lock().clear();
+                }
+                self.wake.notify_all();
+                continue;
+            }
+            if st.leading {
+                self.wake.wait(&mut st);
+            } else {
+                let left = GATHER_WAIT.saturating_sub(waited).max(Duration::from_micros(100));
+                self.wake.wait_for(&mut st, left);
+            }
+        }
+    }
+
+    /// Runs one step over `jobs`: every job gets its frame, or the step's error.
+    fn run(&self, jobs: Vec<Job>, taken: &[bool]) -> Vec<(u64, Result<Done>)> {
+        let tickets: Vec<u64> = jobs.iter().map(|j| j.ticket).collect();
+        match self.step_batch(jobs, taken) {
+            Ok(done) => tickets.into_iter().zip(done.into_iter().map(Ok)).collect(),
+            Err(e) => {
+                let message = e.to_string();
+                let mut first = Some(e);
+                tickets
+                    .into_iter()
+                    .map(|t| {
+                        let e = first.take().unwrap_or_else(|| Error::Backend {
+                            backend: NAME,
+                            op: "batched step".into(),
+                            message: message.clone(),
+                        });
+                        (t, Err(e))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn step_batch(&self, jobs: Vec<Job>, taken: &[bool]) -> Result<Vec<Done>> {
+        let info = &self.info;
+        let timed = jobs.iter().any(|j| j.timed);
+        let stamp = || timed.then(Instant::now);
+        let since = |t0: Option<Instant>| t0.map_or(Duration::ZERO, |t| t.elapsed());
+        let mut times = StageTimes::default();
+
+        // The slow step: rows of every slot up to the last one held.
+        let t0 = stamp();
+        let mut pool = self.pool.lock();
+        let rows = taken.iter().rposition(|t| *t).map_or(0, |s| s + 1);
+        let needed = jobs
+            .iter()
+            .map(|j| j.capacity)
+            .chain((0..rows).filter(|&s| taken[s]).map(|s| pool.len(s) + 1))
+            .max()
+            .unwrap_or(1);
+        pool.fit(rows, needed, taken)?;
+        let mut slow: Vec<Option<SlowOutput>> = Vec::with_capacity(jobs.len());
+        let mut feed: Vec<Option<&[i64]>> = vec![None; rows];
+        for job in &jobs {
+            if let Some(join) = &job.join {
+                pool.install(job.slot, &join.prefix)?;
+            }
+            if let Some(prev) = &job.prev {
+                feed[job.slot] = Some(prev);
+            }
+        }
+        let stepped = if feed.iter().any(Option::is_some) {
+            Some(pool.run(&mut self.shared.slow.lock(), &feed, taken, &self.shared)?)
+        } else {
+            None
+        };
+        let mut joins = Vec::new();
+        for job in jobs.iter() {
+            let out = match (&job.prev, &stepped) {
+                (Some(_), Some(outs)) => outs[job.slot].clone(),
+                _ => None,
+            };
+            slow.push(out);
+        }
+        drop(pool);
+        for (job, out) in jobs.into_iter().zip(slow.iter_mut()) {
+            if let Some(join) = job.join {
+                *out = Some(join.out);
+            }
+            joins.push((job.slot, job.frame, job.windows, job.sampling));
+        }
+        times.slow += since(t0);
+
+        // Main tokens.
+        let t0 = stamp();
+        let k_books = info.model.num_codebooks;
+        let mut frames: Vec<Frame> = Vec::with_capacity(joins.len());
+        let mut hidden = Vec::with_capacity(joins.len() * self.shared.dims.fast_dim);
+        for ((_, frame, windows, sampling), out) in joins.iter().zip(slow) {
+            let out = out.ok_or_else(|| Error::Internal("batched step: a row without a slow output".into()))?;
+            let (main_id, c0) = sample_main(info, out.logits, &windows[0], sampling, frame_u32(*frame)?);
+            let mut f = Vec::with_capacity(k_books + 1);
+            f.push(main_id);
+            f.push(c0);
+            frames.push(f);
+            hidden.extend_from_slice(&out.hidden);
+        }
+        times.sampling += since(t0);
+
+        // The fast transformer, every row at the same position.
+        let n = frames.len();
+        let d = &self.shared.dims;
+        let kv_shape = [d.n_fast_layer, n, d.fast_n_local_heads, 0, d.fast_head_dim];
+        let (mut fk, mut fv) = (empty(kv_shape)?, empty(kv_shape)?);
+        let mut fast = self.shared.fast.lock();
+        let mut call = |codes: &[i64], fk: &mut ort::value::DynValue, fv: &mut ort::value::DynValue| -> Result<Vec<f32>> {
+            let h = TensorRef::from_array_view(([n, d.fast_dim], &hidden[..])).map_err(ort_err("fast"))?;
+            let c = TensorRef::from_array_view(([n], codes)).map_err(ort_err("fast"))?;
+            let mut out = fast
+                .run(ort::inputs!["hidden" => h, "code" => c, "past_keys" => &*fk, "past_values" => &*fv])
+                .map_err(ort_err("fast"))?;
+            let logits = extract_f32(&out, "logits", "fast")?;
+            *fk = take(&mut out, "present_keys", "fast")?;
+            *fv = take(&mut out, "present_values", "fast")?;
+            Ok(logits)
+        };
+        let t0 = stamp();
+        // Position 0: the slow hidden states; their logits are discarded.
+        call(&vec![0; n], &mut fk, &mut fv)?;
+        times.fast += since(t0);
+        let rows_out = self.shared.fast_rows;
+        for k in 1..k_books {
+            let t0 = stamp();
+            let codes: Vec<i64> = frames.iter().map(|f| f[k]).collect();
+            let logits = call(&codes, &mut fk, &mut fv)?;
+            times.fast += since(t0);
+            if logits.len() != n * rows_out {
+                return Err(Error::Backend {
+                    backend: NAME,
+                    op: "fast".into(),
+                    message: format!("{} logits for {n} rows, the manifest says {rows_out} each", logits.len()),
+                });
+            }
+            let t0 = stamp();
+            for (i, ((_, frame, windows, sampling), f)) in joins.iter().zip(frames.iter_mut()).enumerate() {
+                let row = logits[i * rows_out..(i + 1) * rows_out].to_vec();
+                f.push(sample_code(info, row, &windows[k], sampling, frame_u32(*frame)?, k));
+            }
+            times.sampling += since(t0);
+        }
+        Ok(frames.into_iter().map(|frame| Done { frame, times: times.clone() }).collect())
+    }
+}
+
+/// The slots' slow KV caches: per layer one key and one value tensor `[rows, H, capacity, D]`
+/// in host memory, bound as both input and output of the slow graph.
+struct Pool {
+    binding: IoBinding,
+    /// key_0, value_0, key_1, ...
+    bufs: Vec<DynTensor>,
+    rows: usize,
+    capacity: usize,
+    /// Filled positions of each slot.
+    lens: Vec<usize>,
+    layers: usize,
+    heads: usize,
+    head_dim: usize,
+    max_capacity: usize,
+    tokens_per_row: usize,
+}
+
+impl Pool {
+    fn new(shared: &T2sShared) -> Result<Pool> {
+        let d = &shared.dims;
+        let binding = shared.slow.lock().create_binding().map_err(ort_err("batch binding"))?;
+        let mut pool = Pool {
+            binding,
+            bufs: Vec::new(),
+            rows: 0,
+            capacity: 0,
+            lens: Vec::new(),
+            layers: d.n_layer,
+            heads: d.n_local_heads,
+            head_dim: d.head_dim,
+            max_capacity: d.max_seq_len.max(1),
+            tokens_per_row: 1 + d.num_codebooks,
+        };
+        Ok(pool)
+    }
+
+    /// Filled positions of `slot` (0 for a slot the pool does not hold).
+    fn len(&self, slot: usize) -> usize {
+        self.lens.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Frees the buffers (no request holds a slot).
+    fn clear(&mut self) {
+        self.bufs.clear();
+        self.rows = 0;
+        self.capacity = 0;
+        self.lens.clear();
+    }
+
+    /// Makes the buffers `rows` rows of at least `needed` positions, keeping the filled
+    /// positions of the `taken` slots (a copy of them when the layout changes: at joins and
+    /// leaves, never per step).
+    fn fit(&mut self, rows: usize, needed: usize, taken: &[bool]) -> Result<()> {
+        if needed > self.max_capacity {
+            return Err(Error::Internal(format!(
+                "batch: {needed} positions exceed the model context of {}",
+                self.max_capacity
+            )));
+        }
+        if rows == self.rows && needed <= self.capacity {
+            return Ok(());
+        }
+        let capacity = if needed > self.capacity {
+            needed.max(self.capacity.saturating_mul(2)).min(self.max_capacity)
+        } else {
+            self.capacity
+        };
+        log::debug!(
+            "{NAME}: batch cache {} x {} -> {rows} x {capacity} positions",
+            self.rows,
+            self.capacity
+        );
+        let (h, d) = (self.heads, self.head_dim);
+        let shape = [rows, h, capacity, d];
+        let mut bufs = Vec::with_capacity(2 * self.layers);
+        for i in 0..2 * self.layers {
+            let mut t = Tensor::<f32>::new(&Allocator::default(), shape).map_err(|e| Error::Backend {
+                backend: NAME,
+                op: "batch kv cache".into(),
+                message: format!("allocating {rows} x {capacity} positions: {e}"),
+            })?;
+            if let Some(old) = self.bufs.get(i) {
+                let (_, src) = old.try_extract_tensor::<f32>().map_err(ort_err("batch kv"))?;
+                let (_, dst) = t.extract_tensor_mut();
+                for s in 0..rows.min(self.rows) {
+                    let len = if taken.get(s) == Some(&true) { self.len(s) } else { 0 };
+                    for hh in 0..h {
+                        let from = ((s * h + hh) * self.capacity) * d;
+                        let to = ((s * h + hh) * capacity) * d;
+                        dst[to..to + len * d].copy_from_slice(&src[from..from + len * d]);
+                    }
+                }
+            }
+            bufs.push(t.upcast());
+        }
+        let mut lens = vec![0; rows];
+        for (s, l) in lens.iter_mut().enumerate() {
+            if taken.get(s) == Some(&true) {
+                *l = self.len(s);
+            }
+        }
+        self.bufs = bufs;
+        self.rows = rows;
+        self.capacity = capacity;
+        self.lens = lens;
+        let (ins, outs) = cache_names(self.layers);
+        for ((input, output), buf) in ins.iter().zip(&outs).zip(self.bufs.iter_mut()) {
+            self.binding.bind_input(input.as_str(), &*buf).map_err(ort_err("batch: bind"))?;
+            self.binding.bind_output(output.as_str(), buf).map_err(ort_err("batch: bind"))?;
+        }
+        Ok(())
+    }
+
+    /// Copies a prompt's cache into `slot`.
+    fn install(&mut self, slot: usize, prefix: &KvPrefix) -> Result<()> {
+        let PrefixData::F32(data) = &prefix.data else {
+            return Err(Error::Internal("batch: an f16 prompt cache on onnx-cpu".into()));
+        };
+        let (h, d, cap, len) = (self.heads, self.head_dim, self.capacity, prefix.len);
+        if slot >= self.rows || len >= cap || data.len() != self.bufs.len() {
+            return Err(Error::Internal(format!(
+                "batch: a {len}-position prompt for slot {slot} of {} x {cap}",
+                self.rows
+            )));
+        }
+        for (buf, src) in self.bufs.iter_mut().zip(data) {
+            if src.len() != h * len * d {
+                return Err(Error::Internal("batch: a prompt cache of another shape".into()));
+            }
+            let (_, dst) = buf.try_extract_tensor_mut::<f32>().map_err(ort_err("batch kv"))?;
+            for hh in 0..h {
+                let to = ((slot * h + hh) * cap) * d;
+                dst[to..to + len * d].copy_from_slice(&src[hh * len * d..(hh + 1) * len * d]);
+            }
+        }
+        self.lens[slot] = len;
+        Ok(())
+    }
+
+    /// One slow step of every row: `feed[s]` is slot s's token column `[1+K]`, or `None` for
+    /// a dummy row (a free slot, or a request without a row in this step). Returns the outputs
+    /// of the fed rows; their slots grow by one position.
+    fn run(
+        &mut self,
+        session: &mut Session,
+        feed: &[Option<&[i64]>],
+        taken: &[bool],
+        shared: &T2sShared,
+    ) -> Result<Vec<Option<SlowOutput>>> {
+        let (rows, k1) = (self.rows, self.tokens_per_row);
+        let mut tokens = vec![0i64; rows * k1];
+        let mut past = vec![0i64; rows];
+        for s in 0..rows {
+            if let Some(col) = feed.get(s).copied().flatten() {
+                if col.len() != k1 {
+                    return Err(Error::Internal(format!("batch: a frame of {} tokens", col.len())));
+                }
+                tokens[s * k1..(s + 1) * k1].copy_from_slice(col);
+            }
+            // Dummy rows of held slots write their next unfilled position (rewritten by their
+            // next real step); free slots write position 0 of nobody's cache.
+            past[s] = if taken.get(s) == Some(&true) { self.len(s) as i64 } else { 0 };
+        }
+        let tokens = Tensor::<i64>::from_array(([rows, k1, 1usize], tokens)).map_err(ort_err("slow"))?;
+        let past = Tensor::<i64>::from_array(([rows], past)).map_err(ort_err("slow"))?;
+        self.binding.bind_input("tokens", &tokens).map_err(ort_err("slow: bind tokens"))?;
+        self.binding.bind_input("past_sequence_length", &past).map_err(ort_err("slow: bind"))?;
+        // Bound afresh each step: a bound output keeps the shape of its first run, and the
+        // number of rows changes as requests join and leave.
+        let out_mem = host_memory()?;
+        for name in ["logits", "hidden"] {
+            self.binding.bind_output_to_device(name, &out_mem).map_err(ort_err("batch: bind"))?;
+        }
+        let out = session.run_binding(&self.binding).map_err(ort_err("slow"))?;
+        let logits = extract_f32(&out, "logits", "slow")?;
+        let hidden = extract_f32(&out, "hidden", "slow")?;
+        drop(out);
+        let (lr, hr) = (shared.head_rows, shared.dims.fast_dim);
+        if logits.len() != rows * lr || hidden.len() != rows * hr {
+            return Err(Error::Backend {
+                backend: NAME,
+                op: "slow".into(),
+                message: format!(
+                    "logits/hidden have {}/{} values for {rows} rows, the manifest says {lr}/{hr} each",
+                    logits.len(),
+                    hidden.len()
+                ),
+            });
+        }
+        let mut outs = Vec::with_capacity(rows);
+        for s in 0..rows {
+            if feed.get(s).copied().flatten().is_some() {
+                self.lens[s] += 1;
+                outs.push(Some(SlowOutput {
+                    logits: logits[s * lr..(s + 1) * lr].to_vec(),
+                    hidden: hidden[s * hr..(s + 1) * hr].to_vec(),
+                }));
+            } else {
+                outs.push(None);
+            }
+        }
+        Ok(outs)
+    }
+}
+
+/// One request's [`FrameStep`] on a batching engine: its prompt in its own cache, then its
+/// frames made in the engine's batch.
+pub(crate) struct Batched {
+    batcher: Arc<Batcher>,
+    /// The prompt's cache, until the prefill frame copies it into a slot.
+    req: Option<OnnxRequest>,
+    prefilled: Option<SlowOutput>,
+    slot: Option<usize>,
+    capacity: usize,
+}
+
+impl Batched {
+    pub(crate) fn new(batcher: Arc<Batcher>, req: OnnxRequest, capacity: usize) -> Batched {
+        Batched { batcher, req: Some(req), prefilled: None, slot: None, capacity }
+    }
+
+    fn req(&mut self) -> Result<&mut OnnxRequest> {
+        self.req
+            .as_mut()
+            .ok_or_else(|| Error::Internal("batch: the prompt after the prefill frame".into()))
+    }
+}
+
+impl FrameStep for Batched {
+    fn prefill(&mut self, tokens: &[i64], t: usize) -> Result<Vec<f32>> {
+        let out = self.req()?.slow(tokens, t)?;
+        let logits = out.logits.clone();
+        self.prefilled = Some(out);
+        Ok(logits)
+    }
+
+    fn step(&mut self, rows: &mut [StepRow<'_>]) -> Result<()> {
+        for row in rows.iter_mut() {
+            let info = &self.batcher.info;
+            let windows = penalty_windows(info, row.history, row.frame, row.sampling.fish_speech_compat);
+            let (slot, prev, join) = match (row.frame, self.slot) {
+                (0, None) => {
+                    let out = self
+                        .prefilled
+                        .take()
+                        .ok_or_else(|| Error::Internal("prefill frame before the prompt".into()))?;
+                    let req = self.req.take().ok_or_else(|| Error::Internal("batch: no prompt cache".into()))?;
+                    let prefix = req.slow.prefix()?;
+                    drop(req);
+                    let slot = self.batcher.take_slot();
+                    self.slot = Some(slot);
+                    (slot, None, Some(Join { prefix, out }))
+                }
+                (f, Some(slot)) if f > 0 => {
+                    let prev = row
+                        .prev
+                        .ok_or_else(|| Error::Internal("decode without a previous frame".into()))?;
+                    (slot, Some(prev.to_vec()), None)
+                }
+                _ => return Err(Error::Internal("batch: frames out of order".into())),
+            };
+            let done = self.batcher.submit(Job {
+                ticket: 0,
+                slot,
+                frame: row.frame,
+                prev,
+                join,
+                windows,
+                sampling: *row.sampling,
+                capacity: self.capacity,
+                timed: row.profile.is_some(),
+            })?;
+            if let Some(p) = row.profile.as_deref_mut() {
+                p.slow += done.times.slow;
+                p.fast += done.times.fast;
+                p.sampling += done.times.sampling;
+            }
+            row.out = done.frame;
+        }
+        Ok(())
+    }
+
+    fn restore_kv(&mut self, snapshot: &KvSnapshot) -> Result<()> {
+        self.req()?.restore_kv(snapshot)
+    }
+}
+
+impl Drop for Batched {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.batcher.leave(slot);
+        }
+    }
+}
