@@ -26,6 +26,8 @@ use crate::voice::Voice;
 /// Version of the JSON report. Bumped when a field changes meaning or disappears; new fields may
 /// be added without a bump.
 pub const SCHEMA_VERSION: u32 = 1;
+/// Most concurrent requests `--streams` starts.
+pub const MAX_STREAMS: usize = 64;
 
 /// Most repetitions of the text [`BenchOptions::prompt_tokens`] builds a prompt from.
 const MAX_TEXT_REPEATS: usize = 10_000;
@@ -76,6 +78,10 @@ pub struct BenchOptions {
     /// Stream the whole utterance after each one-shot run (wall time vs one-shot, time to each
     /// chunk); `false` streams only to the first chunk. Default `true`.
     pub stream: bool,
+    /// Concurrency sweep (`--streams 1,2,4,8`): for each count, that many requests of the same
+    /// workload (each its own seed) decode at once on the engine, one run per count after the
+    /// regular runs. Empty (the default): no sweep.
+    pub streams: Vec<usize>,
 }
 
 impl BenchOptions {
@@ -97,6 +103,7 @@ impl BenchOptions {
             prefix_cache: true,
             prompt_tokens: Vec::new(),
             stream: true,
+            streams: Vec::new(),
         }
     }
 
@@ -112,6 +119,9 @@ impl BenchOptions {
         }
         if self.first_chunk_frames == 0 {
             return Err(Error::arg("first_chunk_frames", "must be at least 1"));
+        }
+        if self.streams.iter().any(|&n| n == 0 || n > MAX_STREAMS) {
+            return Err(Error::arg("streams", format!("each count must be 1..={MAX_STREAMS}")));
         }
         Ok(())
     }
@@ -277,6 +287,36 @@ pub struct BackendResult {
     pub memory: Memory,
     /// Per-stage times (`--profile` only).
     pub profile: Option<Profile>,
+    /// The concurrency sweep (`--streams`), one entry per count; empty without it.
+    pub concurrency: Vec<Concurrency>,
+}
+
+/// `n` requests decoding at once on one engine (`--streams`): one run of the workload each,
+/// frame loop only (prompt → frames, no codec), started together.
+#[derive(Debug, Clone, Serialize)]
+pub struct Concurrency {
+    /// Concurrent requests.
+    pub streams: usize,
+    /// Frames made by all requests per second of the whole run's wall time (from the common
+    /// start to the last request's end, prefills included).
+    pub aggregate_frames_per_s: f64,
+    /// `aggregate_frames_per_s` over the one-request figure of the same sweep (the 1-stream
+    /// entry, when the sweep has one).
+    pub speedup_over_one: Option<f64>,
+    /// Each request's own decode rate: frames after its prefill frame per second of their wall
+    /// time; over the requests.
+    pub per_stream_frames_per_s: Stat,
+    /// Each request's prompt → prefill frame, ms (its time to the first frame).
+    pub prefill_ms: Stat,
+    /// Rows per decode step of a batching backend (`rows / steps` over this run); `null` for a
+    /// backend that steps each request alone.
+    pub mean_batch_rows: Option<f64>,
+    /// Whether the first request (the workload's seed) made exactly the frames it made in the
+    /// sweep's 1-stream run, alone (`null` without a 1-stream entry before this one).
+    pub same_frames_as_alone: Option<bool>,
+    /// The first request's frames (compared across counts; not in the JSON).
+    #[serde(skip)]
+    pub first_frames: Vec<crate::generate::Frame>,
 }
 
 /// A backend that could not run, and why.
@@ -422,6 +462,22 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
             let mut r =
                 summarise(name, loads, &runs, frames_5s, weight_bytes, memory, opts.profile);
             r.prompt_tokens = prompt_tokens;
+            for &n in &opts.streams {
+                let c = concurrent_run(&engine, &request, n)?;
+                progress(&format!(
+                    "{name}: {n} concurrent: {:.2} frames/s in all, {:.2} per stream",
+                    c.aggregate_frames_per_s, c.per_stream_frames_per_s.median
+                ));
+                r.concurrency.push(c);
+            }
+            let one =
+                r.concurrency.iter().find(|c| c.streams == 1).map(|c| c.aggregate_frames_per_s);
+            let alone =
+                r.concurrency.iter().find(|c| c.streams == 1).map(|c| c.first_frames.clone());
+            for c in &mut r.concurrency {
+                c.speedup_over_one = one.filter(|&o| o > 0.0).map(|o| c.aggregate_frames_per_s / o);
+                c.same_frames_as_alone = alone.as_ref().map(|a| *a == c.first_frames);
+            }
             results.push(r);
         }
     }
@@ -576,6 +632,69 @@ fn one_run(engine: &Engine, request: &Request, profile: bool, stream: bool) -> R
     })
 }
 
+/// `n` copies of `request` (seeds `seed..seed+n`) through the frame loop at once, each on its
+/// own thread, released together.
+fn concurrent_run(engine: &Engine, request: &Request, n: usize) -> Result<Concurrency> {
+    let before = crate::internal::batch_stats(engine);
+    let start = std::sync::Barrier::new(n);
+    let t0 = std::sync::OnceLock::new();
+    // Per request: (frames, prefill ms, decode ms, end, the frames themselves).
+    type Run = (usize, f64, f64, Instant, Vec<crate::generate::Frame>);
+    let runs: Vec<Result<Run>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (start, t0) = (&start, &t0);
+                let mut req = request.clone();
+                req.params =
+                    req.params.clone().with_seed(request.params.seed.wrapping_add(i as u64));
+                scope.spawn(move || -> Result<Run> {
+                    let mut gen = engine.generator(&req)?;
+                    start.wait();
+                    t0.get_or_init(Instant::now);
+                    let t = Instant::now();
+                    let mut made = Vec::with_capacity(req.params.max_frames as usize);
+                    made.extend(gen.decode_frame(&req.cancel)?);
+                    let prefill_ms = ms(t);
+                    let t = Instant::now();
+                    while let Some(f) = gen.decode_frame(&req.cancel)? {
+                        made.push(f);
+                    }
+                    Ok((made.len(), prefill_ms, ms(t), Instant::now(), made))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| Err(Error::Internal("a bench stream panicked".into())))
+            })
+            .collect()
+    });
+    let runs = runs.into_iter().collect::<Result<Vec<_>>>()?;
+    let t0 = t0.get().copied().unwrap_or_else(Instant::now);
+    let wall = runs.iter().map(|r| r.3.duration_since(t0).as_secs_f64()).fold(0.0, f64::max);
+    let frames: usize = runs.iter().map(|r| r.0).sum();
+    let after = crate::internal::batch_stats(engine);
+    let mean_batch_rows = before.zip(after).and_then(|(b, a)| {
+        let steps = a.steps.saturating_sub(b.steps);
+        (steps > 0).then(|| a.rows.saturating_sub(b.rows) as f64 / steps as f64)
+    });
+    let per_stream: Vec<f64> = runs
+        .iter()
+        .map(|r| if r.2 > 0.0 { r.0.saturating_sub(1) as f64 / (r.2 / 1e3) } else { 0.0 })
+        .collect();
+    Ok(Concurrency {
+        streams: n,
+        aggregate_frames_per_s: if wall > 0.0 { frames as f64 / wall } else { 0.0 },
+        speedup_over_one: None,
+        per_stream_frames_per_s: Stat::of(&per_stream),
+        prefill_ms: Stat::of(&runs.iter().map(|r| r.1).collect::<Vec<_>>()),
+        mean_batch_rows,
+        same_frames_as_alone: None,
+        first_frames: runs.into_iter().next().map(|r| r.4).unwrap_or_default(),
+    })
+}
+
 fn summarise(
     name: &str,
     (load_s, reload_s): (f64, f64),
@@ -639,6 +758,7 @@ fn summarise(
         achieved_gb_per_s: weight_bytes.map(|b| fps.scaled(b as f64 / 1e9)),
         memory,
         profile: prof,
+        concurrency: Vec::new(),
     }
 }
 
@@ -839,6 +959,29 @@ pub fn render_text(r: &BenchReport) -> String {
             range(b.codec_ms, 1),
             b.audio_s.median
         );
+        if !b.concurrency.is_empty() {
+            let _ = writeln!(
+                o,
+                "  concurrent requests (one run each, frame loop only):\n    streams  frames/s in all  x one stream  per-stream frames/s  prefill frame ms  rows/step  same frames as alone"
+            );
+            for c in &b.concurrency {
+                let _ = writeln!(
+                    o,
+                    "    {:>7}  {:>15.2}  {:>12}  {:>19}  {:>16}  {:>9}  {}",
+                    c.streams,
+                    c.aggregate_frames_per_s,
+                    c.speedup_over_one.map_or("-".into(), |x| format!("{x:.2}")),
+                    range(c.per_stream_frames_per_s, 2),
+                    range(c.prefill_ms, 0),
+                    c.mean_batch_rows.map_or("-".into(), |x| format!("{x:.2}")),
+                    match c.same_frames_as_alone {
+                        Some(true) => "yes",
+                        Some(false) => "NO",
+                        None => "-",
+                    },
+                );
+            }
+        }
         if let Some(p) = &b.profile {
             let _ = writeln!(o, "  profile, ms per decoded frame (median [min–max]):");
             let _ = writeln!(o, "    slow step           {}", range(p.slow_ms_per_frame, 3));

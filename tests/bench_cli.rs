@@ -152,6 +152,7 @@ fn bench_bad_arguments_fail_with_a_message() {
             "cannot be used with",
         ),
         (&["--backend", "onnx-cpu", "--bundle", b, "--frames", "99999"], "context"),
+        (&["--backend", "onnx-cpu", "--bundle", b, "--streams", "0"], "streams"),
         (&["--backend", "onnx-cpu", "--bundle", "/nonexistent/bundle"], "error"),
     ];
     for (args, want) in cases {
@@ -205,4 +206,43 @@ fn bench_context_sweep_and_streaming_row_in_the_json() {
     let out = bench(&["--backend", "onnx-cpu", "--prompt-tokens", "999999", "--frames", "2"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("prompt_tokens"));
+}
+
+#[test]
+fn bench_concurrency_sweep_in_the_json() {
+    let json = tmp_json("streams");
+    let bundle = tiny_dir();
+    let out = bench(&[
+        "--backend",
+        "onnx-cpu",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--frames",
+        "30",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--no-stream",
+        "--streams",
+        "1,3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = read_json(&json);
+    let sweep = r["results"][0]["concurrency"].as_array().unwrap();
+    let counts: Vec<u64> = sweep.iter().map(|c| c["streams"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [1, 3]);
+    for c in sweep {
+        positive(c, "aggregate_frames_per_s");
+        positive(c, "per_stream_frames_per_s.median");
+        positive(c, "speedup_over_one");
+        // The first request's frames do not depend on what it was batched with.
+        assert_eq!(c["same_frames_as_alone"], true, "{c}");
+        let rows = positive(c, "mean_batch_rows");
+        let n = c["streams"].as_f64().unwrap();
+        assert!((1.0..=n).contains(&rows), "{rows} rows per step with {n} streams");
+    }
+    assert_eq!(sweep[0]["mean_batch_rows"], 1.0, "one stream runs alone");
 }

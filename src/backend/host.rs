@@ -130,7 +130,9 @@ fn window(info: &BundleInfo, history: &[Frame], d: usize, slot: usize, compat: b
             (0..REPETITION_WINDOW_FRAMES).filter_map(|j| head_index(info, col(j)[0])).collect()
         }
     } else {
-        (0..REPETITION_WINDOW_FRAMES).filter_map(|j| usize::try_from(col(j)[slot + 1]).ok()).collect()
+        (0..REPETITION_WINDOW_FRAMES)
+            .filter_map(|j| usize::try_from(col(j)[slot + 1]).ok())
+            .collect()
     }
 }
 

@@ -134,9 +134,10 @@ pub struct StepRow<'a> {
 /// adapter [`host::HostSampled`], which samples on the CPU. Both draw the same tokens
 /// (`sampling.rs`).
 ///
-/// A step object holds the state (KV caches) of the requests it steps. Every backend steps a
-/// batch of one today (`rows.len() == 1`); a batching backend admits several requests and
-/// steps them in one call, each row in order of admission.
+/// A step object holds the state (KV caches) of the requests it steps. The frame loop hands
+/// each request's step object its own row (`rows.len() == 1`); a batching backend (onnx-cpu,
+/// `onnx/batch.rs`) gathers the rows of concurrent requests behind this call and makes them in
+/// one graph call per stage, so the frame loop and its stop rules stay one per request.
 pub trait FrameStep: Send {
     /// Runs prompt positions `tokens` (`[1+K, t]` i64 row-major) through the slow transformer
     /// after those already prefilled, and returns the restricted head logits of the last one

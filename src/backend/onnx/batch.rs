@@ -279,8 +279,11 @@ impl Batcher {
         let mut frames: Vec<Frame> = Vec::with_capacity(joins.len());
         let mut hidden = Vec::with_capacity(joins.len() * self.shared.dims.fast_dim);
         for ((_, frame, windows, sampling), out) in joins.iter().zip(slow) {
-            let out = out.ok_or_else(|| Error::Internal("batched step: a row without a slow output".into()))?;
-            let (main_id, c0) = sample_main(info, out.logits, &windows[0], sampling, frame_u32(*frame)?);
+            let out = out.ok_or_else(|| {
+                Error::Internal("batched step: a row without a slow output".into())
+            })?;
+            let (main_id, c0) =
+                sample_main(info, out.logits, &windows[0], sampling, frame_u32(*frame)?);
             let mut f = Vec::with_capacity(k_books + 1);
             f.push(main_id);
             f.push(c0);
@@ -295,8 +298,12 @@ impl Batcher {
         let kv_shape = [d.n_fast_layer, n, d.fast_n_local_heads, 0, d.fast_head_dim];
         let (mut fk, mut fv) = (empty(kv_shape)?, empty(kv_shape)?);
         let mut fast = self.shared.fast.lock();
-        let mut call = |codes: &[i64], fk: &mut ort::value::DynValue, fv: &mut ort::value::DynValue| -> Result<Vec<f32>> {
-            let h = TensorRef::from_array_view(([n, d.fast_dim], &hidden[..])).map_err(ort_err("fast"))?;
+        let mut call = |codes: &[i64],
+                        fk: &mut ort::value::DynValue,
+                        fv: &mut ort::value::DynValue|
+         -> Result<Vec<f32>> {
+            let h = TensorRef::from_array_view(([n, d.fast_dim], &hidden[..]))
+                .map_err(ort_err("fast"))?;
             let c = TensorRef::from_array_view(([n], codes)).map_err(ort_err("fast"))?;
             let mut out = fast
                 .run(ort::inputs!["hidden" => h, "code" => c, "past_keys" => &*fk, "past_values" => &*fv])
@@ -320,11 +327,16 @@ impl Batcher {
                 return Err(Error::Backend {
                     backend: NAME,
                     op: "fast".into(),
-                    message: format!("{} logits for {n} rows, the manifest says {rows_out} each", logits.len()),
+                    message: format!(
+                        "{} logits for {n} rows, the manifest says {rows_out} each",
+                        logits.len()
+                    ),
                 });
             }
             let t0 = stamp();
-            for (i, ((_, frame, windows, sampling), f)) in joins.iter().zip(frames.iter_mut()).enumerate() {
+            for (i, ((_, frame, windows, sampling), f)) in
+                joins.iter().zip(frames.iter_mut()).enumerate()
+            {
                 let row = logits[i * rows_out..(i + 1) * rows_out].to_vec();
                 f.push(sample_code(info, row, &windows[k], sampling, frame_u32(*frame)?, k));
             }
@@ -355,7 +367,7 @@ impl Pool {
     fn new(shared: &T2sShared) -> Result<Pool> {
         let d = &shared.dims;
         let binding = shared.slow.lock().create_binding().map_err(ort_err("batch binding"))?;
-        let mut pool = Pool {
+        let pool = Pool {
             binding,
             bufs: Vec::new(),
             rows: 0,
@@ -410,11 +422,12 @@ impl Pool {
         let shape = [rows, h, capacity, d];
         let mut bufs = Vec::with_capacity(2 * self.layers);
         for i in 0..2 * self.layers {
-            let mut t = Tensor::<f32>::new(&Allocator::default(), shape).map_err(|e| Error::Backend {
-                backend: NAME,
-                op: "batch kv cache".into(),
-                message: format!("allocating {rows} x {capacity} positions: {e}"),
-            })?;
+            let mut t =
+                Tensor::<f32>::new(&Allocator::default(), shape).map_err(|e| Error::Backend {
+                    backend: NAME,
+                    op: "batch kv cache".into(),
+                    message: format!("allocating {rows} x {capacity} positions: {e}"),
+                })?;
             if let Some(old) = self.bufs.get(i) {
                 let (_, src) = old.try_extract_tensor::<f32>().map_err(ort_err("batch kv"))?;
                 let (_, dst) = t.extract_tensor_mut();
@@ -497,7 +510,8 @@ impl Pool {
             // next real step); free slots write position 0 of nobody's cache.
             past[s] = if taken.get(s) == Some(&true) { self.len(s) as i64 } else { 0 };
         }
-        let tokens = Tensor::<i64>::from_array(([rows, k1, 1usize], tokens)).map_err(ort_err("slow"))?;
+        let tokens =
+            Tensor::<i64>::from_array(([rows, k1, 1usize], tokens)).map_err(ort_err("slow"))?;
         let past = Tensor::<i64>::from_array(([rows], past)).map_err(ort_err("slow"))?;
         self.binding.bind_input("tokens", &tokens).map_err(ort_err("slow: bind tokens"))?;
         self.binding.bind_input("past_sequence_length", &past).map_err(ort_err("slow: bind"))?;
@@ -573,14 +587,18 @@ impl FrameStep for Batched {
     fn step(&mut self, rows: &mut [StepRow<'_>]) -> Result<()> {
         for row in rows.iter_mut() {
             let info = &self.batcher.info;
-            let windows = penalty_windows(info, row.history, row.frame, row.sampling.fish_speech_compat);
+            let windows =
+                penalty_windows(info, row.history, row.frame, row.sampling.fish_speech_compat);
             let (slot, prev, join) = match (row.frame, self.slot) {
                 (0, None) => {
                     let out = self
                         .prefilled
                         .take()
                         .ok_or_else(|| Error::Internal("prefill frame before the prompt".into()))?;
-                    let req = self.req.take().ok_or_else(|| Error::Internal("batch: no prompt cache".into()))?;
+                    let req = self
+                        .req
+                        .take()
+                        .ok_or_else(|| Error::Internal("batch: no prompt cache".into()))?;
                     let prefix = req.slow.prefix()?;
                     drop(req);
                     let slot = self.batcher.take_slot();

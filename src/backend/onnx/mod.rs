@@ -1342,7 +1342,8 @@ mod tests {
             head_rows: info.im_end_index.max(info.semantic_rows) + 1,
             fast_rows: info.fast_logit_rows,
         });
-        let batcher = Arc::new(batch::Batcher::new(shared.clone(), Arc::new(info.clone())).unwrap());
+        let batcher =
+            Arc::new(batch::Batcher::new(shared.clone(), Arc::new(info.clone())).unwrap());
         (OnnxT2s { shared, batcher }, bundle)
     }
 

@@ -338,6 +338,10 @@ struct BenchArgs {
     /// Stream only to the first chunk (default: the whole utterance, timed against one-shot).
     #[arg(long)]
     no_stream: bool,
+    /// Concurrency sweep: request counts, comma-separated (e.g. 1,2,4,8); each count decodes
+    /// that many requests at once on the engine (one run each, frame loop only).
+    #[arg(long, value_delimiter = ',')]
+    streams: Vec<usize>,
 }
 
 fn config(a: &EngineArgs) -> Result<EngineConfig> {
@@ -840,6 +844,7 @@ fn bench(ui: &Ui, a: &BenchArgs) -> Result<()> {
     o.prefix_cache = !a.no_prefix_cache;
     o.prompt_tokens = a.prompt_tokens.clone();
     o.stream = !a.no_stream;
+    o.streams = a.streams.clone();
     let json = a.json.as_deref().map(OutFile::create).transpose()?;
     let report = bench::run(&o, &mut |line| ui.say(line))?;
     print!("{}", bench::render_text(&report));
