@@ -31,7 +31,7 @@ use ort::session::{IoBinding, Session};
 use ort::value::{DynTensor, Tensor, TensorRef};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::kv::{cache_names, KvPrefix, PrefixData};
+use super::kv::cache_names;
 use super::{empty, extract_f32, host_memory, ort_err, take, OnnxRequest, T2sShared, NAME};
 use crate::backend::host::{frame_u32, penalty_windows, sample_code, sample_main};
 use crate::backend::{
@@ -93,7 +93,10 @@ struct Job {
 }
 
 struct Join {
-    prefix: KvPrefix,
+    /// The request's cache buffers (`[1, H, capacity, D]` each), positions `0..len` filled.
+    bufs: Vec<DynTensor>,
+    len: usize,
+    capacity: usize,
     out: SlowOutput,
 }
 
@@ -240,13 +243,28 @@ impl Batcher {
             .chain((0..rows).filter(|&s| taken[s]).map(|s| pool.len(s) + 1))
             .max()
             .unwrap_or(1);
+        let mut jobs = jobs;
+        // A request alone adopts its prompt's buffers as the pool: no copy, no second cache
+        // (a 4,000-token prompt's cache is 0.9 GB at the S1-mini shapes).
+        if pool.rows == 0 && rows == 1 {
+            let lone = jobs.iter_mut().find(|j| j.slot == 0).and_then(|j| j.join.as_mut());
+            if let Some(join) = lone.filter(|j| j.capacity >= needed) {
+                pool.adopt(std::mem::take(&mut join.bufs), join.len, join.capacity)?;
+            }
+        }
         pool.fit(rows, needed, taken)?;
         let mut slow: Vec<Option<SlowOutput>> = Vec::with_capacity(jobs.len());
         let mut feed: Vec<Option<&[i64]>> = vec![None; rows];
-        for job in &jobs {
-            if let Some(join) = &job.join {
-                pool.install(job.slot, &join.prefix)?;
+        for job in &mut jobs {
+            if let Some(join) = &mut job.join {
+                if !join.bufs.is_empty() {
+                    pool.install(job.slot, &join.bufs, join.len, join.capacity)?;
+                    // The prompt's cache is freed as soon as it is in the pool.
+                    join.bufs.clear();
+                }
             }
+        }
+        for job in &jobs {
             if let Some(prev) = &job.prev {
                 feed[job.slot] = Some(prev);
             }
@@ -452,37 +470,60 @@ impl Pool {
         self.rows = rows;
         self.capacity = capacity;
         self.lens = lens;
-        let (ins, outs) = cache_names(self.layers);
-        for ((input, output), buf) in ins.iter().zip(&outs).zip(self.bufs.iter_mut()) {
-            self.binding.bind_input(input.as_str(), &*buf).map_err(ort_err("batch: bind"))?;
-            self.binding.bind_output(output.as_str(), buf).map_err(ort_err("batch: bind"))?;
-        }
-        Ok(())
+        self.bind()
     }
 
-    /// Copies a prompt's cache into `slot`.
-    fn install(&mut self, slot: usize, prefix: &KvPrefix) -> Result<()> {
-        let PrefixData::F32(data) = &prefix.data else {
-            return Err(Error::Internal("batch: an f16 prompt cache on onnx-cpu".into()));
-        };
-        let (h, d, cap, len) = (self.heads, self.head_dim, self.capacity, prefix.len);
-        if slot >= self.rows || len >= cap || data.len() != self.bufs.len() {
+    /// Takes a lone request's cache buffers (`[1, H, capacity, D]`) as a one-row pool.
+    fn adopt(&mut self, bufs: Vec<DynTensor>, len: usize, capacity: usize) -> Result<()> {
+        if bufs.len() != 2 * self.layers {
+            return Err(Error::Internal("batch: a prompt cache of another shape".into()));
+        }
+        self.bufs = bufs;
+        self.rows = 1;
+        self.capacity = capacity;
+        self.lens = vec![len];
+        self.bind()
+    }
+
+    /// Copies a prompt's cache (buffers `[1, H, src_capacity, D]`, positions `0..len`) into
+    /// `slot`.
+    fn install(
+        &mut self,
+        slot: usize,
+        src: &[DynTensor],
+        len: usize,
+        src_capacity: usize,
+    ) -> Result<()> {
+        let (h, d, cap) = (self.heads, self.head_dim, self.capacity);
+        if slot >= self.rows || len >= cap || len > src_capacity || src.len() != self.bufs.len() {
             return Err(Error::Internal(format!(
                 "batch: a {len}-position prompt for slot {slot} of {} x {cap}",
                 self.rows
             )));
         }
-        for (buf, src) in self.bufs.iter_mut().zip(data) {
-            if src.len() != h * len * d {
+        for (buf, src) in self.bufs.iter_mut().zip(src) {
+            let (_, from) = src.try_extract_tensor::<f32>().map_err(ort_err("batch kv"))?;
+            if from.len() != h * src_capacity * d {
                 return Err(Error::Internal("batch: a prompt cache of another shape".into()));
             }
             let (_, dst) = buf.try_extract_tensor_mut::<f32>().map_err(ort_err("batch kv"))?;
             for hh in 0..h {
                 let to = ((slot * h + hh) * cap) * d;
-                dst[to..to + len * d].copy_from_slice(&src[hh * len * d..(hh + 1) * len * d]);
+                let at = hh * src_capacity * d;
+                dst[to..to + len * d].copy_from_slice(&from[at..at + len * d]);
             }
         }
         self.lens[slot] = len;
+        Ok(())
+    }
+
+    /// Binds every buffer as its layer's past input and present output (the same `OrtValue`).
+    fn bind(&mut self) -> Result<()> {
+        let (ins, outs) = cache_names(self.layers);
+        for ((input, output), buf) in ins.iter().zip(&outs).zip(self.bufs.iter_mut()) {
+            self.binding.bind_input(input.as_str(), &*buf).map_err(ort_err("batch: bind"))?;
+            self.binding.bind_output(output.as_str(), buf).map_err(ort_err("batch: bind"))?;
+        }
         Ok(())
     }
 
@@ -599,11 +640,10 @@ impl FrameStep for Batched {
                         .req
                         .take()
                         .ok_or_else(|| Error::Internal("batch: no prompt cache".into()))?;
-                    let prefix = req.slow.prefix()?;
-                    drop(req);
+                    let (bufs, len, capacity) = req.slow.into_host_f32_buffers()?;
                     let slot = self.batcher.take_slot();
                     self.slot = Some(slot);
-                    (slot, None, Some(Join { prefix, out }))
+                    (slot, None, Some(Join { bufs, len, capacity, out }))
                 }
                 (f, Some(slot)) if f > 0 => {
                     let prev = row

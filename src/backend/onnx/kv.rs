@@ -324,6 +324,16 @@ impl SlowKv {
         Ok(SlowRun { logits, hidden })
     }
 
+    /// Gives up the cache: its buffers (key_0, value_0, .. each `[1, H, capacity, D]` f32 in
+    /// host memory), the positions filled and the capacity, for the batch pool to adopt or
+    /// copy (`batch.rs`) without a packed copy in between.
+    pub fn into_host_f32_buffers(self) -> Result<(Vec<DynTensor>, usize, usize)> {
+        if !self.host || self.float != Float::F32 {
+            return Err(Error::Internal("kv: only host f32 caches leave their request".into()));
+        }
+        Ok((self.bufs, self.len, self.capacity))
+    }
+
     /// A packed copy of positions `0..len` of every buffer.
     pub fn prefix(&self) -> Result<KvPrefix> {
         let data = match self.float {

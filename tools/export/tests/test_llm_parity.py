@@ -144,3 +144,49 @@ def test_unbound_present_is_a_fresh_buffer_zeroed_past_the_filled_positions(tiny
     tokens[0] = [5, 6, 7, 8]
     r.run(tokens)
     assert all(r.cache[name][0, 0, -1, 0] == 0.0 for name in r.names)
+
+
+def test_batched_rows_at_their_own_positions_equal_rows_run_alone(tiny_bundle):
+    """Format 3: a batch of requests at different positions (slow) and one fast position gives
+    each row exactly what it gives alone (ONNX Runtime CPU, single-threaded)."""
+    import json
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    c = m["model"]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    slow = ort.InferenceSession(str(tiny_bundle / "slow.onnx"), so, providers=["CPUExecutionProvider"])
+    fast = ort.InferenceSession(str(tiny_bundle / "fast.onnx"), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    k1 = 1 + c["num_codebooks"]
+    cap = 16
+    runners = []
+    for t in (5, 9):  # two prompts of different lengths, each prefilled alone
+        r = SlowRunner(slow, m, capacity=cap)
+        r.run(rng.integers(0, 100, size=(k1, t)))
+        runners.append(r)
+    batch = {n: np.concatenate([r.cache[n] for r in runners]) for n in runners[0].names}
+    past = np.array([r.pos for r in runners], np.int64)
+    for _ in range(3):
+        step = rng.integers(0, 100, size=(2, k1, 1)).astype(np.int64)
+        out = slow.run(None, {"tokens": step, "past_sequence_length": past, **batch})
+        batch = dict(zip(runners[0].names, out[2:]))
+        past = past + 1
+        for b, r in enumerate(runners):
+            logits, hidden = r.run(step[b])
+            np.testing.assert_array_equal(out[0][b], logits[0])
+            np.testing.assert_array_equal(out[1][b], hidden[0])
+
+    lf, hf, df = c["n_fast_layer"], c["fast_n_local_heads"], c["fast_head_dim"]
+    hid = rng.standard_normal((2, c["fast_dim"])).astype(np.float32)
+    pk = pv = np.zeros((lf, 2, hf, 0, df), np.float32)
+    alone = [[np.zeros((lf, 1, hf, 0, df), np.float32)] * 2 for _ in range(2)]
+    for pos in range(4):
+        code = np.array([3 * pos, 5 * pos + 1], np.int64)
+        logits, pk, pv = fast.run(None, {"hidden": hid, "code": code, "past_keys": pk, "past_values": pv})
+        for b in range(2):
+            one, alone[b][0], alone[b][1] = fast.run(
+                None,
+                {"hidden": hid[b : b + 1], "code": code[b : b + 1], "past_keys": alone[b][0], "past_values": alone[b][1]},
+            )
+            np.testing.assert_array_equal(logits[b], one[0])
