@@ -407,6 +407,8 @@ impl Pool {
 
     /// Frees the buffers (no request holds a slot).
     fn clear(&mut self) {
+        // The binding holds the bound buffers too: they are freed only once it lets go.
+        self.binding.clear();
         self.bufs.clear();
         self.rows = 0;
         self.capacity = 0;
