@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ort::memory::Allocator;
 use ort::session::{IoBinding, Session};
-use ort::value::{DynTensor, Tensor, TensorRef};
+use ort::value::{DynTensor, DynValue, Tensor, TensorRef};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::kv::cache_names;
@@ -226,15 +226,58 @@ impl Batcher {
         }
     }
 
-    fn step_batch(&self, jobs: Vec<Job>, taken: &[bool]) -> Result<Vec<Done>> {
-        let info = &self.info;
+    /// One step: the slow call for every row, then the main tokens, then the fast calls for
+    /// every row at once with each row's codebook sampled in between.
+    fn step_batch(&self, mut jobs: Vec<Job>, taken: &[bool]) -> Result<Vec<Done>> {
         let timed = jobs.iter().any(|j| j.timed);
-        let stamp = || timed.then(Instant::now);
-        let since = |t0: Option<Instant>| t0.map_or(Duration::ZERO, |t| t.elapsed());
-        let mut times = StageTimes::default();
+        let mut clock = BatchClock { timed, times: StageTimes::default() };
 
-        // The slow step: rows of every slot up to the last one held.
-        let t0 = stamp();
+        let t0 = clock.stamp();
+        let slow = self.slow_outputs(&mut jobs, taken)?;
+        clock.times.slow += clock.since(t0);
+
+        let info = &self.info;
+        let t0 = clock.stamp();
+        let mut frames: Vec<Frame> = Vec::with_capacity(jobs.len());
+        let mut hidden = Vec::with_capacity(jobs.len() * self.shared.dims.fast_dim);
+        for (job, out) in jobs.iter().zip(slow) {
+            let (main_id, c0) = sample_main(
+                info,
+                out.logits,
+                &job.windows[0],
+                &job.sampling,
+                frame_u32(job.frame)?,
+            );
+            frames.push(vec![main_id, c0]);
+            hidden.extend_from_slice(&out.hidden);
+        }
+        clock.times.sampling += clock.since(t0);
+
+        let mut fast = FastBatch::new(&self.shared, hidden, jobs.len())?;
+        let t0 = clock.stamp();
+        // Position 0: the slow hidden states; their logits are discarded.
+        fast.next(&vec![0; jobs.len()])?;
+        clock.times.fast += clock.since(t0);
+        let rows = self.shared.fast_rows;
+        for k in 1..info.model.num_codebooks {
+            let t0 = clock.stamp();
+            let codes: Vec<i64> = frames.iter().map(|f| f[k]).collect();
+            let logits = fast.next(&codes)?;
+            clock.times.fast += clock.since(t0);
+            let t0 = clock.stamp();
+            for ((job, f), row) in jobs.iter().zip(frames.iter_mut()).zip(logits.chunks(rows)) {
+                let frame = frame_u32(job.frame)?;
+                f.push(sample_code(info, row.to_vec(), &job.windows[k], &job.sampling, frame, k));
+            }
+            clock.times.sampling += clock.since(t0);
+        }
+        Ok(frames.into_iter().map(|frame| Done { frame, times: clock.times.clone() }).collect())
+    }
+
+    /// The slow transformer's output of each job's row: joining rows move their prompt's cache
+    /// into their slot and bring the prompt's last output; the others go through one slow call
+    /// over every slot up to the last one held.
+    fn slow_outputs(&self, jobs: &mut [Job], taken: &[bool]) -> Result<Vec<SlowOutput>> {
         let mut pool = self.pool.lock();
         let rows = taken.iter().rposition(|t| *t).map_or(0, |s| s + 1);
         let needed = jobs
@@ -243,7 +286,6 @@ impl Batcher {
             .chain((0..rows).filter(|&s| taken[s]).map(|s| pool.len(s) + 1))
             .max()
             .unwrap_or(1);
-        let mut jobs = jobs;
         // A request alone adopts its prompt's buffers as the pool: no copy, no second cache
         // (a 4,000-token prompt's cache is 0.9 GB at the S1-mini shapes).
         if pool.rows == 0 && rows == 1 {
@@ -253,114 +295,111 @@ impl Batcher {
             }
         }
         pool.fit(rows, needed, taken)?;
-        let mut slow: Vec<Option<SlowOutput>> = Vec::with_capacity(jobs.len());
-        let mut feed: Vec<Option<&[i64]>> = vec![None; rows];
-        for job in &mut jobs {
-            if let Some(join) = &mut job.join {
-                if !join.bufs.is_empty() {
-                    pool.install(job.slot, &join.bufs, join.len, join.capacity)?;
-                    // The prompt's cache is freed as soon as it is in the pool.
-                    join.bufs.clear();
-                }
+        for job in jobs.iter_mut() {
+            if let Some(join) = job.join.as_mut().filter(|j| !j.bufs.is_empty()) {
+                pool.install(job.slot, &join.bufs, join.len, join.capacity)?;
+                // The prompt's cache is freed as soon as it is in the pool.
+                join.bufs = Vec::new();
             }
         }
-        for job in &jobs {
+        let mut feed: Vec<Option<&[i64]>> = vec![None; rows];
+        for job in jobs.iter() {
             if let Some(prev) = &job.prev {
                 feed[job.slot] = Some(prev);
             }
         }
-        let stepped = if feed.iter().any(Option::is_some) {
-            Some(pool.run(&mut self.shared.slow.lock(), &feed, taken, &self.shared)?)
+        let mut stepped = if feed.iter().any(Option::is_some) {
+            pool.run(&mut self.shared.slow.lock(), &feed, taken, &self.shared)?
         } else {
-            None
+            Vec::new()
         };
-        let mut joins = Vec::new();
-        for job in jobs.iter() {
-            let out = match (&job.prev, &stepped) {
-                (Some(_), Some(outs)) => outs[job.slot].clone(),
-                _ => None,
-            };
-            slow.push(out);
-        }
-        drop(pool);
-        for (job, out) in jobs.into_iter().zip(slow.iter_mut()) {
-            if let Some(join) = job.join {
-                *out = Some(join.out);
-            }
-            joins.push((job.slot, job.frame, job.windows, job.sampling));
-        }
-        times.slow += since(t0);
+        jobs.iter_mut()
+            .map(|job| match job.join.take() {
+                Some(join) => Ok(join.out),
+                None => stepped
+                    .get_mut(job.slot)
+                    .and_then(Option::take)
+                    .ok_or_else(|| Error::Internal("batch: a row without a slow output".into())),
+            })
+            .collect()
+    }
+}
 
-        // Main tokens.
-        let t0 = stamp();
-        let k_books = info.model.num_codebooks;
-        let mut frames: Vec<Frame> = Vec::with_capacity(joins.len());
-        let mut hidden = Vec::with_capacity(joins.len() * self.shared.dims.fast_dim);
-        for ((_, frame, windows, sampling), out) in joins.iter().zip(slow) {
-            let out = out.ok_or_else(|| {
-                Error::Internal("batched step: a row without a slow output".into())
-            })?;
-            let (main_id, c0) =
-                sample_main(info, out.logits, &windows[0], sampling, frame_u32(*frame)?);
-            let mut f = Vec::with_capacity(k_books + 1);
-            f.push(main_id);
-            f.push(c0);
-            frames.push(f);
-            hidden.extend_from_slice(&out.hidden);
-        }
-        times.sampling += since(t0);
+/// Stage times of one step (read only when a row asked for them).
+struct BatchClock {
+    timed: bool,
+    times: StageTimes,
+}
 
-        // The fast transformer, every row at the same position.
-        let n = frames.len();
-        let d = &self.shared.dims;
-        let kv_shape = [d.n_fast_layer, n, d.fast_n_local_heads, 0, d.fast_head_dim];
-        let (mut fk, mut fv) = (empty(kv_shape)?, empty(kv_shape)?);
-        let mut fast = self.shared.fast.lock();
-        let mut call = |codes: &[i64],
-                        fk: &mut ort::value::DynValue,
-                        fv: &mut ort::value::DynValue|
-         -> Result<Vec<f32>> {
-            let h = TensorRef::from_array_view(([n, d.fast_dim], &hidden[..]))
-                .map_err(ort_err("fast"))?;
-            let c = TensorRef::from_array_view(([n], codes)).map_err(ort_err("fast"))?;
-            let mut out = fast
-                .run(ort::inputs!["hidden" => h, "code" => c, "past_keys" => &*fk, "past_values" => &*fv])
-                .map_err(ort_err("fast"))?;
-            let logits = extract_f32(&out, "logits", "fast")?;
-            *fk = take(&mut out, "present_keys", "fast")?;
-            *fv = take(&mut out, "present_values", "fast")?;
-            Ok(logits)
-        };
-        let t0 = stamp();
-        // Position 0: the slow hidden states; their logits are discarded.
-        call(&vec![0; n], &mut fk, &mut fv)?;
-        times.fast += since(t0);
-        let rows_out = self.shared.fast_rows;
-        for k in 1..k_books {
-            let t0 = stamp();
-            let codes: Vec<i64> = frames.iter().map(|f| f[k]).collect();
-            let logits = call(&codes, &mut fk, &mut fv)?;
-            times.fast += since(t0);
-            if logits.len() != n * rows_out {
-                return Err(Error::Backend {
-                    backend: NAME,
-                    op: "fast".into(),
-                    message: format!(
-                        "{} logits for {n} rows, the manifest says {rows_out} each",
-                        logits.len()
-                    ),
-                });
-            }
-            let t0 = stamp();
-            for (i, ((_, frame, windows, sampling), f)) in
-                joins.iter().zip(frames.iter_mut()).enumerate()
-            {
-                let row = logits[i * rows_out..(i + 1) * rows_out].to_vec();
-                f.push(sample_code(info, row, &windows[k], sampling, frame_u32(*frame)?, k));
-            }
-            times.sampling += since(t0);
+impl BatchClock {
+    fn stamp(&self) -> Option<Instant> {
+        self.timed.then(Instant::now)
+    }
+
+    fn since(&self, t0: Option<Instant>) -> Duration {
+        t0.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+/// The fast transformer over a step's rows, all at the same position: its KV cache is the
+/// previous call's present (at most `num_codebooks` positions).
+struct FastBatch<'a> {
+    session: parking_lot::MutexGuard<'a, Session>,
+    hidden: Vec<f32>,
+    rows: usize,
+    dim: usize,
+    logit_rows: usize,
+    keys: DynValue,
+    values: DynValue,
+}
+
+impl<'a> FastBatch<'a> {
+    fn new(shared: &'a T2sShared, hidden: Vec<f32>, rows: usize) -> Result<Self> {
+        let d = &shared.dims;
+        let shape = [d.n_fast_layer, rows, d.fast_n_local_heads, 0, d.fast_head_dim];
+        Ok(FastBatch {
+            session: shared.fast.lock(),
+            hidden,
+            rows,
+            dim: d.fast_dim,
+            logit_rows: shared.fast_rows,
+            keys: empty(shape)?,
+            values: empty(shape)?,
+        })
+    }
+
+    /// The next position with each row's previous code: logits `[rows × logit_rows]`.
+    fn next(&mut self, codes: &[i64]) -> Result<Vec<f32>> {
+        let (n, e) = (self.rows, ort_err("fast"));
+        let h = TensorRef::from_array_view(([n, self.dim], &self.hidden[..])).map_err(e)?;
+        let c = TensorRef::from_array_view(([n], codes)).map_err(ort_err("fast"))?;
+        let mut out = self
+            .session
+            .run(ort::inputs![
+                "hidden" => h,
+                "code" => c,
+                "past_keys" => &self.keys,
+                "past_values" => &self.values,
+            ])
+            .map_err(ort_err("fast"))?;
+        let logits = extract_f32(&out, "logits", "fast")?;
+        let keys = take(&mut out, "present_keys", "fast")?;
+        let values = take(&mut out, "present_values", "fast")?;
+        drop(out);
+        if logits.len() != n * self.logit_rows {
+            return Err(Error::Backend {
+                backend: NAME,
+                op: "fast".into(),
+                message: format!(
+                    "{} logits for {n} rows, the manifest says {} each",
+                    logits.len(),
+                    self.logit_rows
+                ),
+            });
         }
-        Ok(frames.into_iter().map(|frame| Done { frame, times: times.clone() }).collect())
+        self.keys = keys;
+        self.values = values;
+        Ok(logits)
     }
 }
 
