@@ -9,6 +9,7 @@ use cudarc::driver::{sys, CudaGraph};
 use parking_lot::Mutex;
 
 use super::device::{args, DevBuf, Gpu, PinnedBuf};
+use super::error::{CudaError, CudaResult};
 use super::layout::{self, ModelConfig, WeightPlan};
 use super::plan::{self, Dims};
 use crate::backend::{
@@ -24,10 +25,10 @@ use crate::text::prompt::Prompt;
 
 use super::BenchResult;
 
-const NAME: &str = "cuda";
+const NAME: &str = super::error::BACKEND;
 
-fn backend_err(op: &str, msg: impl Into<String>) -> Error {
-    Error::Backend { backend: NAME, op: op.to_string(), message: msg.into() }
+fn backend_err(op: &str, msg: impl std::fmt::Display) -> Error {
+    Error::Backend { backend: NAME, op: op.to_string(), message: msg.to_string() }
 }
 
 /// A linear layer's weights on the device: bf16 in the weight arena, or int8 with one f32
@@ -261,10 +262,6 @@ pub(super) enum WeightSource {
     Random { seed: u64 },
 }
 
-fn unavailable_or(e: String) -> Error {
-    Error::BackendUnavailable { backend: NAME, reason: e }
-}
-
 impl Model {
     /// Opens the device of `config` and loads the model on it.
     fn open(
@@ -274,7 +271,7 @@ impl Model {
         src: WeightSource,
         opts: LoadOptions,
     ) -> Result<Model> {
-        let gpu = Gpu::open(config).map_err(unavailable_or)?;
+        let gpu = Gpu::open(config).map_err(CudaError::into_unavailable)?;
         Model::load(gpu, cfg, plan, src, opts)
     }
 
@@ -337,7 +334,7 @@ impl Model {
         self.gpu.bind().map_err(|e| backend_err("bind", e))
     }
 
-    fn new_workspace(&self) -> std::result::Result<Workspace, String> {
+    fn new_workspace(&self) -> CudaResult<Workspace> {
         let g = &self.gpu;
         let c = &self.cfg;
         let (s, f) = (&self.slow, &self.fast);
@@ -380,18 +377,21 @@ impl Model {
     }
 
     /// Nodes of the captured frame graph, as the driver counts them.
-    fn graph_nodes(&self) -> std::result::Result<usize, String> {
+    fn graph_nodes(&self) -> CudaResult<usize> {
         let pool = self.pool.lock();
-        let g = pool.first().and_then(|ws| ws.graph.as_ref()).ok_or("no captured graph")?;
+        let g = pool
+            .first()
+            .and_then(|ws| ws.graph.as_ref())
+            .ok_or_else(|| CudaError::invariant("no captured graph"))?;
         let mut n = 0usize;
         // SAFETY: cuGraphGetNodes with a null array only writes the count; the graph is live.
         unsafe { sys::cuGraphGetNodes(g.cu_graph(), std::ptr::null_mut(), &mut n) }
             .result()
-            .map_err(|e| format!("cuGraphGetNodes: {e:?}"))?;
+            .map_err(|e| CudaError::driver("cuGraphGetNodes", e))?;
         Ok(n)
     }
 
-    fn take_workspace(&self) -> std::result::Result<Workspace, String> {
+    fn take_workspace(&self) -> CudaResult<Workspace> {
         if let Some(ws) = self.pool.lock().pop() {
             return Ok(ws);
         }
@@ -400,13 +400,7 @@ impl Model {
 
     // ---- launchers (one per kernel; each restates the .cu signature) ----
 
-    fn embed(
-        &self,
-        ws: &Workspace,
-        tokens: u64,
-        tok_stride: usize,
-        t: usize,
-    ) -> std::result::Result<(), String> {
+    fn embed(&self, ws: &Workspace, tokens: u64, tok_stride: usize, t: usize) -> CudaResult<()> {
         let c = &self.cfg;
         let scale =
             if c.scale_codebook_embeddings { ((c.num_codebooks + 1) as f32).sqrt() } else { 1.0 };
@@ -434,7 +428,7 @@ impl Model {
         }
     }
 
-    fn rmsnorm(&self, x: u64, w: u64, out: u64, rows: usize) -> std::result::Result<(), String> {
+    fn rmsnorm(&self, x: u64, w: u64, out: u64, rows: usize) -> CudaResult<()> {
         let (dim, eps) = (self.cfg.dim as i32, self.cfg.norm_eps);
         // SAFETY: rmsnorm_f32(const float* x, const bf16* w, float* out, int dim, float eps);
         // x/out hold [rows, dim] f32, w [dim] bf16.
@@ -454,11 +448,15 @@ impl Model {
     /// The bf16 [n, k] matrix cuBLAS reads for `w`: the arena's, or for an int8 layer the
     /// scratch refilled with its dequantisation (stream order keeps the previous GEMM's reads
     /// before the refill).
-    fn gemm_operand(&self, w: Lin, n: usize, k: usize) -> std::result::Result<u64, String> {
+    fn gemm_operand(&self, w: Lin, n: usize, k: usize) -> CudaResult<u64> {
         match w {
             Lin::Bf16(p) => Ok(p),
             Lin::I8 { q, scale } => {
-                let scratch = self.w.dequant.as_ref().ok_or("no dequantisation scratch")?;
+                let scratch = self
+                    .w
+                    .dequant
+                    .as_ref()
+                    .ok_or_else(|| CudaError::invariant("no dequantisation scratch"))?;
                 let (out, kk, cnt) = (scratch.ptr(), k as i32, (n * k) as i32);
                 debug_assert!(n * k * 2 <= scratch.bytes());
                 // SAFETY: dequantize_i8_bf16(const int8* q, const float* scale, bf16* W, int K,
@@ -491,7 +489,7 @@ impl Model {
         k: usize,
         t: usize,
         residual: bool,
-    ) -> std::result::Result<(), String> {
+    ) -> CudaResult<()> {
         if self.uses_blas(w, t) {
             let src = match norm {
                 Some(nw) => {
@@ -555,7 +553,7 @@ impl Model {
         n: usize,
         k: usize,
         t: usize,
-    ) -> std::result::Result<(), String> {
+    ) -> CudaResult<()> {
         if self.uses_blas(l.w1, t) {
             self.rmsnorm(x, norm, ws.tmp.ptr(), t)?;
             self.linear(ws, l.w1, None, ws.tmp.ptr(), ws.ffa.ptr(), n, k, t, false)?;
@@ -593,17 +591,17 @@ impl Model {
                     )
                 }
             }
-            _ => Err("w1 and w3 must have the same weight type".into()),
+            _ => Err(CudaError::invariant("w1 and w3 must have the same weight type")),
         }
     }
 
-    fn cast_bf16(&self, x: u64, out: u64, n: usize) -> std::result::Result<(), String> {
+    fn cast_bf16(&self, x: u64, out: u64, n: usize) -> CudaResult<()> {
         let nn = n as i32;
         // SAFETY: cast_bf16_f32(const float* x, bf16* out, int n); out sized for the widest input.
         unsafe { self.gpu.launch("cast_bf16_f32", plan::elementwise(n), &mut args![x, out, nn]) }
     }
 
-    fn copy(&self, src: u64, dst: u64, n: usize) -> std::result::Result<(), String> {
+    fn copy(&self, src: u64, dst: u64, n: usize) -> CudaResult<()> {
         let nn = n as i32;
         // SAFETY: copy_f32(const float* src, float* dst, int n).
         unsafe { self.gpu.launch("copy_f32", plan::elementwise(n), &mut args![src, dst, nn]) }
@@ -621,7 +619,7 @@ impl Model {
         rope: u64,
         kc: u64,
         vc: u64,
-    ) -> std::result::Result<(), String> {
+    ) -> CudaResult<()> {
         let (tt, pa, qn, kn, use_qk) =
             (t as i32, pos_add as i32, l.q_norm, l.k_norm, i32::from(st.qk_norm));
         let (nh, nkv, hd, eps, mp) = (
@@ -662,7 +660,7 @@ impl Model {
         vc: u64,
         splits: usize,
         rope: Option<(&LayerW, u64)>,
-    ) -> std::result::Result<(), String> {
+    ) -> CudaResult<()> {
         debug_assert!(rope.is_none() || t == 1);
         let (table, qn, kn) = match rope {
             Some((l, table)) if st.qk_norm => (table, l.q_norm, l.k_norm),
@@ -706,7 +704,7 @@ impl Model {
         pos_ptr: u64,
         pos_add: usize,
         splits: usize,
-    ) -> std::result::Result<(), String> {
+    ) -> CudaResult<()> {
         let (st, layers, rope, kk, vv) = if fast {
             (&self.fast, &self.w.fast_layers, self.w.rope_fast.ptr(), &ws.fkv_k, &ws.fkv_v)
         } else {
@@ -741,7 +739,7 @@ impl Model {
         tokens: u64,
         tok_stride: usize,
         t: usize,
-    ) -> std::result::Result<(), String> {
+    ) -> CudaResult<()> {
         let c = &self.cfg;
         let pos_ptr = ws.state.ptr(); // S1State.kv_pos is the first word
         let splits = if t == 1 { self.slow_splits } else { 1 };
@@ -764,7 +762,7 @@ impl Model {
 
     /// One fast step at static position `pos`: input (hidden or fast_emb[*code]), layers,
     /// logits into ws.flogits when pos > 0.
-    fn fast_step(&self, ws: &Workspace, pos: usize, code: u64) -> std::result::Result<(), String> {
+    fn fast_step(&self, ws: &Workspace, pos: usize, code: u64) -> CudaResult<()> {
         let c = &self.cfg;
         let (hid, p, fe, cbs, out, dim) = (
             ws.hidden.ptr(),
@@ -789,7 +787,7 @@ impl Model {
         self.linear(ws, head, norm, x, logits, c.fast_logit_rows, c.dim, 1, false)
     }
 
-    fn sample(&self, ws: &Workspace, slot: usize) -> std::result::Result<(), String> {
+    fn sample(&self, ws: &Workspace, slot: usize) -> CudaResult<()> {
         let c = &self.cfg;
         let (logits, n) = if slot == 0 {
             (ws.logits.ptr(), c.head_rows())
@@ -821,7 +819,7 @@ impl Model {
     }
 
     /// Samples the slow head, runs the K fast positions with their samplings, finishes the frame.
-    fn fast_and_sample(&self, ws: &Workspace) -> std::result::Result<(), String> {
+    fn fast_and_sample(&self, ws: &Workspace) -> CudaResult<()> {
         let k = self.cfg.num_codebooks;
         self.sample(ws, 0)?;
         for pos in 0..k {
@@ -846,14 +844,14 @@ impl Model {
     /// One decode frame: slow step on ws.frame (the previous frame), samplings, fast steps;
     /// everything position-dependent reads the device state, so the same launches serve every
     /// frame.
-    fn frame(&self, ws: &Workspace) -> std::result::Result<(), String> {
+    fn frame(&self, ws: &Workspace) -> CudaResult<()> {
         self.slow_pass(ws, ws.frame.ptr(), 1, 1)?;
         self.fast_and_sample(ws)
     }
 
     /// The decode frame as one graph (`None` on the kernel emulator, which launches
     /// [`Model::frame`] directly).
-    fn capture_frame(&self, ws: &Workspace) -> std::result::Result<Option<CudaGraph>, String> {
+    fn capture_frame(&self, ws: &Workspace) -> CudaResult<Option<CudaGraph>> {
         self.gpu.capture(|| self.frame(ws))
     }
 }
@@ -879,10 +877,11 @@ impl RandomWeights {
 }
 
 impl WeightSource {
-    fn reader(&self) -> std::result::Result<TensorReader<'_>, String> {
+    fn reader(&self) -> CudaResult<TensorReader<'_>> {
         Ok(match self {
             WeightSource::File { path, header } => TensorReader::File(
-                layout::TensorFile::open(path, header).map_err(|e| e.to_string())?,
+                layout::TensorFile::open(path, header)
+                    .map_err(|e| CudaError::Weights(e.to_string()))?,
             ),
             WeightSource::Random { seed } => TensorReader::Random(RandomWeights(seed | 1)),
         })
@@ -897,9 +896,11 @@ enum TensorReader<'a> {
 
 impl TensorReader<'_> {
     /// Fills `out` (exactly `p.bytes` long) with the placement's bf16 device bytes.
-    fn read(&mut self, p: &layout::Placement, out: &mut [u8]) -> std::result::Result<(), String> {
+    fn read(&mut self, p: &layout::Placement, out: &mut [u8]) -> CudaResult<()> {
         match self {
-            TensorReader::File(f) => f.read_into(p, out).map_err(|e| e.to_string()),
+            TensorReader::File(f) => {
+                f.read_into(p, out).map_err(|e| CudaError::Weights(e.to_string()))
+            }
             TensorReader::Random(r) => {
                 r.fill(p, out);
                 Ok(())
@@ -918,7 +919,7 @@ fn load_weights(
     src: WeightSource,
     int8: bool,
     keep_scratch: bool,
-) -> std::result::Result<Weights, String> {
+) -> CudaResult<Weights> {
     let quantised = |p: &layout::Placement| int8 && p.is_layer_matrix();
     let resident = plan.without(quantised);
     let arena = gpu.alloc(resident.arena_bytes)?;
@@ -958,13 +959,13 @@ fn load_weights(
     }
     gpu.upload(arena.ptr(), &img)?;
     drop(img);
-    let at = |name: &str| -> std::result::Result<u64, String> {
+    let at = |name: &str| -> CudaResult<u64> {
         resident
             .get(name)
             .map(|p| arena.at(p.offset))
-            .ok_or_else(|| format!("{name} not in the weight plan"))
+            .ok_or_else(|| CudaError::invariant(format!("{name} not in the weight plan")))
     };
-    let lin = |name: String| -> std::result::Result<Lin, String> {
+    let lin = |name: String| -> CudaResult<Lin> {
         if let (Some((qb, sb)), Some(&(qo, so))) = (&i8_bufs, i8_at.get(&name)) {
             return Ok(Lin::I8 { q: qb.at(qo), scale: sb.at(so) });
         }
@@ -972,7 +973,7 @@ fn load_weights(
     };
     let dequant = if keep_scratch { staging } else { None };
     let scratch_bytes = dequant.as_ref().map_or(0, DevBuf::bytes);
-    let layer = |prefix: String, qk: bool| -> std::result::Result<LayerW, String> {
+    let layer = |prefix: String, qk: bool| -> CudaResult<LayerW> {
         Ok(LayerW {
             attn_norm: at(&format!("{prefix}attention_norm.weight"))?,
             ffn_norm: at(&format!("{prefix}ffn_norm.weight"))?,
@@ -987,10 +988,10 @@ fn load_weights(
     };
     let layers = (0..cfg.n_layer)
         .map(|i| layer(format!("layers.{i}."), cfg.qk_norm))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .collect::<CudaResult<Vec<_>>>()?;
     let fast_layers = (0..cfg.n_fast_layer)
         .map(|i| layer(format!("fast_layers.{i}."), cfg.fast_qk_norm))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .collect::<CudaResult<Vec<_>>>()?;
     let rs = layout::rope_table_bf16(cfg.rope_base, cfg.head_dim, cfg.max_seq_len);
     let rope_slow = gpu.alloc(rs.len() * 2)?;
     gpu.upload(rope_slow.ptr(), &rs)?;
@@ -1083,12 +1084,12 @@ impl Drop for CudaRequest {
 }
 
 impl CudaRequest {
-    fn ws(&self) -> std::result::Result<&Workspace, String> {
-        self.ws.as_ref().ok_or_else(|| "request has no workspace".to_string())
+    fn ws(&self) -> CudaResult<&Workspace> {
+        self.ws.as_ref().ok_or_else(|| CudaError::invariant("request has no workspace"))
     }
 
     /// Empties the caches and the history, and writes the device state.
-    fn reset(&mut self) -> std::result::Result<(), String> {
+    fn reset(&mut self) -> CudaResult<()> {
         let m = self.model.clone();
         let ws = self.ws()?;
         m.gpu.memset0(ws.hist.ptr(), ws.hist.bytes())?;
@@ -1111,7 +1112,7 @@ impl CudaRequest {
         seed: u64,
         compat: bool,
         ignore_end: bool,
-    ) -> std::result::Result<(), String> {
+    ) -> CudaResult<()> {
         let m = &self.model;
         let st = DeviceState {
             kv_pos: self.kv_len as i32,

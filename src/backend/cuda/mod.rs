@@ -15,6 +15,8 @@ mod device;
 #[cfg(feature = "cuda-base")]
 mod engine;
 #[cfg(feature = "cuda-base")]
+mod error;
+#[cfg(feature = "cuda-base")]
 pub mod nvrtc;
 #[cfg(feature = "cuda-base")]
 mod selftest;
@@ -78,7 +80,7 @@ pub struct KernelCheck {
 pub fn kernel_selftest(config: &EngineConfig) -> Result<Vec<KernelCheck>> {
     #[cfg(feature = "cuda-base")]
     {
-        selftest::run(config).map_err(unavailable)
+        selftest::run(config).map_err(error::CudaError::into_unavailable)
     }
     #[cfg(not(feature = "cuda-base"))]
     {
@@ -123,6 +125,7 @@ pub fn device_memory_in_use(device_id: u32) -> Option<u64> {
     }
 }
 
+#[cfg(not(feature = "cuda-base"))]
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: "cuda", reason: reason.into() }
 }
@@ -132,7 +135,7 @@ fn unavailable(reason: impl Into<String>) -> Error {
 pub fn environment(config: &EngineConfig) -> Result<DeviceInfo> {
     #[cfg(feature = "cuda-base")]
     {
-        device::probe(config).map_err(unavailable)
+        device::probe(config).map_err(error::CudaError::into_unavailable)
     }
     #[cfg(not(feature = "cuda-base"))]
     {
@@ -145,7 +148,7 @@ pub fn environment(config: &EngineConfig) -> Result<DeviceInfo> {
 pub fn driver_version() -> Result<String> {
     #[cfg(feature = "cuda-base")]
     {
-        device::driver_version().map_err(unavailable)
+        device::driver_version().map_err(error::CudaError::into_unavailable)
     }
     #[cfg(not(feature = "cuda-base"))]
     {

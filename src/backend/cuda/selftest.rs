@@ -4,13 +4,14 @@
 //! wrong result there can be traced to one kernel.
 
 use super::device::{args, DevBuf, Gpu};
+use super::error::CudaError;
 use super::layout::{bf16_bits, bf16_to_f32, rope_table_bf16};
 use super::plan;
 use super::KernelCheck;
 use crate::config::EngineConfig;
 use crate::sampling::{self, SamplingParams};
 
-type R<T> = std::result::Result<T, String>;
+type R<T> = std::result::Result<T, CudaError>;
 
 /// xorshift64: reproducible inputs without a dependency.
 struct Rng(u64);
