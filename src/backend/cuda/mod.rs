@@ -17,9 +17,17 @@ mod engine;
 #[cfg(feature = "cuda-base")]
 mod error;
 #[cfg(feature = "cuda-base")]
+mod launch;
+#[cfg(feature = "cuda-base")]
 pub mod nvrtc;
 #[cfg(feature = "cuda-base")]
+mod request;
+#[cfg(feature = "cuda-base")]
 mod selftest;
+#[cfg(feature = "cuda-base")]
+mod step;
+#[cfg(feature = "cuda-base")]
+mod weights;
 // The kernels compiled for the CPU, so that the self-test's checks run in CI.
 #[cfg(all(test, feature = "cuda-base"))]
 mod emulator;
