@@ -12,7 +12,7 @@ use super::error::CudaResult;
 use super::plan::Dims;
 
 /// Declares a kernel's argument struct and its `launch`, which passes the fields in
-/// declaration order (the kernel's parameter order). `launch("name")` names the entry point
+/// declaration order (the kernel's parameter order). `launch(<entry point>)` names the kernel
 /// (`kernels_every_launched_kernel_is_registered_and_every_kernel_launched` reads it there).
 macro_rules! kernel_args {
     ($(
@@ -272,8 +272,8 @@ kernel_args! {
         frame: u64,
     }
 
-    /// `frame_finish`: appends the frame [K+1] i64 to hist [max_hist, K+1] and advances the
-    /// device state's frame counter.
+    /// `frame_finish`: copies the frame [K+1] i64 into hist [max_hist, K+1] (row frame − 1)
+    /// and advances the device state's frame counter.
     launch("frame_finish") struct FrameFinish {
         st: u64,
         frame: u64,

@@ -1,14 +1,15 @@
-//! The kernel launchers: one method per kernel, each owning its grid and block math and
-//! restating the `.cu` signature it must match.
+//! The kernel launchers: one method per kernel, each owning its grid and block math and filling
+//! the kernel's argument struct (`kernel_args.rs`) by name.
 
-use super::device::args;
 use super::engine::{Model, Stack};
 use super::error::{CudaError, CudaResult};
-use super::plan;
+use super::kernel_args as ka;
+use super::plan::{self, Dims};
 use super::request::Workspace;
 use super::weights::{LayerW, Lin, Numerics};
 
 impl Model {
+    /// Embeds T prompt positions (`tokens` [1+K, tok_stride] i64 on the device) into ws.x.
     pub(super) fn embed(
         &self,
         ws: &Workspace,
@@ -19,37 +20,31 @@ impl Model {
         let c = &self.cfg;
         let scale =
             if c.scale_codebook_embeddings { ((c.num_codebooks + 1) as f32).sqrt() } else { 1.0 };
-        let (ts, tt, dim, k, cbs, voc, sb, se) = (
-            tok_stride as i32,
-            t as i32,
-            c.dim as i32,
-            c.num_codebooks as i32,
-            c.codebook_size as i32,
-            c.vocab_size as i32,
-            c.semantic_begin as i32,
-            c.semantic_end as i32,
-        );
-        let (emb, cb, out) = (self.w.emb, self.w.cb_emb, ws.x.ptr());
-        // SAFETY: embed_tokens_f32(const i64* tokens, int tok_stride, int T, const bf16* emb,
-        // const bf16* cb_emb, float* out, int dim, int K, int codebook_size, int vocab,
-        // int sem_begin, int sem_end, float scale_div); tokens holds [1+K, tok_stride] i64,
-        // out [T, dim] f32 (T <= PREFILL_CHUNK).
-        unsafe {
-            self.gpu.launch(
-                "embed_tokens_f32",
-                plan::embed(t, c.dim),
-                &mut args![tokens, ts, tt, emb, cb, out, dim, k, cbs, voc, sb, se, scale],
-            )
-        }
+        let a = ka::EmbedTokens {
+            tokens,
+            tok_stride: tok_stride as i32,
+            t: t as i32,
+            emb: self.w.emb,
+            cb_emb: self.w.cb_emb,
+            out: ws.x.ptr(),
+            dim: c.dim as i32,
+            k: c.num_codebooks as i32,
+            codebook_size: c.codebook_size as i32,
+            vocab: c.vocab_size as i32,
+            sem_begin: c.semantic_begin as i32,
+            sem_end: c.semantic_end as i32,
+            scale_div: scale,
+        };
+        // SAFETY: tokens holds [1+K, tok_stride] i64, ws.x [T, dim] f32 (T <= PREFILL_CHUNK),
+        // the embeddings are the arena's.
+        unsafe { a.launch(&self.gpu, plan::embed(t, c.dim)) }
     }
 
+    /// out = rmsnorm(x) · w over `rows` rows of dim.
     pub(super) fn rmsnorm(&self, x: u64, w: u64, out: u64, rows: usize) -> CudaResult<()> {
-        let (dim, eps) = (self.cfg.dim as i32, self.cfg.norm_eps);
-        // SAFETY: rmsnorm_f32(const float* x, const bf16* w, float* out, int dim, float eps);
-        // x/out hold [rows, dim] f32, w [dim] bf16.
-        unsafe {
-            self.gpu.launch("rmsnorm_f32", plan::per_row(rows), &mut args![x, w, out, dim, eps])
-        }
+        let a = ka::RmsNorm { x, w, out, dim: self.cfg.dim as i32, eps: self.cfg.norm_eps };
+        // SAFETY: x/out hold [rows, dim] f32, w [dim] bf16.
+        unsafe { a.launch(&self.gpu, plan::per_row(rows)) }
     }
 
     /// Whether a T-row product goes through cuBLAS (prefill) rather than the GEMV kernels.
@@ -72,19 +67,18 @@ impl Model {
                     .dequant
                     .as_ref()
                     .ok_or_else(|| CudaError::invariant("no dequantisation scratch"))?;
-                let (out, kk, cnt) = (scratch.ptr(), k as i32, (n * k) as i32);
                 debug_assert!(n * k * 2 <= scratch.bytes());
-                // SAFETY: dequantize_i8_bf16(const int8* q, const float* scale, bf16* W, int K,
-                // int count); q [n, k] and scale [n] of this layer, W the scratch, sized at
-                // load for the largest layer matrix.
-                unsafe {
-                    self.gpu.launch(
-                        "dequantize_i8_bf16",
-                        plan::elementwise(n * k),
-                        &mut args![q, scale, out, kk, cnt],
-                    )?
+                let a = ka::DequantizeI8 {
+                    q,
+                    scale,
+                    w: scratch.ptr(),
+                    k: k as i32,
+                    count: (n * k) as i32,
                 };
-                Ok(out)
+                // SAFETY: q [n, k] and scale [n] of this layer, w the scratch, sized at load for
+                // the largest layer matrix.
+                unsafe { a.launch(&self.gpu, plan::elementwise(n * k))? };
+                Ok(scratch.ptr())
             }
         }
     }
@@ -121,36 +115,48 @@ impl Model {
                 self.gpu.gemm_bf16(wb, ws.xb.ptr(), y, n, k, t, if residual { 1.0 } else { 0.0 })
             };
         }
-        let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
+        let (dims, ks) = w.gemv_launch(n, k, t);
         let res = if residual { y } else { 0u64 };
-        let (nw, eps) = (norm.unwrap_or(0), self.cfg.norm_eps);
+        let (norm_w, eps) = (norm.unwrap_or(0), self.cfg.norm_eps);
+        let (x_stride, y_stride, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
         match w {
             Lin::Bf16(wp) => {
-                let (dims, kss) = w.gemv_launch(n, k, t);
-                // SAFETY: gemv_bf16(const bf16* W, const float* x, int x_stride, float* y,
-                // int y_stride, const float* res, int N, int K, int T, const bf16* norm_w,
-                // float eps, int ks); W [N, K], x [T, K], y/res [T, N], norm_w [K] or null;
+                let a = ka::GemvBf16 {
+                    w: wp,
+                    x,
+                    x_stride,
+                    y,
+                    y_stride,
+                    res,
+                    n: nn,
+                    k: kk,
+                    t: tt,
+                    norm_w,
+                    eps,
+                    ks,
+                };
+                // SAFETY: W [N, K], x [T, K], y/res [T, N], norm_w [K] or null;
                 // K % (8 ks) == 0 (gemv_split).
-                unsafe {
-                    self.gpu.launch(
-                        "gemv_bf16",
-                        dims,
-                        &mut args![wp, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
-                    )
-                }
+                unsafe { a.launch(&self.gpu, dims) }
             }
-            Lin::I8 { q, scale, .. } => {
-                let (dims, kss) = w.gemv_launch(n, k, t);
-                // SAFETY: gemv_i8(const int8* W, const float* scale, const float* x,
-                // int x_stride, float* y, int y_stride, const float* res, int N, int K, int T,
-                // const bf16* norm_w, float eps, int ks); K % (16 ks) == 0.
-                unsafe {
-                    self.gpu.launch(
-                        "gemv_i8",
-                        dims,
-                        &mut args![q, scale, x, xs, y, ys, res, nn, kk, tt, nw, eps, kss],
-                    )
-                }
+            Lin::I8 { q, scale } => {
+                let a = ka::GemvI8 {
+                    w: q,
+                    scale,
+                    x,
+                    x_stride,
+                    y,
+                    y_stride,
+                    res,
+                    n: nn,
+                    k: kk,
+                    t: tt,
+                    norm_w,
+                    eps,
+                    ks,
+                };
+                // SAFETY: as above, W int8 with [N] scales; K % (16 ks) == 0.
+                unsafe { a.launch(&self.gpu, dims) }
             }
         }
     }
@@ -173,55 +179,72 @@ impl Model {
             self.rmsnorm(x, norm, ws.tmp.ptr(), t)?;
             self.linear(ws, l.w1, None, ws.tmp.ptr(), ws.ffa.ptr(), n, k, t, false)?;
             self.linear(ws, l.w3, None, ws.tmp.ptr(), ws.ffb.ptr(), n, k, t, false)?;
-            let (a, b, cnt) = (ws.ffa.ptr(), ws.ffb.ptr(), (n * t) as i32);
-            // SAFETY: silu_mul_f32(const float* a, const float* b, float* out, int n); all [t, n].
-            return unsafe {
-                self.gpu.launch("silu_mul_f32", plan::elementwise(n * t), &mut args![a, b, y, cnt])
-            };
+            let a = ka::SiluMul { a: ws.ffa.ptr(), b: ws.ffb.ptr(), out: y, n: (n * t) as i32 };
+            // SAFETY: a, b, out all [t, n] f32.
+            return unsafe { a.launch(&self.gpu, plan::elementwise(n * t)) };
         }
-        let (xs, ys, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
+        let (x_stride, y_stride, nn, kk, tt) = (k as i32, n as i32, n as i32, k as i32, t as i32);
         let eps = self.cfg.norm_eps;
-        let (dims, kss) = l.w1.gemv_launch(n, k, t);
+        let (dims, ks) = l.w1.gemv_launch(n, k, t);
         match (l.w1, l.w3) {
-            (Lin::I8 { q: q1, scale: s1, .. }, Lin::I8 { q: q3, scale: s3, .. }) => {
-                // SAFETY: gemv_swiglu_i8(W1, s1, W3, s3, x, x_stride, y, y_stride, N, K, T,
-                // norm_w, eps, ks); K % (16 ks) == 0.
-                unsafe {
-                    self.gpu.launch(
-                        "gemv_swiglu_i8",
-                        dims,
-                        &mut args![q1, s1, q3, s3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
-                    )
-                }
+            (Lin::I8 { q: w1, scale: s1 }, Lin::I8 { q: w3, scale: s3 }) => {
+                let a = ka::GemvSwigluI8 {
+                    w1,
+                    s1,
+                    w3,
+                    s3,
+                    x,
+                    x_stride,
+                    y,
+                    y_stride,
+                    n: nn,
+                    k: kk,
+                    t: tt,
+                    norm_w: norm,
+                    eps,
+                    ks,
+                };
+                // SAFETY: W1/W3 [N, K] int8 with [N] scales, x [T, K], y [T, N], norm_w [K];
+                // K % (16 ks) == 0.
+                unsafe { a.launch(&self.gpu, dims) }
             }
-            (Lin::Bf16(p1), Lin::Bf16(p3)) => {
-                // SAFETY: gemv_swiglu_bf16(const bf16* W1, const bf16* W3, const float* x,
-                // int x_stride, float* y, int y_stride, int N, int K, int T,
-                // const bf16* norm_w, float eps, int ks); K % (8 ks) == 0.
-                unsafe {
-                    self.gpu.launch(
-                        "gemv_swiglu_bf16",
-                        dims,
-                        &mut args![p1, p3, x, xs, y, ys, nn, kk, tt, norm, eps, kss],
-                    )
-                }
+            (Lin::Bf16(w1), Lin::Bf16(w3)) => {
+                let a = ka::GemvSwigluBf16 {
+                    w1,
+                    w3,
+                    x,
+                    x_stride,
+                    y,
+                    y_stride,
+                    n: nn,
+                    k: kk,
+                    t: tt,
+                    norm_w: norm,
+                    eps,
+                    ks,
+                };
+                // SAFETY: W1/W3 [N, K] bf16, x [T, K], y [T, N], norm_w [K]; K % (8 ks) == 0.
+                unsafe { a.launch(&self.gpu, dims) }
             }
             _ => Err(CudaError::invariant("w1 and w3 must have the same weight type")),
         }
     }
 
+    /// out = bf16(x), n values.
     pub(super) fn cast_bf16(&self, x: u64, out: u64, n: usize) -> CudaResult<()> {
-        let nn = n as i32;
-        // SAFETY: cast_bf16_f32(const float* x, bf16* out, int n); out sized for the widest input.
-        unsafe { self.gpu.launch("cast_bf16_f32", plan::elementwise(n), &mut args![x, out, nn]) }
+        let a = ka::CastBf16 { x, out, n: n as i32 };
+        // SAFETY: x [n] f32; out sized for the widest input.
+        unsafe { a.launch(&self.gpu, plan::elementwise(n)) }
     }
 
+    /// dst = src, n f32 values.
     pub(super) fn copy(&self, src: u64, dst: u64, n: usize) -> CudaResult<()> {
-        let nn = n as i32;
-        // SAFETY: copy_f32(const float* src, float* dst, int n).
-        unsafe { self.gpu.launch("copy_f32", plan::elementwise(n), &mut args![src, dst, nn]) }
+        let a = ka::CopyF32 { src, dst, n: n as i32 };
+        // SAFETY: both hold at least n f32.
+        unsafe { a.launch(&self.gpu, plan::elementwise(n)) }
     }
 
+    /// qk-norm and RoPE of T rows of `qkv`, K and V written into this layer's caches kc/vc.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn rope(
         &self,
@@ -235,30 +258,27 @@ impl Model {
         kc: u64,
         vc: u64,
     ) -> CudaResult<()> {
-        let (tt, pa, qn, kn, use_qk) =
-            (t as i32, pos_add as i32, l.q_norm, l.k_norm, i32::from(st.qk_norm));
-        let (nh, nkv, hd, eps, mp) = (
-            st.n_head as i32,
-            st.n_kv as i32,
-            st.head_dim as i32,
-            self.cfg.norm_eps,
-            st.max_pos as i32,
-        );
-        let kv32 = i32::from(st.kv_bytes == 4);
-        // SAFETY: qk_rope_f32(float* qkv, int T, const int* pos_ptr, int pos_add,
-        // const bf16* q_norm, const bf16* k_norm, int use_qk_norm, const bf16* rope, int nh,
-        // int nkv, int hd, float eps, void* kc, void* vc, int max_pos, int kv_f32);
-        // qkv [T, (nh+2nkv)hd], rope [max_pos, hd/2, 2], kc/vc [nkv, max_pos, hd] of this layer
-        // in the stack's KV type.
-        unsafe {
-            self.gpu.launch(
-                "qk_rope_f32",
-                plan::qk_rope(t, st.n_head, st.n_kv, st.head_dim),
-                &mut args![
-                    qkv, tt, pos_ptr, pa, qn, kn, use_qk, rope, nh, nkv, hd, eps, kc, vc, mp, kv32
-                ],
-            )
-        }
+        let a = ka::QkRope {
+            qkv,
+            t: t as i32,
+            pos_ptr,
+            pos_add: pos_add as i32,
+            q_norm: l.q_norm,
+            k_norm: l.k_norm,
+            use_qk_norm: i32::from(st.qk_norm),
+            rope,
+            nh: st.n_head as i32,
+            nkv: st.n_kv as i32,
+            hd: st.head_dim as i32,
+            eps: self.cfg.norm_eps,
+            kc,
+            vc,
+            max_pos: st.max_pos as i32,
+            kv_f32: i32::from(st.kv_bytes == 4),
+        };
+        // SAFETY: qkv [T, (nh+2nkv)hd], rope [max_pos, hd/2, 2], kc/vc [nkv, max_pos, hd] of
+        // this layer in the stack's KV type.
+        unsafe { a.launch(&self.gpu, plan::qk_rope(t, st.n_head, st.n_kv, st.head_dim)) }
     }
 
     /// Attention of T queries; `rope` = Some((layer, table)) for decode (T = 1) does the
@@ -277,38 +297,43 @@ impl Model {
         rope: Option<(&LayerW, u64)>,
     ) -> CudaResult<()> {
         debug_assert!(rope.is_none() || t == 1);
-        let (table, qn, kn) = match rope {
+        let (table, q_norm, k_norm) = match rope {
             Some((l, table)) if st.qk_norm => (table, l.q_norm, l.k_norm),
             Some((_, table)) => (table, 0u64, 0u64),
             None => (0u64, 0u64, 0u64),
         };
-        let eps = self.cfg.norm_eps;
-        let (q, qs, tt, pa) = (ws.qkv.ptr(), st.qkv_w() as i32, t as i32, pos_add as i32);
-        let (nh, nkv, hd, mp) =
-            (st.n_head as i32, st.n_kv as i32, st.head_dim as i32, st.max_pos as i32);
-        let scale = 1.0f32 / (st.head_dim as f32).sqrt();
-        let (ns, po, pml, cnt) =
-            (splits as i32, ws.part_o.ptr(), ws.part_ml.ptr(), ws.att_count.ptr());
-        let (out, os, kv32) = (ws.att.ptr(), st.q_w() as i32, i32::from(st.kv_bytes == 4));
-        // SAFETY: attention_f32(const float* q, int q_stride, void* kc, void* vc, int kv_f32,
-        // int T, const int* pos_ptr, int pos_add, int nh, int nkv, int hd, int max_pos,
-        // float scale, int n_split, float* part_o, float* part_ml, unsigned* counters,
-        // float* out, int out_stride, const bf16* rope, const bf16* q_norm, const bf16* k_norm,
-        // float eps); q is the qkv row ([T, (nh+2nkv)hd]), part buffers hold
-        // nh*T*n_split*(hd | 2) floats and the counters nh*T (sized for the largest use in
-        // new_workspace), out [T, nh*hd]; rope [max_pos, hd/2, 2] or null (then T may be > 1).
-        unsafe {
-            self.gpu.launch(
-                "attention_f32",
-                plan::attention(st.n_head, t, splits),
-                &mut args![
-                    q, qs, kc, vc, kv32, tt, pos_ptr, pa, nh, nkv, hd, mp, scale, ns, po, pml, cnt,
-                    out, os, table, qn, kn, eps
-                ],
-            )
-        }
+        let a = ka::Attention {
+            q: ws.qkv.ptr(),
+            q_stride: st.qkv_w() as i32,
+            kc,
+            vc,
+            kv_f32: i32::from(st.kv_bytes == 4),
+            t: t as i32,
+            pos_ptr,
+            pos_add: pos_add as i32,
+            nh: st.n_head as i32,
+            nkv: st.n_kv as i32,
+            hd: st.head_dim as i32,
+            max_pos: st.max_pos as i32,
+            scale: 1.0f32 / (st.head_dim as f32).sqrt(),
+            n_split: splits as i32,
+            part_o: ws.part_o.ptr(),
+            part_ml: ws.part_ml.ptr(),
+            counters: ws.att_count.ptr(),
+            out: ws.att.ptr(),
+            out_stride: st.q_w() as i32,
+            rope: table,
+            q_norm,
+            k_norm,
+            eps: self.cfg.norm_eps,
+        };
+        // SAFETY: q is the qkv row ([T, (nh+2nkv)hd]), part buffers hold nh*T*n_split*(hd | 2)
+        // floats and the counters nh*T (sized for the largest use in new_workspace), out
+        // [T, nh*hd]; rope [max_pos, hd/2, 2] or null (then T may be > 1).
+        unsafe { a.launch(&self.gpu, plan::attention(st.n_head, t, splits)) }
     }
 
+    /// Samples slot `slot` of ws.frame: the slow head's logits (slot 0) or the fast head's.
     pub(super) fn sample(&self, ws: &Workspace, slot: usize) -> CudaResult<()> {
         let c = &self.cfg;
         let (logits, n) = if slot == 0 {
@@ -316,27 +341,60 @@ impl Model {
         } else {
             (ws.flogits.ptr(), c.fast_logit_rows)
         };
-        let (nn, sl, pad) = (n as i32, slot as i32, plan::sample_pad(n) as i32);
-        let (st, hist, mh, k) =
-            (ws.state.ptr(), ws.hist.ptr(), c.max_seq_len as i32, c.num_codebooks as i32);
-        let (sb, se, ie, iei, sr, fr) = (
-            c.semantic_begin as i32,
-            c.semantic_end as i32,
-            c.im_end as i32,
-            c.im_end_index as i32,
-            c.semantic_rows as i32,
-            ws.frame.ptr(),
-        );
-        // SAFETY: sample_f32(const float* logits, int n, int slot, int n_pad,
-        // const S1State* st, const i64* hist, int max_hist, int K, int sem_begin, int sem_end,
-        // int im_end, int im_end_index, int semantic_rows, i64* frame); dynamic shared memory
-        // n_pad*12 bytes (attribute raised at load), hist [max_hist, K+1], frame [K+1].
-        unsafe {
-            self.gpu.launch(
-                "sample_f32",
-                plan::sample(n),
-                &mut args![logits, nn, sl, pad, st, hist, mh, k, sb, se, ie, iei, sr, fr],
-            )
-        }
+        let a = ka::Sample {
+            logits,
+            n: n as i32,
+            slot: slot as i32,
+            n_pad: plan::sample_pad(n) as i32,
+            st: ws.state.ptr(),
+            hist: ws.hist.ptr(),
+            max_hist: c.max_seq_len as i32,
+            k: c.num_codebooks as i32,
+            sem_begin: c.semantic_begin as i32,
+            sem_end: c.semantic_end as i32,
+            im_end: c.im_end as i32,
+            im_end_index: c.im_end_index as i32,
+            semantic_rows: c.semantic_rows as i32,
+            frame: ws.frame.ptr(),
+        };
+        // SAFETY: dynamic shared memory n_pad*12 bytes (attribute raised at load), hist
+        // [max_hist, K+1], frame [K+1].
+        unsafe { a.launch(&self.gpu, plan::sample(n)) }
+    }
+
+    /// The device state's kv_pos += T, after a slow pass over T positions.
+    pub(super) fn advance_pos(&self, ws: &Workspace, t: usize) -> CudaResult<()> {
+        let a = ka::AdvancePos { st: ws.state.ptr(), t: t as i32 };
+        // SAFETY: ws.state is the request's S1State.
+        unsafe { a.launch(&self.gpu, Dims { grid: (1, 1, 1), block: 1, shared_bytes: 0 }) }
+    }
+
+    /// ws.x = the fast transformer's input at `pos`: ws.hidden (pos 0) or fast_emb[*code].
+    pub(super) fn fast_input(&self, ws: &Workspace, pos: usize, code: u64) -> CudaResult<()> {
+        let c = &self.cfg;
+        let a = ka::FastInput {
+            hidden: ws.hidden.ptr(),
+            code,
+            pos: pos as i32,
+            fast_emb: self.w.fast_emb,
+            codebook_size: c.codebook_size as i32,
+            out: ws.x.ptr(),
+            dim: c.dim as i32,
+        };
+        // SAFETY: hidden and out hold [dim] f32 (ws.x more), code one i64 on the device.
+        unsafe { a.launch(&self.gpu, Dims { grid: (1, 1, 1), block: 256, shared_bytes: 0 }) }
+    }
+
+    /// Records ws.frame in the history and advances the device state's frame counter.
+    pub(super) fn frame_finish(&self, ws: &Workspace) -> CudaResult<()> {
+        let a = ka::FrameFinish {
+            st: ws.state.ptr(),
+            frame: ws.frame.ptr(),
+            hist: ws.hist.ptr(),
+            max_hist: self.cfg.max_seq_len as i32,
+            k: self.cfg.num_codebooks as i32,
+        };
+        // SAFETY: ws.state the S1State, frame [K+1] and hist [max_hist, K+1] i64.
+        unsafe { a.launch(&self.gpu, Dims { grid: (1, 1, 1), block: 32, shared_bytes: 0 }) }
     }
 }

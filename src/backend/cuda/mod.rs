@@ -17,6 +17,8 @@ mod engine;
 #[cfg(feature = "cuda-base")]
 mod error;
 #[cfg(feature = "cuda-base")]
+mod kernel_args;
+#[cfg(feature = "cuda-base")]
 mod launch;
 #[cfg(feature = "cuda-base")]
 pub mod nvrtc;

@@ -4,10 +4,8 @@
 
 use cudarc::driver::CudaGraph;
 
-use super::device::args;
 use super::engine::Model;
 use super::error::CudaResult;
-use super::plan::Dims;
 use super::request::Workspace;
 use super::weights::Lin;
 
@@ -67,38 +65,14 @@ impl Model {
         self.copy(last, ws.hidden.ptr(), c.dim)?;
         let (head, norm, logits) = (Lin::Bf16(self.w.head), Some(self.w.norm), ws.logits.ptr());
         self.linear(ws, head, norm, last, logits, c.head_rows(), c.dim, 1, false)?;
-        let (stp, tt) = (ws.state.ptr(), t as i32);
-        // SAFETY: advance_pos(S1State* st, int T).
-        unsafe {
-            self.gpu.launch(
-                "advance_pos",
-                Dims { grid: (1, 1, 1), block: 1, shared_bytes: 0 },
-                &mut args![stp, tt],
-            )
-        }
+        self.advance_pos(ws, t)
     }
 
     /// One fast step at static position `pos`: input (hidden or fast_emb[*code]), layers,
     /// logits into ws.flogits when pos > 0.
     pub(super) fn fast_step(&self, ws: &Workspace, pos: usize, code: u64) -> CudaResult<()> {
         let c = &self.cfg;
-        let (hid, p, fe, cbs, out, dim) = (
-            ws.hidden.ptr(),
-            pos as i32,
-            self.w.fast_emb,
-            c.codebook_size as i32,
-            ws.x.ptr(),
-            c.dim as i32,
-        );
-        // SAFETY: fast_input_f32(const float* hidden, const i64* code, int pos,
-        // const bf16* fast_emb, int codebook_size, float* out, int dim).
-        unsafe {
-            self.gpu.launch(
-                "fast_input_f32",
-                Dims { grid: (1, 1, 1), block: 256, shared_bytes: 0 },
-                &mut args![hid, code, p, fe, cbs, out, dim],
-            )?
-        };
+        self.fast_input(ws, pos, code)?;
         self.layers(ws, true, 1, ws.zero_i32.ptr(), pos, 1)?;
         let (head, norm) = (Lin::Bf16(self.w.fast_head), Some(self.w.fast_norm));
         let (x, logits) = (ws.x.ptr(), ws.flogits.ptr());
@@ -116,16 +90,7 @@ impl Model {
                 self.sample(ws, pos)?;
             }
         }
-        let (st, fr, hist, mh, kk) =
-            (ws.state.ptr(), ws.frame.ptr(), ws.hist.ptr(), self.cfg.max_seq_len as i32, k as i32);
-        // SAFETY: frame_finish(S1State* st, const i64* frame, i64* hist, int max_hist, int K).
-        unsafe {
-            self.gpu.launch(
-                "frame_finish",
-                Dims { grid: (1, 1, 1), block: 32, shared_bytes: 0 },
-                &mut args![st, fr, hist, mh, kk],
-            )
-        }
+        self.frame_finish(ws)
     }
 
     /// One decode frame: slow step on ws.frame (the previous frame), samplings, fast steps;

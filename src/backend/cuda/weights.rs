@@ -2,8 +2,9 @@
 //! per-layer pointer sets, the numerics mode, and loading (from the bundle's safetensors or
 //! random values for benchmarks), quantising to int8 on the device when asked.
 
-use super::device::{args, DevBuf, Gpu};
+use super::device::{DevBuf, Gpu};
 use super::error::{CudaError, CudaResult};
+use super::kernel_args::QuantizeI8;
 use super::layout::{self, ModelConfig, WeightPlan};
 use super::plan::{self, Dims};
 use crate::bundle::{Bundle, Precision};
@@ -213,13 +214,12 @@ pub(super) fn load_weights(
             one.resize(p.bytes, 0);
             reader.read(p, &mut one)?;
             gpu.upload(st.ptr(), &one)?;
-            let (w, q, s, kk) = (st.ptr(), qb.at(qo), sb.at(so), p.shape[1] as i32);
-            // SAFETY: quantize_i8_bf16(const bf16* W, int8* q, float* scale, int K), grid N:
-            // W [N, K] bf16 in the staging buffer, q [N, K] int8 and scale [N] f32 in the int8
-            // arenas. The next upload into the staging buffer is stream-ordered after it.
-            unsafe {
-                gpu.launch("quantize_i8_bf16", plan::per_row(p.shape[0]), &mut args![w, q, s, kk])?
-            };
+            let a =
+                QuantizeI8 { w: st.ptr(), q: qb.at(qo), scale: sb.at(so), k: p.shape[1] as i32 };
+            // SAFETY: grid N: W [N, K] bf16 in the staging buffer, q [N, K] int8 and scale [N]
+            // f32 in the int8 arenas. The next upload into the staging buffer is stream-ordered
+            // after it.
+            unsafe { a.launch(gpu, plan::per_row(p.shape[0]))? };
         } else if let Some(r) = resident.get(&p.name) {
             reader.read(p, &mut img[r.offset..r.offset + r.bytes])?;
         }
