@@ -19,3 +19,8 @@ pub fn ignore_end(mut request: Request) -> Request {
 pub fn generate_frames(engine: &Engine, request: &Request) -> Result<(Vec<Frame>, Vec<f32>)> {
     engine.frames(request)
 }
+
+/// The CUDA engine's benchmark on random weights (`cuda_check bench`).
+pub mod cuda {
+    pub use crate::backend::cuda::bench::{bench_random, BenchResult};
+}

@@ -15,15 +15,10 @@ use super::layout::{self, ModelConfig, WeightPlan};
 use super::plan;
 use super::request::{CudaRequest, Workspace};
 use super::weights::{load_weights, LoadOptions, Numerics, WeightSource, Weights};
-use crate::backend::{BackendPair, FrameSampling, FrameStep, T2sRequest, Text2Semantic};
+use crate::backend::{BackendPair, FrameStep, T2sRequest, Text2Semantic};
 use crate::bundle::{Bundle, BundleInfo};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::generate::{self, CancelToken, FrameGenerator, StopRules};
-use crate::sampling::SamplingParams;
-use crate::text::prompt::Prompt;
-
-use super::BenchResult;
 
 const NAME: &str = super::error::BACKEND;
 
@@ -199,7 +194,7 @@ impl Text2Semantic for CudaT2s {
 }
 
 impl CudaT2s {
-    fn start_cuda(&self) -> Result<CudaRequest> {
+    pub(super) fn start_cuda(&self) -> Result<CudaRequest> {
         let m = &self.model;
         let _g = m.op_lock.lock();
         m.bind()?;
@@ -217,68 +212,6 @@ impl CudaT2s {
     }
 }
 
-/// Benchmarks the real shapes with random weights (no checkpoint): `frames` decoded frames after
-/// a `prompt_len` prefill. Returns (frames/s, first-frame ms, weight bytes, device name).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn bench_random(
-    config: &EngineConfig,
-    cfg: ModelConfig,
-    prompt_len: usize,
-    frames: usize,
-    int8: bool,
-) -> Result<BenchResult> {
-    let plan = WeightPlan::for_config(&cfg);
-    let model = catch_unwind(AssertUnwindSafe(|| {
-        let opts = LoadOptions { int8, numerics: Numerics::Fast };
-        Model::open(config, cfg.clone(), &plan, WeightSource::Random { seed: 42 }, opts)
-    }))
-    .unwrap_or_else(|_| Err(backend_err("load", "panic in the CUDA driver wrappers")))?;
-    let model = Arc::new(model);
-    let t2s = CudaT2s { model: model.clone() };
-    let k1 = cfg.num_codebooks + 1;
-    let mut prompt = vec![0i64; k1 * prompt_len];
-    for (i, v) in prompt.iter_mut().take(prompt_len).enumerate() {
-        *v = (i * 7919 % 150_000) as i64;
-    }
-    let s = FrameSampling {
-        params: SamplingParams { temperature: 0.8, top_p: 0.8, repetition_penalty: 1.1 },
-        seed: 1234,
-        fish_speech_compat: false,
-        ignore_end: true,
-    };
-    let run = |n: usize| -> Result<(f64, f64, usize)> {
-        let step: Box<dyn FrameStep> = Box::new(t2s.start_cuda()?);
-        let prompt = Prompt { rows: k1, len: prompt_len, data: prompt.clone() };
-        let stop = StopRules { end_token: cfg.im_end as i64, max_frames: n };
-        let mut gen = FrameGenerator::from_step(step, prompt, s, stop);
-        let never = CancelToken::new();
-        let t0 = std::time::Instant::now();
-        let mut first_ms = 0.0;
-        let out = generate::run_to_end(&mut gen, &never, &mut |count| {
-            if count == 1 {
-                first_ms = t0.elapsed().as_secs_f64() * 1e3;
-            }
-        })?;
-        let total = t0.elapsed().as_secs_f64();
-        Ok((total, first_ms, out.len()))
-    };
-    run(8)?; // warm-up
-    let (total, first_ms, n) = run(frames + 1)?;
-    let decode_s = total - first_ms / 1e3;
-    let (free, total_mem) = cudarc::driver::result::mem_get_info()
-        .map_err(|e| backend_err("mem info", format!("{e:?}")))?;
-    Ok(BenchResult {
-        device: model.gpu.info.name.clone(),
-        frames_per_s: (n.saturating_sub(1)) as f64 / decode_s,
-        first_frame_ms: first_ms,
-        weight_bytes: model.w.bytes,
-        used_device_bytes: total_mem - free,
-        frames: n,
-        graph_nodes: model.graph_nodes().map_err(|e| backend_err("graph", e))?,
-        pdl: model.gpu.pdl,
-    })
-}
-
 /// The whole backend on the kernel emulator (`emulator.rs`): the tiny bundle's model loaded by
 /// [`Model::load`], prefill and decode frames through the same launches the frame graph
 /// records, against fish-speech's golden outputs. What the GPU runs differently: the graph
@@ -287,6 +220,10 @@ pub(super) fn bench_random(
 mod tests {
     use super::*;
     use crate::backend::cuda::emulator;
+    use crate::backend::FrameSampling;
+    use crate::generate::{self, CancelToken, FrameGenerator, StopRules};
+    use crate::sampling::SamplingParams;
+    use crate::text::prompt::Prompt;
     use std::path::PathBuf;
 
     /// Frames compared per run (each frame is ten samplings of 1024 emulated threads).

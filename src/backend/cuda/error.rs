@@ -44,6 +44,7 @@ pub(crate) enum CudaError {
     #[error("{0}")]
     Compile(String),
     /// A kernel launch failed before reaching the driver (the emulator's checks, in tests).
+    #[cfg(test)]
     #[error("{kernel}: {reason}")]
     Launch {
         /// Kernel entry point.
@@ -58,6 +59,7 @@ pub(crate) enum CudaError {
     #[error("{0}")]
     Weights(String),
     /// Host memory for emulated device buffers (tests).
+    #[cfg(test)]
     #[error("{0}")]
     Host(String),
     /// A broken invariant of the backend's own bookkeeping (no workspace, no captured graph).
@@ -99,8 +101,11 @@ impl CudaError {
             CudaError::Driver { .. } => "driver",
             CudaError::Blas { .. } => "cublas",
             CudaError::Compile(_) => "nvrtc",
-            CudaError::Launch { .. } | CudaError::MissingKernel(_) => "launch",
+            #[cfg(test)]
+            CudaError::Launch { .. } => "launch",
+            CudaError::MissingKernel(_) => "launch",
             CudaError::Weights(_) => "load weights",
+            #[cfg(test)]
             CudaError::Host(_) => "host memory",
             CudaError::Invariant(_) => "state",
         }
