@@ -1,9 +1,10 @@
 //! The CUDA transformer: the model (device, shapes, weights, workspace pool), its loading and
 //! the [`Text2Semantic`] over it. The parts live beside it: `weights.rs` (weight types,
-//! loading), `launch.rs` (one launcher per kernel), `step.rs` (the slow pass, prefill by
-//! cuBLAS GEMMs in chunks, decode by GEMV kernels, the fast steps, on-device sampling, the
-//! decode frame captured as one CUDA graph), `request.rs` (per-request workspaces and state).
-
+//! loading), `launch.rs` (one launcher per kernel) over `kernel_args.rs` (each kernel's
+//! arguments by name), `step.rs` (the slow pass, prefill by cuBLAS GEMMs in chunks, decode by
+//! GEMV kernels, the fast steps, on-device sampling, the decode frame captured as one CUDA
+//! graph), `request.rs` (per-request workspaces and state), `error.rs` (`CudaError`) and
+//! `bench.rs` (the random-weight benchmark).
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ use crate::error::{Error, Result};
 
 const NAME: &str = super::error::BACKEND;
 
+/// A failed backend call in operation `op` ([`Error::Backend`]); `msg` is a [`CudaError`] or
+/// text.
 pub(super) fn backend_err(op: &str, msg: impl std::fmt::Display) -> Error {
     Error::Backend { backend: NAME, op: op.to_string(), message: msg.to_string() }
 }

@@ -3,8 +3,9 @@
 //!
 //! Host-side planning (weight layout, launch geometry, graph plan) is plain Rust and is tested
 //! on every host; the device code is behind the `cuda` feature. Without it, [`build`] and
-//! [`environment`] return [`Error::BackendUnavailable`] (candle's stub pattern), and with it they
-//! never panic when libcuda is absent: the library is probed before any context is created.
+//! [`environment`] return [`Error::BackendUnavailable`](crate::Error::BackendUnavailable)
+//! (candle's stub pattern), and with it they never panic when libcuda is absent: the library is
+//! probed before any context is created.
 
 pub(crate) mod bench;
 pub mod kernels;
