@@ -353,8 +353,9 @@ fn bench(args: &[String]) -> Result<bool, String> {
     let frames = nums.get(1).copied().unwrap_or(500);
     let cfg = cuda::layout::ModelConfig::s1_mini();
     let floor = cuda::plan::weight_bytes_per_frame(&cfg, if int8 { 1.0 } else { 2.0 });
-    let r = cuda::bench_random(&EngineConfig::new("."), cfg, prompt, frames, int8)
-        .map_err(|e| e.to_string())?;
+    let r =
+        s1_mini::internal::cuda::bench_random(&EngineConfig::new("."), cfg, prompt, frames, int8)
+            .map_err(|e| e.to_string())?;
     let tag = format!("{}{}", if int8 { "int8" } else { "bf16" }, if r.pdl { "_pdl" } else { "" });
     println!("RESULT device={}", r.device);
     println!("RESULT {tag}_frames_per_s={:.1}", r.frames_per_s);

@@ -26,3 +26,8 @@ pub fn generate_frames(engine: &Engine, request: &Request) -> Result<(Vec<Frame>
 pub fn batch_stats(engine: &Engine) -> Option<BatchStats> {
     engine.t2s_batch_stats()
 }
+
+/// The CUDA engine's benchmark on random weights (`cuda_check bench`).
+pub mod cuda {
+    pub use crate::backend::cuda::bench::{bench_random, BenchResult};
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaStream};
 
+use super::error::CudaError;
 use super::kernels;
 use super::nvrtc;
 use super::plan::{self, Dims};
@@ -27,8 +28,8 @@ pub(super) use args;
 /// Oldest architecture the kernels target (bf16 loads and 163 KiB of shared memory: sm_80).
 pub const MIN_COMPUTE_MAJOR: i32 = 8;
 
-fn drv(what: &str, e: result::DriverError) -> String {
-    format!("{what}: {e:?}")
+fn drv(what: &str, e: result::DriverError) -> CudaError {
+    CudaError::driver(what, e)
 }
 
 /// Whether the driver library (libcuda) can be opened at all.
@@ -39,9 +40,9 @@ pub fn libcuda_present() -> bool {
 
 /// The CUDA version the installed driver supports, e.g. "13.0" (`cuDriverGetVersion`, which
 /// needs no context and no `cuInit`).
-pub(super) fn driver_version() -> Result<String, String> {
+pub(super) fn driver_version() -> Result<String, CudaError> {
     if !libcuda_present() {
-        return Err("the NVIDIA driver library (libcuda.so.1) is not installed".into());
+        return Err(no_libcuda());
     }
     let r = catch_unwind(|| {
         let mut v: std::ffi::c_int = 0;
@@ -50,32 +51,40 @@ pub(super) fn driver_version() -> Result<String, String> {
         if status == sys::CUresult::CUDA_SUCCESS {
             Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
         } else {
-            Err(format!("cuDriverGetVersion failed: {status:?}"))
+            Err(CudaError::Unavailable(format!("cuDriverGetVersion failed: {status:?}")))
         }
     });
-    r.unwrap_or_else(|_| Err("the CUDA driver panicked".into()))
+    r.unwrap_or_else(|_| Err(CudaError::Unavailable("the CUDA driver panicked".into())))
 }
 
 /// Opens the context on `ordinal`, never panicking: libcuda is probed first and cudarc's
 /// panics (missing symbols) are caught.
-fn open_context(ordinal: usize) -> Result<Arc<CudaContext>, String> {
+fn open_context(ordinal: usize) -> Result<Arc<CudaContext>, CudaError> {
     if !libcuda_present() {
-        return Err("the NVIDIA driver library (libcuda.so.1) is not installed".into());
+        return Err(no_libcuda());
     }
-    let r = catch_unwind(|| -> Result<Arc<CudaContext>, String> {
+    let r = catch_unwind(|| -> Result<Arc<CudaContext>, CudaError> {
         let n = CudaContext::device_count().map_err(|e| drv("cuDeviceGetCount", e))?;
         if n <= 0 {
-            return Err("no CUDA device is visible".into());
+            return Err(CudaError::Unavailable("no CUDA device is visible".into()));
         }
         if ordinal >= n as usize {
-            return Err(format!("device_id {ordinal} but only {n} CUDA device(s)"));
+            return Err(CudaError::Unavailable(format!(
+                "device_id {ordinal} but only {n} CUDA device(s)"
+            )));
         }
         CudaContext::new(ordinal).map_err(|e| drv("cuCtxCreate", e))
     });
-    r.unwrap_or_else(|_| Err("the CUDA driver panicked during initialisation".into()))
+    r.unwrap_or_else(|_| {
+        Err(CudaError::Unavailable("the CUDA driver panicked during initialisation".into()))
+    })
 }
 
-fn info_of(ctx: &Arc<CudaContext>) -> Result<DeviceInfo, String> {
+fn no_libcuda() -> CudaError {
+    CudaError::Unavailable("the NVIDIA driver library (libcuda.so.1) is not installed".into())
+}
+
+fn info_of(ctx: &Arc<CudaContext>) -> Result<DeviceInfo, CudaError> {
     let name = ctx.name().map_err(|e| drv("cuDeviceGetName", e))?;
     let cc = ctx.compute_capability().map_err(|e| drv("cuDeviceGetAttribute", e))?;
     let total = ctx.total_mem().map_err(|e| drv("cuDeviceTotalMem", e))?;
@@ -96,15 +105,15 @@ pub(super) fn memory_in_use(ordinal: usize) -> Option<u64> {
 }
 
 /// What `environment()` reports: driver, device, architecture and NVRTC.
-pub(super) fn probe(config: &EngineConfig) -> Result<DeviceInfo, String> {
+pub(super) fn probe(config: &EngineConfig) -> Result<DeviceInfo, CudaError> {
     let ctx = open_context(config.device_id as usize)?;
     let info = catch_unwind(AssertUnwindSafe(|| info_of(&ctx)))
-        .unwrap_or_else(|_| Err("the CUDA driver panicked".into()))?;
+        .unwrap_or_else(|_| Err(CudaError::Unavailable("the CUDA driver panicked".into())))?;
     if info.compute_capability.0 < MIN_COMPUTE_MAJOR {
-        return Err(format!(
+        return Err(CudaError::Unavailable(format!(
             "{} is sm_{}{}; the cuda backend needs sm_80 or newer",
             info.name, info.compute_capability.0, info.compute_capability.1
-        ));
+        )));
     }
     nvrtc::ensure_nvrtc()?;
     Ok(info)
@@ -203,7 +212,7 @@ impl Drop for PinnedBuf {
 /// # Safety
 /// `src` and `dst` each address `bytes` live, non-overlapping bytes.
 #[cfg(test)]
-unsafe fn host_copy(src: u64, dst: u64, bytes: usize) -> Result<(), String> {
+unsafe fn host_copy(src: u64, dst: u64, bytes: usize) -> Result<(), CudaError> {
     // SAFETY: the caller's contract.
     unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, bytes) };
     Ok(())
@@ -211,13 +220,13 @@ unsafe fn host_copy(src: u64, dst: u64, bytes: usize) -> Result<(), String> {
 
 /// 256-byte aligned host memory filled with 0xab (emulated device memory is uninitialised).
 #[cfg(test)]
-fn host_alloc(bytes: usize) -> Result<(*mut u8, std::alloc::Layout), String> {
-    let layout =
-        std::alloc::Layout::from_size_align(bytes.max(256), 256).map_err(|e| e.to_string())?;
+fn host_alloc(bytes: usize) -> Result<(*mut u8, std::alloc::Layout), CudaError> {
+    let layout = std::alloc::Layout::from_size_align(bytes.max(256), 256)
+        .map_err(|e| CudaError::Host(e.to_string()))?;
     // SAFETY: non-zero size; the caller owns the block and frees it with this layout.
     let ptr = unsafe { std::alloc::alloc(layout) };
     if ptr.is_null() {
-        return Err(format!("out of host memory for {bytes} bytes"));
+        return Err(CudaError::Host(format!("out of host memory for {bytes} bytes")));
     }
     // SAFETY: `ptr` holds layout.size() bytes.
     unsafe { std::ptr::write_bytes(ptr, 0xab, layout.size()) };
@@ -297,15 +306,15 @@ fn ptx_cache_dir(config: &EngineConfig) -> Option<PathBuf> {
 
 impl Gpu {
     /// Opens the device, compiles (or loads from cache) every kernel module, creates cuBLAS.
-    pub fn open(config: &EngineConfig) -> Result<Gpu, String> {
+    pub fn open(config: &EngineConfig) -> Result<Gpu, CudaError> {
         let ctx = open_context(config.device_id as usize)?;
         let info = info_of(&ctx)?;
         let (major, minor) = info.compute_capability;
         if major < MIN_COMPUTE_MAJOR {
-            return Err(format!(
+            return Err(CudaError::Unavailable(format!(
                 "{} is sm_{major}{minor}; the cuda backend needs sm_80+",
                 info.name
-            ));
+            )));
         }
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -404,7 +413,7 @@ impl Gpu {
     }
 
     /// Makes the device's context current on this thread.
-    pub fn bind(&self) -> Result<(), String> {
+    pub fn bind(&self) -> Result<(), CudaError> {
         match &self.target {
             Target::Cuda(d) => d.ctx.bind_to_thread().map_err(|e| drv("bind", e)),
             #[cfg(test)]
@@ -425,8 +434,8 @@ impl Gpu {
     /// on the emulator, where callers launch the same kernels directly instead.
     pub fn capture(
         &self,
-        body: impl FnOnce() -> Result<(), String>,
-    ) -> Result<Option<CudaGraph>, String> {
+        body: impl FnOnce() -> Result<(), CudaError>,
+    ) -> Result<Option<CudaGraph>, CudaError> {
         #[allow(clippy::infallible_destructuring_match)] // Target::Emulated exists in tests
         let d = match &self.target {
             Target::Cuda(d) => d,
@@ -435,23 +444,25 @@ impl Gpu {
         };
         d.stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(|e| format!("cuStreamBeginCapture: {e:?}"))?;
+            .map_err(|e| drv("cuStreamBeginCapture", e))?;
         let r = body();
         let end = d.stream.end_capture(sys::CUgraphInstantiate_flags(0));
         r?;
-        let g = end.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?.ok_or("empty graph")?;
-        g.upload().map_err(|e| format!("cuGraphUpload: {e:?}"))?;
+        let g = end
+            .map_err(|e| drv("cuStreamEndCapture", e))?
+            .ok_or_else(|| CudaError::invariant("empty graph"))?;
+        g.upload().map_err(|e| drv("cuGraphUpload", e))?;
         Ok(Some(g))
     }
 
     /// Allocates `bytes` of device memory (uninitialised).
-    pub fn alloc(&self, bytes: usize) -> Result<DevBuf, String> {
+    pub fn alloc(&self, bytes: usize) -> Result<DevBuf, CudaError> {
         match &self.target {
             Target::Cuda(d) => {
                 d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
                 // SAFETY: plain cuMemAlloc in the bound context; the result is owned by DevBuf.
                 let ptr = unsafe { result::malloc_sync(bytes.max(256)) }
-                    .map_err(|e| format!("cuMemAlloc({bytes} bytes): {e:?}"))?;
+                    .map_err(|e| drv(&format!("cuMemAlloc({bytes} bytes)"), e))?;
                 Ok(DevBuf { ptr, bytes, owner: Owner::Cuda(d.ctx.clone()) })
             }
             #[cfg(test)]
@@ -463,14 +474,14 @@ impl Gpu {
     }
 
     /// Allocates and zeroes.
-    pub fn alloc_zeroed(&self, bytes: usize) -> Result<DevBuf, String> {
+    pub fn alloc_zeroed(&self, bytes: usize) -> Result<DevBuf, CudaError> {
         let b = self.alloc(bytes)?;
         self.memset0(b.ptr(), bytes)?;
         Ok(b)
     }
 
     /// Pinned host memory.
-    pub fn alloc_pinned(&self, bytes: usize) -> Result<PinnedBuf, String> {
+    pub fn alloc_pinned(&self, bytes: usize) -> Result<PinnedBuf, CudaError> {
         match &self.target {
             Target::Cuda(d) => {
                 d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
@@ -488,7 +499,7 @@ impl Gpu {
     }
 
     /// Zeroes `bytes` at `ptr` on the stream.
-    pub fn memset0(&self, ptr: u64, bytes: usize) -> Result<(), String> {
+    pub fn memset0(&self, ptr: u64, bytes: usize) -> Result<(), CudaError> {
         match &self.target {
             // SAFETY: `ptr..ptr+bytes` lies in a live DevBuf (callers pass their own buffers).
             Target::Cuda(d) => {
@@ -505,7 +516,7 @@ impl Gpu {
     }
 
     /// Host → device (synchronous with respect to the host buffer: the stream is synchronised).
-    pub fn upload<T>(&self, dst: u64, src: &[T]) -> Result<(), String> {
+    pub fn upload<T>(&self, dst: u64, src: &[T]) -> Result<(), CudaError> {
         match &self.target {
             Target::Cuda(d) => {
                 d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
@@ -525,7 +536,7 @@ impl Gpu {
     }
 
     /// Device → host, synchronous.
-    pub fn download<T>(&self, dst: &mut [T], src: u64) -> Result<(), String> {
+    pub fn download<T>(&self, dst: &mut [T], src: u64) -> Result<(), CudaError> {
         match &self.target {
             Target::Cuda(d) => {
                 d.ctx.bind_to_thread().map_err(|e| drv("bind", e))?;
@@ -544,7 +555,7 @@ impl Gpu {
     }
 
     /// Device → pinned host, asynchronous (the caller synchronises before reading).
-    pub fn download_async(&self, dst: &PinnedBuf, src: u64, bytes: usize) -> Result<(), String> {
+    pub fn download_async(&self, dst: &PinnedBuf, src: u64, bytes: usize) -> Result<(), CudaError> {
         debug_assert!(bytes <= dst.bytes);
         match &self.target {
             // SAFETY: `dst` is pinned memory of at least `bytes` bytes that lives in the request
@@ -561,7 +572,7 @@ impl Gpu {
     }
 
     /// Waits for the stream.
-    pub fn sync(&self) -> Result<(), String> {
+    pub fn sync(&self) -> Result<(), CudaError> {
         match &self.target {
             Target::Cuda(d) => d.stream.synchronize().map_err(|e| drv("cuStreamSynchronize", e)),
             #[cfg(test)]
@@ -580,7 +591,7 @@ impl Gpu {
         name: &str,
         dims: Dims,
         args: &mut [*mut c_void],
-    ) -> Result<(), String> {
+    ) -> Result<(), CudaError> {
         #[allow(clippy::infallible_destructuring_match)] // Target::Emulated exists in tests
         let d = match &self.target {
             Target::Cuda(d) => d,
@@ -588,7 +599,7 @@ impl Gpu {
             #[cfg(test)]
             Target::Emulated(e) => return unsafe { e.launch(name, dims, args) },
         };
-        let f = d.funcs.get(name).ok_or_else(|| format!("kernel {name} not loaded"))?;
+        let f = d.funcs.get(name).ok_or_else(|| CudaError::MissingKernel(name.to_string()))?;
         if self.pdl {
             // SAFETY: the attribute union is plain data (zero is a valid value of every member).
             let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -649,7 +660,7 @@ impl Gpu {
         k: usize,
         t: usize,
         beta: f32,
-    ) -> Result<(), String> {
+    ) -> Result<(), CudaError> {
         use cudarc::cublas::sys as cb;
         #[cfg(test)]
         if let Target::Emulated(_) = &self.target {
@@ -657,7 +668,8 @@ impl Gpu {
             unsafe { host_gemm_bf16(w, xb, y, n, k, t, beta) };
             return Ok(());
         }
-        let blas = self.blas.as_ref().ok_or("cuBLAS not available")?;
+        let blas =
+            self.blas.as_ref().ok_or_else(|| CudaError::invariant("cuBLAS not available"))?;
         let alpha = 1.0f32;
         let (m_, n_, k_) = (n as i32, t as i32, k as i32);
         // SAFETY: column-major view: C[n×t] = op(A)[n×k] · B[k×t] with A = W (k×n, ld k,
@@ -688,7 +700,7 @@ impl Gpu {
         if st == cb::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
             Ok(())
         } else {
-            Err(format!("cublasGemmEx: {st:?}"))
+            Err(CudaError::Blas { call: "cublasGemmEx", status: format!("{st:?}") })
         }
     }
 }

@@ -11,6 +11,7 @@ use std::ffi::{c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::error::CudaError;
 use super::kernels::{KernelModule, MODULES};
 use super::plan::Dims;
 
@@ -148,14 +149,20 @@ impl Emulator {
     /// # Safety
     /// As [`super::device::Gpu::launch`]: `args` match the kernel's signature and address live
     /// (host) buffers large enough for the launch.
-    pub(super) unsafe fn launch(&self, name: &str, dims: Dims, args: &mut [*mut c_void]) -> R<()> {
+    pub(super) unsafe fn launch(
+        &self,
+        name: &str,
+        dims: Dims,
+        args: &mut [*mut c_void],
+    ) -> Result<(), CudaError> {
+        let failed = |reason: String| CudaError::Launch { kernel: name.to_string(), reason };
         if dims.shared_bytes as usize > DYN_SHARED_BYTES {
-            return Err(format!("{name}: {} bytes of dynamic shared memory", dims.shared_bytes));
+            return Err(failed(format!("{} bytes of dynamic shared memory", dims.shared_bytes)));
         }
         let symbol = format!("s1emu_{name}\0");
         // SAFETY: every s1emu_* symbol is a launcher of the `Launcher` type (host_source).
         let f: libloading::Symbol<Launcher> = unsafe { self.lib.get(symbol.as_bytes()) }
-            .map_err(|e| format!("kernel {name} not in the emulator: {e}"))?;
+            .map_err(|e| failed(format!("not in the emulator: {e}")))?;
         let mut err = [0 as c_char; 256];
         let (gx, gy, gz) = dims.grid;
         let _turn = self.launching.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,7 +175,7 @@ impl Emulator {
         }
         // SAFETY: the launcher wrote a NUL-terminated message (snprintf) into `err`.
         let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
-        Err(format!("{name}: {}", msg.to_string_lossy()))
+        Err(failed(msg.to_string_lossy().into_owned()))
     }
 }
 
@@ -236,7 +243,7 @@ extern "C" __global__ void racy(int* out) {
         let op = out.ptr();
         // SAFETY: each test kernel takes one int* of 64 ints.
         let r = unsafe { emu.launch("mismatched", dims(32), &mut args![op]) };
-        assert!(r.as_ref().is_err_and(|e| e.contains("deadlock")), "{r:?}");
+        assert!(r.as_ref().is_err_and(|e| e.to_string().contains("deadlock")), "{r:?}");
         // SAFETY: as above.
         unsafe { emu.launch("early_exit", dims(64), &mut args![op]) }.unwrap();
         let mut got = [0i32; 64];

@@ -3,9 +3,11 @@
 //!
 //! Host-side planning (weight layout, launch geometry, graph plan) is plain Rust and is tested
 //! on every host; the device code is behind the `cuda` feature. Without it, [`build`] and
-//! [`environment`] return [`Error::BackendUnavailable`] (candle's stub pattern), and with it they
-//! never panic when libcuda is absent: the library is probed before any context is created.
+//! [`environment`] return [`Error::BackendUnavailable`](crate::Error::BackendUnavailable)
+//! (candle's stub pattern), and with it they never panic when libcuda is absent: the library is
+//! probed before any context is created.
 
+pub(crate) mod bench;
 pub mod kernels;
 pub mod layout;
 pub mod plan;
@@ -15,16 +17,30 @@ mod device;
 #[cfg(feature = "cuda-base")]
 mod engine;
 #[cfg(feature = "cuda-base")]
+mod error;
+#[cfg(feature = "cuda-base")]
+mod kernel_args;
+#[cfg(feature = "cuda-base")]
+mod launch;
+#[cfg(feature = "cuda-base")]
 pub mod nvrtc;
 #[cfg(feature = "cuda-base")]
+mod request;
+#[cfg(feature = "cuda-base")]
 mod selftest;
+#[cfg(feature = "cuda-base")]
+mod step;
+#[cfg(feature = "cuda-base")]
+mod weights;
 // The kernels compiled for the CPU, so that the self-test's checks run in CI.
 #[cfg(all(test, feature = "cuda-base"))]
 mod emulator;
 
 use crate::bundle::Bundle;
 use crate::config::EngineConfig;
-use crate::error::{Error, Result};
+#[cfg(not(feature = "cuda-base"))]
+use crate::error::Error;
+use crate::error::Result;
 
 use super::BackendPair;
 
@@ -37,27 +53,6 @@ pub struct DeviceInfo {
     pub compute_capability: (i32, i32),
     /// Total device memory, in bytes.
     pub total_memory_bytes: usize,
-}
-
-/// What [`bench_random`] measured.
-#[derive(Debug, Clone)]
-pub struct BenchResult {
-    /// Device name.
-    pub device: String,
-    /// Decoded frames per second (graph replays incl. the per-frame code copy).
-    pub frames_per_s: f64,
-    /// Prefill + first frame, ms.
-    pub first_frame_ms: f64,
-    /// Weight bytes on the device.
-    pub weight_bytes: usize,
-    /// Device memory in use at the end (all processes).
-    pub used_device_bytes: usize,
-    /// Frames produced (incl. the prefill frame).
-    pub frames: usize,
-    /// Kernel nodes in one frame graph.
-    pub graph_nodes: usize,
-    /// Whether the kernels were launched with programmatic dependent launch (`S1_CUDA_PDL=1`).
-    pub pdl: bool,
 }
 
 /// One kernel check of [`kernel_selftest`].
@@ -78,33 +73,11 @@ pub struct KernelCheck {
 pub fn kernel_selftest(config: &EngineConfig) -> Result<Vec<KernelCheck>> {
     #[cfg(feature = "cuda-base")]
     {
-        selftest::run(config).map_err(unavailable)
+        selftest::run(config).map_err(error::CudaError::into_unavailable)
     }
     #[cfg(not(feature = "cuda-base"))]
     {
         let _ = config;
-        Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
-    }
-}
-
-/// Benchmarks the real shapes with random weights generated at load (no checkpoint needed):
-/// a `prompt_len` prefill, then `frames` decoded frames through the captured frame graph with
-/// GPU sampling (temperature 0.8, top-p 0.8, penalty 1.1, `<|im_end|>` ignored). `int8` =
-/// weight-only int8 layers. For `s1-mini bench`-style reports on a GPU host.
-pub fn bench_random(
-    config: &EngineConfig,
-    model: layout::ModelConfig,
-    prompt_len: usize,
-    frames: usize,
-    int8: bool,
-) -> Result<BenchResult> {
-    #[cfg(feature = "cuda-base")]
-    {
-        engine::bench_random(config, model, prompt_len, frames, int8)
-    }
-    #[cfg(not(feature = "cuda-base"))]
-    {
-        let _ = (config, model, prompt_len, frames, int8);
         Err(unavailable("this build has no CUDA support (built without the `cuda` feature)"))
     }
 }
@@ -123,6 +96,7 @@ pub fn device_memory_in_use(device_id: u32) -> Option<u64> {
     }
 }
 
+#[cfg(not(feature = "cuda-base"))]
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: "cuda", reason: reason.into() }
 }
@@ -132,7 +106,7 @@ fn unavailable(reason: impl Into<String>) -> Error {
 pub fn environment(config: &EngineConfig) -> Result<DeviceInfo> {
     #[cfg(feature = "cuda-base")]
     {
-        device::probe(config).map_err(unavailable)
+        device::probe(config).map_err(error::CudaError::into_unavailable)
     }
     #[cfg(not(feature = "cuda-base"))]
     {
@@ -145,7 +119,7 @@ pub fn environment(config: &EngineConfig) -> Result<DeviceInfo> {
 pub fn driver_version() -> Result<String> {
     #[cfg(feature = "cuda-base")]
     {
-        device::driver_version().map_err(unavailable)
+        device::driver_version().map_err(error::CudaError::into_unavailable)
     }
     #[cfg(not(feature = "cuda-base"))]
     {
@@ -171,6 +145,7 @@ pub fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
 mod tests {
     use super::*;
     use crate::config::BackendKind;
+    use crate::error::Error;
     use std::path::PathBuf;
 
     fn tiny() -> PathBuf {
@@ -205,9 +180,14 @@ mod tests {
         let bundle = Bundle::load(&tiny(), false).unwrap();
         let e = build(&EngineConfig::new(tiny()), &bundle).err().unwrap();
         assert!(matches!(e, Error::BackendUnavailable { backend: "cuda", .. }), "{e}");
-        let e =
-            bench_random(&EngineConfig::new(tiny()), layout::ModelConfig::s1_mini(), 8, 8, false)
-                .unwrap_err();
+        let e = bench::bench_random(
+            &EngineConfig::new(tiny()),
+            layout::ModelConfig::s1_mini(),
+            8,
+            8,
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::BackendUnavailable { .. }), "{e}");
         assert_eq!(device_memory_in_use(0), None);
     }

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use super::error::CudaError;
 use super::kernels::{self, KernelModule};
 
 /// Environment variable naming NVRTC's directory or library file.
@@ -38,8 +39,8 @@ fn candidates(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Opens NVRTC from [`NVRTC_PATH_ENV`] if set (once per process) and checks that cudarc can find
-/// it. Returns a reason when NVRTC is not available.
-pub fn ensure_nvrtc() -> Result<(), String> {
+/// it. Returns a reason ([`CudaError::Unavailable`]) when NVRTC is not available.
+pub(crate) fn ensure_nvrtc() -> Result<(), CudaError> {
     let pre = PRELOADED.get_or_init(|| {
         let Some(p) = std::env::var_os(NVRTC_PATH_ENV) else { return Ok(Vec::new()) };
         let p = PathBuf::from(p);
@@ -58,20 +59,20 @@ pub fn ensure_nvrtc() -> Result<(), String> {
         }
         Ok(files)
     });
-    pre.as_ref().map(|_| ()).map_err(Clone::clone)?;
+    pre.as_ref().map(|_| ()).map_err(|e| CudaError::Unavailable(e.clone()))?;
     // SAFETY: only tries to dlopen the library names cudarc knows; no other effect.
     if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         Ok(())
     } else {
-        Err(format!(
+        Err(CudaError::Unavailable(format!(
             "NVRTC (libnvrtc.so.13) not found: install the CUDA toolkit or the `nvidia-cuda-nvrtc` \
              wheel, or set {NVRTC_PATH_ENV} to its lib directory (scripts/fetch-nvrtc.sh)"
-        ))
+        )))
     }
 }
 
 /// Compiles one module to PTX for `arch` (`compute_90`). Panics inside cudarc are caught.
-pub fn compile(module: &KernelModule, arch: &str) -> Result<String, String> {
+pub(crate) fn compile(module: &KernelModule, arch: &str) -> Result<String, CudaError> {
     ensure_nvrtc()?;
     let src = module.source();
     // cudarc's CompileOptions wants a &'static str arch.
@@ -84,7 +85,9 @@ pub fn compile(module: &KernelModule, arch: &str) -> Result<String, String> {
         "compute_100" => "compute_100",
         "compute_120" => "compute_120",
         other => {
-            return Err(format!("unsupported GPU architecture {other} (needs sm_80 or newer)"))
+            return Err(CudaError::Unavailable(format!(
+                "unsupported GPU architecture {other} (needs sm_80 or newer)"
+            )))
         }
     };
     let opts = cudarc::nvrtc::CompileOptions {
@@ -96,23 +99,25 @@ pub fn compile(module: &KernelModule, arch: &str) -> Result<String, String> {
     let r = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(src, opts));
     match r {
         Ok(Ok(ptx)) => Ok(ptx.to_src()),
-        Ok(Err(cudarc::nvrtc::CompileError::CompileError { log, .. })) => Err(format!(
-            "NVRTC failed on {}.cu for {arch}:\n{}",
-            module.name,
-            log.to_string_lossy()
+        Ok(Err(cudarc::nvrtc::CompileError::CompileError { log, .. })) => Err(CudaError::Compile(
+            format!("NVRTC failed on {}.cu for {arch}:\n{}", module.name, log.to_string_lossy()),
         )),
-        Ok(Err(e)) => Err(format!("NVRTC failed on {}.cu for {arch}: {e}", module.name)),
-        Err(_) => Err(format!("NVRTC panicked while compiling {}.cu", module.name)),
+        Ok(Err(e)) => {
+            Err(CudaError::Compile(format!("NVRTC failed on {}.cu for {arch}: {e}", module.name)))
+        }
+        Err(_) => {
+            Err(CudaError::Compile(format!("NVRTC panicked while compiling {}.cu", module.name)))
+        }
     }
 }
 
 /// PTX of `module` for `arch`, from `cache_dir/<key>.ptx` when present, else compiled and stored
 /// there (best effort: a cache that cannot be written is skipped).
-pub fn compile_cached(
+pub(crate) fn compile_cached(
     module: &KernelModule,
     arch: &str,
     cache_dir: Option<&Path>,
-) -> Result<String, String> {
+) -> Result<String, CudaError> {
     let path = cache_dir
         .map(|d| d.join(format!("{}-{}.ptx", module.name, kernels::cache_key(module, arch))));
     if let Some(p) = &path {

@@ -3,14 +3,16 @@
 //! `cuda_check selftest` (bench/gpu_check.sh) before the end-to-end parity checks, so that a
 //! wrong result there can be traced to one kernel.
 
-use super::device::{args, DevBuf, Gpu};
+use super::device::{DevBuf, Gpu};
+use super::error::CudaError;
+use super::kernel_args as ka;
 use super::layout::{bf16_bits, bf16_to_f32, rope_table_bf16};
 use super::plan;
 use super::KernelCheck;
 use crate::config::EngineConfig;
 use crate::sampling::{self, SamplingParams};
 
-type R<T> = std::result::Result<T, String>;
+type R<T> = std::result::Result<T, CudaError>;
 
 /// xorshift64: reproducible inputs without a dependency.
 struct Rng(u64);
@@ -114,11 +116,21 @@ fn gemv(
     // SAFETY: gemv_bf16(W [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T,
     // norm_w [k] or null, eps, ks); k % (8 ks) == 0 for every case run.
     unsafe {
-        g.launch(
-            "gemv_bf16",
-            plan::gemv(n, ks, k, t),
-            &mut args![wp, xp, xs, yp, ys, res, nn, kk, tt, np, eps, kss],
-        )?
+        ka::GemvBf16 {
+            w: wp,
+            x: xp,
+            x_stride: xs,
+            y: yp,
+            y_stride: ys,
+            res,
+            n: nn,
+            k: kk,
+            t: tt,
+            norm_w: np,
+            eps,
+            ks: kss,
+        }
+        .launch(g, plan::gemv(n, ks, k, t))?
     };
     let got = down_f32(g, &yb, t * n)?;
     let xn = normed(&x, t, k, norm.then_some(&nw[..]), eps);
@@ -158,11 +170,21 @@ fn swiglu(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     // SAFETY: gemv_swiglu_bf16(W1, W3 [n,k] bf16, x [t,k], x_stride, y [t,n], y_stride, N, K, T,
     // norm_w [k], eps, ks).
     unsafe {
-        g.launch(
-            "gemv_swiglu_bf16",
-            plan::gemv(n, ks, k, t),
-            &mut args![p1, p3, xp, xs, yp, ys, nn, kk, tt, np, eps, kss],
-        )?
+        ka::GemvSwigluBf16 {
+            w1: p1,
+            w3: p3,
+            x: xp,
+            x_stride: xs,
+            y: yp,
+            y_stride: ys,
+            n: nn,
+            k: kk,
+            t: tt,
+            norm_w: np,
+            eps,
+            ks: kss,
+        }
+        .launch(g, plan::gemv(n, ks, k, t))?
     };
     let got = down_f32(g, &yb, t * n)?;
     let xn = normed(&x, t, k, Some(&nw), eps);
@@ -194,7 +216,7 @@ fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
     let (wb, qb, sb) = (up(g, &w)?, g.alloc(n * k)?, poisoned(g, n)?);
     let (wp, qp, sp, kk) = (wb.ptr(), qb.ptr(), sb.ptr(), k as i32);
     // SAFETY: quantize_i8_bf16(W [N,K] bf16, q [N,K] int8, scale [N] f32, K), grid N.
-    unsafe { g.launch("quantize_i8_bf16", plan::per_row(n), &mut args![wp, qp, sp, kk])? };
+    unsafe { ka::QuantizeI8 { w: wp, q: qp, scale: sp, k: kk }.launch(g, plan::per_row(n))? };
     let scale = down_f32(g, &sb, n)?;
     let mut q = vec![0i8; n * k];
     g.download(&mut q, qb.ptr())?;
@@ -223,11 +245,22 @@ fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
     // SAFETY: gemv_i8(q, scale, x [t,k], x_stride, y [t,n], y_stride, res, N, K, T, norm_w,
     // eps, ks).
     unsafe {
-        g.launch(
-            "gemv_i8",
-            plan::gemv(n, ks, k, t),
-            &mut args![qp, sp, xp, xs, yp, ys, res, nn, kk, tt, np, eps, kss],
-        )?
+        ka::GemvI8 {
+            w: qp,
+            scale: sp,
+            x: xp,
+            x_stride: xs,
+            y: yp,
+            y_stride: ys,
+            res,
+            n: nn,
+            k: kk,
+            t: tt,
+            norm_w: np,
+            eps,
+            ks: kss,
+        }
+        .launch(g, plan::gemv(n, ks, k, t))?
     };
     let got = down_f32(g, &yb, t * n)?;
     let xn = normed(&x, t, k, Some(&nw), eps);
@@ -243,7 +276,8 @@ fn int8(g: &Gpu, rng: &mut Rng) -> R<Vec<KernelCheck>> {
     let (dp, cnt) = (db.ptr(), (n * k) as i32);
     // SAFETY: dequantize_i8_bf16(q [N,K] int8, scale [N] f32, W [N,K] bf16, K, count = N*K).
     unsafe {
-        g.launch("dequantize_i8_bf16", plan::elementwise(n * k), &mut args![qp, sp, dp, kk, cnt])?
+        ka::DequantizeI8 { q: qp, scale: sp, w: dp, k: kk, count: cnt }
+            .launch(g, plan::elementwise(n * k))?
     };
     let mut deq = vec![0u16; n * k];
     g.download(&mut deq, db.ptr())?;
@@ -264,7 +298,7 @@ fn rmsnorm(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     let (xb, wb, ob) = (up(g, &x)?, up(g, &w)?, poisoned(g, rows * dim)?);
     let (xp, wp, op, dd) = (xb.ptr(), wb.ptr(), ob.ptr(), dim as i32);
     // SAFETY: rmsnorm_f32(x, w, out, dim, eps); x, out [rows, dim] f32, w [dim] bf16.
-    unsafe { g.launch("rmsnorm_f32", plan::per_row(rows), &mut args![xp, wp, op, dd, eps])? };
+    unsafe { ka::RmsNorm { x: xp, w: wp, out: op, dim: dd, eps }.launch(g, plan::per_row(rows))? };
     let got = down_f32(g, &ob, rows * dim)?;
     Ok(check("rmsnorm_f32", rel_err(&got, &normed(&x, rows, dim, Some(&w), eps)), TOL))
 }
@@ -351,13 +385,25 @@ fn rope(g: &Gpu, rng: &mut Rng, kv_f32: bool) -> R<Vec<KernelCheck>> {
     // SAFETY: qk_rope_f32(qkv, T, pos_ptr, pos_add, q_norm, k_norm, use_qk_norm, rope, nh, nkv,
     // hd, eps, kc, vc, max_pos, kv_f32); shapes as allocated above.
     unsafe {
-        g.launch(
-            "qk_rope_f32",
-            plan::qk_rope(t, nh, nkv, hd),
-            &mut args![
-                qp, tt, pp, pos_add, qnp, knp, use_qk, tp, nhh, nkk, hdd, eps, kcp, vcp, mp, kv32
-            ],
-        )?
+        ka::QkRope {
+            qkv: qp,
+            t: tt,
+            pos_ptr: pp,
+            pos_add,
+            q_norm: qnp,
+            k_norm: knp,
+            use_qk_norm: use_qk,
+            rope: tp,
+            nh: nhh,
+            nkv: nkk,
+            hd: hdd,
+            eps,
+            kc: kcp,
+            vc: vcp,
+            max_pos: mp,
+            kv_f32: kv32,
+        }
+        .launch(g, plan::qk_rope(t, nh, nkv, hd))?
     };
     let got_q = down_f32(g, &qb, t * row_w)?;
     kc.download(g, &kcb)?;
@@ -455,14 +501,32 @@ fn attention(g: &Gpu, rng: &mut Rng, splits: usize, kv_f32: bool, pos0: i32) -> 
         // k_norm, eps).
         let (no_rope, eps) = (0u64, 1e-6f32);
         unsafe {
-            g.launch(
-                "attention_f32",
-                plan::attention(nh, t, splits),
-                &mut args![
-                    qp, qs, kp, vp, kv32, tt, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm,
-                    cp, op, os, no_rope, no_rope, no_rope, eps
-                ],
-            )?;
+            ka::Attention {
+                q: qp,
+                q_stride: qs,
+                kc: kp,
+                vc: vp,
+                kv_f32: kv32,
+                t: tt,
+                pos_ptr: pp,
+                pos_add,
+                nh: nhh,
+                nkv: nkk,
+                hd: hdd,
+                max_pos: mp,
+                scale,
+                n_split: ns,
+                part_o: po,
+                part_ml: pm,
+                counters: cp,
+                out: op,
+                out_stride: os,
+                rope: no_rope,
+                q_norm: no_rope,
+                k_norm: no_rope,
+                eps,
+            }
+            .launch(g, plan::attention(nh, t, splits))?;
         }
         err = err.max(rel_err(&down_f32(g, &ob, t * nh * hd)?, &want));
     }
@@ -526,28 +590,57 @@ fn attention_rope(g: &Gpu, rng: &mut Rng, c: &DecodeCase, kv_f32: bool) -> R<Vec
             // SAFETY: qk_rope_f32(qkv [1, row_w], T, pos_ptr, pos_add, q_norm, k_norm,
             // use_qk_norm, rope, nh, nkv, hd, eps, kc, vc, max_pos, kv_f32).
             unsafe {
-                g.launch(
-                    "qk_rope_f32",
-                    plan::qk_rope(1, nh, nkv, hd),
-                    &mut args![
-                        qp, one, pp, pos_add, qnp, knp, use_qk, tp, nhh, nkk, hdd, eps, kp, vp, mp,
-                        kv32
-                    ],
-                )?
+                ka::QkRope {
+                    qkv: qp,
+                    t: one,
+                    pos_ptr: pp,
+                    pos_add,
+                    q_norm: qnp,
+                    k_norm: knp,
+                    use_qk_norm: use_qk,
+                    rope: tp,
+                    nh: nhh,
+                    nkv: nkk,
+                    hd: hdd,
+                    eps,
+                    kc: kp,
+                    vc: vp,
+                    max_pos: mp,
+                    kv_f32: kv32,
+                }
+                .launch(g, plan::qk_rope(1, nh, nkv, hd))?
             };
         }
         let rope = if fused { tp } else { 0u64 };
         // SAFETY: attention_f32 as in `attention`, T = 1; with `rope` the q, k and v of the new
         // position come from the un-rotated qkv row.
         unsafe {
-            g.launch(
-                "attention_f32",
-                plan::attention(nh, 1, c.splits),
-                &mut args![
-                    qp, qs, kp, vp, kv32, one, pp, pos_add, nhh, nkk, hdd, mp, scale, ns, po, pm,
-                    cp, op, os, rope, qnp, knp, eps
-                ],
-            )?
+            ka::Attention {
+                q: qp,
+                q_stride: qs,
+                kc: kp,
+                vc: vp,
+                kv_f32: kv32,
+                t: one,
+                pos_ptr: pp,
+                pos_add,
+                nh: nhh,
+                nkv: nkk,
+                hd: hdd,
+                max_pos: mp,
+                scale,
+                n_split: ns,
+                part_o: po,
+                part_ml: pm,
+                counters: cp,
+                out: op,
+                out_stride: os,
+                rope,
+                q_norm: qnp,
+                k_norm: knp,
+                eps,
+            }
+            .launch(g, plan::attention(nh, 1, c.splits))?
         };
         outs.push(down_f32(g, &ob, nh * hd)?);
         let n = nkv * max_pos * hd;
@@ -596,11 +689,22 @@ fn embed(g: &Gpu, rng: &mut Rng) -> R<KernelCheck> {
     // SAFETY: embed_tokens_f32(tokens [1+K, tok_stride], tok_stride, T, emb, cb_emb, out [T, dim],
     // dim, K, codebook_size, vocab, sem_begin, sem_end, scale_div).
     unsafe {
-        g.launch(
-            "embed_tokens_f32",
-            plan::embed(t, dim),
-            &mut args![tp, ts, tt, ep, cp, op, dd, kk, cs, voc, sb, se, scale_div],
-        )?
+        ka::EmbedTokens {
+            tokens: tp,
+            tok_stride: ts,
+            t: tt,
+            emb: ep,
+            cb_emb: cp,
+            out: op,
+            dim: dd,
+            k: kk,
+            codebook_size: cs,
+            vocab: voc,
+            sem_begin: sb,
+            sem_end: se,
+            scale_div,
+        }
+        .launch(g, plan::embed(t, dim))?
     };
     let got = down_f32(g, &ob, t * dim)?;
     let mut want = vec![0f64; t * dim];
@@ -694,11 +798,23 @@ fn sample(g: &Gpu, rng: &mut Rng, slot: usize, temperature: f32, trials: usize) 
         // sem_begin, sem_end, im_end, im_end_index, semantic_rows, frame [K+1]); dynamic shared
         // memory n_pad * 12 bytes (raised at load).
         unsafe {
-            g.launch(
-                "sample_f32",
-                plan::sample(n),
-                &mut args![lp, nn, sl, pad, sp, hp, mh, kk, sb, se, ie, iei, sr, fp],
-            )?
+            ka::Sample {
+                logits: lp,
+                n: nn,
+                slot: sl,
+                n_pad: pad,
+                st: sp,
+                hist: hp,
+                max_hist: mh,
+                k: kk,
+                sem_begin: sb,
+                sem_end: se,
+                im_end: ie,
+                im_end_index: iei,
+                semantic_rows: sr,
+                frame: fp,
+            }
+            .launch(g, plan::sample(n))?
         };
         let mut fr = vec![0i64; k + 1];
         g.download(&mut fr, frame.ptr())?;

@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn kernels_every_launched_kernel_is_registered_and_every_kernel_launched() {
-        let launchers = [include_str!("../engine.rs"), include_str!("../selftest.rs")];
+        let launchers = [include_str!("../kernel_args.rs"), include_str!("../selftest.rs")];
         let names: Vec<String> = launchers.iter().flat_map(|s| launched(s)).collect();
         assert!(names.len() > 15, "{names:?}");
         let entries: Vec<&str> = all_entries().map(|(_, e)| e).collect();
