@@ -10,10 +10,9 @@
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+// The documented API: the re-exports below and these modules' public items.
 mod api;
 pub mod audio;
-pub mod backend;
-pub mod bench;
 pub mod bundle;
 mod codes;
 pub mod config;
@@ -21,14 +20,26 @@ pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
 mod fsio;
+mod verify_cache;
+pub mod voice;
+
+// Internals that the CLI, the tests, the fuzz targets and `examples/cuda_check.rs` reach into
+// (backend probes, bench, tokenizer, sampling): public for them, hidden from the docs, no
+// stability promise. Users need none of them.
+#[doc(hidden)]
+pub mod backend;
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
 pub mod generate;
 #[doc(hidden)]
 pub mod internal;
+#[doc(hidden)]
 pub mod npy;
+#[doc(hidden)]
 pub mod sampling;
+#[doc(hidden)]
 pub mod text;
-mod verify_cache;
-pub mod voice;
 
 pub use api::{Engine, ProgressFn, Request, Stream};
 pub use audio::{Audio, AudioChunk, WavFormat};

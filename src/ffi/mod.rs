@@ -5,9 +5,9 @@
 //! `include/s1_mini.h`, so they are written for C readers.
 //!
 //! Rules every entry point follows:
-//! - it runs inside [`guard`], which catches panics, maps `Err` through `Error::status()` and
+//! - it runs inside `guard`, which catches panics, maps `Err` through `Error::status()` and
 //!   stores the message for `s1_last_error()` (reset on entry);
-//! - pointers are read only through the helpers in [`convert`], which turn NULL into
+//! - pointers are read only through the helpers in `convert`, which turn NULL into
 //!   `S1_STATUS_NULL_POINTER` and a freed or foreign handle into `S1_STATUS_INVALID_HANDLE`
 //!   (handles are keys into a registry of live objects, never dereferenced, so a double free is
 //!   an error and not a crash).

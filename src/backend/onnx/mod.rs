@@ -1,15 +1,16 @@
 //! ONNX Runtime backend over the bundle's graphs: `onnx-cpu` (CPU execution provider, below),
-//! and the GPU flavours `onnx-cuda` and `tensorrt` (execution providers in [`ep`], the
-//! device-resident transformer in [`device`]).
+//! and the GPU flavours `onnx-cuda` and `tensorrt` (execution providers in `ep`, the
+//! device-resident transformer in `device`).
 //!
 //! Sessions are shared by every request; ort's `Session::run` takes `&mut self`, so each
 //! session sits behind a mutex (ONNX Runtime itself parallelises inside an operator with
-//! `intra_op_threads`). Per-request state (KV caches) lives in [`OnnxRequest`], so concurrent
-//! requests never see each other's caches.
+//! `intra_op_threads`). Per-request state (KV caches) lives in `OnnxRequest` (a prompt, and
+//! the GPU flavours' whole requests) or in a slot of the CPU batch pool (`batch.rs`: concurrent
+//! requests' frames decode as one batch), so requests never see each other's caches.
 //!
 //! The ONNX Runtime library is loaded at run time (`load-dynamic`), found from
 //! [`EngineConfig::ort_library_path`], then `ORT_DYLIB_PATH`, then beside the library that holds
-//! this code (libs1_mini, the Node addon; Linux only, see [`own_directory`]), then beside the
+//! this code (libs1_mini, the Node addon; Linux only, see `own_directory`), then beside the
 //! executable.
 
 use std::path::{Path, PathBuf};
