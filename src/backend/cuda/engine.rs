@@ -232,7 +232,7 @@ unsafe impl Sync for Model {}
 /// Builds the engine: open the device, load weights, quantise when asked, capture the frame
 /// graph of a first workspace. Panics in the driver wrappers are caught.
 pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
-    let cfg = ModelConfig::from_bundle_dir(&bundle.info.dir)?;
+    let cfg = ModelConfig::from_bundle(&bundle.info)?;
     let weights_path = bundle.info.dir.join(&cfg.weights_file);
     if !weights_path.is_file() {
         return Err(Error::BackendUnavailable {
@@ -1384,7 +1384,7 @@ mod tests {
 
     fn tiny_on_emulator(int8: bool, numerics: Numerics) -> CudaT2s {
         let dir = tiny();
-        let cfg = ModelConfig::from_bundle_dir(&dir).unwrap();
+        let cfg = ModelConfig::from_bundle(&Bundle::load(&dir, false).unwrap().info).unwrap();
         let path = dir.join(&cfg.weights_file);
         let header = layout::read_safetensors_header(&path).unwrap();
         let plan = WeightPlan::new(&cfg, &header).unwrap();

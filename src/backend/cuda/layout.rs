@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::bundle::BundleInfo;
 use crate::error::{Error, Result};
 
 /// Byte alignment of every tensor in the arena (16-byte vector loads need 16; 256 is what
@@ -20,7 +21,7 @@ pub const ARENA_ALIGN: usize = 256;
 
 const MANIFEST: &str = "manifest.json";
 
-/// The model numbers the CUDA backend needs, read from `manifest.json`.
+/// The model numbers the CUDA backend needs, from the loaded bundle ([`ModelConfig::from_bundle`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// Slow hidden width.
@@ -81,92 +82,64 @@ pub struct ModelConfig {
     pub weights_file: String,
 }
 
-fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p).ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "missing"))?;
-    }
-    Ok(cur)
-}
-
-fn get_usize(v: &Value, path: &[&str]) -> Result<usize> {
-    get(v, path)?
-        .as_u64()
-        .and_then(|x| usize::try_from(x).ok())
-        .ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "not a non-negative integer"))
-}
-
-fn get_f64(v: &Value, path: &[&str]) -> Result<f64> {
-    get(v, path)?.as_f64().ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "not a number"))
-}
-
-fn get_bool_or(v: &Value, path: &[&str], default: bool) -> Result<bool> {
-    match get(v, path) {
-        Ok(x) => x.as_bool().ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "not a bool")),
-        Err(_) => Ok(default),
-    }
-}
-
 impl ModelConfig {
-    /// Reads `dir/manifest.json`.
-    pub fn from_bundle_dir(dir: &Path) -> Result<Self> {
-        let p = dir.join(MANIFEST);
-        let bytes = std::fs::read(&p).map_err(|e| Error::Io { path: p.clone(), source: e })?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::bundle(MANIFEST, "-", format!("not JSON: {e}")))?;
-        Self::from_manifest(&v)
-    }
-
-    /// Parses and checks the fields the CUDA backend relies on.
-    pub fn from_manifest(v: &Value) -> Result<Self> {
-        let m = |k: &str| -> Result<usize> { get_usize(v, &["model", k]) };
-        let semantic_begin = get_usize(v, &["tokens", "semantic_begin"])?;
-        let semantic_end = get_usize(v, &["tokens", "semantic_end"])?;
+    /// The configuration of a loaded bundle: its checked dimensions, token ids and head rows,
+    /// plus what only this backend reads from the manifest's `model` section
+    /// ([`BundleInfo::model_args`]), checked here against the kernels' limits.
+    pub fn from_bundle(info: &BundleInfo) -> Result<Self> {
+        let a = &info.model_args;
+        let d = &info.model;
+        let count = |v: Option<u64>, key: &str| -> Result<usize> {
+            let field = format!("model.{key}");
+            let v = v.ok_or_else(|| Error::bundle(MANIFEST, &field, "missing"))?;
+            usize::try_from(v).map_err(|_| Error::bundle(MANIFEST, &field, "too large"))
+        };
+        let number = |v: Option<f64>, key: &str| -> Result<f64> {
+            v.ok_or_else(|| Error::bundle(MANIFEST, &format!("model.{key}"), "missing"))
+        };
+        let t = &info.tokens;
         let cfg = ModelConfig {
-            dim: m("dim")?,
-            n_layer: m("n_layer")?,
-            n_head: m("n_head")?,
-            n_local_heads: m("n_local_heads")?,
-            head_dim: m("head_dim")?,
-            intermediate_size: m("intermediate_size")?,
-            vocab_size: m("vocab_size")?,
-            max_seq_len: m("max_seq_len")?,
-            rope_base: get_f64(v, &["model", "rope_base"])?,
-            norm_eps: get_f64(v, &["model", "norm_eps"])? as f32,
-            qk_norm: get_bool_or(v, &["model", "attention_qk_norm"], false)?,
-            codebook_size: m("codebook_size")?,
-            num_codebooks: m("num_codebooks")?,
-            scale_codebook_embeddings: get_bool_or(
-                v,
-                &["model", "scale_codebook_embeddings"],
-                false,
-            )?,
-            n_fast_layer: m("n_fast_layer")?,
-            fast_dim: m("fast_dim")?,
-            fast_n_head: m("fast_n_head")?,
-            fast_n_local_heads: m("fast_n_local_heads")?,
-            fast_head_dim: m("fast_head_dim")?,
-            fast_intermediate_size: m("fast_intermediate_size")?,
-            fast_qk_norm: get_bool_or(v, &["model", "fast_attention_qk_norm"], false)?,
-            semantic_begin,
-            semantic_end,
-            im_end: get_usize(v, &["tokens", "im_end"])?,
-            semantic_rows: get_usize(v, &["head", "semantic_rows"])?,
-            im_end_index: get_usize(v, &["head", "im_end_index"])?,
-            fast_logit_rows: get_usize(v, &["fast", "logit_rows"])?,
-            weights_file: get(v, &["weights", "llm"])?
-                .as_str()
-                .ok_or_else(|| Error::bundle(MANIFEST, "weights.llm", "not a string"))?
-                .to_string(),
+            dim: d.dim,
+            n_layer: d.n_layer,
+            n_head: count(a.n_head, "n_head")?,
+            n_local_heads: d.n_local_heads,
+            head_dim: d.head_dim,
+            intermediate_size: count(a.intermediate_size, "intermediate_size")?,
+            vocab_size: count(a.vocab_size, "vocab_size")?,
+            max_seq_len: d.max_seq_len,
+            rope_base: number(a.rope_base, "rope_base")?,
+            norm_eps: number(a.norm_eps, "norm_eps")? as f32,
+            qk_norm: a.attention_qk_norm.unwrap_or(false),
+            codebook_size: count(a.codebook_size, "codebook_size")?,
+            num_codebooks: d.num_codebooks,
+            scale_codebook_embeddings: a.scale_codebook_embeddings.unwrap_or(false),
+            n_fast_layer: d.n_fast_layer,
+            fast_dim: d.fast_dim,
+            fast_n_head: count(a.fast_n_head, "fast_n_head")?,
+            fast_n_local_heads: d.fast_n_local_heads,
+            fast_head_dim: d.fast_head_dim,
+            fast_intermediate_size: count(a.fast_intermediate_size, "fast_intermediate_size")?,
+            fast_qk_norm: a.fast_attention_qk_norm.unwrap_or(false),
+            semantic_begin: t.semantic_begin as usize,
+            semantic_end: t.semantic_end as usize,
+            im_end: t.im_end as usize,
+            semantic_rows: info.semantic_rows,
+            im_end_index: info.im_end_index,
+            fast_logit_rows: info.fast_logit_rows,
+            weights_file: info
+                .weights
+                .get("llm")
+                .cloned()
+                .ok_or_else(|| Error::bundle(MANIFEST, "weights.llm", "missing"))?,
         };
         for (k, flag) in [
-            ("attention_qkv_bias", "model"),
-            ("attention_o_bias", "model"),
-            ("fast_attention_qkv_bias", "model"),
-            ("fast_attention_o_bias", "model"),
-            ("tie_word_embeddings", "model"),
+            ("attention_qkv_bias", a.attention_qkv_bias),
+            ("attention_o_bias", a.attention_o_bias),
+            ("fast_attention_qkv_bias", a.fast_attention_qkv_bias),
+            ("fast_attention_o_bias", a.fast_attention_o_bias),
+            ("tie_word_embeddings", a.tie_word_embeddings),
         ] {
-            if get_bool_or(v, &[flag, k], false)? {
+            if flag.unwrap_or(false) {
                 return Err(unsupported(k, "the CUDA backend implements the S1 layout (false)"));
             }
         }
@@ -632,9 +605,14 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
     }
 
+    fn tiny_config() -> ModelConfig {
+        let info = crate::bundle::Bundle::load(&tiny(), false).unwrap().info;
+        ModelConfig::from_bundle(&info).unwrap()
+    }
+
     /// The tiny bundle's config, weights file, its header and the weight plan.
     fn tiny_plan() -> (ModelConfig, PathBuf, BTreeMap<String, TensorInfo>, WeightPlan) {
-        let c = ModelConfig::from_bundle_dir(&tiny()).unwrap();
+        let c = tiny_config();
         let path = tiny().join(&c.weights_file);
         let h = read_safetensors_header(&path).unwrap();
         let plan = WeightPlan::new(&c, &h).unwrap();
@@ -643,13 +621,35 @@ mod tests {
 
     #[test]
     fn layout_tiny_manifest_parses_and_checks() {
-        let c = ModelConfig::from_bundle_dir(&tiny()).unwrap();
+        let c = tiny_config();
         assert_eq!((c.dim, c.n_layer, c.head_dim, c.fast_head_dim), (32, 2, 16, 8));
         assert_eq!(c.head_rows(), c.semantic_rows + 1);
         assert_eq!(c.semantic_rows, c.semantic_end - c.semantic_begin + 1);
         assert!(c.qk_norm && !c.fast_qk_norm);
         ModelConfig::s1_mini().check().unwrap();
         assert!(ModelConfig::s1_mini().int8_compatible());
+    }
+
+    #[test]
+    fn layout_config_comes_from_the_loaded_bundle_and_names_what_it_lacks() {
+        let info = crate::bundle::Bundle::load(&tiny(), false).unwrap().info;
+        let c = ModelConfig::from_bundle(&info).unwrap();
+        assert_eq!((c.dim, c.fast_dim, c.n_layer), (info.model.dim, info.model.fast_dim, 2));
+        assert_eq!(c.semantic_begin, info.tokens.semantic_begin as usize);
+        assert_eq!(c.weights_file, "llm.safetensors");
+        let field_of = |info: &BundleInfo| match ModelConfig::from_bundle(info) {
+            Err(Error::BundleInvalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let mut i = info.clone();
+        i.model_args.n_head = None;
+        assert_eq!(field_of(&i), "model.n_head");
+        let mut i = info.clone();
+        i.model_args.tie_word_embeddings = Some(true);
+        assert_eq!(field_of(&i), "tie_word_embeddings");
+        let mut i = info;
+        i.weights.clear();
+        assert_eq!(field_of(&i), "weights.llm");
     }
 
     #[test]
@@ -689,7 +689,7 @@ mod tests {
 
     #[test]
     fn layout_wrong_shape_is_bundle_invalid() {
-        let c = ModelConfig::from_bundle_dir(&tiny()).unwrap();
+        let c = tiny_config();
         let mut h = read_safetensors_header(&tiny().join(&c.weights_file)).unwrap();
         h.get_mut("layers.0.attention.wqkv.weight").unwrap().shape = vec![1, 2];
         let e = WeightPlan::new(&c, &h).unwrap_err();
