@@ -17,6 +17,7 @@ use crate::text::tokenizer::{TokenId, Tokenizer};
 pub use crate::verify_cache::VerifyCache;
 
 mod manifest;
+pub mod safetensors;
 
 use manifest::Manifest;
 pub use manifest::ModelArgs;

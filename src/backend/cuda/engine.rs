@@ -14,7 +14,7 @@ use super::plan::{self, Dims};
 use crate::backend::{
     BackendPair, FrameSampling, FrameStep, SlowOutput, StepRow, T2sRequest, Text2Semantic,
 };
-use crate::bundle::Bundle;
+use crate::bundle::{safetensors, Bundle};
 use crate::bundle::{BundleInfo, Precision};
 use crate::config::{CudaWeights, EngineConfig};
 use crate::error::{Error, Result};
@@ -240,7 +240,7 @@ pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPai
             reason: format!("the bundle has no {} (export it with the llm part)", cfg.weights_file),
         });
     }
-    let header = layout::read_safetensors_header(&weights_path)?;
+    let header = safetensors::read_header(&weights_path)?;
     let plan = WeightPlan::new(&cfg, &header)?;
     let opts = LoadOptions::for_bundle(config, bundle);
     let source = WeightSource::File { path: weights_path, header };
@@ -255,7 +255,7 @@ pub(super) enum WeightSource {
     /// The bundle's safetensors file.
     File {
         path: std::path::PathBuf,
-        header: std::collections::BTreeMap<String, layout::TensorInfo>,
+        header: std::collections::BTreeMap<String, safetensors::TensorInfo>,
     },
     /// Random bf16 values (benchmarks of the real shapes without a checkpoint).
     Random { seed: u64 },
@@ -1386,7 +1386,7 @@ mod tests {
         let dir = tiny();
         let cfg = ModelConfig::from_bundle(&Bundle::load(&dir, false).unwrap().info).unwrap();
         let path = dir.join(&cfg.weights_file);
-        let header = layout::read_safetensors_header(&path).unwrap();
+        let header = safetensors::read_header(&path).unwrap();
         let plan = WeightPlan::new(&cfg, &header).unwrap();
         let gpu = Gpu::emulated(emulator::shared(), 4);
         let src = WeightSource::File { path, header };

@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde_json::Value;
-
+use crate::bundle::safetensors::TensorInfo;
 use crate::bundle::BundleInfo;
 use crate::error::{Error, Result};
 
@@ -270,73 +269,6 @@ impl ModelConfig {
 #[cold]
 fn unsupported(field: &str, reason: &str) -> Error {
     Error::bundle(MANIFEST, field, format!("not supported by the cuda backend: {reason}"))
-}
-
-/// One tensor of a safetensors file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// dtype string (`BF16`, `F32`, ...).
-    pub dtype: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Byte offset of the data from the start of the file.
-    pub file_offset: u64,
-    /// Byte length.
-    pub bytes: usize,
-}
-
-/// Reads a safetensors header: tensor name → info (offsets made absolute).
-pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let io = |e| Error::Io { path: path.to_path_buf(), source: e };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let file_len = f.metadata().map_err(io)?.len();
-    let mut len8 = [0u8; 8];
-    f.read_exact(&mut len8).map_err(io)?;
-    let hlen = u64::from_le_bytes(len8);
-    if hlen > 100_000_000 || 8 + hlen > file_len {
-        return Err(Error::bundle(&name, "-", "bad safetensors header length"));
-    }
-    let mut h = vec![0u8; hlen as usize];
-    f.read_exact(&mut h).map_err(io)?;
-    let v: Value = serde_json::from_slice(&h)
-        .map_err(|e| Error::bundle(&name, "-", format!("safetensors header is not JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| Error::bundle(&name, "-", "header is not an object"))?;
-    let mut out = BTreeMap::new();
-    for (k, t) in obj {
-        if k == "__metadata__" {
-            continue;
-        }
-        let bad = |what: &str| Error::bundle(&name, k, what.to_string());
-        let dtype = t.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("no dtype"))?;
-        let shape = t
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no shape"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| bad("bad shape"))?;
-        let offs = t
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 2)
-            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
-            .ok_or_else(|| bad("bad data_offsets"))?;
-        if offs.1 < offs.0 || 8 + hlen + offs.1 > file_len {
-            return Err(bad("data_offsets outside the file"));
-        }
-        out.insert(
-            k.clone(),
-            TensorInfo {
-                dtype: dtype.to_string(),
-                shape,
-                file_offset: 8 + hlen + offs.0,
-                bytes: (offs.1 - offs.0) as usize,
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// Which rows of the source tensor a placement takes.
@@ -599,6 +531,7 @@ pub fn bf16_to_f32(b: u16) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::safetensors::read_header;
     use std::path::PathBuf;
 
     fn tiny() -> PathBuf {
@@ -614,7 +547,7 @@ mod tests {
     fn tiny_plan() -> (ModelConfig, PathBuf, BTreeMap<String, TensorInfo>, WeightPlan) {
         let c = tiny_config();
         let path = tiny().join(&c.weights_file);
-        let h = read_safetensors_header(&path).unwrap();
+        let h = read_header(&path).unwrap();
         let plan = WeightPlan::new(&c, &h).unwrap();
         (c, path, h, plan)
     }
@@ -690,11 +623,11 @@ mod tests {
     #[test]
     fn layout_wrong_shape_is_bundle_invalid() {
         let c = tiny_config();
-        let mut h = read_safetensors_header(&tiny().join(&c.weights_file)).unwrap();
+        let mut h = read_header(&tiny().join(&c.weights_file)).unwrap();
         h.get_mut("layers.0.attention.wqkv.weight").unwrap().shape = vec![1, 2];
         let e = WeightPlan::new(&c, &h).unwrap_err();
         assert!(matches!(e, Error::BundleInvalid { .. }), "{e}");
-        let mut h = read_safetensors_header(&tiny().join(&c.weights_file)).unwrap();
+        let mut h = read_header(&tiny().join(&c.weights_file)).unwrap();
         h.remove("norm.weight");
         assert!(WeightPlan::new(&c, &h).unwrap_err().to_string().contains("norm.weight"));
     }
