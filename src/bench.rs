@@ -11,13 +11,12 @@
 //! `docs/bench.md`. Speed is measured here, never by a test (STYLE rule 25).
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::api::{Engine, Request};
-use crate::bundle::{BundleInfo, Precision};
+use crate::bundle::{safetensors, BundleInfo, Precision};
 use crate::config::{BackendKind, EngineConfig, SynthParams};
 use crate::error::{Error, Result};
 use crate::generate::{self, StageTimes};
@@ -762,25 +761,22 @@ fn summarise(
     }
 }
 
-/// Weights read per decoded frame, from `llm.safetensors`'s header (shapes under checkpoint
-/// names): `layers.*` + `norm` + the restricted head (semantic rows + `<|im_end|>`) once,
-/// `fast_layers.*` + `fast_norm` + `fast_output`'s first `fast_logit_rows` rows once per
-/// codebook, at the bundle precision; for int8 / int4 bundles the quantised matrices' bytes
-/// (weights and scales) as the manifest records them. `None` when the file is missing or
-/// unreadable.
+/// Weights read per decoded frame, from the header of the bundle's `weights.llm`
+/// (`llm.safetensors`: shapes under checkpoint names): `layers.*` + `norm` + the restricted
+/// head (semantic rows + `<|im_end|>`) once, `fast_layers.*` + `fast_norm` + `fast_output`'s
+/// first `fast_logit_rows` rows once per codebook, at the bundle precision; for int8 / int4
+/// bundles the quantised matrices' bytes (weights and scales) as the manifest records them.
+/// `None` when the bundle lists no `llm` weights or the file is missing or unreadable.
 pub fn weight_bytes_per_frame(info: &BundleInfo) -> Option<u64> {
     if let Some(q) = &info.quantization {
         // The quantiser counted the bytes of each graph's quantised matrices (weights + scales).
         return Some(q.slow_matrix_bytes + q.fast_matrix_bytes * info.model.num_codebooks as u64);
     }
-    let header = safetensors_header(&info.dir.join("llm.safetensors"))?;
+    let header = safetensors::read_header(&info.dir.join(info.weights.get("llm")?)).ok()?;
     let elem: u64 = if info.precision == Precision::Fp32 { 4 } else { 2 };
     let (mut slow, mut fast) = (0u64, 0u64);
-    for (name, entry) in header.as_object()? {
-        let shape: Vec<u64> = match entry.get("shape").and_then(|s| s.as_array()) {
-            Some(s) => s.iter().filter_map(serde_json::Value::as_u64).collect(),
-            None => continue, // __metadata__
-        };
+    for (name, t) in &header {
+        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
         let numel: u64 = shape.iter().product();
         let rows = shape.first().copied().unwrap_or(0);
         let cols = shape.get(1).copied().unwrap_or(1);
@@ -795,20 +791,6 @@ pub fn weight_bytes_per_frame(info: &BundleInfo) -> Option<u64> {
         }
     }
     Some((slow + fast * info.model.num_codebooks as u64) * elem)
-}
-
-fn safetensors_header(path: &Path) -> Option<serde_json::Value> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).ok()?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return None;
-    }
-    let mut buf = vec![0u8; usize::try_from(len).ok()?];
-    f.read_exact(&mut buf).ok()?;
-    serde_json::from_slice(&buf).ok()
 }
 
 /// Resets the process's peak RSS (`VmHWM`) through `/proc/self/clear_refs`; `false` where that

@@ -9,13 +9,18 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::fsio;
 use crate::text::tokenizer::{TokenId, Tokenizer};
 pub use crate::verify_cache::VerifyCache;
+
+mod manifest;
+pub mod safetensors;
+
+use manifest::Manifest;
+pub use manifest::ModelArgs;
 
 /// The `format` string of a bundle manifest.
 pub const BUNDLE_FORMAT: &str = "s1-mini-bundle";
@@ -147,6 +152,7 @@ impl BundleInfo {
                 num_codebooks: 3,
                 max_seq_len: 64,
             },
+            model_args: ModelArgs::default(),
             tokens: TokenIds { im_end: 50, interleave: 60, semantic_begin: 100, semantic_end: 109 },
             semantic_rows: 10,
             im_end_index: 10,
@@ -161,6 +167,7 @@ impl BundleInfo {
                 step_state: Vec::new(),
             },
             graphs: BTreeMap::new(),
+            weights: BTreeMap::new(),
             files: BTreeMap::new(),
         }
     }
@@ -189,7 +196,7 @@ pub struct CodecInfo {
 
 /// One state tensor of the stateful codec decoder (`codec.step_state[i]`): fed as `input`,
 /// returned as `output` (the next call's `input`), all zeros at the start of a decode.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StepStateTensor {
     /// Name (`keys`, `values`, or the module path of a convolution).
     pub name: String,
@@ -204,54 +211,35 @@ pub struct StepStateTensor {
 /// Elements in one state tensor above which a manifest is refused (1 GiB of f32).
 const MAX_STEP_STATE_ELEMENTS: usize = 1 << 28;
 
-fn step_state(m: &Value, has_graph: bool) -> Result<Vec<StepStateTensor>> {
+/// The checked `codec.step_state` (`list`, as written); `has_graph`: the bundle lists
+/// `graphs.codec_decode_step`, which cannot run without it.
+fn step_state(list: Option<Vec<StepStateTensor>>, has_graph: bool) -> Result<Vec<StepStateTensor>> {
     const FIELD: &str = "codec.step_state";
-    let list = match lookup(m, FIELD) {
-        Ok(v) => v.as_array().ok_or_else(|| Error::bundle(MANIFEST, FIELD, "not a list"))?,
-        Err(_) if has_graph => {
+    let list = match list {
+        Some(list) => list,
+        None if has_graph => {
             return Err(Error::bundle(
                 MANIFEST,
                 FIELD,
                 "missing (graphs.codec_decode_step needs it); re-export the bundle",
             ))
         }
-        Err(_) => return Ok(Vec::new()),
+        None => return Ok(Vec::new()),
     };
     if list.is_empty() && has_graph {
         return Err(Error::bundle(MANIFEST, FIELD, "empty"));
     }
-    list.iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let field = format!("{FIELD}[{i}]");
-            let text = |key: &str| {
-                t.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
-                    Error::bundle(MANIFEST, &format!("{field}.{key}"), "missing or not a string")
-                })
-            };
-            let shape: Vec<usize> = t
-                .get("shape")
-                .and_then(Value::as_array)
-                .and_then(|d| d.iter().map(|x| x.as_u64().map(|x| x as usize)).collect())
-                .ok_or_else(|| {
-                    Error::bundle(MANIFEST, &format!("{field}.shape"), "not a list of integers")
-                })?;
-            let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-            if shape.is_empty() || elements.is_none_or(|n| n == 0 || n > MAX_STEP_STATE_ELEMENTS) {
-                return Err(Error::bundle(
-                    MANIFEST,
-                    &format!("{field}.shape"),
-                    format!("{shape:?} is empty or too large"),
-                ));
-            }
-            Ok(StepStateTensor {
-                name: text("name")?,
-                input: text("input")?,
-                output: text("output")?,
-                shape,
-            })
-        })
-        .collect()
+    for (i, t) in list.iter().enumerate() {
+        let elements = t.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if t.shape.is_empty() || elements.is_none_or(|n| n == 0 || n > MAX_STEP_STATE_ELEMENTS) {
+            return Err(Error::bundle(
+                MANIFEST,
+                &format!("{FIELD}[{i}].shape"),
+                format!("{:?} is empty or too large", t.shape),
+            ));
+        }
+    }
+    Ok(list)
 }
 
 /// Weight-only quantisation of a CPU bundle's transformer graphs (manifest `quantization`, with
@@ -331,6 +319,9 @@ pub struct BundleInfo {
     pub exporter: String,
     /// Model dimensions.
     pub model: ModelDims,
+    /// The manifest's whole `model` section as written (what the native CUDA backend needs
+    /// beyond [`BundleInfo::model`]: query heads, FFN widths, RoPE base, norm epsilon, flags).
+    pub model_args: ModelArgs,
     /// Special token ids.
     pub tokens: TokenIds,
     /// Rows of the slow head's logits that are semantic tokens.
@@ -344,6 +335,9 @@ pub struct BundleInfo {
     /// Graph role (`slow`, `fast`, `codec_decode`, `codec_encode`, `codec_decode_step`) → file
     /// path.
     pub graphs: BTreeMap<String, PathBuf>,
+    /// Weights role (`llm`: the bf16 checkpoint the native CUDA backend loads) → file name, as
+    /// listed (manifest `weights`; int8 / int4 bundles list none).
+    pub weights: BTreeMap<String, String>,
     /// File name → size in bytes, as listed.
     pub files: BTreeMap<String, u64>,
 }
@@ -386,12 +380,6 @@ pub enum Verify {
     Stamped(VerifyCache),
 }
 
-#[derive(Deserialize)]
-struct FileEntry {
-    sha256: String,
-    bytes: u64,
-}
-
 impl Bundle {
     /// Reads and validates the bundle in `dir`; with `verify_hashes`, checks every file's sha256.
     pub fn load(dir: &Path, verify_hashes: bool) -> Result<Bundle> {
@@ -419,39 +407,12 @@ impl Bundle {
     }
 
     fn from_manifest(dir: &Path, manifest: &[u8], verify: &Verify) -> Result<Bundle> {
-        let m: Value = serde_json::from_slice(manifest)
-            .map_err(|e| Error::bundle(MANIFEST, "-", format!("not valid json: {e}")))?;
-
         // Format and version first: a newer bundle's other fields may mean something else.
-        let format = str_field(&m, "format")?;
-        if format != BUNDLE_FORMAT {
-            return Err(Error::VersionMismatch {
-                file: MANIFEST.into(),
-                field: "format".into(),
-                expected: BUNDLE_FORMAT.into(),
-                found: format.into(),
-                hint: "",
-            });
-        }
-        let version = m.get("format_version").and_then(Value::as_u64).ok_or_else(|| {
-            Error::bundle(MANIFEST, "format_version", "missing or not an integer")
-        })?;
-        if version != BUNDLE_FORMAT_VERSION {
-            return Err(Error::VersionMismatch {
-                file: MANIFEST.into(),
-                field: "format_version".into(),
-                expected: BUNDLE_FORMAT_VERSION.to_string(),
-                found: version.to_string(),
-                hint: if version < BUNDLE_FORMAT_VERSION {
-                    OLDER_BUNDLE_HINT
-                } else {
-                    "; this bundle is newer than the engine: update the engine"
-                },
-            });
-        }
+        check_format(&manifest::parse(manifest)?)?;
+        let m: Manifest = manifest::parse(manifest)?;
 
-        let spelt = str_field(&m, "precision")?;
-        let precision = Precision::parse(spelt).ok_or_else(|| {
+        let spelt = need(m.precision, "precision")?;
+        let precision = Precision::parse(&spelt).ok_or_else(|| {
             Error::bundle(
                 MANIFEST,
                 "precision",
@@ -460,13 +421,13 @@ impl Bundle {
         })?;
         let quantization = match precision.quantized_bits() {
             None => None,
-            Some(bits) => Some(quantization(&m, precision, bits)?),
+            Some(bits) => Some(quantization(&m.quantization, precision, bits)?),
         };
-        let exporter = match m.get("exporter") {
+        let exporter = match &m.exporter {
             Some(e) => format!(
                 "{} {}",
-                e.get("name").and_then(Value::as_str).unwrap_or("?"),
-                e.get("version").and_then(Value::as_str).unwrap_or("?")
+                e.name.as_deref().unwrap_or("?"),
+                e.version.as_deref().unwrap_or("?")
             ),
             None => "unknown".into(),
         };
@@ -474,27 +435,34 @@ impl Bundle {
         // Every number is range-checked here, before anything is sized from it: bounds that
         // real S1 bundles are far inside of (S1-mini: dim 1024, 28 layers, 8 KV heads of 128,
         // context 8192, 10 codebooks of 4096/1024), so products of them cannot overflow.
+        let a = &m.model;
         let model = ModelDims {
-            dim: bounded(&m, "model.dim", 1, MAX_DIM)?,
+            dim: bounded(a.dim, "model.dim", 1, MAX_DIM)?,
             // fish-speech falls back to `dim` when the config has no fast_dim.
-            fast_dim: match m.get("model").and_then(|v| v.get("fast_dim")) {
-                Some(_) => bounded(&m, "model.fast_dim", 1, MAX_DIM)?,
-                None => bounded(&m, "model.dim", 1, MAX_DIM)?,
+            fast_dim: match a.fast_dim {
+                Some(_) => bounded(a.fast_dim, "model.fast_dim", 1, MAX_DIM)?,
+                None => bounded(a.dim, "model.dim", 1, MAX_DIM)?,
             },
-            n_layer: bounded(&m, "model.n_layer", 1, MAX_LAYERS)?,
-            n_local_heads: bounded(&m, "model.n_local_heads", 1, MAX_HEADS)?,
-            head_dim: bounded(&m, "model.head_dim", 1, MAX_DIM)?,
-            n_fast_layer: bounded(&m, "model.n_fast_layer", 1, MAX_LAYERS)?,
-            fast_n_local_heads: bounded(&m, "model.fast_n_local_heads", 1, MAX_HEADS)?,
-            fast_head_dim: bounded(&m, "model.fast_head_dim", 1, MAX_DIM)?,
-            num_codebooks: bounded(&m, "model.num_codebooks", 1, MAX_CODEBOOKS)?,
-            max_seq_len: bounded(&m, "model.max_seq_len", 1, MAX_SEQ_LEN)?,
+            n_layer: bounded(a.n_layer, "model.n_layer", 1, MAX_LAYERS)?,
+            n_local_heads: bounded(a.n_local_heads, "model.n_local_heads", 1, MAX_HEADS)?,
+            head_dim: bounded(a.head_dim, "model.head_dim", 1, MAX_DIM)?,
+            n_fast_layer: bounded(a.n_fast_layer, "model.n_fast_layer", 1, MAX_LAYERS)?,
+            fast_n_local_heads: bounded(
+                a.fast_n_local_heads,
+                "model.fast_n_local_heads",
+                1,
+                MAX_HEADS,
+            )?,
+            fast_head_dim: bounded(a.fast_head_dim, "model.fast_head_dim", 1, MAX_DIM)?,
+            num_codebooks: bounded(a.num_codebooks, "model.num_codebooks", 1, MAX_CODEBOOKS)?,
+            max_seq_len: bounded(a.max_seq_len, "model.max_seq_len", 1, MAX_SEQ_LEN)?,
         };
+        let t = &m.tokens;
         let tokens = TokenIds {
-            im_end: id_field(&m, "tokens.im_end")?,
-            interleave: id_field(&m, "tokens.interleave")?,
-            semantic_begin: id_field(&m, "tokens.semantic_begin")?,
-            semantic_end: id_field(&m, "tokens.semantic_end")?,
+            im_end: id_field(t.im_end, "tokens.im_end")?,
+            interleave: id_field(t.interleave, "tokens.interleave")?,
+            semantic_begin: id_field(t.semantic_begin, "tokens.semantic_begin")?,
+            semantic_end: id_field(t.semantic_end, "tokens.semantic_end")?,
         };
         if tokens.semantic_end < tokens.semantic_begin {
             return Err(Error::bundle(
@@ -503,7 +471,8 @@ impl Bundle {
                 "is below tokens.semantic_begin",
             ));
         }
-        let semantic_rows = bounded(&m, "head.semantic_rows", 1, MAX_CODEBOOK_SIZE)?;
+        let semantic_rows =
+            bounded(m.head.semantic_rows, "head.semantic_rows", 1, MAX_CODEBOOK_SIZE)?;
         if semantic_rows != (tokens.semantic_end - tokens.semantic_begin) as usize + 1 {
             return Err(Error::bundle(
                 MANIFEST,
@@ -511,46 +480,44 @@ impl Bundle {
                 "must equal semantic_end - semantic_begin + 1",
             ));
         }
-        let im_end_index = bounded(&m, "head.im_end_index", 0, MAX_HEAD_ROWS)?;
+        let im_end_index = bounded(m.head.im_end_index, "head.im_end_index", 0, MAX_HEAD_ROWS)?;
         if im_end_index < semantic_rows {
             return Err(Error::bundle(MANIFEST, "head.im_end_index", "overlaps the semantic rows"));
         }
-        let fast_logit_rows = bounded(&m, "fast.logit_rows", 1, MAX_CODEBOOK_SIZE)?;
+        let fast_logit_rows = bounded(m.fast.logit_rows, "fast.logit_rows", 1, MAX_CODEBOOK_SIZE)?;
 
-        let sample_rate_hz = usize_field(&m, "codec.sample_rate_hz")?;
-        if sample_rate_hz != CODEC_SAMPLE_RATE_HZ as usize {
+        // A bundle exported without a codec (`"codec": null`) has none of its keys.
+        let c = m.codec.unwrap_or_default();
+        let sample_rate_hz = need(c.sample_rate_hz, "codec.sample_rate_hz")?;
+        if sample_rate_hz != u64::from(CODEC_SAMPLE_RATE_HZ) {
             return Err(Error::bundle(
                 MANIFEST,
                 "codec.sample_rate_hz",
                 format!("{sample_rate_hz} Hz, but the S1 codec runs at {CODEC_SAMPLE_RATE_HZ} Hz"),
             ));
         }
-        let codec_books = usize_field(&m, "codec.num_codebooks")?;
-        if codec_books != model.num_codebooks {
+        let codec_books = need(c.num_codebooks, "codec.num_codebooks")?;
+        if codec_books != model.num_codebooks as u64 {
             return Err(Error::bundle(
                 MANIFEST,
                 "codec.num_codebooks",
                 format!("{codec_books} differs from model.num_codebooks {}", model.num_codebooks),
             ));
         }
-        let codebook_sizes: Vec<usize> = lookup(&m, "codec.codebook_sizes")?
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .map(|v| {
-                        v.as_u64()
-                            .and_then(|x| usize::try_from(x).ok())
-                            .filter(|x| (1..=MAX_CODEBOOK_SIZE).contains(x))
-                    })
-                    .collect()
-            })
-            .ok_or_else(|| {
-                Error::bundle(
-                    MANIFEST,
-                    "codec.codebook_sizes",
-                    format!("not a list of integers in 1..={MAX_CODEBOOK_SIZE}"),
+        let codebook_sizes: Vec<usize> = need(c.codebook_sizes, "codec.codebook_sizes")?
+            .into_iter()
+            .map(|s| {
+                usize::try_from(s).ok().filter(|s| (1..=MAX_CODEBOOK_SIZE).contains(s)).ok_or_else(
+                    || {
+                        Error::bundle(
+                            MANIFEST,
+                            "codec.codebook_sizes",
+                            format!("{s} is outside 1..={MAX_CODEBOOK_SIZE}"),
+                        )
+                    },
                 )
-            })?;
+            })
+            .collect::<Result<_>>()?;
         if codebook_sizes.len() != model.num_codebooks {
             return Err(Error::bundle(
                 MANIFEST,
@@ -572,15 +539,22 @@ impl Bundle {
                 "smaller than a residual codebook",
             ));
         }
-        let max_decode_frames = bounded(&m, "codec.max_decode_frames", 1, MAX_CODEC_FRAMES)?;
-        let max_encode_frames = match lookup(&m, "codec.max_encode_frames") {
-            Ok(_) => bounded(&m, "codec.max_encode_frames", 1, MAX_CODEC_FRAMES)?,
-            Err(_) => max_decode_frames,
+        let max_decode_frames =
+            bounded(c.max_decode_frames, "codec.max_decode_frames", 1, MAX_CODEC_FRAMES)?;
+        let max_encode_frames = match c.max_encode_frames {
+            Some(_) => {
+                bounded(c.max_encode_frames, "codec.max_encode_frames", 1, MAX_CODEC_FRAMES)?
+            }
+            None => max_decode_frames,
         };
-        let frame_samples = bounded(&m, "codec.frame_samples", 1, MAX_FRAME_SAMPLES)?;
+        let frame_samples = bounded(c.frame_samples, "codec.frame_samples", 1, MAX_FRAME_SAMPLES)?;
         // The decode window must hold more than its left context, or no frame is ever new.
-        let receptive_field_frames =
-            bounded(&m, "codec.receptive_field_frames", 0, max_decode_frames - 1)?;
+        let receptive_field_frames = bounded(
+            c.receptive_field_frames,
+            "codec.receptive_field_frames",
+            0,
+            max_decode_frames - 1,
+        )?;
         let codec = CodecInfo {
             sample_rate_hz: CODEC_SAMPLE_RATE_HZ,
             frame_samples,
@@ -588,10 +562,7 @@ impl Bundle {
             receptive_field_frames,
             max_decode_frames,
             max_encode_frames,
-            step_state: step_state(
-                &m,
-                m.get("graphs").and_then(|g| g.get("codec_decode_step")).is_some(),
-            )?,
+            step_state: step_state(c.step_state, m.graphs.contains_key("codec_decode_step"))?,
         };
         // One request's slow KV cache at full context (f32 K and V, [L, 1, H, T, D] each) must
         // be a size this machine can even express: an absurd manifest is refused here, before
@@ -609,35 +580,29 @@ impl Bundle {
         }
 
         // Files: existence and size always (cheap), sha256 when asked.
-        let files_v = lookup(&m, "files")?
-            .as_object()
-            .ok_or_else(|| Error::bundle(MANIFEST, "files", "not an object"))?;
         let mut files = BTreeMap::new();
         let mut hashed_bytes = 0u64;
-        for (name, entry) in files_v {
+        for (name, entry) in need(m.files, "files")? {
             let field = format!("files.{name}");
-            let entry: FileEntry = serde_json::from_value(entry.clone()).map_err(|e| {
-                Error::bundle(MANIFEST, &field, format!("expected {{sha256, bytes}}: {e}"))
-            })?;
-            if name.contains("..") || Path::new(name).is_absolute() {
+            if name.contains("..") || Path::new(&name).is_absolute() {
                 return Err(Error::bundle(
                     MANIFEST,
                     &field,
                     "file names must stay inside the bundle",
                 ));
             }
-            let path = dir.join(name);
+            let path = dir.join(&name);
             let meta = fs::metadata(&path).map_err(|_| {
-                Error::bundle(name, &field, "listed in manifest.json but missing from the bundle")
+                Error::bundle(&name, &field, "listed in manifest.json but missing from the bundle")
             })?;
             // A FIFO would block every reader (ours, ONNX Runtime's) forever and a device would
             // never end: only regular files are part of a bundle.
             if !meta.is_file() {
-                return Err(Error::bundle(name, &field, fsio::ReadError::NotRegular.to_string()));
+                return Err(Error::bundle(&name, &field, fsio::ReadError::NotRegular.to_string()));
             }
             if meta.len() != entry.bytes {
                 return Err(Error::HashMismatch {
-                    file: name.clone(),
+                    file: name,
                     field: "bytes",
                     expected: entry.bytes.to_string(),
                     got: meta.len().to_string(),
@@ -649,13 +614,13 @@ impl Bundle {
                 Verify::Stamped(stamps) => !stamps.is_verified(&path, &entry.sha256),
             };
             if hash {
-                let got = sha256_regular_file(&path, name, entry.bytes)?;
+                let got = sha256_regular_file(&path, &name, entry.bytes)?;
                 hashed_bytes += entry.bytes;
                 if !got.eq_ignore_ascii_case(&entry.sha256) {
                     return Err(Error::HashMismatch {
-                        file: name.clone(),
+                        file: name,
                         field: "sha256",
-                        expected: entry.sha256.clone(),
+                        expected: entry.sha256,
                         got,
                     });
                 }
@@ -663,27 +628,22 @@ impl Bundle {
                     stamps.record(&path, &entry.sha256);
                 }
             }
-            files.insert(name.clone(), entry.bytes);
+            files.insert(name, entry.bytes);
         }
 
         let mut graphs = BTreeMap::new();
-        if let Some(g) = m.get("graphs").and_then(Value::as_object) {
-            for (role, file) in g {
-                let field = format!("graphs.{role}");
-                let file =
-                    file.as_str().ok_or_else(|| Error::bundle(MANIFEST, &field, "not a string"))?;
-                if !files.contains_key(file) {
-                    return Err(Error::bundle(
-                        MANIFEST,
-                        &field,
-                        format!("{file} is not listed in files (missing from the bundle)"),
-                    ));
-                }
-                graphs.insert(role.clone(), dir.join(file));
+        for (role, file) in &m.graphs {
+            if !files.contains_key(file) {
+                return Err(Error::bundle(
+                    MANIFEST,
+                    &format!("graphs.{role}"),
+                    format!("{file} is not listed in files (missing from the bundle)"),
+                ));
             }
+            graphs.insert(role.clone(), dir.join(file));
         }
 
-        let tokenizer = load_tokenizer(dir, &m, &files)?;
+        let tokenizer = load_tokenizer(dir, m.tokenizer, m.tokens.special, &files)?;
         for (name, id) in [
             ("<|im_end|>", tokens.im_end),
             ("<|interleave|>", tokens.interleave),
@@ -704,32 +664,67 @@ impl Bundle {
             quantization,
             exporter,
             model,
+            model_args: m.model,
             tokens,
             semantic_rows,
             im_end_index,
             fast_logit_rows,
             codec,
             graphs,
+            weights: m.weights,
             files,
         };
         Ok(Bundle { info, tokenizer, hashed_bytes })
     }
 }
 
+/// Checks the manifest's `format` and `format_version` against this engine's.
+fn check_format(h: &manifest::Header) -> Result<()> {
+    let format = h.format.as_deref().ok_or_else(|| Error::bundle(MANIFEST, "format", "missing"))?;
+    if format != BUNDLE_FORMAT {
+        return Err(Error::VersionMismatch {
+            file: MANIFEST.into(),
+            field: "format".into(),
+            expected: BUNDLE_FORMAT.into(),
+            found: format.into(),
+            hint: "",
+        });
+    }
+    let version = need(h.format_version, "format_version")?;
+    if version != BUNDLE_FORMAT_VERSION {
+        return Err(Error::VersionMismatch {
+            file: MANIFEST.into(),
+            field: "format_version".into(),
+            expected: BUNDLE_FORMAT_VERSION.to_string(),
+            found: version.to_string(),
+            hint: if version < BUNDLE_FORMAT_VERSION {
+                OLDER_BUNDLE_HINT
+            } else {
+                "; this bundle is newer than the engine: update the engine"
+            },
+        });
+    }
+    Ok(())
+}
+
 /// The manifest's `quantization` section of an `int8` / `int4` bundle.
-fn quantization(m: &Value, precision: Precision, want: u32) -> Result<Quantization> {
-    let bits = |field: &str| -> Result<u32> {
-        match usize_field(m, field)? {
+fn quantization(
+    q: &manifest::QuantizationSection,
+    precision: Precision,
+    want: u32,
+) -> Result<Quantization> {
+    let bits = |v: Option<u64>, field: &str| -> Result<u32> {
+        match need(v, field)? {
             b @ (4 | 8) => Ok(b as u32),
             b => Err(Error::bundle(MANIFEST, field, format!("{b} bits (expected 4 or 8)"))),
         }
     };
     let q = Quantization {
-        layer_bits: bits("quantization.layer_bits")?,
-        head_bits: bits("quantization.head_bits")?,
-        block_size: bounded(m, "quantization.block_size", 1, MAX_DIM)?,
-        slow_matrix_bytes: usize_field(m, "quantization.matrix_bytes.slow")? as u64,
-        fast_matrix_bytes: usize_field(m, "quantization.matrix_bytes.fast")? as u64,
+        layer_bits: bits(q.layer_bits, "quantization.layer_bits")?,
+        head_bits: bits(q.head_bits, "quantization.head_bits")?,
+        block_size: bounded(q.block_size, "quantization.block_size", 1, MAX_DIM)?,
+        slow_matrix_bytes: need(q.matrix_bytes.slow, "quantization.matrix_bytes.slow")?,
+        fast_matrix_bytes: need(q.matrix_bytes.fast, "quantization.matrix_bytes.fast")?,
     };
     if q.layer_bits != want {
         return Err(Error::bundle(
@@ -741,52 +736,47 @@ fn quantization(m: &Value, precision: Precision, want: u32) -> Result<Quantizati
     Ok(q)
 }
 
-fn load_tokenizer(dir: &Path, m: &Value, files: &BTreeMap<String, u64>) -> Result<Tokenizer> {
-    let file = str_field(m, "tokenizer.file")?;
-    if !files.contains_key(file) {
+/// The tokenizer of `t` (the manifest's `tokenizer` section) with the special tokens `special`
+/// (`tokens.special`); its file must be one of `files` (name → checked size).
+fn load_tokenizer(
+    dir: &Path,
+    t: manifest::TokenizerSection,
+    special: Option<HashMap<String, TokenId>>,
+    files: &BTreeMap<String, u64>,
+) -> Result<Tokenizer> {
+    let file = need(t.file, "tokenizer.file")?;
+    let Some(&size) = files.get(&file) else {
         return Err(Error::bundle(
             MANIFEST,
             "tokenizer.file",
             format!("{file} is not listed in files"),
         ));
-    }
-    let pattern = str_field(m, "tokenizer.pattern")?;
-    let num_ranks = usize_field(m, "tokenizer.num_ranks")?;
-    let max_encode_chars = bounded(m, "tokenizer.max_encode_chars", 1, MAX_ENCODE_CHARS)?;
-    let path = dir.join(file);
+    };
+    let pattern = need(t.pattern, "tokenizer.pattern")?;
+    let num_ranks = need(t.num_ranks, "tokenizer.num_ranks")?;
+    let max_encode_chars =
+        bounded(t.max_encode_chars, "tokenizer.max_encode_chars", 1, MAX_ENCODE_CHARS)?;
+    let path = dir.join(&file);
     // The size was checked against files.<file>.bytes above; never read more than that.
-    let bytes = read_bundle_file(&path, file, files[file])?;
+    let bytes = read_bundle_file(&path, &file, size)?;
     // Corrupt content is a bundle error naming the file, not an I/O error.
     let text = std::str::from_utf8(&bytes).map_err(|e| {
-        Error::bundle(file, "-", format!("not UTF-8 (at byte {})", e.valid_up_to()))
+        Error::bundle(&file, "-", format!("not UTF-8 (at byte {})", e.valid_up_to()))
     })?;
-    let ranks = Tokenizer::parse_ranks(text, file)?;
-    if ranks.len() != num_ranks {
+    let ranks = Tokenizer::parse_ranks(text, &file)?;
+    if ranks.len() as u64 != num_ranks {
         return Err(Error::bundle(
             MANIFEST,
             "tokenizer.num_ranks",
             format!("{num_ranks}, but {file} holds {} ranks", ranks.len()),
         ));
     }
-    let special_v = lookup(m, "tokens.special")?
-        .as_object()
-        .ok_or_else(|| Error::bundle(MANIFEST, "tokens.special", "not an object"))?;
-    let mut special = HashMap::with_capacity(special_v.len());
-    for (name, id) in special_v {
-        if name.is_empty() {
-            // An empty name matches at every position: the tokenizer would never advance.
-            return Err(Error::bundle(
-                MANIFEST,
-                "tokens.special",
-                "a special token has an empty name",
-            ));
-        }
-        let id = id.as_u64().and_then(|v| TokenId::try_from(v).ok()).ok_or_else(|| {
-            Error::bundle(MANIFEST, &format!("tokens.special.{name}"), "not a token id")
-        })?;
-        special.insert(name.clone(), id);
+    let special = need(special, "tokens.special")?;
+    if special.contains_key("") {
+        // An empty name matches at every position: the tokenizer would never advance.
+        return Err(Error::bundle(MANIFEST, "tokens.special", "a special token has an empty name"));
     }
-    Tokenizer::new(ranks, special, pattern, max_encode_chars)
+    Tokenizer::new(ranks, special, &pattern, max_encode_chars)
 }
 
 /// Hex sha256 of a file, streamed.
@@ -854,36 +844,19 @@ fn bundle_read_error(e: fsio::ReadError, path: &Path, name: &str) -> Error {
     }
 }
 
-fn lookup<'a>(m: &'a Value, dotted: &str) -> Result<&'a Value> {
-    let mut v = m;
-    for key in dotted.split('.') {
-        v = v.get(key).ok_or_else(|| Error::bundle(MANIFEST, dotted, "missing"))?;
-    }
-    Ok(v)
+/// The value of a key the engine needs; `BundleInvalid` naming it when the manifest has none.
+fn need<T>(v: Option<T>, dotted: &str) -> Result<T> {
+    v.ok_or_else(|| Error::bundle(MANIFEST, dotted, "missing"))
 }
 
-fn str_field<'a>(m: &'a Value, dotted: &str) -> Result<&'a str> {
-    lookup(m, dotted)?.as_str().ok_or_else(|| Error::bundle(MANIFEST, dotted, "not a string"))
-}
-
-fn usize_field(m: &Value, dotted: &str) -> Result<usize> {
-    let v = lookup(m, dotted)?;
-    v.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(|| {
-        Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer"))
-    })
-}
-
-fn id_field(m: &Value, dotted: &str) -> Result<TokenId> {
-    let v = bounded(m, dotted, 0, MAX_TOKEN_ID)?;
+fn id_field(v: Option<u64>, dotted: &str) -> Result<TokenId> {
+    let v = bounded(v, dotted, 0, MAX_TOKEN_ID)?;
     TokenId::try_from(v).map_err(|_| Error::bundle(MANIFEST, dotted, "token id out of range"))
 }
 
-/// An integer field in `lo..=hi`; anything else is `BundleInvalid` naming the field.
-fn bounded(m: &Value, dotted: &str, lo: usize, hi: usize) -> Result<usize> {
-    let v = lookup(m, dotted)?;
-    let n = v.as_u64().ok_or_else(|| {
-        Error::bundle(MANIFEST, dotted, format!("{v} is not a non-negative integer"))
-    })?;
+/// An integer key in `lo..=hi`; anything else is `BundleInvalid` naming the key.
+fn bounded(v: Option<u64>, dotted: &str, lo: usize, hi: usize) -> Result<usize> {
+    let n = need(v, dotted)?;
     match usize::try_from(n) {
         Ok(n) if (lo..=hi).contains(&n) => Ok(n),
         _ => Err(Error::bundle(MANIFEST, dotted, format!("{n} is outside {lo}..={hi}"))),

@@ -12,12 +12,12 @@ use parking_lot::Mutex;
 
 use super::device::Gpu;
 use super::error::CudaError;
-use super::layout::{self, ModelConfig, WeightPlan};
+use super::layout::{ModelConfig, WeightPlan};
 use super::plan;
 use super::request::{CudaRequest, Workspace};
 use super::weights::{load_weights, LoadOptions, Numerics, WeightSource, Weights};
 use crate::backend::{BackendPair, FrameStep, T2sRequest, Text2Semantic};
-use crate::bundle::{Bundle, BundleInfo};
+use crate::bundle::{safetensors, Bundle, BundleInfo};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 
@@ -80,7 +80,7 @@ unsafe impl Sync for Model {}
 /// Builds the engine: open the device, load weights, quantise when asked, capture the frame
 /// graph of a first workspace. Panics in the driver wrappers are caught.
 pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
-    let cfg = ModelConfig::from_bundle_dir(&bundle.info.dir)?;
+    let cfg = ModelConfig::from_bundle(&bundle.info)?;
     let weights_path = bundle.info.dir.join(&cfg.weights_file);
     if !weights_path.is_file() {
         return Err(Error::BackendUnavailable {
@@ -88,7 +88,7 @@ pub(super) fn build(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPai
             reason: format!("the bundle has no {} (export it with the llm part)", cfg.weights_file),
         });
     }
-    let header = layout::read_safetensors_header(&weights_path)?;
+    let header = safetensors::read_header(&weights_path)?;
     let plan = WeightPlan::new(&cfg, &header)?;
     let opts = LoadOptions::for_bundle(config, bundle);
     let source = WeightSource::File { path: weights_path, header };
@@ -246,9 +246,9 @@ mod tests {
 
     fn tiny_on_emulator(int8: bool, numerics: Numerics) -> CudaT2s {
         let dir = tiny();
-        let cfg = ModelConfig::from_bundle_dir(&dir).unwrap();
+        let cfg = ModelConfig::from_bundle(&Bundle::load(&dir, false).unwrap().info).unwrap();
         let path = dir.join(&cfg.weights_file);
-        let header = layout::read_safetensors_header(&path).unwrap();
+        let header = safetensors::read_header(&path).unwrap();
         let plan = WeightPlan::new(&cfg, &header).unwrap();
         let gpu = Gpu::emulated(emulator::shared(), 4);
         let src = WeightSource::File { path, header };

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde_json::Value;
-
+use crate::bundle::safetensors::TensorInfo;
+use crate::bundle::BundleInfo;
 use crate::error::{Error, Result};
 
 /// Byte alignment of every tensor in the arena (16-byte vector loads need 16; 256 is what
@@ -20,7 +20,7 @@ pub const ARENA_ALIGN: usize = 256;
 
 const MANIFEST: &str = "manifest.json";
 
-/// The model numbers the CUDA backend needs, read from `manifest.json`.
+/// The model numbers the CUDA backend needs, from the loaded bundle ([`ModelConfig::from_bundle`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// Slow hidden width.
@@ -81,92 +81,64 @@ pub struct ModelConfig {
     pub weights_file: String,
 }
 
-fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p).ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "missing"))?;
-    }
-    Ok(cur)
-}
-
-fn get_usize(v: &Value, path: &[&str]) -> Result<usize> {
-    get(v, path)?
-        .as_u64()
-        .and_then(|x| usize::try_from(x).ok())
-        .ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "not a non-negative integer"))
-}
-
-fn get_f64(v: &Value, path: &[&str]) -> Result<f64> {
-    get(v, path)?.as_f64().ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "not a number"))
-}
-
-fn get_bool_or(v: &Value, path: &[&str], default: bool) -> Result<bool> {
-    match get(v, path) {
-        Ok(x) => x.as_bool().ok_or_else(|| Error::bundle(MANIFEST, &path.join("."), "not a bool")),
-        Err(_) => Ok(default),
-    }
-}
-
 impl ModelConfig {
-    /// Reads `dir/manifest.json`.
-    pub fn from_bundle_dir(dir: &Path) -> Result<Self> {
-        let p = dir.join(MANIFEST);
-        let bytes = std::fs::read(&p).map_err(|e| Error::Io { path: p.clone(), source: e })?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::bundle(MANIFEST, "-", format!("not JSON: {e}")))?;
-        Self::from_manifest(&v)
-    }
-
-    /// Parses and checks the fields the CUDA backend relies on.
-    pub fn from_manifest(v: &Value) -> Result<Self> {
-        let m = |k: &str| -> Result<usize> { get_usize(v, &["model", k]) };
-        let semantic_begin = get_usize(v, &["tokens", "semantic_begin"])?;
-        let semantic_end = get_usize(v, &["tokens", "semantic_end"])?;
+    /// The configuration of a loaded bundle: its checked dimensions, token ids and head rows,
+    /// plus what only this backend reads from the manifest's `model` section
+    /// ([`BundleInfo::model_args`]), checked here against the kernels' limits.
+    pub fn from_bundle(info: &BundleInfo) -> Result<Self> {
+        let a = &info.model_args;
+        let d = &info.model;
+        let count = |v: Option<u64>, key: &str| -> Result<usize> {
+            let field = format!("model.{key}");
+            let v = v.ok_or_else(|| Error::bundle(MANIFEST, &field, "missing"))?;
+            usize::try_from(v).map_err(|_| Error::bundle(MANIFEST, &field, "too large"))
+        };
+        let number = |v: Option<f64>, key: &str| -> Result<f64> {
+            v.ok_or_else(|| Error::bundle(MANIFEST, &format!("model.{key}"), "missing"))
+        };
+        let t = &info.tokens;
         let cfg = ModelConfig {
-            dim: m("dim")?,
-            n_layer: m("n_layer")?,
-            n_head: m("n_head")?,
-            n_local_heads: m("n_local_heads")?,
-            head_dim: m("head_dim")?,
-            intermediate_size: m("intermediate_size")?,
-            vocab_size: m("vocab_size")?,
-            max_seq_len: m("max_seq_len")?,
-            rope_base: get_f64(v, &["model", "rope_base"])?,
-            norm_eps: get_f64(v, &["model", "norm_eps"])? as f32,
-            qk_norm: get_bool_or(v, &["model", "attention_qk_norm"], false)?,
-            codebook_size: m("codebook_size")?,
-            num_codebooks: m("num_codebooks")?,
-            scale_codebook_embeddings: get_bool_or(
-                v,
-                &["model", "scale_codebook_embeddings"],
-                false,
-            )?,
-            n_fast_layer: m("n_fast_layer")?,
-            fast_dim: m("fast_dim")?,
-            fast_n_head: m("fast_n_head")?,
-            fast_n_local_heads: m("fast_n_local_heads")?,
-            fast_head_dim: m("fast_head_dim")?,
-            fast_intermediate_size: m("fast_intermediate_size")?,
-            fast_qk_norm: get_bool_or(v, &["model", "fast_attention_qk_norm"], false)?,
-            semantic_begin,
-            semantic_end,
-            im_end: get_usize(v, &["tokens", "im_end"])?,
-            semantic_rows: get_usize(v, &["head", "semantic_rows"])?,
-            im_end_index: get_usize(v, &["head", "im_end_index"])?,
-            fast_logit_rows: get_usize(v, &["fast", "logit_rows"])?,
-            weights_file: get(v, &["weights", "llm"])?
-                .as_str()
-                .ok_or_else(|| Error::bundle(MANIFEST, "weights.llm", "not a string"))?
-                .to_string(),
+            dim: d.dim,
+            n_layer: d.n_layer,
+            n_head: count(a.n_head, "n_head")?,
+            n_local_heads: d.n_local_heads,
+            head_dim: d.head_dim,
+            intermediate_size: count(a.intermediate_size, "intermediate_size")?,
+            vocab_size: count(a.vocab_size, "vocab_size")?,
+            max_seq_len: d.max_seq_len,
+            rope_base: number(a.rope_base, "rope_base")?,
+            norm_eps: number(a.norm_eps, "norm_eps")? as f32,
+            qk_norm: a.attention_qk_norm.unwrap_or(false),
+            codebook_size: count(a.codebook_size, "codebook_size")?,
+            num_codebooks: d.num_codebooks,
+            scale_codebook_embeddings: a.scale_codebook_embeddings.unwrap_or(false),
+            n_fast_layer: d.n_fast_layer,
+            fast_dim: d.fast_dim,
+            fast_n_head: count(a.fast_n_head, "fast_n_head")?,
+            fast_n_local_heads: d.fast_n_local_heads,
+            fast_head_dim: d.fast_head_dim,
+            fast_intermediate_size: count(a.fast_intermediate_size, "fast_intermediate_size")?,
+            fast_qk_norm: a.fast_attention_qk_norm.unwrap_or(false),
+            semantic_begin: t.semantic_begin as usize,
+            semantic_end: t.semantic_end as usize,
+            im_end: t.im_end as usize,
+            semantic_rows: info.semantic_rows,
+            im_end_index: info.im_end_index,
+            fast_logit_rows: info.fast_logit_rows,
+            weights_file: info
+                .weights
+                .get("llm")
+                .cloned()
+                .ok_or_else(|| Error::bundle(MANIFEST, "weights.llm", "missing"))?,
         };
         for (k, flag) in [
-            ("attention_qkv_bias", "model"),
-            ("attention_o_bias", "model"),
-            ("fast_attention_qkv_bias", "model"),
-            ("fast_attention_o_bias", "model"),
-            ("tie_word_embeddings", "model"),
+            ("attention_qkv_bias", a.attention_qkv_bias),
+            ("attention_o_bias", a.attention_o_bias),
+            ("fast_attention_qkv_bias", a.fast_attention_qkv_bias),
+            ("fast_attention_o_bias", a.fast_attention_o_bias),
+            ("tie_word_embeddings", a.tie_word_embeddings),
         ] {
-            if get_bool_or(v, &[flag, k], false)? {
+            if flag.unwrap_or(false) {
                 return Err(unsupported(k, "the CUDA backend implements the S1 layout (false)"));
             }
         }
@@ -297,73 +269,6 @@ impl ModelConfig {
 #[cold]
 fn unsupported(field: &str, reason: &str) -> Error {
     Error::bundle(MANIFEST, field, format!("not supported by the cuda backend: {reason}"))
-}
-
-/// One tensor of a safetensors file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// dtype string (`BF16`, `F32`, ...).
-    pub dtype: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Byte offset of the data from the start of the file.
-    pub file_offset: u64,
-    /// Byte length.
-    pub bytes: usize,
-}
-
-/// Reads a safetensors header: tensor name → info (offsets made absolute).
-pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let io = |e| Error::Io { path: path.to_path_buf(), source: e };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let file_len = f.metadata().map_err(io)?.len();
-    let mut len8 = [0u8; 8];
-    f.read_exact(&mut len8).map_err(io)?;
-    let hlen = u64::from_le_bytes(len8);
-    if hlen > 100_000_000 || 8 + hlen > file_len {
-        return Err(Error::bundle(&name, "-", "bad safetensors header length"));
-    }
-    let mut h = vec![0u8; hlen as usize];
-    f.read_exact(&mut h).map_err(io)?;
-    let v: Value = serde_json::from_slice(&h)
-        .map_err(|e| Error::bundle(&name, "-", format!("safetensors header is not JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| Error::bundle(&name, "-", "header is not an object"))?;
-    let mut out = BTreeMap::new();
-    for (k, t) in obj {
-        if k == "__metadata__" {
-            continue;
-        }
-        let bad = |what: &str| Error::bundle(&name, k, what.to_string());
-        let dtype = t.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("no dtype"))?;
-        let shape = t
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no shape"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| bad("bad shape"))?;
-        let offs = t
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 2)
-            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
-            .ok_or_else(|| bad("bad data_offsets"))?;
-        if offs.1 < offs.0 || 8 + hlen + offs.1 > file_len {
-            return Err(bad("data_offsets outside the file"));
-        }
-        out.insert(
-            k.clone(),
-            TensorInfo {
-                dtype: dtype.to_string(),
-                shape,
-                file_offset: 8 + hlen + offs.0,
-                bytes: (offs.1 - offs.0) as usize,
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// Which rows of the source tensor a placement takes.
@@ -626,30 +531,58 @@ pub fn bf16_to_f32(b: u16) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::safetensors::read_header;
     use std::path::PathBuf;
 
     fn tiny() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
     }
 
+    fn tiny_config() -> ModelConfig {
+        let info = crate::bundle::Bundle::load(&tiny(), false).unwrap().info;
+        ModelConfig::from_bundle(&info).unwrap()
+    }
+
     /// The tiny bundle's config, weights file, its header and the weight plan.
     fn tiny_plan() -> (ModelConfig, PathBuf, BTreeMap<String, TensorInfo>, WeightPlan) {
-        let c = ModelConfig::from_bundle_dir(&tiny()).unwrap();
+        let c = tiny_config();
         let path = tiny().join(&c.weights_file);
-        let h = read_safetensors_header(&path).unwrap();
+        let h = read_header(&path).unwrap();
         let plan = WeightPlan::new(&c, &h).unwrap();
         (c, path, h, plan)
     }
 
     #[test]
     fn layout_tiny_manifest_parses_and_checks() {
-        let c = ModelConfig::from_bundle_dir(&tiny()).unwrap();
+        let c = tiny_config();
         assert_eq!((c.dim, c.n_layer, c.head_dim, c.fast_head_dim), (32, 2, 16, 8));
         assert_eq!(c.head_rows(), c.semantic_rows + 1);
         assert_eq!(c.semantic_rows, c.semantic_end - c.semantic_begin + 1);
         assert!(c.qk_norm && !c.fast_qk_norm);
         ModelConfig::s1_mini().check().unwrap();
         assert!(ModelConfig::s1_mini().int8_compatible());
+    }
+
+    #[test]
+    fn layout_config_comes_from_the_loaded_bundle_and_names_what_it_lacks() {
+        let info = crate::bundle::Bundle::load(&tiny(), false).unwrap().info;
+        let c = ModelConfig::from_bundle(&info).unwrap();
+        assert_eq!((c.dim, c.fast_dim, c.n_layer), (info.model.dim, info.model.fast_dim, 2));
+        assert_eq!(c.semantic_begin, info.tokens.semantic_begin as usize);
+        assert_eq!(c.weights_file, "llm.safetensors");
+        let field_of = |info: &BundleInfo| match ModelConfig::from_bundle(info) {
+            Err(Error::BundleInvalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let mut i = info.clone();
+        i.model_args.n_head = None;
+        assert_eq!(field_of(&i), "model.n_head");
+        let mut i = info.clone();
+        i.model_args.tie_word_embeddings = Some(true);
+        assert_eq!(field_of(&i), "tie_word_embeddings");
+        let mut i = info;
+        i.weights.clear();
+        assert_eq!(field_of(&i), "weights.llm");
     }
 
     #[test]
@@ -689,12 +622,12 @@ mod tests {
 
     #[test]
     fn layout_wrong_shape_is_bundle_invalid() {
-        let c = ModelConfig::from_bundle_dir(&tiny()).unwrap();
-        let mut h = read_safetensors_header(&tiny().join(&c.weights_file)).unwrap();
+        let c = tiny_config();
+        let mut h = read_header(&tiny().join(&c.weights_file)).unwrap();
         h.get_mut("layers.0.attention.wqkv.weight").unwrap().shape = vec![1, 2];
         let e = WeightPlan::new(&c, &h).unwrap_err();
         assert!(matches!(e, Error::BundleInvalid { .. }), "{e}");
-        let mut h = read_safetensors_header(&tiny().join(&c.weights_file)).unwrap();
+        let mut h = read_header(&tiny().join(&c.weights_file)).unwrap();
         h.remove("norm.weight");
         assert!(WeightPlan::new(&c, &h).unwrap_err().to_string().contains("norm.weight"));
     }

@@ -118,7 +118,7 @@ pub(super) enum WeightSource {
     /// The bundle's safetensors file.
     File {
         path: std::path::PathBuf,
-        header: std::collections::BTreeMap<String, layout::TensorInfo>,
+        header: std::collections::BTreeMap<String, crate::bundle::safetensors::TensorInfo>,
     },
     /// Random bf16 values (benchmarks of the real shapes without a checkpoint).
     Random { seed: u64 },

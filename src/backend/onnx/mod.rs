@@ -25,7 +25,7 @@ use ort::value::{DynValue, Tensor, TensorRef};
 use parking_lot::Mutex;
 
 use super::{BackendPair, Codec, CodecStep, SlowOutput, T2sRequest, Text2Semantic};
-use crate::bundle::{Bundle, BundleInfo, ModelDims, StepStateTensor};
+use crate::bundle::{Bundle, BundleInfo, ModelDims, Precision, StepStateTensor};
 use crate::codes::{Codes, Frames};
 use crate::config::{EngineConfig, GraphOptimization, TensorRtPrecision};
 use crate::error::{Error, Result};
@@ -401,7 +401,7 @@ fn open_cached(
 pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> {
     let info = &bundle.info;
     // int8 / int4 bundles are fp32 graphs whose weight matrices are MatMulNBits.
-    if !matches!(info.precision.as_str(), "fp32" | "int8" | "int4") {
+    if !matches!(info.precision, Precision::Fp32 | Precision::Int8 | Precision::Int4) {
         return Err(unavailable(format!(
             "onnx-cpu runs fp32, int8 and int4 bundles, this one is {} (export with \
              --precision int4, or fp32)",
@@ -590,10 +590,10 @@ pub(crate) fn build_codec(
     if !info.graphs.contains_key("codec_decode") {
         return Ok(None);
     }
-    let float = match (flavor, info.precision.as_str()) {
+    let float = match (flavor, info.precision) {
         // The codec of an int8 / int4 bundle is the fp32 export's.
-        (_, "fp32" | "int8" | "int4") => Float::F32,
-        (Flavor::Cuda | Flavor::TensorRt, "fp16") => Float::F16,
+        (_, Precision::Fp32 | Precision::Int8 | Precision::Int4) => Float::F32,
+        (Flavor::Cuda | Flavor::TensorRt, Precision::Fp16) => Float::F16,
         (_, other) => {
             return Err(unavailable(format!(
                 "{} cannot run the codec of a {other} bundle",
@@ -722,15 +722,15 @@ pub(crate) fn build_gpu(
 ) -> Result<BackendPair> {
     let name = flavor.name();
     let info = &bundle.info;
-    let float = match info.precision.as_str() {
-        "fp32" => Float::F32,
-        "fp16" => Float::F16,
+    let float = match info.precision {
+        Precision::Fp32 => Float::F32,
+        Precision::Fp16 => Float::F16,
         other => {
             return Err(Error::BackendUnavailable {
                 backend: name,
                 reason: format!(
-                    "bundle precision {other:?} is for the CPU (onnx-cpu); GPUs take fp32 or fp16 \
-                     bundles (python -m s1mini_export --precision fp16)"
+                    "bundle precision \"{other}\" is for the CPU (onnx-cpu); GPUs take fp32 or \
+                     fp16 bundles (python -m s1mini_export --precision fp16)"
                 ),
             })
         }

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use s1_mini::audio::{wav_bytes, WavFileWriter};
+use s1_mini::bundle::Precision;
 use s1_mini::{
     npy, Audio, BackendKind, Codes, Engine, EngineConfig, Error, Frames, Request, Result,
     SynthParams, Voice, WavFormat,
@@ -723,19 +724,22 @@ fn print_backends(cfg: &EngineConfig) -> bool {
 
 /// Which bundle precision suits this machine, and whether `precision` (the loaded bundle's) is
 /// it.
-fn print_precision_advice(gpu: bool, precision: Option<&str>) {
+fn print_precision_advice(gpu: bool, precision: Option<Precision>) {
     let (best, why) = if gpu {
-        ("fp16", "a GPU backend is available: fp16 graphs (the cuda backend reads bf16 weights)")
+        (
+            Precision::Fp16,
+            "a GPU backend is available: fp16 graphs (the cuda backend reads bf16 weights)",
+        )
     } else {
         (
-            "int8",
+            Precision::Int8,
             "no GPU backend here: weight-only int8 decodes ~2.5x faster than fp32 at a small \
              measured quality cost; int4 is faster still but its cost must be checked on your \
              checkpoint",
         )
     };
     println!("suggested   {best} bundle ({why}; docs/rust-core.md \"Bundle precision\")");
-    if let Some(p) = precision.filter(|p| *p != best) {
+    if let Some(p) = precision.filter(|&p| p != best) {
         let cmd =
             format!("python -m s1mini_export --checkpoint CKPT --out BUNDLE --precision {best}");
         println!("            this bundle is {p}: export another with `{cmd}`");
@@ -753,7 +757,7 @@ fn info(a: &InfoArgs) -> Result<()> {
     if let Some(dir) = &a.bundle {
         let bundle = s1_mini::bundle::Bundle::load(dir, !a.no_verify)?;
         print_bundle(&bundle.info, a.no_verify);
-        precision = Some(bundle.info.precision.as_str());
+        precision = Some(bundle.info.precision);
     }
     let gpu = print_backends(&cfg);
     print_precision_advice(gpu, precision);
