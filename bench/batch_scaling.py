@@ -6,6 +6,7 @@
 ONNX Runtime CPU, 2 intra-op threads, spinning off (as the engine), slow graph at a 100-position
 context and fast graph at position 5; prints ms per slow call, per fast call and per frame.
 Used for the "how it grows" line of README's concurrency table."""
+import json, numpy as np, onnxruntime as ort, sys, time
 b = sys.argv[1]
 m = json.load(open(f"{b}/manifest.json")); c = m["model"]
 so = ort.SessionOptions(); so.intra_op_num_threads = 2
