@@ -13,14 +13,14 @@
 //! holding one request, bound as both past and present of the slow graph's
 //! GroupQueryAttention so it is updated in place (as [`super::kv::SlowKv`] does for one
 //! request). A prompt runs through the request's own [`super::kv::SlowKv`] (batch 1, chunked,
-//! beside the running batch) and its cache is copied into a slot once, at the prefill frame.
+//! beside the running batch); at the prefill frame its cache becomes the pool (a request alone:
+//! no copy) or is copied into a slot once.
 //! A slot whose request has no row in a step runs as a harmless dummy row: it writes its next,
 //! still unfilled, position, which its next real step overwrites.
 //!
 //! A row's numbers do not depend on its batch: every row is sampled by the same host code with
 //! its own seed (`host.rs`), and ONNX Runtime computes rows independently (checked by
-//! `a_request_decodes_the_same_codes_alone_and_in_a_batch` and by `bench --streams` at the real
-//! shapes).
+//! `tests/batching.rs` on the tiny bundle and by `bench --streams` at the real shapes).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
