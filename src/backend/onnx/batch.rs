@@ -23,6 +23,7 @@
 //! `tests/batching.rs` on the tiny bundle and by `bench --streams` at the real shapes).
 
 use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -183,7 +184,15 @@ impl Batcher {
                 st.stats.max_rows = st.stats.max_rows.max(jobs.len());
                 st.expected = jobs.iter().map(|j| j.slot).collect();
                 let taken = st.taken.clone();
-                let results = MutexGuard::unlocked(&mut st, || self.run(jobs, &taken));
+                let tickets: Vec<u64> = jobs.iter().map(|j| j.ticket).collect();
+                // A panic inside the step must not leave `leading` set (every waiting thread
+                // would wait for ever): each of its rows gets an error instead.
+                let results = MutexGuard::unlocked(&mut st, || {
+                    catch_unwind(AssertUnwindSafe(|| self.run(jobs, &taken))).unwrap_or_else(|_| {
+                        let e = || Error::Internal("batched step panicked".into());
+                        tickets.iter().map(|&t| (t, Err(e()))).collect()
+                    })
+                });
                 st.done.extend(results);
                 st.leading = false;
                 // The rows just served get their wait from now.
