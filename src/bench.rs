@@ -637,16 +637,14 @@ fn concurrent_run(engine: &Engine, request: &Request, n: usize) -> Result<Concur
     let before = crate::internal::batch_stats(engine);
     let start = std::sync::Barrier::new(n);
     let t0 = std::sync::OnceLock::new();
-    // Per request: (frames, prefill ms, decode ms, end, the frames themselves).
-    type Run = (usize, f64, f64, Instant, Vec<crate::generate::Frame>);
-    let runs: Vec<Result<Run>> = std::thread::scope(|scope| {
+    let runs: Vec<Result<StreamRun>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
             .map(|i| {
                 let (start, t0) = (&start, &t0);
                 let mut req = request.clone();
                 req.params =
                     req.params.clone().with_seed(request.params.seed.wrapping_add(i as u64));
-                scope.spawn(move || -> Result<Run> {
+                scope.spawn(move || -> Result<StreamRun> {
                     let mut gen = engine.generator(&req)?;
                     start.wait();
                     t0.get_or_init(Instant::now);
@@ -658,7 +656,12 @@ fn concurrent_run(engine: &Engine, request: &Request, n: usize) -> Result<Concur
                     while let Some(f) = gen.decode_frame(&req.cancel)? {
                         made.push(f);
                     }
-                    Ok((made.len(), prefill_ms, ms(t), Instant::now(), made))
+                    Ok(StreamRun {
+                        prefill_ms,
+                        decode_ms: ms(t),
+                        end: Instant::now(),
+                        frames: made,
+                    })
                 })
             })
             .collect();
@@ -671,8 +674,8 @@ fn concurrent_run(engine: &Engine, request: &Request, n: usize) -> Result<Concur
     });
     let runs = runs.into_iter().collect::<Result<Vec<_>>>()?;
     let t0 = t0.get().copied().unwrap_or_else(Instant::now);
-    let wall = runs.iter().map(|r| r.3.duration_since(t0).as_secs_f64()).fold(0.0, f64::max);
-    let frames: usize = runs.iter().map(|r| r.0).sum();
+    let wall = runs.iter().map(|r| r.end.duration_since(t0).as_secs_f64()).fold(0.0, f64::max);
+    let frames: usize = runs.iter().map(|r| r.frames.len()).sum();
     let after = crate::internal::batch_stats(engine);
     let mean_batch_rows = before.zip(after).and_then(|(b, a)| {
         let steps = a.steps.saturating_sub(b.steps);
@@ -680,18 +683,37 @@ fn concurrent_run(engine: &Engine, request: &Request, n: usize) -> Result<Concur
     });
     let per_stream: Vec<f64> = runs
         .iter()
-        .map(|r| if r.2 > 0.0 { r.0.saturating_sub(1) as f64 / (r.2 / 1e3) } else { 0.0 })
+        .map(|r| {
+            let decoded = r.frames.len().saturating_sub(1) as f64;
+            if r.decode_ms > 0.0 {
+                decoded / (r.decode_ms / 1e3)
+            } else {
+                0.0
+            }
+        })
         .collect();
     Ok(Concurrency {
         streams: n,
         aggregate_frames_per_s: if wall > 0.0 { frames as f64 / wall } else { 0.0 },
         speedup_over_one: None,
         per_stream_frames_per_s: Stat::of(&per_stream),
-        prefill_ms: Stat::of(&runs.iter().map(|r| r.1).collect::<Vec<_>>()),
+        prefill_ms: Stat::of(&runs.iter().map(|r| r.prefill_ms).collect::<Vec<_>>()),
         mean_batch_rows,
         same_frames_as_alone: None,
-        first_frames: runs.into_iter().next().map(|r| r.4).unwrap_or_default(),
+        first_frames: runs.into_iter().next().map(|r| r.frames).unwrap_or_default(),
     })
+}
+
+/// One request of a concurrency run.
+struct StreamRun {
+    /// Prompt → prefill frame, ms.
+    prefill_ms: f64,
+    /// The frames after the prefill frame, ms.
+    decode_ms: f64,
+    /// When its last frame came.
+    end: Instant,
+    /// Every frame it made.
+    frames: Vec<crate::generate::Frame>,
 }
 
 fn summarise(

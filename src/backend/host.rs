@@ -58,43 +58,76 @@ impl HostSampled {
     fn window(&self, history: &[Frame], d: usize, slot: usize, compat: bool) -> Vec<usize> {
         window(&self.info, history, d, slot, compat)
     }
+}
 
-    /// Samples the frame from the slow output: main token, then the fast codebooks.
-    fn sample_frame(
-        &mut self,
-        slow: SlowOutput,
-        row: &StepRow<'_>,
-        clock: &mut Clock<'_>,
-    ) -> Result<Frame> {
-        let info = self.info.clone();
-        let s = row.sampling;
-        let windows = penalty_windows(&info, row.history, row.frame, s.fish_speech_compat);
-        let frame_u32 = frame_u32(row.frame)?;
-        let k_books = info.model.num_codebooks;
+/// One fast-transformer position over a step's rows: `(hidden of every row, each row's code)`
+/// → `[rows × logit rows]` logits.
+pub(crate) type FastCall<'a> = dyn FnMut(&[f32], &[i64]) -> Result<Vec<f32>> + 'a;
 
-        let t0 = clock.stamp();
-        let mut frame = Vec::with_capacity(k_books + 1);
-        let (main_id, c0) = sample_main(&info, slow.logits, &windows[0], s, frame_u32);
+/// How one row of a step is sampled: its frame index, penalty windows (from
+/// [`penalty_windows`]) and sampling settings.
+pub(crate) struct RowSampling<'a> {
+    pub frame: usize,
+    pub windows: &'a [Vec<usize>],
+    pub sampling: &'a FrameSampling,
+}
+
+/// The frames of `rows` from their slow outputs: each row's main token, then the fast
+/// transformer over all rows at once (`fast(hidden of every row, each row's code)` →
+/// `[rows × fast_logit_rows]` logits, position 0 with code 0, whose logits are discarded, then
+/// one call per codebook), each row's codebook sampled between calls. The one place a frame is
+/// sampled on the host: [`HostSampled`] calls it with one row, the CPU batch with many.
+pub(crate) fn sample_frames(
+    info: &BundleInfo,
+    rows: &[RowSampling<'_>],
+    slow: Vec<SlowOutput>,
+    fast: &mut FastCall<'_>,
+    times: Option<&mut StageTimes>,
+) -> Result<Vec<Frame>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut clock = Clock(times);
+    let t0 = clock.stamp();
+    let mut frames: Vec<Frame> = Vec::with_capacity(rows.len());
+    let mut hidden = Vec::with_capacity(slow.iter().map(|o| o.hidden.len()).sum());
+    for (row, out) in rows.iter().zip(slow) {
+        let (main_id, c0) =
+            sample_main(info, out.logits, &row.windows[0], row.sampling, frame_u32(row.frame)?);
+        let mut frame = Vec::with_capacity(info.model.num_codebooks + 1);
         frame.push(main_id);
         frame.push(c0);
-        clock.charge(t0, Stage::Sampling);
-
-        let t0 = clock.stamp();
-        self.req.fast_reset()?;
-        // Position 0: the slow hidden state; its logits are discarded.
-        self.req.fast(&slow.hidden, 0)?;
-        clock.charge(t0, Stage::Fast);
-        for k in 1..k_books {
-            let prev = frame[k];
-            let t0 = clock.stamp();
-            let logits = self.req.fast(&slow.hidden, prev)?;
-            clock.charge(t0, Stage::Fast);
-            let t0 = clock.stamp();
-            frame.push(sample_code(&info, logits, &windows[k], s, frame_u32, k));
-            clock.charge(t0, Stage::Sampling);
-        }
-        Ok(frame)
+        frames.push(frame);
+        hidden.extend_from_slice(&out.hidden);
     }
+    clock.charge(t0, Stage::Sampling);
+
+    let t0 = clock.stamp();
+    fast(&hidden, &vec![0; rows.len()])?;
+    clock.charge(t0, Stage::Fast);
+    for k in 1..info.model.num_codebooks {
+        let t0 = clock.stamp();
+        let codes: Vec<i64> = frames.iter().map(|f| f[k]).collect();
+        let logits = fast(&hidden, &codes)?;
+        clock.charge(t0, Stage::Fast);
+        // Each row's share is its logits; sample_code uses the first fast_logit_rows of them
+        // (the backends check their own lengths against the manifest).
+        if logits.is_empty() || logits.len() % rows.len() != 0 {
+            return Err(Error::Internal(format!(
+                "fast: {} logits do not split into {} rows",
+                logits.len(),
+                rows.len()
+            )));
+        }
+        let t0 = clock.stamp();
+        let per_row = logits.len() / rows.len();
+        for ((row, frame), l) in rows.iter().zip(frames.iter_mut()).zip(logits.chunks(per_row)) {
+            let f = frame_u32(row.frame)?;
+            frame.push(sample_code(info, l.to_vec(), &row.windows[k], row.sampling, f, k));
+        }
+        clock.charge(t0, Stage::Sampling);
+    }
+    Ok(frames)
 }
 
 /// Frame index f as the RNG's frame counter.
@@ -147,8 +180,8 @@ pub(crate) fn penalty_windows(
 ) -> Vec<Vec<usize>> {
     let k_books = info.model.num_codebooks;
     match frame.checked_sub(1) {
-        None => vec![Vec::new(); k_books.max(1)],
-        Some(d) => (0..k_books.max(1)).map(|slot| window(info, history, d, slot, compat)).collect(),
+        None => vec![Vec::new(); k_books],
+        Some(d) => (0..k_books).map(|slot| window(info, history, d, slot, compat)).collect(),
     }
 }
 
@@ -217,7 +250,24 @@ impl FrameStep for HostSampled {
                     out
                 }
             };
-            row.out = self.sample_frame(slow, row, &mut clock)?;
+            let info = &self.info;
+            let windows =
+                penalty_windows(info, row.history, row.frame, row.sampling.fish_speech_compat);
+            let rs = [RowSampling { frame: row.frame, windows: &windows, sampling: row.sampling }];
+            let t0 = clock.stamp();
+            self.req.fast_reset()?;
+            clock.charge(t0, Stage::Fast);
+            let req = &mut self.req;
+            let mut fast = |hidden: &[f32], codes: &[i64]| req.fast(hidden, codes[0]);
+            let [frame] = <[Frame; 1]>::try_from(sample_frames(
+                info,
+                &rs,
+                vec![slow],
+                &mut fast,
+                clock.0.as_deref_mut(),
+            )?)
+            .map_err(|_| Error::Internal("host sampling: one row in, not one frame out".into()))?;
+            row.out = frame;
         }
         Ok(())
     }

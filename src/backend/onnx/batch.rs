@@ -34,7 +34,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::kv::cache_names;
 use super::{empty, extract_f32, host_memory, ort_err, take, OnnxRequest, T2sShared, NAME};
-use crate::backend::host::{frame_u32, penalty_windows, sample_code, sample_main};
+use crate::backend::host::{penalty_windows, sample_frames, RowSampling};
 use crate::backend::{
     BatchStats, FrameSampling, FrameStep, KvSnapshot, SlowOutput, StepRow, T2sRequest,
 };
@@ -238,49 +238,26 @@ impl Batcher {
     /// One step: the slow call for every row, then the main tokens, then the fast calls for
     /// every row at once with each row's codebook sampled in between.
     fn step_batch(&self, mut jobs: Vec<Job>, taken: &[bool]) -> Result<Vec<Done>> {
-        let timed = jobs.iter().any(|j| j.timed);
-        let mut clock = BatchClock { timed, times: StageTimes::default() };
-
-        let t0 = clock.stamp();
+        let mut times = jobs.iter().any(|j| j.timed).then(StageTimes::default);
+        let t0 = times.as_ref().map(|_| Instant::now());
         let slow = self.slow_outputs(&mut jobs, taken)?;
-        clock.times.slow += clock.since(t0);
-
-        let info = &self.info;
-        let t0 = clock.stamp();
-        let mut frames: Vec<Frame> = Vec::with_capacity(jobs.len());
-        let mut hidden = Vec::with_capacity(jobs.len() * self.shared.dims.fast_dim);
-        for (job, out) in jobs.iter().zip(slow) {
-            let (main_id, c0) = sample_main(
-                info,
-                out.logits,
-                &job.windows[0],
-                &job.sampling,
-                frame_u32(job.frame)?,
-            );
-            frames.push(vec![main_id, c0]);
-            hidden.extend_from_slice(&out.hidden);
+        if let (Some(t), Some(t0)) = (times.as_mut(), t0) {
+            t.slow += t0.elapsed();
         }
-        clock.times.sampling += clock.since(t0);
-
-        let mut fast = FastBatch::new(&self.shared, hidden, jobs.len())?;
-        let t0 = clock.stamp();
-        // Position 0: the slow hidden states; their logits are discarded.
-        fast.next(&vec![0; jobs.len()])?;
-        clock.times.fast += clock.since(t0);
-        let rows = self.shared.fast_rows;
-        for k in 1..info.model.num_codebooks {
-            let t0 = clock.stamp();
-            let codes: Vec<i64> = frames.iter().map(|f| f[k]).collect();
-            let logits = fast.next(&codes)?;
-            clock.times.fast += clock.since(t0);
-            let t0 = clock.stamp();
-            for ((job, f), row) in jobs.iter().zip(frames.iter_mut()).zip(logits.chunks(rows)) {
-                let frame = frame_u32(job.frame)?;
-                f.push(sample_code(info, row.to_vec(), &job.windows[k], &job.sampling, frame, k));
-            }
-            clock.times.sampling += clock.since(t0);
-        }
-        Ok(frames.into_iter().map(|frame| Done { frame, times: clock.times.clone() }).collect())
+        let rows: Vec<RowSampling<'_>> = jobs
+            .iter()
+            .map(|j| RowSampling { frame: j.frame, windows: &j.windows, sampling: &j.sampling })
+            .collect();
+        let mut fast = FastBatch::new(&self.shared, jobs.len())?;
+        let frames = sample_frames(
+            &self.info,
+            &rows,
+            slow,
+            &mut |hidden, codes| fast.next(hidden, codes),
+            times.as_mut(),
+        )?;
+        let times = times.unwrap_or_default();
+        Ok(frames.into_iter().map(|frame| Done { frame, times: times.clone() }).collect())
     }
 
     /// The slow transformer's output of each job's row: joining rows move their prompt's cache
@@ -318,7 +295,7 @@ impl Batcher {
             }
         }
         let mut stepped = if feed.iter().any(Option::is_some) {
-            pool.run(&mut self.shared.slow.lock(), &feed, taken, &self.shared)?
+            pool.run(&self.shared, &feed, taken)?
         } else {
             Vec::new()
         };
@@ -334,27 +311,10 @@ impl Batcher {
     }
 }
 
-/// Stage times of one step (read only when a row asked for them).
-struct BatchClock {
-    timed: bool,
-    times: StageTimes,
-}
-
-impl BatchClock {
-    fn stamp(&self) -> Option<Instant> {
-        self.timed.then(Instant::now)
-    }
-
-    fn since(&self, t0: Option<Instant>) -> Duration {
-        t0.map_or(Duration::ZERO, |t| t.elapsed())
-    }
-}
-
 /// The fast transformer over a step's rows, all at the same position: its KV cache is the
 /// previous call's present (at most `num_codebooks` positions).
 struct FastBatch<'a> {
     session: parking_lot::MutexGuard<'a, Session>,
-    hidden: Vec<f32>,
     rows: usize,
     dim: usize,
     logit_rows: usize,
@@ -363,12 +323,11 @@ struct FastBatch<'a> {
 }
 
 impl<'a> FastBatch<'a> {
-    fn new(shared: &'a T2sShared, hidden: Vec<f32>, rows: usize) -> Result<Self> {
+    fn new(shared: &'a T2sShared, rows: usize) -> Result<Self> {
         let d = &shared.dims;
         let shape = [d.n_fast_layer, rows, d.fast_n_local_heads, 0, d.fast_head_dim];
         Ok(FastBatch {
             session: shared.fast.lock(),
-            hidden,
             rows,
             dim: d.fast_dim,
             logit_rows: shared.fast_rows,
@@ -377,10 +336,11 @@ impl<'a> FastBatch<'a> {
         })
     }
 
-    /// The next position with each row's previous code: logits `[rows × logit_rows]`.
-    fn next(&mut self, codes: &[i64]) -> Result<Vec<f32>> {
+    /// The next position with each row's hidden state (`[rows × dim]`, used at position 0)
+    /// and previous code: logits `[rows × logit_rows]`.
+    fn next(&mut self, hidden: &[f32], codes: &[i64]) -> Result<Vec<f32>> {
         let (n, e) = (self.rows, ort_err("fast"));
-        let h = TensorRef::from_array_view(([n, self.dim], &self.hidden[..])).map_err(e)?;
+        let h = TensorRef::from_array_view(([n, self.dim], hidden)).map_err(e)?;
         let c = TensorRef::from_array_view(([n], codes)).map_err(ort_err("fast"))?;
         let mut out = self
             .session
@@ -501,11 +461,8 @@ impl Pool {
                 let (_, dst) = t.extract_tensor_mut();
                 for s in 0..rows.min(self.rows) {
                     let len = if taken.get(s) == Some(&true) { self.len(s) } else { 0 };
-                    for hh in 0..h {
-                        let from = ((s * h + hh) * self.capacity) * d;
-                        let to = ((s * h + hh) * capacity) * d;
-                        dst[to..to + len * d].copy_from_slice(&src[from..from + len * d]);
-                    }
+                    let from = Rows { data: src, row: s, capacity: self.capacity };
+                    copy_positions(from, dst, s, capacity, h, d, len);
                 }
             }
             bufs.push(t.upcast());
@@ -557,11 +514,8 @@ impl Pool {
                 return Err(Error::Internal("batch: a prompt cache of another shape".into()));
             }
             let (_, dst) = buf.try_extract_tensor_mut::<f32>().map_err(ort_err("batch kv"))?;
-            for hh in 0..h {
-                let to = ((slot * h + hh) * cap) * d;
-                let at = hh * src_capacity * d;
-                dst[to..to + len * d].copy_from_slice(&from[at..at + len * d]);
-            }
+            let from = Rows { data: from, row: 0, capacity: src_capacity };
+            copy_positions(from, dst, slot, cap, h, d, len);
         }
         self.lens[slot] = len;
         Ok(())
@@ -582,10 +536,9 @@ impl Pool {
     /// of the fed rows; their slots grow by one position.
     fn run(
         &mut self,
-        session: &mut Session,
+        shared: &T2sShared,
         feed: &[Option<&[i64]>],
         taken: &[bool],
-        shared: &T2sShared,
     ) -> Result<Vec<Option<SlowOutput>>> {
         let (rows, k1) = (self.rows, self.tokens_per_row);
         let mut tokens = vec![0i64; rows * k1];
@@ -612,6 +565,7 @@ impl Pool {
         for name in ["logits", "hidden"] {
             self.binding.bind_output_to_device(name, &out_mem).map_err(ort_err("batch: bind"))?;
         }
+        let mut session = shared.slow.lock();
         let out = session.run_binding(&self.binding).map_err(ort_err("slow"))?;
         let logits = extract_f32(&out, "logits", "slow")?;
         let hidden = extract_f32(&out, "hidden", "slow")?;
@@ -641,6 +595,32 @@ impl Pool {
             }
         }
         Ok(outs)
+    }
+}
+
+/// Row `row` of a cache buffer laid out `[rows, H, capacity, D]`.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    row: usize,
+    capacity: usize,
+}
+
+/// Copies positions `0..len` of every head of `from`'s row into row `row` of `to`
+/// (`[rows, heads, capacity, d]`): one contiguous run per head.
+fn copy_positions(
+    from: Rows<'_>,
+    to: &mut [f32],
+    row: usize,
+    capacity: usize,
+    heads: usize,
+    d: usize,
+    len: usize,
+) {
+    for h in 0..heads {
+        let at = ((from.row * heads + h) * from.capacity) * d;
+        let dst = ((row * heads + h) * capacity) * d;
+        to[dst..dst + len * d].copy_from_slice(&from.data[at..at + len * d]);
     }
 }
 

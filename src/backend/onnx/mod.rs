@@ -446,15 +446,7 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
     let slow = slow?;
     check_in_place_graph(&slow)?;
     let (fast, codec) = rest?;
-    let shared = Arc::new(T2sShared {
-        slow: Mutex::new(slow),
-        fast: Mutex::new(fast),
-        dims: info.model.clone(),
-        head_rows: info.im_end_index.max(info.semantic_rows) + 1,
-        fast_rows: info.fast_logit_rows,
-    });
-    let batcher = Arc::new(batch::Batcher::new(shared.clone(), Arc::new(info.clone()))?);
-    let t2s = Arc::new(OnnxT2s { shared, batcher });
+    let t2s = Arc::new(OnnxT2s::new(slow, fast, info)?);
     Ok((t2s, codec.map(|c| Arc::new(c) as Arc<dyn Codec>)))
 }
 
@@ -799,6 +791,19 @@ impl Text2Semantic for OnnxT2s {
 }
 
 impl OnnxT2s {
+    /// The transformer over its two sessions, with the batcher of its concurrent requests.
+    fn new(slow: Session, fast: Session, info: &BundleInfo) -> Result<OnnxT2s> {
+        let shared = Arc::new(T2sShared {
+            slow: Mutex::new(slow),
+            fast: Mutex::new(fast),
+            dims: info.model.clone(),
+            head_rows: info.im_end_index.max(info.semantic_rows) + 1,
+            fast_rows: info.fast_logit_rows,
+        });
+        let batcher = Arc::new(batch::Batcher::new(shared.clone(), Arc::new(info.clone()))?);
+        Ok(OnnxT2s { shared, batcher })
+    }
+
     fn request(&self, positions: usize) -> Result<OnnxRequest> {
         self.request_in(positions, true)
     }
@@ -998,16 +1003,7 @@ mod tests {
         let open = |role: &str| {
             open_session(&env, &config, info.graph(role).unwrap(), Flavor::Cpu, None).unwrap()
         };
-        let shared = Arc::new(T2sShared {
-            slow: Mutex::new(open("slow")),
-            fast: Mutex::new(open("fast")),
-            dims: info.model.clone(),
-            head_rows: info.im_end_index.max(info.semantic_rows) + 1,
-            fast_rows: info.fast_logit_rows,
-        });
-        let batcher =
-            Arc::new(batch::Batcher::new(shared.clone(), Arc::new(info.clone())).unwrap());
-        (OnnxT2s { shared, batcher }, bundle)
+        (OnnxT2s::new(open("slow"), open("fast"), info).unwrap(), bundle)
     }
 
     /// A text prompt `[1+K, t]`: ids 1.. (mod 1000) in row 0, no codes.
