@@ -256,6 +256,37 @@ pub struct Quantization {
     pub slow_matrix_bytes: u64,
     /// Bytes of quantised matrices (packed weights + scales) in fast.onnx.
     pub fast_matrix_bytes: u64,
+    /// Element type of slow.onnx's KV cache buffers.
+    pub kv_cache: KvCache,
+}
+
+/// Element type of a CPU bundle's slow KV cache (manifest `quantization.kv_cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvCache {
+    /// 4 bytes a value: what fp32 bundles and older int8 / int4 bundles hold.
+    Fp32,
+    /// 2 bytes a value: half the bytes a decode step reads at long contexts; onnx-cpu runs its
+    /// attention with its own kernel (docs/rust-core.md "fp16 KV cache").
+    Fp16,
+}
+
+impl KvCache {
+    /// Bytes per cached value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvCache::Fp32 => 4,
+            KvCache::Fp16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvCache::Fp32 => "fp32",
+            KvCache::Fp16 => "fp16",
+        })
+    }
 }
 
 /// Number format of a bundle's transformer graphs and weights (manifest `precision`).
@@ -725,6 +756,17 @@ fn quantization(
         block_size: bounded(q.block_size, "quantization.block_size", 1, MAX_DIM)?,
         slow_matrix_bytes: need(q.matrix_bytes.slow, "quantization.matrix_bytes.slow")?,
         fast_matrix_bytes: need(q.matrix_bytes.fast, "quantization.matrix_bytes.fast")?,
+        kv_cache: match q.kv_cache.as_deref() {
+            None | Some("fp32") => KvCache::Fp32,
+            Some("fp16") => KvCache::Fp16,
+            Some(other) => {
+                return Err(Error::bundle(
+                    MANIFEST,
+                    "quantization.kv_cache",
+                    format!("{other:?} (expected \"fp16\" or \"fp32\")"),
+                ))
+            }
+        },
     };
     if q.layer_bits != want {
         return Err(Error::bundle(

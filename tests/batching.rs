@@ -34,9 +34,23 @@ fn alone(engine: &Engine, n: usize) -> Vec<Codes> {
 
 #[test]
 fn concurrent_requests_batch_and_decode_the_same_codes_as_alone() {
-    let engine = tiny_engine();
-    let want = alone(&engine, 4);
-    let before = batch_stats(&engine).expect("onnx-cpu batches");
+    batch_equals_alone(&tiny_engine());
+}
+
+#[test]
+fn an_fp16_cache_batch_decodes_the_same_codes_as_alone() {
+    // int4 with an fp16 KV cache: the batch pool holds fp16 buffers and onnx-cpu's own
+    // attention kernel runs every row at its own position (src/backend/onnx/attention.rs).
+    let dir = quantized("int4");
+    let engine = Engine::new(config(&dir)).unwrap();
+    let q = engine.info().quantization.clone().unwrap();
+    assert_eq!(q.kv_cache, s1_mini::bundle::KvCache::Fp16);
+    batch_equals_alone(&engine);
+}
+
+fn batch_equals_alone(engine: &Engine) {
+    let want = alone(engine, 4);
+    let before = batch_stats(engine).expect("onnx-cpu batches");
     assert_eq!(before.max_rows, 1, "requests one after another run alone");
 
     for round in 0..2 {
@@ -54,7 +68,7 @@ fn concurrent_requests_batch_and_decode_the_same_codes_as_alone() {
             assert_eq!(&h.join().unwrap(), want, "round {round}, request {i}");
         }
     }
-    let stats = batch_stats(&engine).unwrap();
+    let stats = batch_stats(engine).unwrap();
     assert!(stats.max_rows >= 2, "no step had two rows: {stats:?}");
     let steps = stats.steps - before.steps;
     let rows = stats.rows - before.rows;

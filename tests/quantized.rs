@@ -4,40 +4,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
-
 use common::*;
 use s1_mini::{BackendKind, Engine, Error, Request, SynthParams};
-
-fn quantized(precision: &str) -> PathBuf {
-    static MADE: OnceLock<PathBuf> = OnceLock::new();
-    let root = MADE.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("s1mini-quantized-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    });
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = root.join(precision);
-    if !out.exists() {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = repo.join(".venv/bin/python");
-        assert!(python.exists(), "{} missing: run scripts/setup-python.sh", python.display());
-        let st = Command::new(python)
-            .env("PYTHONPATH", repo.join("tools/export"))
-            .args(["-m", "s1mini_export.quantize", "--precision", precision, "--bundle"])
-            .arg(tiny_dir())
-            .arg("--out")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(st.success(), "quantiser failed for {precision}");
-    }
-    out
-}
 
 fn rel_rmse(a: &[f32], b: &[f32]) -> f64 {
     let (mut num, mut den) = (0f64, 0f64);

@@ -164,6 +164,8 @@ pub(super) struct QuantizationSection {
     pub head_bits: Option<u64>,
     pub block_size: Option<u64>,
     pub matrix_bytes: MatrixBytes,
+    /// "fp16" or "fp32"; absent in bundles written before the option (fp32).
+    pub kv_cache: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

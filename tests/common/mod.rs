@@ -97,3 +97,35 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// The tiny fixture quantised to `precision` (int8 | int4, fp16 KV cache: the quantiser's
+/// defaults) by the exporter's quantiser (`python -m s1mini_export.quantize`, from the
+/// project's .venv, which scripts/setup-python.sh creates), made once per test process.
+#[allow(dead_code)]
+pub fn quantized(precision: &str) -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let root = MADE.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("s1mini-quantized-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    });
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = root.join(precision);
+    if !out.exists() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = repo.join(".venv/bin/python");
+        assert!(python.exists(), "{} missing: run scripts/setup-python.sh", python.display());
+        let st = std::process::Command::new(python)
+            .env("PYTHONPATH", repo.join("tools/export"))
+            .args(["-m", "s1mini_export.quantize", "--precision", precision, "--bundle"])
+            .arg(tiny_dir())
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "quantiser failed for {precision}");
+    }
+    out
+}

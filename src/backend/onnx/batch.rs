@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 
 use ort::memory::Allocator;
 use ort::session::{IoBinding, Session};
-use ort::value::{DynTensor, DynValue, Tensor, TensorRef};
+use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, TensorRef};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::device::Float;
 use super::kv::cache_names;
 use super::{empty, extract_f32, host_memory, ort_err, take, OnnxRequest, T2sShared, NAME};
 use crate::backend::host::{penalty_windows, sample_frames, RowSampling};
@@ -387,6 +388,8 @@ struct Pool {
     head_dim: usize,
     max_capacity: usize,
     tokens_per_row: usize,
+    /// Element type of the buffers (the slow graph's cache type).
+    float: Float,
 }
 
 impl Pool {
@@ -404,6 +407,7 @@ impl Pool {
             head_dim: d.head_dim,
             max_capacity: d.max_seq_len.max(1),
             tokens_per_row: 1 + d.num_codebooks,
+            float: shared.cache,
         };
         Ok(pool)
     }
@@ -450,22 +454,26 @@ impl Pool {
         let shape = [rows, h, capacity, d];
         let mut bufs = Vec::with_capacity(2 * self.layers);
         for i in 0..2 * self.layers {
-            let mut t =
-                Tensor::<f32>::new(&Allocator::default(), shape).map_err(|e| Error::Backend {
-                    backend: NAME,
-                    op: "batch kv cache".into(),
-                    message: format!("allocating {rows} x {capacity} positions: {e}"),
-                })?;
+            let allocated = match self.float {
+                Float::F32 => Tensor::<f32>::new(&Allocator::default(), shape).map(|t| t.upcast()),
+                Float::F16 => {
+                    Tensor::<half::f16>::new(&Allocator::default(), shape).map(|t| t.upcast())
+                }
+            };
+            let mut t = allocated.map_err(|e| Error::Backend {
+                backend: NAME,
+                op: "batch kv cache".into(),
+                message: format!("allocating {rows} x {capacity} positions: {e}"),
+            })?;
             if let Some(old) = self.bufs.get(i) {
-                let (_, src) = old.try_extract_tensor::<f32>().map_err(ort_err("batch kv"))?;
-                let (_, dst) = t.extract_tensor_mut();
                 for s in 0..rows.min(self.rows) {
                     let len = if taken.get(s) == Some(&true) { self.len(s) } else { 0 };
-                    let from = Rows { data: src, row: s, capacity: self.capacity };
-                    copy_positions(from, dst, s, capacity, h, d, len);
+                    let from = Slot { row: s, capacity: self.capacity };
+                    let to = Slot { row: s, capacity };
+                    copy_slot(self.float, old, from, &mut t, to, h, d, len)?;
                 }
             }
-            bufs.push(t.upcast());
+            bufs.push(t);
         }
         let mut lens = vec![0; rows];
         for (s, l) in lens.iter_mut().enumerate() {
@@ -509,13 +517,12 @@ impl Pool {
             )));
         }
         for (buf, src) in self.bufs.iter_mut().zip(src) {
-            let (_, from) = src.try_extract_tensor::<f32>().map_err(ort_err("batch kv"))?;
-            if from.len() != h * src_capacity * d {
+            if src.shape().iter().product::<i64>() != (h * src_capacity * d) as i64 {
                 return Err(Error::Internal("batch: a prompt cache of another shape".into()));
             }
-            let (_, dst) = buf.try_extract_tensor_mut::<f32>().map_err(ort_err("batch kv"))?;
-            let from = Rows { data: from, row: 0, capacity: src_capacity };
-            copy_positions(from, dst, slot, cap, h, d, len);
+            let from = Slot { row: 0, capacity: src_capacity };
+            let to = Slot { row: slot, capacity: cap };
+            copy_slot(self.float, src, from, buf, to, h, d, len)?;
         }
         self.lens[slot] = len;
         Ok(())
@@ -600,27 +607,45 @@ impl Pool {
 
 /// Row `row` of a cache buffer laid out `[rows, H, capacity, D]`.
 #[derive(Clone, Copy)]
-struct Rows<'a> {
-    data: &'a [f32],
+struct Slot {
     row: usize,
     capacity: usize,
 }
 
-/// Copies positions `0..len` of every head of `from`'s row into row `row` of `to`
-/// (`[rows, heads, capacity, d]`): one contiguous run per head.
-fn copy_positions(
-    from: Rows<'_>,
-    to: &mut [f32],
-    row: usize,
-    capacity: usize,
+/// Copies positions `0..len` of every head of `src`'s slot `from` into slot `to` of `dst`
+/// (both `[rows, heads, capacity, d]` of `float`): one contiguous run per head.
+#[allow(clippy::too_many_arguments)]
+fn copy_slot(
+    float: Float,
+    src: &DynTensor,
+    from: Slot,
+    dst: &mut DynTensor,
+    to: Slot,
     heads: usize,
     d: usize,
     len: usize,
-) {
-    for h in 0..heads {
-        let at = ((from.row * heads + h) * from.capacity) * d;
-        let dst = ((row * heads + h) * capacity) * d;
-        to[dst..dst + len * d].copy_from_slice(&from.data[at..at + len * d]);
+) -> Result<()> {
+    fn copy<T: PrimitiveTensorElementType + Copy>(
+        src: &DynTensor,
+        from: Slot,
+        dst: &mut DynTensor,
+        to: Slot,
+        heads: usize,
+        d: usize,
+        len: usize,
+    ) -> Result<()> {
+        let (_, src) = src.try_extract_tensor::<T>().map_err(ort_err("batch kv"))?;
+        let (_, dst) = dst.try_extract_tensor_mut::<T>().map_err(ort_err("batch kv"))?;
+        for h in 0..heads {
+            let at = ((from.row * heads + h) * from.capacity) * d;
+            let put = ((to.row * heads + h) * to.capacity) * d;
+            dst[put..put + len * d].copy_from_slice(&src[at..at + len * d]);
+        }
+        Ok(())
+    }
+    match float {
+        Float::F32 => copy::<f32>(src, from, dst, to, heads, d, len),
+        Float::F16 => copy::<half::f16>(src, from, dst, to, heads, d, len),
     }
 }
 
@@ -670,7 +695,7 @@ impl FrameStep for Batched {
                         .req
                         .take()
                         .ok_or_else(|| Error::Internal("batch: no prompt cache".into()))?;
-                    let (bufs, len, capacity) = req.slow.into_host_f32_buffers()?;
+                    let (bufs, len, capacity) = req.slow.into_host_buffers()?;
                     let slot = self.batcher.take_slot();
                     self.slot = Some(slot);
                     (slot, None, Some(Join { bufs, len, capacity, out }))

@@ -54,6 +54,26 @@ pub(crate) fn is_in_place_graph(session: &Session) -> bool {
         && session.inputs().iter().any(|i| i.name() == "past_key_0")
 }
 
+/// Element type of `session`'s cache buffers (its `past_key_0` input): fp32, or fp16 for a
+/// bundle exported with `--kv-cache fp16`.
+pub(crate) fn cache_float(session: &Session) -> Result<Float> {
+    use ort::value::TensorElementType as T;
+    let ty = session
+        .inputs()
+        .iter()
+        .find(|i| i.name() == "past_key_0")
+        .and_then(|i| i.dtype().tensor_type());
+    match ty {
+        Some(T::Float32) => Ok(Float::F32),
+        Some(T::Float16) => Ok(Float::F16),
+        other => Err(Error::bundle(
+            "slow.onnx",
+            "-",
+            format!("past_key_0 is {other:?}, not an fp32 or fp16 tensor"),
+        )),
+    }
+}
+
 /// Outputs of one slow call.
 pub(crate) struct SlowRun {
     pub logits: Vec<f32>,
@@ -324,12 +344,12 @@ impl SlowKv {
         Ok(SlowRun { logits, hidden })
     }
 
-    /// Gives up the cache: its buffers (key_0, value_0, .. each `[1, H, capacity, D]` f32 in
-    /// host memory), the positions filled and the capacity, for the batch pool to adopt or
-    /// copy (`batch.rs`) without a packed copy in between.
-    pub fn into_host_f32_buffers(self) -> Result<(Vec<DynTensor>, usize, usize)> {
-        if !self.host || self.float != Float::F32 {
-            return Err(Error::Internal("kv: only host f32 caches leave their request".into()));
+    /// Gives up the cache: its buffers (key_0, value_0, .. each `[1, H, capacity, D]` in host
+    /// memory), the positions filled and the capacity, for the batch pool to adopt or copy
+    /// (`batch.rs`) without a packed copy in between.
+    pub fn into_host_buffers(self) -> Result<(Vec<DynTensor>, usize, usize)> {
+        if !self.host {
+            return Err(Error::Internal("kv: only host caches leave their request".into()));
         }
         Ok((self.bufs, self.len, self.capacity))
     }

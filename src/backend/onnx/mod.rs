@@ -25,11 +25,14 @@ use ort::value::{DynValue, Tensor, TensorRef};
 use parking_lot::Mutex;
 
 use super::{BackendPair, Codec, SlowOutput, T2sRequest, Text2Semantic};
-use crate::bundle::{Bundle, BundleInfo, ModelDims, Precision};
+use crate::bundle::{Bundle, BundleInfo, KvCache, ModelDims, Precision};
 use crate::codes::{Codes, Frames};
 use crate::config::{EngineConfig, GraphOptimization, TensorRtPrecision};
 use crate::error::{Error, Result};
 
+// The fp16-cache attention kernel: SIMD intrinsics and parallel writes to one output.
+#[allow(unsafe_code)]
+mod attention;
 mod batch;
 mod codec;
 pub(crate) mod device;
@@ -250,6 +253,19 @@ fn open_session(
     flavor: Flavor,
     trt: Option<ep::EpOptions>,
 ) -> Result<Session> {
+    open_session_with(env, config, path, flavor, trt, None)
+}
+
+/// [`open_session`] with custom operators registered (`ops`: the fp16-cache attention kernel
+/// for a CPU slow graph, attention.rs).
+fn open_session_with(
+    env: &Environment,
+    config: &EngineConfig,
+    path: &Path,
+    flavor: Flavor,
+    trt: Option<ep::EpOptions>,
+    ops: Option<fn() -> Result<ort::operator::OperatorDomain>>,
+) -> Result<Session> {
     let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("graph").to_string();
     // On a GPU flavour, a failure that is about the machine (library, driver, device, memory)
     // makes the backend unavailable; anything else is the graph's fault.
@@ -287,6 +303,9 @@ fn open_session(
         for (k, v) in CONFIG_ENTRIES {
             b = b.with_config_entry(k, v).map_err(|e| invalid(e.to_string()))?;
         }
+        if let Some(ops) = ops {
+            b = b.with_operators(ops()?).map_err(|e| invalid(e.to_string()))?;
+        }
         if flavor.is_gpu() {
             b = ep::register(b, config, flavor, trt.clone()).map_err(|message| {
                 Error::BackendUnavailable {
@@ -311,9 +330,10 @@ fn open_session(
         );
         if let Some(cache) = cache {
             let options = format!(
-                "ep cpu\ngraph_optimization {:?}\nconfig {}",
+                "ep cpu\ngraph_optimization {:?}\nconfig {}{}",
                 config.graph_optimization,
-                CONFIG_ENTRIES.map(|(k, v)| format!("{k}={v}")).join(" ")
+                CONFIG_ENTRIES.map(|(k, v)| format!("{k}={v}")).join(" "),
+                if ops.is_some() { "\nops s1mini-fp16-attention" } else { "" }
             );
             if let Some(session) = open_cached(&cache, path, &options, level, &builder) {
                 return Ok(session);
@@ -424,8 +444,15 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
     // The slow graph is most of the load, and much of its session creation runs on one thread
     // (ONNX Runtime's graph set-up before packing): it opens on its own thread while this one
     // opens the others, which on 2 cores cuts a real bundle's load by the smaller share.
+    // An fp16 cache: onnx-cpu's own attention kernel replaces ONNX Runtime's (attention.rs).
+    let kv_cache = info.quantization.as_ref().map_or(KvCache::Fp32, |q| q.kv_cache);
+    let ops = match kv_cache {
+        KvCache::Fp16 => Some(attention::operators as fn() -> Result<_>),
+        KvCache::Fp32 => None,
+    };
     let (slow, rest) = std::thread::scope(|scope| {
-        let slow = scope.spawn(|| open_session(&env, config, slow_path, Flavor::Cpu, None));
+        let slow =
+            scope.spawn(|| open_session_with(&env, config, slow_path, Flavor::Cpu, None, ops));
         let rest = open_session(&env, config, fast_path, Flavor::Cpu, None).and_then(|fast| {
             let codec = open_codec(
                 info,
@@ -754,6 +781,8 @@ struct T2sShared {
     dims: ModelDims,
     head_rows: usize,
     fast_rows: usize,
+    /// Element type of slow.onnx's cache buffers.
+    cache: Float,
 }
 
 /// The DualAR transformer on ONNX Runtime's CPU provider.
@@ -793,7 +822,9 @@ impl Text2Semantic for OnnxT2s {
 impl OnnxT2s {
     /// The transformer over its two sessions, with the batcher of its concurrent requests.
     fn new(slow: Session, fast: Session, info: &BundleInfo) -> Result<OnnxT2s> {
+        let cache = kv::cache_float(&slow)?;
         let shared = Arc::new(T2sShared {
+            cache,
             slow: Mutex::new(slow),
             fast: Mutex::new(fast),
             dims: info.model.clone(),
@@ -821,7 +852,7 @@ impl OnnxT2s {
             Allocator::default(),
             host,
             &out_mem,
-            Float::F32,
+            self.shared.cache,
             d,
             positions,
         )?;
@@ -1004,6 +1035,83 @@ mod tests {
             open_session(&env, &config, info.graph(role).unwrap(), Flavor::Cpu, None).unwrap()
         };
         (OnnxT2s::new(open("slow"), open("fast"), info).unwrap(), bundle)
+    }
+
+    /// The tiny fixture quantised to int4 with an fp16 KV cache by the exporter's quantiser
+    /// (the project's .venv, scripts/setup-python.sh), made once per test process.
+    fn tiny_fp16_cache() -> PathBuf {
+        static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        MADE.get_or_init(|| {
+            let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let out = std::env::temp_dir().join(format!("s1mini-fp16kv-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&out);
+            let python = repo.join(".venv/bin/python");
+            assert!(python.exists(), "{} missing: run scripts/setup-python.sh", python.display());
+            let st = std::process::Command::new(python)
+                .env("PYTHONPATH", repo.join("tools/export"))
+                .args(["-m", "s1mini_export.quantize", "--precision", "int4", "--kv-cache"])
+                .args(["fp16", "--bundle"])
+                .arg(repo.join("tests/fixtures/tiny"))
+                .arg("--out")
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(st.success(), "quantiser failed");
+            out
+        })
+        .clone()
+    }
+
+    #[test]
+    fn fp16_cache_kernel_computes_what_onnx_runtime_does() {
+        // The same fp16-cache slow graph with ONNX Runtime's GroupQueryAttention and with
+        // ours: a prompt in chunks of 7 (the prompt path, chunks after the first with a past),
+        // then decode steps (the one-position path), logits compared at each step.
+        let dir = tiny_fp16_cache();
+        let ort = std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH");
+        let config = EngineConfig::new(&dir).with_ort_library_path(ort);
+        let bundle = Bundle::load(&dir, false).unwrap();
+        let info = &bundle.info;
+        assert_eq!(info.quantization.as_ref().unwrap().kv_cache, KvCache::Fp16);
+        let env = environment(&config).unwrap();
+        let path = info.graph("slow").unwrap();
+        let ours = attention::operators as fn() -> Result<_>;
+        let mut sessions = [
+            open_session(&env, &config, path, Flavor::Cpu, None).unwrap(),
+            open_session_with(&env, &config, path, Flavor::Cpu, None, Some(ours)).unwrap(),
+        ];
+        assert_eq!(kv::cache_float(&sessions[0]).unwrap(), Float::F16);
+        let d = &info.model;
+        let rows = 1 + d.num_codebooks;
+        let mem = host_memory().unwrap();
+        let mut logits: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+        let mut calls = [0; 2];
+        for ((s, out), calls) in sessions.iter_mut().zip(logits.iter_mut()).zip(&mut calls) {
+            let before = attention::CALLS.load(Ordering::SeqCst);
+            let mut kv =
+                kv::SlowKv::new(NAME, s, Allocator::default(), true, &mem, Float::F16, d, 64)
+                    .unwrap();
+            kv.set_chunk(7);
+            out.push(kv.run(s, &text_prompt(rows, 23), 23).unwrap().logits);
+            for step in 0..6 {
+                let mut tok = vec![0i64; rows];
+                tok[0] = 5 + step;
+                out.push(kv.run(s, &tok, 1).unwrap().logits);
+            }
+            *calls = attention::CALLS.load(Ordering::SeqCst) - before;
+        }
+        // 4 prompt chunks + 6 steps, one call per layer, in our session only.
+        assert_eq!(calls, [0, 10 * d.n_layer], "kernel calls per session");
+        for (step, (a, b)) in logits[0].iter().zip(&logits[1]).enumerate() {
+            let (mut num, mut den) = (0f64, 0f64);
+            for (x, y) in a.iter().zip(b) {
+                num += f64::from(x - y).powi(2);
+                den += f64::from(*x).powi(2);
+            }
+            let rel = (num / den).sqrt();
+            println!("step {step}: logits rel RMSE {rel:.2e}");
+            assert!(rel < 2e-3, "step {step}: ours vs ONNX Runtime's, rel RMSE {rel}");
+        }
     }
 
     /// A text prompt `[1+K, t]`: ids 1.. (mod 1000) in row 0, no codes.

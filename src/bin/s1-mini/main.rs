@@ -764,14 +764,24 @@ fn info(a: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of slow KV cache per context position (keys and values of every layer).
+fn kv_bytes_per_position(i: &s1_mini::BundleInfo, value_bytes: usize) -> usize {
+    2 * i.model.n_layer * i.model.n_local_heads * i.model.head_dim * value_bytes
+}
+
 fn print_bundle(i: &s1_mini::BundleInfo, no_verify: bool) {
     println!("bundle      {}", i.dir.display());
     println!("exporter    {}", i.exporter);
     match &i.quantization {
         Some(q) => println!(
             "precision   {} (weight-only: layer matrices {}-bit, heads {}-bit, blocks of {}; \
-             for onnx-cpu)",
-            i.precision, q.layer_bits, q.head_bits, q.block_size
+             {} KV cache, {:.1} KiB per position; for onnx-cpu)",
+            i.precision,
+            q.layer_bits,
+            q.head_bits,
+            q.block_size,
+            q.kv_cache,
+            kv_bytes_per_position(i, q.kv_cache.bytes()) as f64 / 1024.0
         ),
         None => println!("precision   {}", i.precision),
     }

@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         default="llm,codec-decode,codec-encode,codec-decode-step",
         help="comma list of llm, codec-decode, codec-encode, codec-decode-step",
     )
+    p.add_argument(
+        "--kv-cache",
+        choices=("fp16", "fp32"),
+        help="int8 / int4: the slow graph's KV cache type (default fp16: half the bytes a long-context decode step reads)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --random")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     return p
@@ -44,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .export import export, parse_parts
 
-            export(args.checkpoint, args.out, args.precision, parse_parts(args.parts), force=args.force)
+            export(
+                args.checkpoint, args.out, args.precision, parse_parts(args.parts), force=args.force, kv_cache=args.kv_cache
+            )
     except ExportError as e:
         print(f"s1mini_export: error: {e}", file=sys.stderr)
         return 1

@@ -39,10 +39,14 @@ def export(
     parts: set[str] | None = None,
     force: bool = False,
     log=llm.progress,
+    kv_cache: str | None = None,
 ) -> dict:
-    """Writes the bundle of docs/bundle-format.md to out_dir and returns its manifest."""
+    """Writes the bundle of docs/bundle-format.md to out_dir and returns its manifest.
+    `kv_cache` (int8 / int4 only): the slow graph's cache type, fp16 by default (quantize.py)."""
     if precision in QUANTIZED:
-        return _export_quantized(checkpoint, out_dir, precision, parts, force, log)
+        return _export_quantized(checkpoint, out_dir, precision, parts, force, log, kv_cache)
+    if kv_cache is not None:
+        raise ExportError(f"--kv-cache is for int8 / int4 bundles (this one is {precision})")
     if precision not in PRECISIONS:
         raise ExportError(f"--precision: unknown precision {precision!r} (expected fp32, fp16, int8 or int4)")
     parts = set(PARTS) if parts is None else parts
@@ -109,8 +113,8 @@ def export(
         raise
 
 
-def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, force: bool, log) -> dict:
-    from .quantize import quantize_bundle
+def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, force: bool, log, kv_cache) -> dict:
+    from .quantize import KV_CACHE, quantize_bundle
 
     parts = set(PARTS) if parts is None else parts
     if "llm" not in parts:
@@ -120,4 +124,4 @@ def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, fo
         fp32 = Path(tmp) / "fp32"
         export(checkpoint, fp32, "fp32", parts, log=log)
         log(f"quantising to {precision}")
-        return quantize_bundle(fp32, out_dir, precision, force=force, log=log)
+        return quantize_bundle(fp32, out_dir, precision, force=force, log=log, kv_cache=kv_cache or KV_CACHE)

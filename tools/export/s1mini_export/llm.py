@@ -377,7 +377,8 @@ class SlowRunner:
 
         c = manifest["model"]
         self.session = session
-        self.dtype = dtype or (np.float16 if manifest.get("precision") == "fp16" else np.float32)
+        past = next(i for i in session.get_inputs() if i.name == "past_key_0")
+        self.dtype = dtype or (np.float16 if past.type == "tensor(float16)" else np.float32)
         self.names, self.outs = slow_cache_names(c["n_layer"])
         shape = (1, c["n_local_heads"], capacity, c["head_dim"])
         self.cache = {n: np.zeros(shape, self.dtype) for n in self.names}

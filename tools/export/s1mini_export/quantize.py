@@ -33,9 +33,14 @@ import onnx.numpy_helper
 
 from .bundle_dir import check_out_dir, partial_dir, publish
 from .errors import ExportError
+from .kv_cache import cache_to_fp16
 from .manifest import sha256_file, write_manifest
 
 BLOCK_SIZE = 32
+# The slow graph's KV cache: fp16 halves what a decode step reads at long contexts (kv_cache.py),
+# which is what bounds it there on a CPU; "fp32" keeps the fp32 bundle's cache.
+KV_CACHES = ("fp16", "fp32")
+KV_CACHE = "fp16"
 ACCURACY_LEVEL = 4
 HEAD_BITS = 8
 PRECISIONS = {"int8": 8, "int4": 4}
@@ -53,8 +58,11 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # what MatMulNBits takes
 
 
-def quantize_graph(src: Path, dst: Path, bits: int, log=lambda m: None, block_size: int = BLOCK_SIZE) -> dict:
-    """src (fp32 graph, external data beside it allowed) -> dst with MatMulNBits weights."""
+def quantize_graph(
+    src: Path, dst: Path, bits: int, log=lambda m: None, block_size: int = BLOCK_SIZE, kv_cache: str = "fp32"
+) -> dict:
+    """src (fp32 graph, external data beside it allowed) -> dst with MatMulNBits weights;
+    `kv_cache` "fp16": a slow graph's cache buffers become fp16 (kv_cache.py)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # one line per node
@@ -84,6 +92,8 @@ def quantize_graph(src: Path, dst: Path, bits: int, log=lambda m: None, block_si
     for n in model.graph.node:
         if n.op_type == "MatMulNBits":
             matrix_bytes += sum(_nbytes(inits[x]) for x in n.input[1:4] if x in inits)
+    if kv_cache == "fp16":
+        log(f"{src.name}: {cache_to_fp16(model)} attention nodes -> fp16 KV cache")
     left = weight_matmuls(model)
     if left:
         raise ExportError(f"{src.name}: {len(left)} weight MatMuls were not quantised: {left[:3]}")
@@ -109,14 +119,23 @@ def _nbytes(t: onnx.TensorProto) -> int:
 
 
 def quantize_bundle(
-    src: Path, out: Path, precision: str, force: bool = False, log=lambda m: None, block_size: int = BLOCK_SIZE
+    src: Path,
+    out: Path,
+    precision: str,
+    force: bool = False,
+    log=lambda m: None,
+    block_size: int = BLOCK_SIZE,
+    kv_cache: str = KV_CACHE,
 ) -> dict:
     """Writes the `precision` (int8 | int4) bundle of the fp32 bundle `src` to `out` atomically,
-    with blocks of `block_size` weights; returns its manifest."""
+    with blocks of `block_size` weights and a `kv_cache` (fp16 | fp32) slow cache; returns its
+    manifest."""
     if precision not in PRECISIONS:
         raise ExportError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     if block_size not in BLOCK_SIZES:
         raise ExportError(f"--block-size: {block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
+    if kv_cache not in KV_CACHES:
+        raise ExportError(f"--kv-cache: {kv_cache!r} is not one of {', '.join(KV_CACHES)}")
     try:
         manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -135,7 +154,8 @@ def quantize_bundle(
         for g in GRAPHS:
             name = graphs[g]
             transformer_files |= {name, name + ".data"}
-            report[g] = quantize_graph(src / name, tmp / name, bits, log, block_size)
+            cache = kv_cache if g == "slow" else "fp32"
+            report[g] = quantize_graph(src / name, tmp / name, bits, log, block_size, cache)
         files = []
         for name in manifest["files"]:
             if name in transformer_files or name == manifest.get("weights", {}).get("llm"):
@@ -155,6 +175,7 @@ def quantize_bundle(
             "accuracy_level": ACCURACY_LEVEL,
             "matrix_bytes": {g: report[g]["matrix_bytes"] for g in GRAPHS},
             "from": "fp32",
+            "kv_cache": kv_cache,
         }
         manifest["files"] = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in sorted(files)}
         write_manifest(tmp / "manifest.json", manifest)
@@ -172,11 +193,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     ap.add_argument("--precision", required=True, choices=sorted(PRECISIONS))
     ap.add_argument("--block-size", type=int, default=BLOCK_SIZE, help=f"weights per scale (default {BLOCK_SIZE})")
+    ap.add_argument(
+        "--kv-cache", default=KV_CACHE, choices=KV_CACHES, help=f"slow graph's KV cache type (default {KV_CACHE})"
+    )
     ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     log = lambda m: print(f"s1mini_export.quantize: {m}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        quantize_bundle(args.bundle, args.out, args.precision, args.force, log, args.block_size)
+        quantize_bundle(args.bundle, args.out, args.precision, args.force, log, args.block_size, args.kv_cache)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -76,6 +76,12 @@ def test_unknown_part_or_precision(tiny_ckpt, tmp_path, flag, value, needle):
     assert leftovers(tmp_path) == []
 
 
+def test_kv_cache_of_an_fp32_bundle_is_refused(tiny_ckpt, tmp_path):
+    res = run_cli("--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "b"), "--kv-cache", "fp16")
+    assert_fails(res, "--kv-cache", "int8 / int4")
+    assert leftovers(tmp_path) == []
+
+
 def test_unknown_random_kind(tmp_path):
     res = run_cli("--random", "huge", "--out", str(tmp_path / "c"))
     assert_fails(res, "huge")
