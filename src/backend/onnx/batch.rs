@@ -470,7 +470,7 @@ impl Pool {
                     let len = if taken.get(s) == Some(&true) { self.len(s) } else { 0 };
                     let from = Slot { row: s, capacity: self.capacity };
                     let to = Slot { row: s, capacity };
-                    copy_slot(self.float, old, from, &mut t, to, h, d, len)?;
+                    SlotCopy { from, to, heads: h, d, len }.run(self.float, old, &mut t)?;
                 }
             }
             bufs.push(t);
@@ -522,7 +522,7 @@ impl Pool {
             }
             let from = Slot { row: 0, capacity: src_capacity };
             let to = Slot { row: slot, capacity: cap };
-            copy_slot(self.float, src, from, buf, to, h, d, len)?;
+            SlotCopy { from, to, heads: h, d, len }.run(self.float, src, buf)?;
         }
         self.lens[slot] = len;
         Ok(())
@@ -612,40 +612,40 @@ struct Slot {
     capacity: usize,
 }
 
-/// Copies positions `0..len` of every head of `src`'s slot `from` into slot `to` of `dst`
-/// (both `[rows, heads, capacity, d]` of `float`): one contiguous run per head.
-#[allow(clippy::too_many_arguments)]
-fn copy_slot(
-    float: Float,
-    src: &DynTensor,
+/// A copy of positions `0..len` of every head of one slot into another slot (buffers
+/// `[rows, heads, capacity, d]`).
+#[derive(Clone, Copy)]
+struct SlotCopy {
     from: Slot,
-    dst: &mut DynTensor,
     to: Slot,
     heads: usize,
     d: usize,
     len: usize,
-) -> Result<()> {
-    fn copy<T: PrimitiveTensorElementType + Copy>(
+}
+
+impl SlotCopy {
+    /// Copies from `src` into `dst`, both of `float`: one contiguous run per head.
+    fn run(self, float: Float, src: &DynTensor, dst: &mut DynTensor) -> Result<()> {
+        match float {
+            Float::F32 => self.typed::<f32>(src, dst),
+            Float::F16 => self.typed::<half::f16>(src, dst),
+        }
+    }
+
+    fn typed<T: PrimitiveTensorElementType + Copy>(
+        self,
         src: &DynTensor,
-        from: Slot,
         dst: &mut DynTensor,
-        to: Slot,
-        heads: usize,
-        d: usize,
-        len: usize,
     ) -> Result<()> {
         let (_, src) = src.try_extract_tensor::<T>().map_err(ort_err("batch kv"))?;
         let (_, dst) = dst.try_extract_tensor_mut::<T>().map_err(ort_err("batch kv"))?;
+        let (heads, d, len) = (self.heads, self.d, self.len);
         for h in 0..heads {
-            let at = ((from.row * heads + h) * from.capacity) * d;
-            let put = ((to.row * heads + h) * to.capacity) * d;
+            let at = ((self.from.row * heads + h) * self.from.capacity) * d;
+            let put = ((self.to.row * heads + h) * self.to.capacity) * d;
             dst[put..put + len * d].copy_from_slice(&src[at..at + len * d]);
         }
         Ok(())
-    }
-    match float {
-        Float::F32 => copy::<f32>(src, from, dst, to, heads, d, len),
-        Float::F16 => copy::<half::f16>(src, from, dst, to, heads, d, len),
     }
 }
 
