@@ -377,8 +377,10 @@ class SlowRunner:
 
         c = manifest["model"]
         self.session = session
-        past = next(i for i in session.get_inputs() if i.name == "past_key_0")
-        self.dtype = dtype or (np.float16 if past.type == "tensor(float16)" else np.float32)
+        if dtype is None:  # the graph's own cache type (fp16 in fp16 bundles and fp16-cache int8 / int4)
+            past = next(i for i in session.get_inputs() if i.name == "past_key_0")
+            dtype = np.float16 if past.type == "tensor(float16)" else np.float32
+        self.dtype = dtype
         self.names, self.outs = slow_cache_names(c["n_layer"])
         shape = (1, c["n_local_heads"], capacity, c["head_dim"])
         self.cache = {n: np.zeros(shape, self.dtype) for n in self.names}
