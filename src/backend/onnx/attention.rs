@@ -3,8 +3,8 @@
 //! A bundle exported with `--kv-cache fp16` (tools/export/s1mini_export/kv_cache.py) keeps the
 //! standard `com.microsoft.GroupQueryAttention` node, with fp16 q/k/v and fp16 cache buffers.
 //! ONNX Runtime's own CPU kernel runs that correctly but slowly: it converts each KV head to
-//! fp32 once per *query* head, so a decode step at 4,025 positions takes 3.6× the fp32 cache's
-//! time (docs/bench.md "(e)"). This kernel is registered under the same domain and name for the
+//! fp32 once per *query* head, so a decode step at 4,025 positions takes 1.25× the fp32 cache's
+//! time instead of about half (docs/bench.md "(e)"). This kernel is registered under the same domain and name for the
 //! slow session of such a bundle (ONNX Runtime looks custom operators up before its own), so the
 //! graph stays one any runtime can run, and this engine gets:
 //!
