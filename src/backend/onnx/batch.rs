@@ -454,12 +454,7 @@ impl Pool {
         let shape = [rows, h, capacity, d];
         let mut bufs = Vec::with_capacity(2 * self.layers);
         for i in 0..2 * self.layers {
-            let allocated = match self.float {
-                Float::F32 => Tensor::<f32>::new(&Allocator::default(), shape).map(|t| t.upcast()),
-                Float::F16 => {
-                    Tensor::<half::f16>::new(&Allocator::default(), shape).map(|t| t.upcast())
-                }
-            };
+            let allocated = DynTensor::new(&Allocator::default(), self.float.element(), shape);
             let mut t = allocated.map_err(|e| Error::Backend {
                 backend: NAME,
                 op: "batch kv cache".into(),

@@ -93,7 +93,8 @@ pub(crate) enum Float {
 }
 
 impl Float {
-    fn element(self) -> TensorElementType {
+    /// The ONNX element type (what `DynTensor::new` allocates).
+    pub(crate) fn element(self) -> TensorElementType {
         match self {
             Float::F32 => TensorElementType::Float32,
             Float::F16 => TensorElementType::Float16,

@@ -222,17 +222,15 @@ impl SlowKv {
         let shape = [1usize, self.heads, capacity, self.head_dim];
         (0..2 * layers)
             .map(|_| {
-                let t = match self.float {
-                    Float::F32 => Tensor::<f32>::new(&self.alloc, shape).map(|t| t.upcast()),
-                    Float::F16 => Tensor::<half::f16>::new(&self.alloc, shape).map(|t| t.upcast()),
-                };
-                t.map_err(|e| Error::Backend {
-                    backend: self.backend,
-                    op: "kv cache".into(),
-                    message: format!(
-                        "allocating {} cache buffers of {capacity} positions: {e}",
-                        2 * layers
-                    ),
+                DynTensor::new(&self.alloc, self.float.element(), shape).map_err(|e| {
+                    Error::Backend {
+                        backend: self.backend,
+                        op: "kv cache".into(),
+                        message: format!(
+                            "allocating {} cache buffers of {capacity} positions: {e}",
+                            2 * layers
+                        ),
+                    }
                 })
             })
             .collect()
