@@ -39,6 +39,9 @@ pub(crate) mod device;
 pub(crate) mod ep;
 pub(crate) mod kv;
 pub(crate) mod model_cache;
+// The codec's Snake kernel: target-feature dispatch and parallel writes to one output.
+#[allow(unsafe_code)]
+mod snake;
 
 use codec::{open_codec, OnnxCodec, SessionOpener};
 use device::{DeviceShared, DeviceT2s, Float};
@@ -253,18 +256,62 @@ fn open_session(
     flavor: Flavor,
     trt: Option<ep::EpOptions>,
 ) -> Result<Session> {
-    open_session_with(env, config, path, flavor, trt, None)
+    open_session_with(env, config, path, flavor, trt, OwnKernels::None)
 }
 
-/// [`open_session`] with custom operators registered (`ops`: the fp16-cache attention kernel
-/// for a CPU slow graph, attention.rs).
+/// A codec graph's session: on the CPU with onnx-cpu's Snake kernel (snake.rs), which graphs
+/// exported before it never call.
+fn open_codec_session(
+    env: &Environment,
+    config: &EngineConfig,
+    path: &Path,
+    flavor: Flavor,
+) -> Result<Session> {
+    let kernels = if flavor == Flavor::Cpu { OwnKernels::Snake } else { OwnKernels::None };
+    open_session_with(env, config, path, flavor, None, kernels)
+}
+
+/// onnx-cpu's own kernels that a session registers as custom operators; ONNX Runtime looks
+/// those up before its own, so the graphs stay ones any ONNX Runtime runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnKernels {
+    /// ONNX Runtime's kernels only.
+    None,
+    /// `com.microsoft.GroupQueryAttention` over an fp16 KV cache (attention.rs): slow graphs
+    /// of fp16-cache bundles.
+    Fp16Attention,
+    /// `ai.s1mini.Snake` (snake.rs): codec graphs.
+    Snake,
+}
+
+impl OwnKernels {
+    fn domain(self) -> Option<Result<ort::operator::OperatorDomain>> {
+        match self {
+            OwnKernels::None => None,
+            OwnKernels::Fp16Attention => Some(attention::operators()),
+            OwnKernels::Snake => Some(snake::operators()),
+        }
+    }
+
+    /// The model cache's record of them: an optimised graph saved with a custom kernel's node
+    /// only loads where that kernel is registered.
+    fn cache_tag(self) -> &'static str {
+        match self {
+            OwnKernels::None => "",
+            OwnKernels::Fp16Attention => "\nops s1mini-fp16-attention",
+            OwnKernels::Snake => "\nops s1mini-snake",
+        }
+    }
+}
+
+/// [`open_session`] with onnx-cpu's own `kernels` registered.
 fn open_session_with(
     env: &Environment,
     config: &EngineConfig,
     path: &Path,
     flavor: Flavor,
     trt: Option<ep::EpOptions>,
-    ops: Option<fn() -> Result<ort::operator::OperatorDomain>>,
+    kernels: OwnKernels,
 ) -> Result<Session> {
     let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("graph").to_string();
     // On a GPU flavour, a failure that is about the machine (library, driver, device, memory)
@@ -303,8 +350,8 @@ fn open_session_with(
         for (k, v) in CONFIG_ENTRIES {
             b = b.with_config_entry(k, v).map_err(|e| invalid(e.to_string()))?;
         }
-        if let Some(ops) = ops {
-            b = b.with_operators(ops()?).map_err(|e| invalid(e.to_string()))?;
+        if let Some(domain) = kernels.domain() {
+            b = b.with_operators(domain?).map_err(|e| invalid(e.to_string()))?;
         }
         if flavor.is_gpu() {
             b = ep::register(b, config, flavor, trt.clone()).map_err(|message| {
@@ -333,7 +380,7 @@ fn open_session_with(
                 "ep cpu\ngraph_optimization {:?}\nconfig {}{}",
                 config.graph_optimization,
                 CONFIG_ENTRIES.map(|(k, v)| format!("{k}={v}")).join(" "),
-                if ops.is_some() { "\nops s1mini-fp16-attention" } else { "" }
+                kernels.cache_tag()
             );
             if let Some(session) = open_cached(&cache, path, &options, level, &builder) {
                 return Ok(session);
@@ -434,32 +481,32 @@ pub fn build_cpu(config: &EngineConfig, bundle: &Bundle) -> Result<BackendPair> 
     let (slow_path, fast_path) = (info.graph("slow")?, info.graph("fast")?);
     let (env2, config2) = (env.clone(), config.clone());
     let open_encoder: SessionOpener =
-        Box::new(move |p| open_session(&env2, &config2, p, Flavor::Cpu, None));
+        Box::new(move |p| open_codec_session(&env2, &config2, p, Flavor::Cpu));
     // One-shot decodes run through the step graph (generate::decode_all), so the whole-utterance
     // decoder is opened only if something asks for it (a bundle without a step graph, or a
     // comparison through re-decoded context).
     let (env3, config3) = (env.clone(), config.clone());
     let open_decoder: SessionOpener =
-        Box::new(move |p| open_session(&env3, &config3, p, Flavor::Cpu, None));
+        Box::new(move |p| open_codec_session(&env3, &config3, p, Flavor::Cpu));
     // The slow graph is most of the load, and much of its session creation runs on one thread
     // (ONNX Runtime's graph set-up before packing): it opens on its own thread while this one
     // opens the others, which on 2 cores cuts a real bundle's load by the smaller share.
     // An fp16 cache: onnx-cpu's own attention kernel replaces ONNX Runtime's (attention.rs).
     let kv_cache = info.quantization.as_ref().map_or(KvCache::Fp32, |q| q.kv_cache);
-    let ops = match kv_cache {
-        KvCache::Fp16 => Some(attention::operators as fn() -> Result<_>),
-        KvCache::Fp32 => None,
+    let kernels = match kv_cache {
+        KvCache::Fp16 => OwnKernels::Fp16Attention,
+        KvCache::Fp32 => OwnKernels::None,
     };
     let (slow, rest) = std::thread::scope(|scope| {
         let slow =
-            scope.spawn(|| open_session_with(&env, config, slow_path, Flavor::Cpu, None, ops));
+            scope.spawn(|| open_session_with(&env, config, slow_path, Flavor::Cpu, None, kernels));
         let rest = open_session(&env, config, fast_path, Flavor::Cpu, None).and_then(|fast| {
             let codec = open_codec(
                 info,
                 NAME,
                 Float::F32,
                 true,
-                |_, p| open_session(&env, config, p, Flavor::Cpu, None),
+                |_, p| open_codec_session(&env, config, p, Flavor::Cpu),
                 open_encoder,
                 Some(open_decoder),
             )?;
@@ -524,13 +571,13 @@ pub(crate) fn build_codec(
     }
     let (env2, config2) = (env.clone(), config.clone());
     let open_encoder: SessionOpener =
-        Box::new(move |p| open_session(&env2, &config2, p, flavor, None));
+        Box::new(move |p| open_codec_session(&env2, &config2, p, flavor));
     let codec = open_codec(
         info,
         flavor.name(),
         float,
         true,
-        |_, p| open_session(&env, config, p, flavor, None),
+        |_, p| open_codec_session(&env, config, p, flavor),
         open_encoder,
         None,
     )?;
@@ -1075,10 +1122,10 @@ mod tests {
         assert_eq!(info.quantization.as_ref().unwrap().kv_cache, KvCache::Fp16);
         let env = environment(&config).unwrap();
         let path = info.graph("slow").unwrap();
-        let ours = attention::operators as fn() -> Result<_>;
         let mut sessions = [
             open_session(&env, &config, path, Flavor::Cpu, None).unwrap(),
-            open_session_with(&env, &config, path, Flavor::Cpu, None, Some(ours)).unwrap(),
+            open_session_with(&env, &config, path, Flavor::Cpu, None, OwnKernels::Fp16Attention)
+                .unwrap(),
         ];
         assert_eq!(kv::cache_float(&sessions[0]).unwrap(), Float::F16);
         let d = &info.model;
@@ -1112,6 +1159,41 @@ mod tests {
             println!("step {step}: logits rel RMSE {rel:.2e}");
             assert!(rel < 2e-3, "step {step}: ours vs ONNX Runtime's, rel RMSE {rel}");
         }
+    }
+
+    #[test]
+    fn snake_kernel_decodes_what_onnx_runtime_does() {
+        // The tiny fixture's whole-utterance codec graph (29 ai.s1mini.Snake nodes, the
+        // exporter's snake.py), run once with ONNX Runtime inlining the function body and once
+        // with onnx-cpu's kernel: the same PCM to float rounding, the kernel in ours only.
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+        let ort = std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH");
+        let config = EngineConfig::new(&dir).with_ort_library_path(ort);
+        let bundle = Bundle::load(&dir, false).unwrap();
+        let info = &bundle.info;
+        let env = environment(&config).unwrap();
+        let path = info.graph("codec_decode").unwrap();
+        let mut sessions = [
+            open_session(&env, &config, path, Flavor::Cpu, None).unwrap(),
+            open_codec_session(&env, &config, path, Flavor::Cpu).unwrap(),
+        ];
+        let (k, t) = (info.codec.codebook_sizes.len(), 9);
+        let codes: Vec<i64> = (0..k * t).map(|i| (i * 37 % 1000) as i64).collect();
+        let mut pcm: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
+        let mut calls = [0; 2];
+        for ((s, out), calls) in sessions.iter_mut().zip(&mut pcm).zip(&mut calls) {
+            let before = snake::CALLS.load(Ordering::SeqCst);
+            let input = Tensor::from_array(([1, k, t], codes.clone())).unwrap();
+            let outputs = s.run(ort::inputs!["codes" => input]).unwrap();
+            *out = outputs[0].try_extract_tensor::<f32>().unwrap().1.to_vec();
+            *calls = snake::CALLS.load(Ordering::SeqCst) - before;
+        }
+        assert_eq!(calls, [0, 29], "kernel calls per session");
+        assert_eq!(pcm[0].len(), t * info.codec.frame_samples);
+        let peak = pcm[0].iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = pcm[0].iter().zip(&pcm[1]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!("Snake kernel vs ONNX Runtime: max |PCM diff| {worst:.2e} of peak {peak:.2e}");
+        assert!(peak > 0.0 && worst <= 1e-5 * peak, "max |diff| {worst} vs peak {peak}");
     }
 
     /// A text prompt `[1+K, t]`: ids 1.. (mod 1000) in row 0, no codes.

@@ -230,6 +230,17 @@ def _export_traced(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path
     )
 
 
+def _fuse_snakes(path: Path) -> None:
+    """Each Snake of the fp32 graph at `path` as one `ai.s1mini.Snake` node (snake.py)."""
+    import onnx
+
+    from .snake import fuse_snakes
+
+    model = onnx.load(str(path))
+    if fuse_snakes(model):
+        onnx.save(model, str(path))
+
+
 def _default_input(path: Path, name: str, value: np.ndarray) -> None:
     """Gives graph input `name` an initializer of the same name: ONNX Runtime then lets callers
     leave it out (default `value`) or feed it (an "overridable initializer")."""
@@ -281,6 +292,9 @@ def export_codec(codec_pth: Path, out_dir: Path, precision: str, parts: set[str]
         # After the other graphs: their bytes do not depend on whether this one is exported.
         section["step_state"] = export_decode_step(dac, dtype, section, out_dir / FILES["codec-decode-step"])
         files.append(FILES["codec-decode-step"])
+    if dtype == torch.float32:
+        for name in files:
+            _fuse_snakes(out_dir / name)
     if "codec-decode" in parts and "codec-decode-step" in parts:
         share_weights(out_dir, [FILES["codec-decode"], FILES["codec-decode-step"]], SHARED_DECODER_DATA)
         files.append(SHARED_DECODER_DATA)

@@ -348,3 +348,59 @@ def test_codec_step_fp16_graph_runs_and_stays_close(tiny: dict, tmp_path: Path) 
     assert got.dtype == np.float32
     ref = codec.reference_decode(tiny["pth"], codes, tiny["dac"])
     assert np.abs(got - ref).max() < 2e-2
+
+
+def test_codec_fp32_graphs_hold_each_snake_as_one_function_node(tiny: dict) -> None:
+    from dac.nn.layers import Snake1d
+
+    from s1mini_export.snake import DOMAIN, OP
+
+    dac = tiny["dac"]
+    snakes = {
+        "codec_decode.onnx": sum(isinstance(m, Snake1d) for m in dac.decoder.modules()),
+        "codec_decode_step.onnx": sum(isinstance(m, Snake1d) for m in dac.decoder.modules()),
+        "codec_encode.onnx": sum(isinstance(m, Snake1d) for m in dac.encoder.modules()),
+    }
+    for name, want in snakes.items():
+        m = onnx.load(str(tiny["dir"] / name), load_external_data=False)
+        ops = [(n.domain, n.op_type) for n in m.graph.node]
+        assert want > 0 and ops.count((DOMAIN, OP)) == want, name
+        assert ("", "Sin") not in ops, name
+        assert [(f.domain, f.name) for f in m.functions] == [(DOMAIN, OP)]
+        assert [o.version for o in m.opset_import if o.domain == DOMAIN] == [1]
+
+
+def _snake_model(tmp: Path, also_output_sin: bool) -> onnx.ModelProto:
+    from s1mini_export.codec_graph import snake
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.alpha = torch.nn.Parameter(torch.rand(1, 5, 1) * 3 + 0.1)
+            self.conv = torch.nn.Conv1d(5, 5, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(snake(self.conv(x), self.alpha))
+            return (y, torch.sin(self.alpha * y)) if also_output_sin else y
+
+    path = tmp / f"snake{int(also_output_sin)}.onnx"
+    outs = ["y", "s"] if also_output_sin else ["y"]
+    torch.onnx.export(Net().eval(), (torch.randn(1, 5, 9),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=outs, dynamic_axes={"x": {2: "T"}})
+    return onnx.load(str(path))
+
+
+def test_fuse_snakes_keeps_the_outputs_and_leaves_shared_values_alone(tmp_path: Path) -> None:
+    from s1mini_export.snake import fuse_snakes
+
+    x = np.random.default_rng(3).standard_normal((1, 5, 300)).astype(np.float32) * 4
+    model = _snake_model(tmp_path, False)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    assert fuse_snakes(model) == 1 and fuse_snakes(model) == 0
+    onnx.checker.check_model(model)
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(after[0], before[0])
+    # A Sin outside a Snake (here one whose value is a graph output) stays as it is.
+    shared = _snake_model(tmp_path, True)
+    assert fuse_snakes(shared) == 1
+    assert [n.op_type for n in shared.graph.node].count("Sin") == 1
