@@ -258,6 +258,19 @@ pub struct Quantization {
     pub fast_matrix_bytes: u64,
     /// Element type of slow.onnx's KV cache buffers.
     pub kv_cache: KvCache,
+    /// Arithmetic of the codec decoder's block convolutions.
+    pub codec_convs: CodecConvs,
+}
+
+/// Arithmetic of an int8 / int4 bundle's codec decoder convolutions (manifest
+/// `quantization.codec.convolutions`; tools/export/s1mini_export/codec_int8.py).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecConvs {
+    /// The fp32 export's codec: exact (PCM within 1e-5 of fish-speech's).
+    Fp32,
+    /// The decoder blocks' convolutions int8 (QDQ, ONNX Runtime's QLinearConv): lossy, opt-in
+    /// (`--codec int8`), for CPUs that cannot run the fp32 codec in real time.
+    Int8,
 }
 
 /// Element type of a CPU bundle's slow KV cache (manifest `quantization.kv_cache`).
@@ -764,6 +777,17 @@ fn quantization(
                     MANIFEST,
                     "quantization.kv_cache",
                     format!("{other:?} (expected \"fp16\" or \"fp32\")"),
+                ))
+            }
+        },
+        codec_convs: match q.codec.as_ref().and_then(|c| c.convolutions.as_deref()) {
+            None | Some("fp32") => CodecConvs::Fp32,
+            Some("int8") => CodecConvs::Int8,
+            Some(other) => {
+                return Err(Error::bundle(
+                    MANIFEST,
+                    "quantization.codec.convolutions",
+                    format!("{other:?} (expected \"int8\" or \"fp32\")"),
                 ))
             }
         },

@@ -40,6 +40,40 @@ fn quantized_bundles_run_on_onnx_cpu_close_to_fp32() {
     }
 }
 
+/// Signal-to-noise ratio of `got` against `reference`, in dB.
+fn snr_db(reference: &[f32], got: &[f32]) -> f64 {
+    10.0 * (1.0 / rel_rmse(reference, got).powi(2)).log10()
+}
+
+#[test]
+fn an_int8_codec_decodes_close_to_the_fp32_one_one_shot_and_streamed() {
+    // tools/export/tests/test_quantize.py measures the same bundle through Python's ONNX
+    // Runtime (21.8 dB on these codes); here the engine's path: the step graph in chunks with
+    // onnx-cpu's Snake kernel, one-shot and streamed.
+    let path = golden("codec_codes.npy");
+    let a = s1_mini::npy::read(&path).unwrap();
+    let (k, t) = (a.shape[a.shape.len() - 2], a.shape[a.shape.len() - 1]);
+    let codes = s1_mini::Codes::new(k, s1_mini::Frames(t), a.into_i64(&path).unwrap()).unwrap();
+    let fp32 = Engine::new(config(&tiny_dir()).with_backend(BackendKind::OnnxCpu)).unwrap();
+    let reference = fp32.decode_codes(&codes).unwrap().samples;
+    let e =
+        Engine::new(config(&quantized_codec_int8()).with_backend(BackendKind::OnnxCpu)).unwrap();
+    let q = e.info().quantization.clone().unwrap();
+    assert_eq!(q.codec_convs, s1_mini::bundle::CodecConvs::Int8);
+    let one_shot = e.decode_codes(&codes).unwrap().samples;
+    let snr = snr_db(&reference, &one_shot);
+    println!("int8 codec vs fp32 (engine, golden codes): SNR {snr:.1} dB");
+    assert!((18.0..80.0).contains(&snr), "SNR {snr} dB");
+    let mut stream = e.codec_stream(true).unwrap();
+    let mut streamed = Vec::new();
+    for start in (0..t).step_by(5) {
+        let end = (start + 5).min(t);
+        streamed.extend(stream.push(&codes.slice_frames(start, end)).unwrap());
+    }
+    let d = max_abs_diff(&one_shot, &streamed);
+    assert!(d <= 1e-5, "streamed vs one-shot through the int8 codec: max |diff| {d}");
+}
+
 #[test]
 fn quantized_bundle_weight_bytes_are_the_quantised_matrices() {
     let fp32 = s1_mini::bundle::Bundle::load(&tiny_dir(), false).unwrap().info;

@@ -166,6 +166,16 @@ pub(super) struct QuantizationSection {
     pub matrix_bytes: MatrixBytes,
     /// "fp16" or "fp32"; absent in bundles written before the option (fp32).
     pub kv_cache: Option<String>,
+    /// The codec decoder's quantisation; absent: fp32 (codec_int8.py).
+    pub codec: Option<CodecQuantizationSection>,
+}
+
+/// `quantization.codec`: only the field the engine reads; the rest documents the export.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct CodecQuantizationSection {
+    /// "int8".
+    pub convolutions: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -103,6 +103,18 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// project's .venv, which scripts/setup-python.sh creates), made once per test process.
 #[allow(dead_code)]
 pub fn quantized(precision: &str) -> PathBuf {
+    quantized_as(precision, &["--precision", precision])
+}
+
+/// The tiny fixture quantised to int4 with the codec's decoder convolutions int8
+/// (`--codec int8`, lossy), made once per test process.
+#[allow(dead_code)]
+pub fn quantized_codec_int8() -> PathBuf {
+    quantized_as("int4-codec-int8", &["--precision", "int4", "--codec", "int8"])
+}
+
+/// The tiny fixture through `python -m s1mini_export.quantize ARGS` into a temp dir `name`.
+fn quantized_as(name: &str, args: &[&str]) -> PathBuf {
     static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let root = MADE.get_or_init(|| {
         let d = std::env::temp_dir().join(format!("s1mini-quantized-{}", std::process::id()));
@@ -112,20 +124,22 @@ pub fn quantized(precision: &str) -> PathBuf {
     });
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = root.join(precision);
+    let out = root.join(name);
     if !out.exists() {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let python = repo.join(".venv/bin/python");
         assert!(python.exists(), "{} missing: run scripts/setup-python.sh", python.display());
         let st = std::process::Command::new(python)
             .env("PYTHONPATH", repo.join("tools/export"))
-            .args(["-m", "s1mini_export.quantize", "--precision", precision, "--bundle"])
+            .args(["-m", "s1mini_export.quantize"])
+            .args(args)
+            .arg("--bundle")
             .arg(tiny_dir())
             .arg("--out")
             .arg(&out)
             .status()
             .unwrap();
-        assert!(st.success(), "quantiser failed for {precision}");
+        assert!(st.success(), "quantiser failed for {name}");
     }
     out
 }

@@ -10,7 +10,8 @@ times, and prints the minimum wall and process CPU time per second of audio and 
 relative to the first pair's; modes: `one` (codec_decode.onnx, whole utterance) and `stepN`
 (codec_decode_step.onnx in chunks of N frames, state carried). `profile` runs one mode twice with
 ONNX Runtime's profiler and prints the node time per op type and the top nodes. Sessions as the
-engine opens them: CPU EP, default threads (THREADS=n to set), spinning off. Not a test:
+engine opens them (CPU EP, default threads: THREADS=n to set, spinning off), except that Python
+runs each ai.s1mini.Snake through its function body, not onnx-cpu's kernel. Not a test:
 figures for docs/rust-core.md "Codec speed"; the machine is shared, so compare within one run.
 """
 
@@ -43,6 +44,8 @@ def options(profile_prefix: str | None = None) -> ort.SessionOptions:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if os.environ.get("THREADS"):
         so.intra_op_num_threads = int(os.environ["THREADS"])
+    if os.environ.get("DISABLE_OPTIMIZERS"):  # e.g. NhwcTransformer (experiments)
+        so.add_session_config_entry("optimization.disable_specified_optimizers", os.environ["DISABLE_OPTIMIZERS"])
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
@@ -92,10 +95,12 @@ def ab(dirs: list[str], modes: list[str], frames_list: list[int], reps: int) -> 
                 times.setdefault((d, m), []).append((time.perf_counter() - t, time.process_time() - cpu))
         ref = pcm[(dirs[0], modes[0])]
         for (d, m), v in times.items():
-            err = float(np.abs(pcm[(d, m)] - ref).max() / np.abs(ref).max())
+            diff = pcm[(d, m)] - ref
+            err = float(np.abs(diff).max() / np.abs(ref).max())
+            snr = 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / max(float(np.sum(diff.astype(np.float64) ** 2)), 1e-30))
             print(f"{frames} frames ({audio:.2f} s of audio) {d} {m}: wall/audio {min(w for w, _ in v) / audio:.3f}, "
                   f"cpu/audio {min(c for _, c in v) / audio:.3f} (runs wall/cpu s: "
-                  + " ".join(f"{w:.2f}/{c:.2f}" for w, c in v) + f"), PCM vs the first {err:.2e}", flush=True)
+                  + " ".join(f"{w:.2f}/{c:.2f}" for w, c in v) + f"), PCM vs the first: max |diff| / peak {err:.2e}, SNR {snr:.1f} dB", flush=True)
     print(f"load average {os.getloadavg()}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 

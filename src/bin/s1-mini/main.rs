@@ -744,6 +744,13 @@ fn print_precision_advice(gpu: bool, precision: Option<Precision>) {
             format!("python -m s1mini_export --checkpoint CKPT --out BUNDLE --precision {best}");
         println!("            this bundle is {p}: export another with `{cmd}`");
     }
+    if !gpu {
+        println!(
+            "            the exact fp32 codec may not keep up with real time on a CPU: \
+             `--codec int8` (s1mini_export.quantize) runs it ~2.5x faster, lossy \
+             (docs/rust-core.md \"Codec speed (CPU)\")"
+        );
+    }
 }
 
 fn info(a: &InfoArgs) -> Result<()> {
@@ -775,13 +782,17 @@ fn print_bundle(i: &s1_mini::BundleInfo, no_verify: bool) {
     match &i.quantization {
         Some(q) => println!(
             "precision   {} (weight-only: layer matrices {}-bit, heads {}-bit, blocks of {}; \
-             {} KV cache, {:.1} KiB per position; for onnx-cpu)",
+             {} KV cache, {:.1} KiB per position; codec convolutions {}; for onnx-cpu)",
             i.precision,
             q.layer_bits,
             q.head_bits,
             q.block_size,
             q.kv_cache,
-            kv_bytes_per_position(i, q.kv_cache.bytes()) as f64 / 1024.0
+            kv_bytes_per_position(i, q.kv_cache.bytes()) as f64 / 1024.0,
+            match q.codec_convs {
+                s1_mini::bundle::CodecConvs::Fp32 => "fp32 (exact)",
+                s1_mini::bundle::CodecConvs::Int8 => "int8 (lossy, --codec int8)",
+            }
         ),
         None => println!("precision   {}", i.precision),
     }

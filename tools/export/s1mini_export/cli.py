@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("fp16", "fp32"),
         help="int8 / int4: the slow graph's KV cache type (default fp16: half the bytes a long-context decode step reads)",
     )
+    p.add_argument(
+        "--codec",
+        choices=("fp32", "int8"),
+        help="int8 / int4: the codec decoder's convolutions (default fp32, exact; int8: lossy, faster on CPUs)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --random")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     return p
@@ -50,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export, parse_parts
 
             export(
-                args.checkpoint, args.out, args.precision, parse_parts(args.parts), force=args.force, kv_cache=args.kv_cache
+                args.checkpoint,
+                args.out,
+                args.precision,
+                parse_parts(args.parts),
+                force=args.force,
+                kv_cache=args.kv_cache,
+                codec=args.codec,
             )
     except ExportError as e:
         print(f"s1mini_export: error: {e}", file=sys.stderr)

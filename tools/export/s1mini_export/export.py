@@ -40,13 +40,17 @@ def export(
     force: bool = False,
     log=llm.progress,
     kv_cache: str | None = None,
+    codec: str | None = None,
 ) -> dict:
     """Writes the bundle of docs/bundle-format.md to out_dir and returns its manifest.
-    `kv_cache` (int8 / int4 only): the slow graph's cache type, fp16 by default (quantize.py)."""
+    `kv_cache` (int8 / int4 only): the slow graph's cache type, fp16 by default; `codec` (int8 /
+    int4 only): the codec decoder's convolutions, fp32 by default or int8 (quantize.py)."""
     if precision in QUANTIZED:
-        return _export_quantized(checkpoint, out_dir, precision, parts, force, log, kv_cache)
+        return _export_quantized(checkpoint, out_dir, precision, parts, force, log, kv_cache, codec)
     if kv_cache is not None:
         raise ExportError(f"--kv-cache is for int8 / int4 bundles (this one is {precision})")
+    if codec is not None:
+        raise ExportError(f"--codec is for int8 / int4 bundles (this one is {precision})")
     if precision not in PRECISIONS:
         raise ExportError(f"--precision: unknown precision {precision!r} (expected fp32, fp16, int8 or int4)")
     parts = set(PARTS) if parts is None else parts
@@ -113,8 +117,9 @@ def export(
         raise
 
 
-def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, force: bool, log, kv_cache) -> dict:
-    from .quantize import KV_CACHE, quantize_bundle
+def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, force: bool, log, kv_cache,
+                      codec) -> dict:
+    from .quantize import CODEC, KV_CACHE, quantize_bundle
 
     parts = set(PARTS) if parts is None else parts
     if "llm" not in parts:
@@ -124,4 +129,6 @@ def _export_quantized(checkpoint: Path, out_dir: Path, precision: str, parts, fo
         fp32 = Path(tmp) / "fp32"
         export(checkpoint, fp32, "fp32", parts, log=log)
         log(f"quantising to {precision}")
-        return quantize_bundle(fp32, out_dir, precision, force=force, log=log, kv_cache=kv_cache or KV_CACHE)
+        return quantize_bundle(
+            fp32, out_dir, precision, force=force, log=log, kv_cache=kv_cache or KV_CACHE, codec=codec or CODEC
+        )

@@ -7,7 +7,8 @@ or `python -m s1mini_export --checkpoint DIR --out B --precision int4` (exports 
 
 What is quantised: every MatMul of slow.onnx and fast.onnx whose weight is a constant
 initializer: per layer wqkv, wo, w1, w3, w2 and the two output heads. Embeddings (Gather), norms
-and the attention's own MatMuls (activations x activations) stay fp32, and so does the codec.
+and the attention's own MatMuls (activations x activations) stay fp32, and so does the codec
+unless `--codec int8` (its decoder blocks' convolutions int8: lossy, codec_int8.py).
 `int8`: every matrix 8 bits. `int4`: layer matrices 4 bits, the heads 8 bits (HEAD_BITS; measured
 in tools/export/cpu_quant_quality.py: the heads are 1 % of the weights and carry the sampling).
 Blocks of BLOCK_SIZE = 32 along the input dimension (`--block-size` 16..256, a power of two:
@@ -41,6 +42,9 @@ BLOCK_SIZE = 32
 # which is what bounds it there on a CPU; "fp32" keeps the fp32 bundle's cache.
 KV_CACHES = ("fp16", "fp32")
 KV_CACHE = "fp16"
+# The codec decoder's convolutions: fp32 (exact) unless asked for int8 (lossy, codec_int8.py).
+CODECS = ("fp32", "int8")
+CODEC = "fp32"
 ACCURACY_LEVEL = 4
 HEAD_BITS = 8
 PRECISIONS = {"int8": 8, "int4": 4}
@@ -126,16 +130,19 @@ def quantize_bundle(
     log=lambda m: None,
     block_size: int = BLOCK_SIZE,
     kv_cache: str = KV_CACHE,
+    codec: str = CODEC,
 ) -> dict:
     """Writes the `precision` (int8 | int4) bundle of the fp32 bundle `src` to `out` atomically,
-    with blocks of `block_size` weights and a `kv_cache` (fp16 | fp32) slow cache; returns its
-    manifest."""
+    with blocks of `block_size` weights, a `kv_cache` (fp16 | fp32) slow cache and `codec`
+    (fp32 | int8) decoder convolutions; returns its manifest."""
     if precision not in PRECISIONS:
         raise ExportError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     if block_size not in BLOCK_SIZES:
         raise ExportError(f"--block-size: {block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
     if kv_cache not in KV_CACHES:
         raise ExportError(f"--kv-cache: {kv_cache!r} is not one of {', '.join(KV_CACHES)}")
+    if codec not in CODECS:
+        raise ExportError(f"--codec: {codec!r} is not one of {', '.join(CODECS)}")
     try:
         manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -150,15 +157,25 @@ def quantize_bundle(
     tmp = partial_dir(out, parent)
     try:
         report = {}
-        transformer_files = set()
+        replaced = set()
         for g in GRAPHS:
             name = graphs[g]
-            transformer_files |= {name, name + ".data"}
+            replaced |= {name, name + ".data"}
             cache = kv_cache if g == "slow" else "fp32"
             report[g] = quantize_graph(src / name, tmp / name, bits, log, block_size, cache)
         files = []
+        codec_record = None
+        if codec == "int8":
+            from .codec import SHARED_DECODER_DATA
+            from .codec_int8 import DECODE, STEP, quantize_codec
+
+            if not all(g in graphs for g in ("codec_decode", "codec_decode_step")):
+                raise ExportError(f"{src}: --codec int8 needs both codec decode graphs (--parts codec-decode,codec-decode-step)")
+            codec_record = quantize_codec(src, tmp, log)
+            replaced |= {DECODE, STEP, SHARED_DECODER_DATA}
+            files += [DECODE, STEP, SHARED_DECODER_DATA]
         for name in manifest["files"]:
-            if name in transformer_files or name == manifest.get("weights", {}).get("llm"):
+            if name in replaced or name == manifest.get("weights", {}).get("llm"):
                 continue
             shutil.copyfile(src / name, tmp / name)
             files.append(name)
@@ -177,6 +194,8 @@ def quantize_bundle(
             "from": "fp32",
             "kv_cache": kv_cache,
         }
+        if codec_record is not None:
+            manifest["quantization"]["codec"] = codec_record
         manifest["files"] = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in sorted(files)}
         write_manifest(tmp / "manifest.json", manifest)
         publish(tmp, out)
@@ -196,11 +215,17 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--kv-cache", default=KV_CACHE, choices=KV_CACHES, help=f"slow graph's KV cache type (default {KV_CACHE})"
     )
+    ap.add_argument(
+        "--codec", default=CODEC, choices=CODECS,
+        help="codec decoder convolutions: fp32 (exact, default) or int8 (lossy, faster on CPUs; codec_int8.py)",
+    )
     ap.add_argument("--force", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     log = lambda m: print(f"s1mini_export.quantize: {m}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        quantize_bundle(args.bundle, args.out, args.precision, args.force, log, args.block_size, args.kv_cache)
+        quantize_bundle(
+            args.bundle, args.out, args.precision, args.force, log, args.block_size, args.kv_cache, args.codec
+        )
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -82,6 +82,12 @@ def test_kv_cache_of_an_fp32_bundle_is_refused(tiny_ckpt, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_codec_int8_of_an_fp32_bundle_is_refused(tiny_ckpt, tmp_path):
+    res = run_cli("--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "b"), "--codec", "int8")
+    assert_fails(res, "--codec", "int8 / int4")
+    assert leftovers(tmp_path) == []
+
+
 def test_unknown_random_kind(tmp_path):
     res = run_cli("--random", "huge", "--out", str(tmp_path / "c"))
     assert_fails(res, "huge")
