@@ -46,3 +46,7 @@ done
 "$bin" bench --backend onnx-cpu --bundle "$int4_c8" --frames 64 --runs 1 --warmup 1 --no-stream \
   --streams 1,2,4 --json "$out/int4_c8-streams.json" > "$out/int4_c8-streams.txt" 2> "$out/int4_c8-streams.log"
 uptime >> "$out/summary.txt"
+# 5. The PyTorch eager peer (fish-speech's step and codec on random weights of the same shapes),
+#    with the int8-codec bundle, in one call (run after the rest; writes $out/torch/):
+S1_MINI_BIN="$bin" BENCH_OUT="$out/torch" bench/compare_torch.sh --bundle "$int4_c8" --frames 40 --runs 1 \
+  --warmup 1 --no-stream > "$out/torch.log" 2>&1
