@@ -769,28 +769,16 @@ fn quantization(
         block_size: bounded(q.block_size, "quantization.block_size", 1, MAX_DIM)?,
         slow_matrix_bytes: need(q.matrix_bytes.slow, "quantization.matrix_bytes.slow")?,
         fast_matrix_bytes: need(q.matrix_bytes.fast, "quantization.matrix_bytes.fast")?,
-        kv_cache: match q.kv_cache.as_deref() {
-            None | Some("fp32") => KvCache::Fp32,
-            Some("fp16") => KvCache::Fp16,
-            Some(other) => {
-                return Err(Error::bundle(
-                    MANIFEST,
-                    "quantization.kv_cache",
-                    format!("{other:?} (expected \"fp16\" or \"fp32\")"),
-                ))
-            }
-        },
-        codec_convs: match q.codec.as_ref().and_then(|c| c.convolutions.as_deref()) {
-            None | Some("fp32") => CodecConvs::Fp32,
-            Some("int8") => CodecConvs::Int8,
-            Some(other) => {
-                return Err(Error::bundle(
-                    MANIFEST,
-                    "quantization.codec.convolutions",
-                    format!("{other:?} (expected \"int8\" or \"fp32\")"),
-                ))
-            }
-        },
+        kv_cache: one_of(
+            q.kv_cache.as_deref(),
+            "quantization.kv_cache",
+            &[("fp32", KvCache::Fp32), ("fp16", KvCache::Fp16)],
+        )?,
+        codec_convs: one_of(
+            q.codec.as_ref().and_then(|c| c.convolutions.as_deref()),
+            "quantization.codec.convolutions",
+            &[("fp32", CodecConvs::Fp32), ("int8", CodecConvs::Int8)],
+        )?,
     };
     if q.layer_bits != want {
         return Err(Error::bundle(
@@ -800,6 +788,25 @@ fn quantization(
         ));
     }
     Ok(q)
+}
+
+/// The manifest string `value` of `field` as one of `choices` (name, value); absent: the first,
+/// which is what bundles written before the field meant.
+fn one_of<T: Copy>(value: Option<&str>, field: &str, choices: &[(&str, T)]) -> Result<T> {
+    let Some(value) = value else {
+        return Ok(choices[0].1);
+    };
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some(&(_, v)) => Ok(v),
+        None => {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+            Err(Error::bundle(
+                MANIFEST,
+                field,
+                format!("{value:?} (expected {})", names.join(" or ")),
+            ))
+        }
+    }
 }
 
 /// The tokenizer of `t` (the manifest's `tokenizer` section) with the special tokens `special`

@@ -155,6 +155,35 @@ fn manifest_with_impossible_kv_cache_is_refused_at_load() {
 }
 
 #[test]
+fn unknown_quantization_choices_are_refused_with_their_field() {
+    let dir = quantized("int4");
+    let m = read_json(&dir.join("manifest.json"));
+    for (field, edit) in [
+        ("quantization.kv_cache", ("kv_cache", serde_json::json!("bf16"))),
+        ("quantization.codec.convolutions", ("codec", serde_json::json!({"convolutions": "int3"}))),
+    ] {
+        let mut bad = m.clone();
+        bad["quantization"][edit.0] = edit.1;
+        let bytes = serde_json::to_vec(&bad).unwrap();
+        match Bundle::from_manifest_bytes(&dir, &bytes, false) {
+            Err(Error::BundleInvalid { field: f, reason, .. }) => {
+                assert_eq!(f, field);
+                assert!(reason.contains("expected"), "{reason}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // Absent: what bundles written before these fields meant.
+    let mut old = m.clone();
+    old["quantization"].as_object_mut().unwrap().retain(|k, _| k != "kv_cache" && k != "codec");
+    let info =
+        Bundle::from_manifest_bytes(&dir, &serde_json::to_vec(&old).unwrap(), false).unwrap().info;
+    let q = info.quantization.unwrap();
+    assert_eq!(q.kv_cache, s1_mini::bundle::KvCache::Fp32);
+    assert_eq!(q.codec_convs, s1_mini::bundle::CodecConvs::Fp32);
+}
+
+#[test]
 fn impossible_requests_are_refused_before_allocating() {
     let engine = tiny_engine();
     let context = engine.info().model.max_seq_len as u32;
