@@ -217,7 +217,7 @@ def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 # Measured on the tiny fixture's golden codes (random weights, 2026-12-02, Intel Xeon): 21.8 dB;
-# the real-shape random codec gives 30.9 dB (docs/rust-core.md "int8 codec convolutions").
+# the real-shape random codec gives 30.9 dB (docs/rust-core.md "Codec speed (CPU)").
 INT8_CODEC_MIN_SNR_DB = 18.0
 
 
