@@ -32,6 +32,7 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
+use super::shared_out::SharedOut;
 use crate::error::{Error, Result};
 
 /// ONNX Runtime's contrib domain, where GroupQueryAttention lives.
@@ -180,7 +181,7 @@ fn compute(ctx: &ComputeContext, h: Heads) -> ort::Result<()> {
     layout.write_new(present_v, v_new, &past);
     let (_, y) = y_out.try_extract_tensor_mut::<f16>()?;
     let scale = h.scale.unwrap_or(1.0 / (d as f32).sqrt());
-    let y_at = SharedOut(y.as_mut_ptr(), y.len());
+    let y_at = SharedOut::new(y);
     let (present_k, present_v): (&[f16], &[f16]) = (present_k, present_v);
     ctx.par_for(b * h.kv_heads, b * h.kv_heads, |task| {
         let (row, g) = (task / h.kv_heads, task % h.kv_heads);
@@ -195,20 +196,6 @@ fn compute(ctx: &ComputeContext, h: Heads) -> ort::Result<()> {
 
 fn data_ptr(v: &ort::value::ValueRef<'_>) -> ort::Result<*const f16> {
     Ok(v.try_extract_tensor::<f16>()?.1.as_ptr())
-}
-
-/// The output's memory, written by the parallel tasks at disjoint places.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f16, usize);
-// SAFETY: see `compute`: every task writes its own heads only.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer and length (a method, so that closures capture the whole `Sync` value).
-    fn parts(self) -> (*mut f16, usize) {
-        (self.0, self.1)
-    }
 }
 
 /// Sizes of one call: rows, new positions, head size, cache capacity, KV heads and query heads

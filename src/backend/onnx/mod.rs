@@ -42,6 +42,9 @@ pub(crate) mod model_cache;
 // The codec's Snake kernel: target-feature dispatch and parallel writes to one output.
 #[allow(unsafe_code)]
 mod snake;
+// The kernels' output buffer shared by their parallel tasks.
+#[allow(unsafe_code)]
+mod shared_out;
 
 use codec::{open_codec, OnnxCodec, SessionOpener};
 use device::{DeviceShared, DeviceT2s, Float};

@@ -6,7 +6,7 @@
 //! This engine registers a kernel under that domain and name; ONNX Runtime then keeps the node
 //! and calls the kernel instead of inlining. Why: inlined, Snake is five passes over memory and
 //! ONNX Runtime's `Sin` runs at scalar speed; the five were a quarter of the real-shape
-//! codec's CPU time, and 45 % once the convolutions are int8 (docs/rust-core.md "Codec speed").
+//! codec's CPU time, and up to 40 % once the convolutions are int8 (docs/rust-core.md "Codec speed").
 //! Here it is one pass, with a polynomial sine the compiler vectorises.
 //!
 //! Semantics are the body's, in its order of float operations: `z = x·α` (f32),
@@ -23,6 +23,7 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
+use super::shared_out::SharedOut;
 use crate::error::{Error, Result};
 
 /// The exporter's operator domain (snake.py `DOMAIN`).
@@ -99,7 +100,7 @@ fn compute(ctx: &ComputeContext) -> ort::Result<()> {
     if rows == 0 || t == 0 {
         return Ok(());
     }
-    let y_at = SharedOut(y.as_mut_ptr(), y.len());
+    let y_at = SharedOut::new(y);
     let tasks = rows.div_ceil(ROWS_PER_TASK);
     ctx.par_for(tasks, tasks, |task| {
         let first = task * ROWS_PER_TASK;
@@ -114,20 +115,6 @@ fn compute(ctx: &ComputeContext) -> ort::Result<()> {
             snake(&x[span.clone()], alpha[ch], inv[ch], &mut y[span]);
         }
     })
-}
-
-/// The output's memory, written by the parallel tasks at disjoint rows.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32, usize);
-// SAFETY: see `compute`: every task writes its own rows only.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer and length (a method, so that closures capture the whole `Sync` value).
-    fn parts(self) -> (*mut f32, usize) {
-        (self.0, self.1)
-    }
 }
 
 /// `y[i] = x[i] + inv · sin²(α · x[i])` for one channel.
