@@ -17,7 +17,6 @@ real checkpoint before shipping it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +66,10 @@ def calibration_feeds(src: Path, graph: str, codec: dict) -> list[dict[str, np.n
     return feeds
 
 
-def quantize_codec(src: Path, out: Path, log=lambda m: None) -> dict:
+def quantize_codec(src: Path, out: Path, codec: dict, log=lambda m: None) -> dict:
     """Writes int8-convolution versions of the fp32 bundle `src`'s two decode graphs into `out`
-    (with their shared data file); returns the manifest's `quantization.codec` record."""
+    (with their shared data file), `codec` being its manifest's codec section; returns the
+    manifest's `quantization.codec` record."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -81,7 +81,6 @@ def quantize_codec(src: Path, out: Path, log=lambda m: None) -> dict:
 
     from .codec import SHARED_DECODER_DATA, share_weights
 
-    codec = json.loads((src / "manifest.json").read_text(encoding="utf-8"))["codec"]
 
     class Feeds(CalibrationDataReader):
         def __init__(self, feeds):

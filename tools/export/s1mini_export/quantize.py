@@ -152,6 +152,8 @@ def quantize_bundle(
     graphs = manifest.get("graphs", {})
     if not all(g in graphs for g in GRAPHS):
         raise ExportError(f"{src}: the bundle has no transformer graphs (export with --parts llm)")
+    if codec == "int8" and not all(g in graphs for g in ("codec_decode", "codec_decode_step")):
+        raise ExportError(f"{src}: --codec int8 needs both codec decode graphs (--parts codec-decode,codec-decode-step)")
     parent = check_out_dir(out, force)
     bits = PRECISIONS[precision]
     tmp = partial_dir(out, parent)
@@ -169,9 +171,7 @@ def quantize_bundle(
             from .codec import SHARED_DECODER_DATA
             from .codec_int8 import DECODE, STEP, quantize_codec
 
-            if not all(g in graphs for g in ("codec_decode", "codec_decode_step")):
-                raise ExportError(f"{src}: --codec int8 needs both codec decode graphs (--parts codec-decode,codec-decode-step)")
-            codec_record = quantize_codec(src, tmp, log)
+            codec_record = quantize_codec(src, tmp, manifest["codec"], log)
             replaced |= {DECODE, STEP, SHARED_DECODER_DATA}
             files += [DECODE, STEP, SHARED_DECODER_DATA]
         for name in manifest["files"]:
